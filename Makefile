@@ -1,0 +1,35 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Each creates .venv if needed and installs what it needs. Torch is pinned by default
+# (a CPU build is fast to install here); override e.g. `make test TORCH_SPEC='torch==2.11.0'`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip --disable-pip-version-check
+STAMP := $(VENV)/.installed
+DEPS := pyproject.toml plugins/rlscale_minatar/pyproject.toml
+
+.PHONY: install demo test lint clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+$(STAMP): $(PY) $(DEPS)
+	$(PIP) install -q "$(TORCH_SPEC)"
+	$(PIP) install -q -e ".[dev]" -e plugins/rlscale_minatar
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: install
+	$(VENV)/bin/rlscale demo
+
+test: install
+	$(PY) -m pytest -q -m "not gpu" tests
+
+lint: install
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info
