@@ -1,0 +1,144 @@
+"""``rlscale``: the one command-line entry point (subcommands, ``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from rl.cliargs import add_dataclass_args, dataclass_from_args
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class CLIError(Exception):
+    """A user error: printed as one clear line, exit status 2."""
+
+
+def print_table(df, title: str | None = None, floatfmt: str = "{:,.3g}") -> None:
+    table = Table(title=title)
+    for col in df.columns:
+        table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
+    for row in df.itertuples(index=False):
+        cells = []
+        for v in row:
+            if isinstance(v, float):
+                cells.append(floatfmt.format(v) if v == v else "-")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    console.print(table)
+
+
+# --- rlscale envs ------------------------------------------------------------------------
+
+
+def cmd_envs(args) -> int:
+    import envs
+    from envs.registry import load_entry_points
+
+    errors = load_entry_points()
+    entries = envs.list_envs()
+    if args.kind:
+        entries = [e for e in entries if e.kind == args.kind]
+    table = Table(title=f"{len(entries)} environments")
+    for col in ("name", "kind", "source", "backend id"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e.name, e.kind, e.source, e.target)
+    console.print(table)
+    console.print(
+        "Any gymnasium id also works with the prefix gym: (e.g. gym:LunarLander-v3). "
+        f"Atari backends: {', '.join(envs.ATARI_BACKENDS)} "
+        f"(default {envs.default_backend('atari')})."
+    )
+    for msg in errors:
+        err_console.print(f"[yellow]warning:[/] {msg}")
+    return 0
+
+
+# --- rlscale bench -----------------------------------------------------------------------
+
+
+def cmd_bench(args) -> int:
+    from rich.progress import Progress
+
+    from rl import bench
+
+    cfg_cls, run = bench.SUITES[args.suite]
+    cfg = dataclass_from_args(args, cfg_cls)
+    with Progress(console=err_console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(f"bench {args.suite}", total=None)
+        df = run(cfg, progress=lambda: progress.advance(task))
+    print_table(df, title=f"rlscale bench {args.suite}")
+    path = bench.write_results(df, Path(args.out), args.suite, cfg)
+    console.print(f"results: {path}")
+    return 0
+
+
+# --- rlscale demo ------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    """Until the study exists: environment throughput on Pong, every Atari backend."""
+    args.suite = "envs"
+    from rl import bench
+
+    cfg = bench.EnvBenchConfig(num_envs="8", steps=200, repeats=2)
+    for field, value in vars(cfg).items():
+        setattr(args, field, value)
+    return cmd_bench(args)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlscale",
+        description="RL scaling testbed: PPO on vectorized environments, gradient noise "
+        "scale, critical batch size.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("envs", help="list the environments available and where they come from")
+    p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
+    p.set_defaults(func=cmd_envs)
+
+    from rl import bench
+
+    p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
+    bsub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, (cfg_cls, _) in bench.SUITES.items():
+        sp = bsub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0])
+        add_dataclass_args(sp, cfg_cls)
+        sp.add_argument("--out", default="results/bench", help="results folder")
+        sp.add_argument("--quiet", action="store_true", help="no progress display")
+        sp.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)")
+    p.add_argument("--out", default="results/demo", help="output folder")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,680 @@
+"""The run directory of one training run: its on-disk layout and nothing else.
+
+Layout of ``<run>/``::
+
+    config.json             the run's configuration (plain JSON, sorted keys); written once
+                            by ``RunDir.create``, rewritten on a resume whose allowed keys
+                            changed (e.g. total steps)
+    status.json             {"state": "running"|"finished"|"failed", "iteration",
+                             "agent_steps", "message", "updated"}  (``updated``: unix time)
+    metrics.jsonl           one JSON object per PPO iteration, keyed by the integer
+                            ``iteration``; rows may carry different keys
+    checkpoints/
+        ckpt_00000012.pt    torch.save({"format": 1, "iteration": 12, "state": {...}})
+        latest.json         {"iteration": 12, "file": "ckpt_00000012.pt"}
+    tb/                     TensorBoard event files (SummaryWriter)
+
+Durability rules -- a process killed with SIGKILL at any moment leaves a directory that
+loads:
+
+* ``config.json``, ``status.json``, ``checkpoints/*.pt``, ``latest.json`` and a truncated
+  ``metrics.jsonl`` are written atomically: write a hidden temp file in the same
+  directory (``.<name>.<random>.tmp``), flush + fsync it, ``os.replace`` it over the
+  target, fsync the directory. A reader sees the old file or the new one, never a mix.
+  Stale temp files left by a killed process are ignored by every loader and removed by
+  the next checkpoint save.
+* ``metrics.jsonl`` is appended to, one row at a time, each row flushed and fsynced
+  (one row per PPO iteration is at most a few per second, so the fsync is cheap next to
+  an iteration, and a crash loses at most the row being written). A crash mid-row
+  leaves a torn last line: ``load_metrics`` ignores it, and the next append first cuts
+  the file back to its last complete line so that no torn line ends up mid-file.
+* NaN and +-inf are written as Python's JSON literals ``NaN``, ``Infinity`` and
+  ``-Infinity`` (not strict JSON, but read back exactly by ``json.loads``; the loader
+  here parses each line with it).
+* Checkpoints: a new ``ckpt_*.pt`` is made durable first, then ``latest.json`` is
+  pointed at it (the commit), and only then are older checkpoints pruned down to the
+  last ``keep``. ``load_latest_checkpoint`` tries the file ``latest.json`` names first
+  and falls back to the newest loadable ``ckpt_*.pt`` when the pointer is missing or its
+  file is missing or corrupt.
+* The trainer appends the metrics row of iteration k before it saves checkpoint k, so
+  the newest checkpoint is never ahead of the metrics. On resume from checkpoint k,
+  ``truncate_metrics(after_iteration=k)`` drops the rows that will be produced again,
+  and ``tensorboard_writer(purge_step=...)`` makes TensorBoard drop those events.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import numbers
+import os
+import re
+import tempfile
+import time
+import warnings
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+__all__ = [
+    "RunDir",
+    "RunDirError",
+    "atomic_write_bytes",
+    "atomic_write_json",
+    "atomic_write_text",
+    "load_metrics",
+    "log_scalars",
+]
+
+CONFIG_FILE = "config.json"
+STATUS_FILE = "status.json"
+METRICS_FILE = "metrics.jsonl"
+CHECKPOINT_DIR = "checkpoints"
+LATEST_FILE = "latest.json"
+TB_DIR = "tb"
+
+_CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
+_CKPT_FORMAT = 1
+_STATES = ("running", "finished", "failed")
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used the way it was asked to be."""
+
+
+# --------------------------------------------------------------------------- atomic writes
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename or a new file name in ``directory`` durable (no-op where unsupported)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:  # e.g. Windows cannot open a directory
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _atomic_file(path: str | os.PathLike[str]):
+    """Yield a binary file object; on success it replaces ``path`` atomically and durably.
+
+    On any exception the temp file is removed and ``path`` is left as it was.
+    """
+    path = Path(path)
+    directory = path.parent
+    directory.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if hasattr(os, "fchmod"):
+                os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be shared
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    _fsync_dir(directory)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
+    """Replace ``path`` with ``data`` atomically: temp file, fsync, os.replace, fsync dir."""
+    with _atomic_file(path) as f:
+        f.write(data)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Replace ``path`` with UTF-8 ``text`` atomically."""
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
+    """Replace ``path`` with ``obj`` as JSON (sorted keys, indent 2) atomically.
+
+    ``obj`` must be plain JSON (dict, list, str, number, bool, None); the caller converts
+    dataclasses and the like. NaN/inf are written as Python's ``NaN``/``Infinity``.
+    """
+    atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2) + "\n")
+
+
+def _read_json(path: Path) -> Any:
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+def _plain(value: Any) -> Any:
+    """json.dumps fallback: numpy / torch scalars and arrays become Python values."""
+    for attr in ("item", "tolist"):
+        fn = getattr(value, attr, None)
+        if fn is not None:
+            try:
+                return fn()
+            except (TypeError, ValueError, RuntimeError):
+                continue
+    raise TypeError(f"metrics value {value!r} of type {type(value).__name__} is not JSON")
+
+
+def _encode_row(row: Mapping[str, Any]) -> str:
+    if "iteration" not in row:
+        raise RunDirError("a metrics row needs an integer 'iteration' key")
+    iteration = row["iteration"]
+    if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral):
+        raise RunDirError(f"metrics 'iteration' must be an integer, got {iteration!r}")
+    row = {**row, "iteration": int(iteration)}
+    line = json.dumps(row, default=_plain, allow_nan=True, separators=(",", ":"))
+    if "\n" in line:  # json.dumps escapes newlines in strings; this cannot happen
+        raise AssertionError("encoded metrics row spans lines")
+    return line + "\n"
+
+
+def _parse_metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
+    """(iteration, raw line, row) for every complete, parseable line of a metrics file.
+
+    A torn final line (crash mid-append) is ignored silently; an unparseable line
+    elsewhere is skipped with a warning so that one bad line never loses a run.
+    """
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    # What follows the last b"\n" is b"" for a complete file, else a torn last line (the
+    # row being written when the process died): it is dropped here.
+    complete = data.split(b"\n")[:-1]
+    rows = []
+    for lineno, raw in enumerate(complete, start=1):
+        if not raw.strip():
+            continue
+        try:
+            text = raw.decode("utf-8")
+            row = json.loads(text)
+            iteration = row["iteration"]
+            if isinstance(iteration, bool) or not isinstance(iteration, int):
+                raise TypeError("iteration is not an integer")
+        except (UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
+            warnings.warn(
+                f"{path}:{lineno}: skipping unreadable metrics line ({err})", stacklevel=3
+            )
+            continue
+        rows.append((iteration, text, row))
+    return rows
+
+
+def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Load ``metrics.jsonl`` (or a run directory holding one) into a DataFrame.
+
+    One row per iteration, sorted by ``iteration``; where an iteration occurs more than
+    once, the last occurrence in the file wins. Keys missing from a row are NaN. A torn
+    final line is ignored. A missing file gives an empty frame with an ``iteration`` column.
+    """
+    path = Path(path)
+    if path.is_dir():
+        path = path / METRICS_FILE
+    rows = [row for _, _, row in _parse_metrics_lines(path)]
+    if not rows:
+        return pd.DataFrame({"iteration": pd.Series([], dtype="int64")})
+    latest: dict[int, dict[str, Any]] = {}
+    for row in rows:
+        latest.pop(row["iteration"], None)  # re-insert so that file order stays "last wins"
+        latest[row["iteration"]] = row
+    frame = pd.DataFrame.from_records(list(latest.values()))
+    columns = ["iteration"] + [c for c in frame.columns if c != "iteration"]
+    frame = frame[columns].sort_values("iteration", kind="stable").reset_index(drop=True)
+    frame["iteration"] = frame["iteration"].astype("int64")
+    return frame
+
+
+# --------------------------------------------------------------------------- tensorboard
+
+
+def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
+    """Write every finite numeric value of ``row`` to ``writer`` under its key at ``step``.
+
+    Keys containing "/" group into sections in TensorBoard. Booleans, strings, None and
+    non-finite numbers are skipped. Returns the number of scalars written.
+    """
+    written = 0
+    for key, value in row.items():
+        if isinstance(value, bool) or value is None:
+            continue
+        if not isinstance(value, numbers.Real):
+            item = getattr(value, "item", None)  # numpy / torch 0-d values
+            try:
+                value = item() if item is not None else None
+            except (TypeError, ValueError, RuntimeError):
+                value = None
+            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                continue
+        value = float(value)
+        if not math.isfinite(value):
+            continue
+        writer.add_scalar(str(key), value, global_step=step)
+        written += 1
+    return written
+
+
+# --------------------------------------------------------------------------- config diff
+
+
+def _to_json(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Normalize a config to what json.loads gives back (tuples -> lists, etc.)."""
+    try:
+        return json.loads(json.dumps(dict(config), sort_keys=True))
+    except TypeError as err:
+        raise RunDirError(f"run config must be plain JSON: {err}") from err
+
+
+def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+    """Dotted key -> canonical JSON text of the leaf (so NaN compares equal to NaN)."""
+    if isinstance(obj, dict) and obj:
+        out: dict[str, str] = {}
+        for key, value in obj.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: json.dumps(obj, sort_keys=True)}
+
+
+def _config_diff(old: dict[str, Any], new: dict[str, Any], may_differ: Iterable[str]) -> list[str]:
+    """Dotted keys whose values differ (or exist on one side only), minus allowed ones.
+
+    A key in ``may_differ`` allows itself and everything nested below it.
+    """
+    allowed = tuple(may_differ)
+    a, b = _flatten(old), _flatten(new)
+    differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+
+    def is_allowed(key: str) -> bool:
+        return any(key == p or key.startswith(p + ".") for p in allowed)
+
+    return [k for k in differing if not is_allowed(k)]
+
+
+# --------------------------------------------------------------------------- the run dir
+
+
+class RunDir:
+    """One training run's directory. See the module docstring for the layout.
+
+    ``RunDir(path)`` only wraps a path (for reading a finished run). A training process
+    gets its ``RunDir`` from ``RunDir.create`` (new run) or ``RunDir.open_for_resume``
+    (continue a run), or ``RunDir.open(..., resume=...)`` which picks one of the two.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, keep: int = 2) -> None:
+        if keep < 1:
+            raise ValueError(f"keep must be >= 1, got {keep}")
+        self.path = Path(path)
+        self.keep = keep
+        self._metrics_checked = False
+        self._writer: Any = None
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # ---------------------------------------------------------------- paths
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def status_path(self) -> Path:
+        return self.path / STATUS_FILE
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / METRICS_FILE
+
+    @property
+    def checkpoint_dir(self) -> Path:
+        return self.path / CHECKPOINT_DIR
+
+    @property
+    def tb_dir(self) -> Path:
+        return self.path / TB_DIR
+
+    def checkpoint_path(self, iteration: int) -> Path:
+        return self.checkpoint_dir / f"ckpt_{int(iteration):08d}.pt"
+
+    # ---------------------------------------------------------------- create / resume
+    @classmethod
+    def create(
+        cls, path: str | os.PathLike[str], config: Mapping[str, Any], *, keep: int = 2
+    ) -> RunDir:
+        """Start a new run in ``path`` (missing or empty directory) and write config.json.
+
+        Never overwrites a run: a directory that holds anything is an error.
+        """
+        run = cls(path, keep=keep)
+        cfg = _to_json(config)
+        if run.path.exists() and not run.path.is_dir():
+            raise RunDirError(f"run dir {run.path} exists and is not a directory")
+        if run.config_path.exists():
+            raise RunDirError(
+                f"run dir {run.path} already holds a run (it has {CONFIG_FILE}); refusing to "
+                "overwrite it. Use a new --run-dir, or pass --resume with the same config "
+                "to continue that run."
+            )
+        if run.path.is_dir() and any(run.path.iterdir()):
+            raise RunDirError(
+                f"run dir {run.path} is not empty and holds no {CONFIG_FILE}; refusing to "
+                "start a run there. Use a new or empty --run-dir."
+            )
+        run.path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(run.config_path, cfg)
+        _fsync_dir(run.path.parent)
+        return run
+
+    @classmethod
+    def open_for_resume(
+        cls,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        *,
+        may_differ: Iterable[str] = (),
+        keep: int = 2,
+    ) -> RunDir:
+        """Reopen an existing run to continue it with ``config``.
+
+        The config must equal the stored one except for the (dotted) keys in
+        ``may_differ``, e.g. ``("total_steps",)``; if those differ, config.json is
+        rewritten with the new values. The caller then loads the latest checkpoint, calls
+        ``truncate_metrics(after_iteration=k)`` and opens TensorBoard with a purge step.
+        """
+        run = cls(path, keep=keep)
+        cfg = _to_json(config)
+        if not run.config_path.exists():
+            raise RunDirError(
+                f"nothing to resume in {run.path}: it has no {CONFIG_FILE}. Start a new run "
+                "there without --resume, or point --run-dir at an existing run."
+            )
+        try:
+            stored = _read_json(run.config_path)
+        except (OSError, ValueError) as err:
+            raise RunDirError(f"cannot read {run.config_path}: {err}") from err
+        differing = _config_diff(stored, cfg, may_differ)
+        if differing:
+            details = "; ".join(
+                f"{k}: stored {_flatten(stored).get(k, '<absent>')} "
+                f"!= given {_flatten(cfg).get(k, '<absent>')}"
+                for k in differing
+            )
+            raise RunDirError(
+                f"cannot resume {run.path}: config differs in {', '.join(differing)} "
+                f"({details}). Use a new --run-dir for a different config, or pass "
+                "--resume with the same config as the stored run."
+            )
+        if stored != cfg:
+            atomic_write_json(run.config_path, cfg)
+        return run
+
+    @classmethod
+    def open(
+        cls,
+        path: str | os.PathLike[str],
+        config: Mapping[str, Any],
+        *,
+        resume: bool,
+        may_differ: Iterable[str] = (),
+        keep: int = 2,
+    ) -> RunDir:
+        """``open_for_resume`` when ``resume`` is true, else ``create``."""
+        if resume:
+            return cls.open_for_resume(path, config, may_differ=may_differ, keep=keep)
+        return cls.create(path, config, keep=keep)
+
+    def load_config(self) -> dict[str, Any]:
+        return _read_json(self.config_path)
+
+    # ---------------------------------------------------------------- metrics
+    def _repair_metrics_tail(self) -> None:
+        """Cut a torn last line (left by a crash) so the next append starts a fresh line."""
+        try:
+            with open(self.metrics_path, "rb+") as f:
+                size = f.seek(0, os.SEEK_END)
+                if size == 0:
+                    return
+                f.seek(size - 1)
+                if f.read(1) == b"\n":
+                    return
+                # Find the last newline, scanning back in blocks.
+                pos, keep_to = size, 0
+                while pos > 0:
+                    start = max(0, pos - 65536)
+                    f.seek(start)
+                    block = f.read(pos - start)
+                    idx = block.rfind(b"\n")
+                    if idx >= 0:
+                        keep_to = start + idx + 1
+                        break
+                    pos = start
+                f.truncate(keep_to)
+                f.flush()
+                os.fsync(f.fileno())
+        except FileNotFoundError:
+            return
+
+    def append_metrics(self, row: Mapping[str, Any]) -> None:
+        """Append one row (must hold an integer ``iteration``); flushed and fsynced.
+
+        Values: numbers (NaN/inf allowed), strings, bools, None, lists, dicts; numpy and
+        torch scalars are converted.
+        """
+        line = _encode_row(row).encode("utf-8")
+        if not self._metrics_checked:
+            self._repair_metrics_tail()
+        new_file = not self.metrics_path.exists()
+        self.path.mkdir(parents=True, exist_ok=True)
+        # One write() of one whole line in O_APPEND mode; fsync per row (see docstring).
+        fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            view = memoryview(line)
+            while view:
+                n = os.write(fd, view)
+                view = view[n:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        if new_file:
+            _fsync_dir(self.path)
+        self._metrics_checked = True
+
+    def load_metrics(self) -> pd.DataFrame:
+        return load_metrics(self.metrics_path)
+
+    def truncate_metrics(self, after_iteration: int) -> int:
+        """Atomically keep only rows with ``iteration <= after_iteration``.
+
+        Used on resume from the checkpoint of iteration k: rows written after it will be
+        produced again. Torn and unreadable lines are dropped too. Returns rows kept.
+        """
+        rows = _parse_metrics_lines(self.metrics_path)
+        if not rows and not self.metrics_path.exists():
+            return 0
+        kept = [text for iteration, text, _ in rows if iteration <= after_iteration]
+        atomic_write_text(self.metrics_path, "".join(t + "\n" for t in kept))
+        self._metrics_checked = True
+        return len(kept)
+
+    # ---------------------------------------------------------------- checkpoints
+    def _checkpoint_files(self) -> list[tuple[int, Path]]:
+        """(iteration, path) of every ckpt_*.pt, newest first (temp files excluded)."""
+        if not self.checkpoint_dir.is_dir():
+            return []
+        found = []
+        for entry in self.checkpoint_dir.iterdir():
+            m = _CKPT_RE.match(entry.name)
+            if m and entry.is_file():
+                found.append((int(m.group(1)), entry))
+        found.sort(key=lambda t: t[0], reverse=True)
+        return found
+
+    def list_checkpoints(self) -> list[int]:
+        """Iterations that have a checkpoint file, oldest first (loadability unchecked)."""
+        return sorted(it for it, _ in self._checkpoint_files())
+
+    def save_checkpoint(self, state: Mapping[str, Any], iteration: int) -> Path:
+        """Save ``state`` as the checkpoint of ``iteration`` and commit it via latest.json.
+
+        Order: durable ckpt file, then durable latest.json, then prune to the newest
+        ``keep`` checkpoints (files of later iterations, left from an abandoned timeline
+        before a resume, are removed as well). Returns the checkpoint path.
+        """
+        import torch
+
+        iteration = int(iteration)
+        target = self.checkpoint_path(iteration)
+        payload = {"format": _CKPT_FORMAT, "iteration": iteration, "state": dict(state)}
+        with _atomic_file(target) as f:
+            torch.save(payload, f)
+        atomic_write_json(
+            self.checkpoint_dir / LATEST_FILE, {"iteration": iteration, "file": target.name}
+        )
+        # Prune only now that the new checkpoint is committed.
+        older = [(it, p) for it, p in self._checkpoint_files() if it < iteration]
+        stale = [(it, p) for it, p in self._checkpoint_files() if it > iteration]
+        for _, p in older[self.keep - 1 :] + stale:
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+        for entry in self.checkpoint_dir.iterdir():  # temp files of killed writers
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                if time.time() - entry.stat().st_mtime > 60:  # not a concurrent writer's
+                    with contextlib.suppress(FileNotFoundError):
+                        entry.unlink()
+        _fsync_dir(self.checkpoint_dir)
+        return target
+
+    def _load_checkpoint_file(self, path: Path, map_location: Any) -> tuple[dict[str, Any], int]:
+        import torch
+
+        # weights_only=False: the state holds optimizer state, RNG states and plain Python
+        # values, and the run dir is the user's own, so unpickling it is trusted.
+        payload = torch.load(path, map_location=map_location, weights_only=False)
+        if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
+            raise RunDirError(f"{path} is not a checkpoint written by rl.storage")
+        return payload["state"], int(payload["iteration"])
+
+    def load_latest_checkpoint(
+        self, map_location: Any = None
+    ) -> tuple[dict[str, Any], int] | None:
+        """(state, iteration) of the latest good checkpoint, or None if there is none.
+
+        Tries the file ``checkpoints/latest.json`` names, then every ``ckpt_*.pt`` newest
+        first; missing, truncated or corrupt files are skipped with a warning.
+        """
+        candidates: list[Path] = []
+        try:
+            pointer = _read_json(self.checkpoint_dir / LATEST_FILE)
+            name = pointer["file"]
+            if isinstance(name, str) and _CKPT_RE.match(name):
+                candidates.append(self.checkpoint_dir / name)
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, KeyError, TypeError) as err:
+            warnings.warn(f"ignoring unreadable {LATEST_FILE}: {err}", stacklevel=2)
+        candidates += [p for _, p in self._checkpoint_files() if p not in candidates]
+        for path in candidates:
+            if not path.exists():
+                warnings.warn(f"checkpoint {path} named in {LATEST_FILE} is missing", stacklevel=2)
+                continue
+            try:
+                return self._load_checkpoint_file(path, map_location)
+            except Exception as err:  # any unreadable file: try the next one
+                warnings.warn(f"skipping unloadable checkpoint {path}: {err!r}", stacklevel=2)
+        return None
+
+    # ---------------------------------------------------------------- tensorboard
+    def tensorboard_writer(self, purge_step: int | None = None) -> Any:
+        """The run's SummaryWriter on ``<run>/tb``, created on first call.
+
+        On resume pass ``purge_step`` = the first step that will be logged again (in the
+        unit used as ``step``, e.g. iteration k + 1 after checkpoint k): TensorBoard then
+        drops the earlier process's events at and after that step.
+        """
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=purge_step)
+        return self._writer
+
+    def close(self) -> None:
+        """Flush and close the TensorBoard writer, if one was opened."""
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def __enter__(self) -> RunDir:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ---------------------------------------------------------------- status
+    def write_status(
+        self,
+        state: str,
+        *,
+        iteration: int | None = None,
+        agent_steps: int | None = None,
+        message: str = "",
+    ) -> None:
+        if state not in _STATES:
+            raise ValueError(f"state must be one of {_STATES}, got {state!r}")
+        atomic_write_json(
+            self.status_path,
+            {
+                "state": state,
+                "iteration": None if iteration is None else int(iteration),
+                "agent_steps": None if agent_steps is None else int(agent_steps),
+                "message": str(message),
+                "updated": time.time(),
+            },
+        )
+
+    def read_status(self) -> dict[str, Any] | None:
+        try:
+            return _read_json(self.status_path)
+        except (FileNotFoundError, ValueError):
+            return None
+
+    def _last_progress(self) -> tuple[int | None, int | None]:
+        status = self.read_status() or {}
+        return status.get("iteration"), status.get("agent_steps")
+
+    def mark_running(self, iteration: int, agent_steps: int, message: str = "") -> None:
+        self.write_status("running", iteration=iteration, agent_steps=agent_steps, message=message)
+
+    def mark_finished(
+        self, iteration: int | None = None, agent_steps: int | None = None, message: str = ""
+    ) -> None:
+        """Mark the run finished; progress not given is kept from the last status."""
+        last_it, last_steps = self._last_progress()
+        self.write_status(
+            "finished",
+            iteration=last_it if iteration is None else iteration,
+            agent_steps=last_steps if agent_steps is None else agent_steps,
+            message=message,
+        )
+
+    def mark_failed(
+        self, message: str, iteration: int | None = None, agent_steps: int | None = None
+    ) -> None:
+        """Mark the run failed with ``message``; progress not given is kept from the last status."""
+        last_it, last_steps = self._last_progress()
+        self.write_status(
+            "failed",
+            iteration=last_it if iteration is None else iteration,
+            agent_steps=last_steps if agent_steps is None else agent_steps,
+            message=message,
+        )
