@@ -1,0 +1,397 @@
+"""Actor-critic networks for discrete-action PPO.
+
+Trunks
+    ``NatureCNN``  Mnih et al. 2015: conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1, linear 512.
+    ``ImpalaCNN``  Espeholt et al. 2018: stages of 16, 32, 32 channels; each stage is a 3x3 conv,
+                   a 3x3 max-pool with stride 2 and two residual blocks; then ReLU, linear 256.
+    ``SmallCNN``   Young and Tian 2019 (MinAtar): conv 16 3x3/1, linear 128. For tiny images
+                   such as MinAtar's 10x10 grids, where the Nature CNN's strides do not fit.
+    ``MLP``        two hidden layers of 64 units with tanh, for vector observations.
+
+Observation handling (done by ``ObsPreprocessor``, the first module of every ``ActorCritic``)
+    * Inputs are batched: shape ``(N, *observation_space.shape)``.
+    * Integer and bool tensors are cast to float32 and divided by the observation space's
+      largest ``high`` value: 1/255 for Atari frames (uint8, high 255), 1 for MinAtar (bool,
+      or uint8 with high 1). Keep observations in their space's dtype until they reach the
+      device; the network scales them.
+    * Floating-point tensors are taken as already scaled and are only cast to float32. Do not
+      feed raw 0..255 pixel values as floats.
+    * 3-D image spaces may be channels-first ``(C, H, W)`` (Atari frame stacks) or
+      channels-last ``(H, W, C)`` (MinAtar's ``(10, 10, C)``). The layout is inferred from the
+      space (the channel axis is the smaller of the first and last axes; ties mean
+      channels-first) or forced with ``channels_last=``; channels-last inputs are permuted
+      inside the network, so callers pass observations exactly as the environment emits them.
+    * The MLP flattens whatever Box it gets, so ``network="mlp"`` also works on images.
+
+Network choice in ``build_actor_critic(..., network="auto")``
+    1-D Box -> MLP (separate actor and critic MLPs); 3-D Box with both spatial sides >= 36 ->
+    Nature CNN; smaller 3-D Box (MinAtar) -> SmallCNN. CNN trunks are shared by the policy
+    and value heads.
+
+Initialization: orthogonal weights with gain sqrt(2) for hidden layers, 0.01 for the policy
+head, 1.0 for the value head; all biases zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+__all__ = [
+    "NETWORKS",
+    "ActorCritic",
+    "ImpalaCNN",
+    "MLP",
+    "NatureCNN",
+    "ObsPreprocessor",
+    "SmallCNN",
+    "build_actor_critic",
+    "infer_channels_last",
+    "orthogonal_init_",
+]
+
+NETWORKS = ("auto", "nature", "impala", "small", "mlp")
+"""Accepted values of ``build_actor_critic(network=...)``."""
+
+HIDDEN_GAIN = math.sqrt(2.0)
+POLICY_GAIN = 0.01
+VALUE_GAIN = 1.0
+NATURE_MIN_SIZE = 36  # smallest H, W that survives the 8/4, 4/2, 3/1 convolutions
+SMALL_MIN_SIZE = 3
+
+
+def orthogonal_init_(module: nn.Module, gain: float) -> nn.Module:
+    """Orthogonal weights with ``gain`` and zero biases for every Linear/Conv2d in ``module``."""
+    for layer in module.modules():
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            nn.init.orthogonal_(layer.weight, gain=gain)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+    return module
+
+
+def _flat_size(module: nn.Module, in_shape: tuple[int, ...]) -> int:
+    with torch.no_grad():
+        return int(module(torch.zeros(1, *in_shape)).flatten(1).shape[1])
+
+
+class NatureCNN(nn.Module):
+    """Nature DQN trunk on float (N, C, H, W) input; outputs (N, 512) after ReLU."""
+
+    def __init__(self, in_shape: tuple[int, int, int], out_features: int = 512):
+        super().__init__()
+        c, h, w = in_shape
+        if min(h, w) < NATURE_MIN_SIZE:
+            raise ValueError(
+                f"NatureCNN needs images of at least {NATURE_MIN_SIZE}x{NATURE_MIN_SIZE}, "
+                f"got {h}x{w}; use network='impala' or 'small' for small images"
+            )
+        self.convs = nn.Sequential(
+            nn.Conv2d(c, 32, kernel_size=8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1),
+            nn.ReLU(),
+            nn.Flatten(),
+        )
+        self.fc = nn.Linear(_flat_size(self.convs, in_shape), out_features)
+        self.out_features = out_features
+        orthogonal_init_(self, HIDDEN_GAIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.convs(x)))
+
+
+class _ResidualBlock(nn.Module):
+    def __init__(self, channels: int):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv2d(channels, channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv2(F.relu(self.conv1(F.relu(x))))
+
+
+class _ImpalaStage(nn.Module):
+    def __init__(self, in_channels: int, channels: int):
+        super().__init__()
+        self.conv = nn.Conv2d(in_channels, channels, kernel_size=3, padding=1)
+        self.pool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        self.res1 = _ResidualBlock(channels)
+        self.res2 = _ResidualBlock(channels)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.res2(self.res1(self.pool(self.conv(x))))
+
+
+class ImpalaCNN(nn.Module):
+    """IMPALA residual trunk on float (N, C, H, W) input; outputs (N, 256) after ReLU."""
+
+    def __init__(
+        self,
+        in_shape: tuple[int, int, int],
+        channels: tuple[int, ...] = (16, 32, 32),
+        out_features: int = 256,
+    ):
+        super().__init__()
+        stages = []
+        prev = in_shape[0]
+        for ch in channels:
+            stages.append(_ImpalaStage(prev, ch))
+            prev = ch
+        self.stages = nn.Sequential(*stages, nn.ReLU(), nn.Flatten())
+        self.fc = nn.Linear(_flat_size(self.stages, in_shape), out_features)
+        self.out_features = out_features
+        orthogonal_init_(self, HIDDEN_GAIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.stages(x)))
+
+
+class SmallCNN(nn.Module):
+    """MinAtar trunk (one 3x3 conv with 16 channels, linear 128) on float (N, C, H, W)."""
+
+    def __init__(self, in_shape: tuple[int, int, int], out_features: int = 128):
+        super().__init__()
+        c, h, w = in_shape
+        if min(h, w) < SMALL_MIN_SIZE:
+            raise ValueError(
+                f"SmallCNN needs images of at least {SMALL_MIN_SIZE}x{SMALL_MIN_SIZE}, "
+                f"got {h}x{w}; use network='mlp'"
+            )
+        self.conv = nn.Sequential(
+            nn.Conv2d(c, 16, kernel_size=3, stride=1), nn.ReLU(), nn.Flatten()
+        )
+        self.fc = nn.Linear(_flat_size(self.conv, in_shape), out_features)
+        self.out_features = out_features
+        orthogonal_init_(self, HIDDEN_GAIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(self.fc(self.conv(x)))
+
+
+class MLP(nn.Module):
+    """Tanh MLP trunk on float (N, in_features) input; outputs (N, hidden[-1])."""
+
+    def __init__(self, in_features: int, hidden: tuple[int, ...] = (64, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        prev = in_features
+        for size in hidden:
+            layers += [nn.Linear(prev, size), nn.Tanh()]
+            prev = size
+        self.net = nn.Sequential(*layers)
+        self.out_features = prev
+        orthogonal_init_(self, HIDDEN_GAIN)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def infer_channels_last(shape: tuple[int, ...]) -> bool:
+    """True when a 3-D image shape looks like (H, W, C): the last axis is smaller than the first."""
+    if len(shape) != 3:
+        raise ValueError(f"expected a 3-D image shape, got {shape}")
+    return shape[-1] < shape[0]
+
+
+class ObsPreprocessor(nn.Module):
+    """Batched raw observations -> float32 network input (scaling, layout, flattening).
+
+    ``scale`` multiplies integer/bool tensors only; floating tensors pass unscaled.
+    """
+
+    def __init__(
+        self, obs_shape: tuple[int, ...], scale: float, channels_last: bool, flatten: bool
+    ):
+        super().__init__()
+        self.obs_shape = tuple(int(s) for s in obs_shape)
+        self.scale = float(scale)
+        self.channels_last = bool(channels_last)
+        self.flatten = bool(flatten)
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if tuple(obs.shape[1:]) != self.obs_shape:
+            raise ValueError(
+                f"expected a batch of observations shaped (N, *{self.obs_shape}), got "
+                f"{tuple(obs.shape)}; add the batch axis or check the observation layout"
+            )
+        x = obs.float()
+        if not obs.is_floating_point() and self.scale != 1.0:
+            x = x * self.scale
+        if self.flatten:
+            return x.flatten(1)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)
+        return x
+
+    def extra_repr(self) -> str:
+        return (
+            f"obs_shape={self.obs_shape}, scale={self.scale:.6g}, "
+            f"channels_last={self.channels_last}, flatten={self.flatten}"
+        )
+
+
+def _log_probs(logits: torch.Tensor) -> torch.Tensor:
+    return torch.log_softmax(logits, dim=-1)
+
+
+class ActorCritic(nn.Module):
+    """Categorical policy and state-value function.
+
+    With ``critic_trunk=None`` the trunk is shared by both heads (CNNs); otherwise the actor
+    and critic have separate trunks (the MLP setup). Every method takes a batch of raw
+    observations (see the module docstring for dtypes and layouts).
+    """
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        actor_trunk: nn.Module,
+        num_actions: int,
+        critic_trunk: nn.Module | None = None,
+    ):
+        super().__init__()
+        self.preprocess = preprocess
+        self.actor_trunk = actor_trunk
+        self.critic_trunk = critic_trunk
+        self.num_actions = int(num_actions)
+        critic_features = (critic_trunk or actor_trunk).out_features
+        self.policy_head = orthogonal_init_(
+            nn.Linear(actor_trunk.out_features, num_actions), POLICY_GAIN
+        )
+        self.value_head = orthogonal_init_(nn.Linear(critic_features, 1), VALUE_GAIN)
+
+    @property
+    def shared_trunk(self) -> bool:
+        return self.critic_trunk is None
+
+    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return ``(logits (N, A), value (N,))``."""
+        x = self.preprocess(obs)
+        hidden = self.actor_trunk(x)
+        critic_hidden = hidden if self.critic_trunk is None else self.critic_trunk(x)
+        return self.policy_head(hidden), self.value_head(critic_hidden).squeeze(-1)
+
+    def act(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Sample actions: ``(action int64 (N,), logprob (N,), value (N,))``.
+
+        Wrap in ``torch.no_grad()`` when collecting rollouts. ``deterministic`` takes the
+        argmax; ``generator`` makes sampling reproducible (it must live on the model's device).
+        """
+        logits, value = self(obs)
+        logp = _log_probs(logits)
+        if deterministic:
+            action = logp.argmax(dim=-1)
+        else:
+            action = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
+        return action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1), value
+
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(logprob of actions (N,), entropy (N,), value (N,))`` with gradients."""
+        logits, value = self(obs)
+        logp = _log_probs(logits)
+        logprob = logp.gather(-1, actions.long().reshape(-1, 1)).squeeze(-1)
+        entropy = -(logp.exp() * logp).sum(dim=-1)
+        return logprob, entropy, value
+
+
+def _input_scale(space: gym.spaces.Box) -> float:
+    dtype = np.dtype(space.dtype)
+    if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
+        return 1.0
+    high = float(np.max(space.high))
+    return 1.0 / high if np.isfinite(high) and high > 0 else 1.0
+
+
+def build_actor_critic(
+    observation_space: gym.Space,
+    action_space: gym.Space,
+    network: str = "auto",
+    *,
+    channels_last: bool | None = None,
+) -> ActorCritic:
+    """Build an ``ActorCritic`` for a Box observation space and a Discrete action space.
+
+    ``network`` is one of ``NETWORKS``; see the module docstring for what "auto" picks.
+    ``channels_last`` overrides the inferred layout of 3-D image spaces.
+    """
+    if network not in NETWORKS:
+        raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
+    if not isinstance(action_space, gym.spaces.Discrete):
+        raise ValueError(
+            f"ActorCritic supports Discrete action spaces only, got {action_space}; "
+            "use an environment with discrete actions (or a discretizing action wrapper)"
+        )
+    if int(action_space.start) != 0:
+        raise ValueError(
+            f"Discrete action space starts at {int(action_space.start)}; the policy emits actions "
+            "0..n-1, so wrap the environment to shift its actions to start at 0"
+        )
+    if not isinstance(observation_space, gym.spaces.Box):
+        raise ValueError(
+            f"observation space must be a Box, got {observation_space}; wrap the environment "
+            "with gymnasium.wrappers.FlattenObservation and use network='mlp'"
+        )
+    shape = tuple(int(s) for s in observation_space.shape)
+    num_actions = int(action_space.n)
+    scale = _input_scale(observation_space)
+
+    if network == "auto":
+        if len(shape) == 1:
+            network = "mlp"
+        elif len(shape) == 3:
+            cl = infer_channels_last(shape) if channels_last is None else channels_last
+            h, w = (shape[0], shape[1]) if cl else (shape[1], shape[2])
+            network = "nature" if min(h, w) >= NATURE_MIN_SIZE else "small"
+        else:
+            raise ValueError(
+                f"network='auto' handles 1-D vectors and 3-D images, got observation shape "
+                f"{shape}; use network='mlp' (flattens the input) or add a channel axis"
+            )
+
+    if network == "mlp":
+        pre = ObsPreprocessor(shape, scale, channels_last=False, flatten=True)
+        in_features = int(np.prod(shape))
+        return ActorCritic(pre, MLP(in_features), num_actions, critic_trunk=MLP(in_features))
+
+    if len(shape) != 3:
+        raise ValueError(
+            f"network={network!r} needs 3-D image observations (C, H, W) or (H, W, C), got shape "
+            f"{shape}; use network='mlp' for vector observations"
+        )
+    cl = infer_channels_last(shape) if channels_last is None else channels_last
+    chw = (shape[2], shape[0], shape[1]) if cl else shape
+    pre = ObsPreprocessor(shape, scale, channels_last=cl, flatten=False)
+    h, w = chw[1], chw[2]
+    if network == "nature":
+        if min(h, w) < NATURE_MIN_SIZE:
+            raise ValueError(
+                f"network='nature' needs images of at least {NATURE_MIN_SIZE}x{NATURE_MIN_SIZE} "
+                f"(its convolutions have strides 4 and 2), got {h}x{w} from shape {shape}; use "
+                "network='small' or 'impala' (or 'auto', which picks 'small' here)"
+            )
+        trunk: nn.Module = NatureCNN(chw)
+    elif network == "impala":
+        trunk = ImpalaCNN(chw)
+    else:  # small
+        if min(h, w) < SMALL_MIN_SIZE:
+            raise ValueError(
+                f"network='small' needs images of at least {SMALL_MIN_SIZE}x{SMALL_MIN_SIZE}, got "
+                f"{h}x{w} from shape {shape}; use network='mlp' or 'impala'"
+            )
+        trunk = SmallCNN(chw)
+    return ActorCritic(pre, trunk, num_actions)

@@ -1,0 +1,59 @@
+"""Generalized advantage estimation (Schulman et al. 2016) for next-step auto-reset rollouts.
+
+Arrays are (T, N): T steps of N environments, on any device. Step t is the transition
+from observation ``obs[t]`` with action ``a[t]``; ``values[t] = V(obs[t])`` and
+``next_value = V(obs[T])``, the observation after the last step.
+
+Three kinds of step end an episode differently:
+
+- ``terminated[t]``: the episode ended in a terminal state; nothing to bootstrap from.
+- ``truncated[t]``: cut by a time limit. The state is not terminal, so the return
+  bootstraps from V of the observation that followed. With next-step auto-reset that
+  observation *is* ``obs[t + 1]`` (the environment only resets on the step after), so
+  ``values[t + 1]`` is the right bootstrap value and no extra forward pass is needed.
+- ``autoreset[t]``: the step on which the environment reset itself; its action was
+  ignored and it is not a transition at all. Its advantage and return are set to 0 and
+  ``mask[t] = 0`` removes it from every loss and statistic.
+
+In both end cases the GAE trace is cut: advantages never flow across an episode boundary.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+@torch.no_grad()
+def compute_gae(
+    rewards: torch.Tensor,
+    values: torch.Tensor,
+    next_value: torch.Tensor,
+    terminated: torch.Tensor,
+    truncated: torch.Tensor,
+    autoreset: torch.Tensor,
+    gamma: float,
+    gae_lambda: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Return ``(advantages, returns, mask)``, each (T, N) float32.
+
+    ``returns = advantages + values`` are the value-function targets (TD(lambda)).
+    """
+    num_steps = rewards.shape[0]
+    rewards = rewards.float()
+    values = values.float()
+    not_terminal = 1.0 - terminated.float()
+    # The trace continues into step t + 1 only if step t ended nothing.
+    continues = 1.0 - (terminated | truncated).float()
+    mask = 1.0 - autoreset.float()
+
+    next_values = torch.cat([values[1:], next_value.float().unsqueeze(0)], dim=0)
+    deltas = rewards + gamma * next_values * not_terminal - values
+
+    advantages = torch.zeros_like(values)
+    running = torch.zeros_like(next_value, dtype=torch.float32)
+    for t in reversed(range(num_steps)):
+        running = deltas[t] + gamma * gae_lambda * continues[t] * running
+        advantages[t] = running
+    advantages *= mask
+    returns = (advantages + values) * mask
+    return advantages, returns, mask

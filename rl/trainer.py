@@ -1,0 +1,381 @@
+"""The PPO training loop: rollout -> GAE -> update -> metrics -> run directory.
+
+One PPO iteration collects ``num_envs x num_steps`` agent steps (the rollout batch size),
+computes advantages, runs the update epochs, and writes one metrics row. Checkpoints are
+taken every ``checkpoint_every`` iterations; ``resume`` continues from the newest one.
+
+Resume is exact where the environments can be saved: vector envs that pickle (gymnasium
+sync vector envs of Python environments, e.g. classic control) are stored in the
+checkpoint with the observation in hand, so a resumed run produces the same metrics rows
+as one that was never interrupted (timing columns aside). Native pools (envpool, ale-py's
+vector env, subprocess vector envs) cannot be saved: on resume they are rebuilt with a
+seed derived from the base seed and the iteration, and every other piece of state
+(model, optimizer, schedule, counters, random generators, recent returns) is restored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import pickle
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import envs
+from agents import (
+    PPOConfig,
+    build_actor_critic,
+    learning_rate_at,
+    make_optimizer,
+    ppo_update,
+    set_learning_rate,
+)
+from rl.gae import compute_gae
+from rl.rollout import RolloutBuffer, collect, to_device
+from rl.storage import RunDir, log_scalars
+
+TIMING_COLUMNS = ("wall_time_s", "sps", "rollout_s", "update_s")
+
+
+class NonFiniteLossError(RuntimeError):
+    """Training produced a non-finite loss or parameter; the run stops."""
+
+
+@dataclass
+class TrainConfig:
+    """One training run: environment, rollout shape, budget, device, run directory."""
+
+    env: str = "CartPole"
+    """Environment name (see `rlscale envs`)."""
+    num_envs: int = 8
+    """Parallel environments; rollout batch size = num_envs x num_steps agent steps."""
+    num_steps: int = 128
+    """Agent steps per environment per rollout."""
+    total_agent_steps: int = 10_000_000
+    """Training budget in agent steps (Atari: frames = 4 x agent steps)."""
+    seed: int = 0
+    """Base seed (environments, network init, action sampling, minibatch order)."""
+    backend: str | None = None
+    """Environment backend (Atari: envpool, ale, gym-sync, gym-async); default per env."""
+    env_preset: str | None = None
+    """Atari preprocessing preset: standard (default) or machado."""
+    network: str = "auto"
+    """Network: auto, nature, impala, small, mlp."""
+    device: str = "auto"
+    """Device: auto (cuda if available, else cpu), cpu, cuda, cuda:N."""
+    bf16: bool = False
+    """CUDA only: bfloat16 autocast for forward passes (statistics stay fp32)."""
+    compile: bool = False
+    """CUDA only: torch.compile the network."""
+    run_dir: str | None = None
+    """Run directory (default runs/<env>-<num_envs>x<num_steps>-seed<seed>)."""
+    resume: bool = False
+    """Continue the run in run_dir from its newest checkpoint."""
+    checkpoint_every: int = 10
+    """Checkpoint every this many PPO iterations (a crash loses at most this many)."""
+    target_return: float | None = None
+    """Stop once the mean return over the last return_window games reaches this."""
+    return_window: int = 20
+    """Games in the smoothed episodic return (metrics column return_recent)."""
+
+    @property
+    def rollout_batch_size(self) -> int:
+        return self.num_envs * self.num_steps
+
+    def resolved_run_dir(self) -> Path:
+        if self.run_dir:
+            return Path(self.run_dir)
+        name = self.env.replace("/", "_").replace(":", "_")
+        return Path("runs") / f"{name}-{self.num_envs}x{self.num_steps}-seed{self.seed}"
+
+    def validate(self) -> None:
+        for name in ("num_envs", "num_steps", "total_agent_steps", "checkpoint_every",
+                     "return_window"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.total_agent_steps < self.rollout_batch_size:
+            raise ValueError(
+                f"total_agent_steps={self.total_agent_steps} is less than one rollout "
+                f"({self.num_envs} x {self.num_steps} = {self.rollout_batch_size} agent steps); "
+                "raise --total-agent-steps or shrink the rollout"
+            )
+        if self.target_return is not None and not math.isfinite(self.target_return):
+            raise ValueError(f"target_return must be finite, got {self.target_return}")
+        resolve_device(self.device)
+
+
+# Keys of the resolved config that a resumed run may change.
+RESUMABLE_CHANGES = ("train.total_agent_steps", "train.resume", "train.device",
+                     "train.checkpoint_every", "train.run_dir", "train.compile")
+
+# Presets: reference settings per family (DESIGN.md for Atari; a fast CartPole setting).
+PRESETS: dict[str, tuple[dict, dict]] = {
+    "atari": (
+        dict(num_envs=8, num_steps=128, total_agent_steps=10_000_000, network="nature"),
+        {},  # PPOConfig defaults are the Atari reference settings
+    ),
+    "classic": (
+        dict(num_envs=8, num_steps=32, total_agent_steps=100_000, network="mlp",
+             checkpoint_every=25),
+        dict(learning_rate=1e-3, num_epochs=20, num_minibatches=1, gamma=0.98,
+             gae_lambda=0.8, clip_coef=0.2, clip_value_loss=False, ent_coef=0.0),
+    ),
+}
+
+
+def preset_for(env_id: str) -> str:
+    return "atari" if envs.resolve(env_id).kind == "atari" else "classic"
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    iterations: int
+    agent_steps: int
+    return_recent: float
+    reached_target: bool
+
+
+def _finite_params(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _explained_variance(values, returns, mask) -> float:
+    keep = mask.bool()
+    y, pred = returns[keep], values[keep]
+    var_y = torch.var(y) if y.numel() > 1 else torch.tensor(float("nan"))
+    return float("nan") if var_y == 0 else float(1 - torch.var(y - pred) / var_y)
+
+
+def _try_pickle_env(env) -> bytes | None:
+    """Exact env state, where the backend is plain Python (sync gymnasium vector envs)."""
+    vec = getattr(env.raw, "vec", None)
+    if vec is None or not isinstance(vec, __import__("gymnasium").vector.SyncVectorEnv):
+        return None
+    try:
+        return pickle.dumps(env)
+    except Exception:
+        return None
+
+
+def train(
+    cfg: TrainConfig,
+    ppo: PPOConfig,
+    *,
+    on_iteration: Callable[[dict], None] | None = None,
+    quiet: bool = True,
+) -> TrainResult:
+    """Train PPO; everything is validated before any environment starts."""
+    cfg.validate()
+    ppo.validate(cfg.rollout_batch_size)
+    device = resolve_device(cfg.device)
+    envs.resolve(cfg.env)  # unknown names fail here, before a run dir is created
+    config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+    run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
+                      may_differ=RESUMABLE_CHANGES)
+    try:
+        return _train(cfg, ppo, run, device, on_iteration, quiet)
+    except BaseException as exc:
+        run.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        run.close()
+
+
+def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
+    torch.manual_seed(cfg.seed)
+    batch_size = cfg.rollout_batch_size
+    total_iterations = cfg.total_agent_steps // batch_size
+    env = envs.make_vec(cfg.env, cfg.num_envs, cfg.seed, backend=cfg.backend,
+                        preset=cfg.env_preset)
+    model = build_actor_critic(env.single_observation_space, env.single_action_space,
+                               cfg.network).to(device)
+    optimizer = make_optimizer(model, ppo)
+    sample_gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    perm_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
+    recent = deque(maxlen=cfg.return_window)
+    iteration = agent_steps = episodes_total = 0
+    next_obs = None
+
+    checkpoint = run.load_latest_checkpoint(map_location=device) if cfg.resume else None
+    if checkpoint is not None:
+        state, iteration = checkpoint
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        sample_gen.set_state(state["sample_gen"])
+        perm_gen.set_state(state["perm_gen"])
+        torch.set_rng_state(state["torch_rng"])
+        agent_steps, episodes_total = state["agent_steps"], state["episodes_total"]
+        recent.extend(state["recent_returns"])
+        run.truncate_metrics(after_iteration=iteration)
+        if state.get("env") is not None:
+            env.close()
+            env = pickle.loads(state["env"])
+            next_obs = state["next_obs"].to(device)
+        else:
+            env.close()
+            env = envs.make_vec(cfg.env, cfg.num_envs, (cfg.seed + 7919 * iteration) % 2**30,
+                                backend=cfg.backend, preset=cfg.env_preset)
+    if next_obs is None:
+        obs, _ = env.reset()
+        next_obs = to_device(obs, device)
+
+    run.mark_running(iteration, agent_steps, f"device={device}")
+    writer = run.tensorboard_writer(purge_step=agent_steps + 1 if checkpoint else None)
+    net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and
+                              device.type == "cuda")
+    buffer = RolloutBuffer(cfg.num_steps, cfg.num_envs, next_obs, device)
+    frames_per_step = env.frames_per_step
+    start_time = time.perf_counter()
+    reached = bool(recent) and cfg.target_return is not None and \
+        np.mean(recent) >= cfg.target_return and len(recent) == cfg.return_window
+
+    progress = _Progress(total_iterations * batch_size, agent_steps, quiet)
+    try:
+        while iteration < total_iterations and not reached:
+            lr = learning_rate_at(ppo, iteration, total_iterations)
+            set_learning_rate(optimizer, lr)
+            t0 = time.perf_counter()
+            with autocast:
+                next_obs, next_value, episodes = collect(env, net, buffer, next_obs,
+                                                         sample_gen, device)
+            t1 = time.perf_counter()
+            adv, returns, mask = compute_gae(
+                buffer.rewards, buffer.values, next_value, buffer.terminated,
+                buffer.truncated, buffer.autoreset, ppo.gamma, ppo.gae_lambda)
+            batch = {
+                "obs": buffer.obs.flatten(0, 1),
+                "actions": buffer.actions.flatten(),
+                "logprobs": buffer.logprobs.flatten(),
+                "values": buffer.values.flatten(),
+                "advantages": adv.flatten(),
+                "returns": returns.flatten(),
+                "mask": mask.flatten(),
+            }
+            with autocast:
+                stats = ppo_update(net, optimizer, batch, ppo, perm_gen)
+            t2 = time.perf_counter()
+            losses = [stats[k] for k in ("policy_loss", "value_loss", "entropy")]
+            if not all(math.isfinite(x) for x in losses) or not _finite_params(model):
+                last = run.list_checkpoints()
+                raise NonFiniteLossError(
+                    f"non-finite loss at iteration {iteration + 1} (policy_loss={losses[0]}, "
+                    f"value_loss={losses[1]}, entropy={losses[2]}); the last good checkpoint "
+                    f"is iteration {last[-1] if last else 'none'} in {run.path}. Try a lower "
+                    "--learning-rate or a smaller --max-grad-norm, then --resume."
+                )
+            iteration += 1
+            agent_steps += batch_size
+            episodes_total += len(episodes.returns)
+            recent.extend(episodes.returns)
+            row = {
+                "iteration": iteration,
+                "agent_steps": agent_steps,
+                "frames": agent_steps * frames_per_step,
+                "rollout_batch_size": batch_size,
+                "learning_rate": lr,
+                "episodes": len(episodes.returns),
+                "episodes_total": episodes_total,
+                "return_mean": float(np.mean(episodes.returns)) if episodes.returns else math.nan,
+                "return_recent": float(np.mean(recent)) if recent else math.nan,
+                "length_mean": float(np.mean(episodes.lengths)) if episodes.lengths else math.nan,
+                "explained_variance": _explained_variance(
+                    buffer.values.flatten(), returns.flatten(), mask.flatten()),
+                "masked_fraction": float(1 - mask.mean()),
+                **{k: stats[k] for k in ("policy_loss", "value_loss", "entropy", "approx_kl",
+                                         "clip_fraction", "grad_norm")},
+                "wall_time_s": time.perf_counter() - start_time,
+                "sps": batch_size / (t2 - t0),
+                "rollout_s": t1 - t0,
+                "update_s": t2 - t1,
+            }
+            reached = (cfg.target_return is not None and len(recent) == cfg.return_window
+                       and row["return_recent"] >= cfg.target_return)
+            row["reached_target"] = reached
+            run.append_metrics(row)
+            log_scalars(writer, row, agent_steps)
+            if (iteration % cfg.checkpoint_every == 0 or iteration == total_iterations
+                    or reached):
+                _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs,
+                      iteration, agent_steps, episodes_total, recent)
+                run.mark_running(iteration, agent_steps)
+            progress.update(row)
+            if on_iteration is not None:
+                on_iteration(row)
+    finally:
+        progress.close()
+        env.close()
+    run.mark_finished(iteration, agent_steps,
+                      "reached target" if reached else "budget spent")
+    return TrainResult(run.path, iteration, agent_steps,
+                       float(np.mean(recent)) if recent else math.nan, reached)
+
+
+def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, iteration,
+          agent_steps, episodes_total, recent) -> None:
+    env_state = _try_pickle_env(env)
+    run.save_checkpoint(
+        {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "sample_gen": sample_gen.get_state(),
+            "perm_gen": perm_gen.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "agent_steps": agent_steps,
+            "episodes_total": episodes_total,
+            "recent_returns": list(recent),
+            "env": env_state,
+            "next_obs": next_obs.cpu() if env_state is not None else None,
+        },
+        iteration,
+    )
+
+
+class _Progress:
+    """A rich progress bar with SPS and recent return; nothing when quiet."""
+
+    def __init__(self, total_steps: int, done_steps: int, quiet: bool):
+        self.bar = None
+        if quiet:
+            return
+        from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+        self.bar = Progress(
+            TextColumn("[bold]train"), BarColumn(),
+            TextColumn("{task.completed:,}/{task.total:,} agent steps"),
+            TextColumn("{task.fields[sps]} SPS"), TextColumn("return {task.fields[ret]}"),
+            TimeRemainingColumn(),
+        )
+        self.task = self.bar.add_task("train", total=total_steps, completed=done_steps,
+                                      sps="-", ret="-")
+        self.bar.start()
+
+    def update(self, row: dict) -> None:
+        if self.bar is not None:
+            ret = row["return_recent"]
+            self.bar.update(self.task, completed=row["agent_steps"], sps=f"{row['sps']:,.0f}",
+                            ret="-" if ret != ret else f"{ret:.1f}")
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
