@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -13,6 +14,10 @@ from rl.cliargs import add_dataclass_args, dataclass_from_args
 
 console = Console()
 err_console = Console(stderr=True)
+
+
+# Modules that add their own subcommands: each defines add_parser(subparsers).
+COMMAND_MODULES = ["rl.cli_train"]
 
 
 class CLIError(Exception):
@@ -120,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress display")
         sp.set_defaults(func=cmd_bench)
 
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_parser(sub)
+
     p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)")
     p.add_argument("--out", default="results/demo", help="output folder")
     p.add_argument("--quiet", action="store_true", help="no progress display")
@@ -138,6 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/] {exc}", highlight=False)
         return 2
+    except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
+        err_console.print(f"[red]failed:[/] {exc}", highlight=False)
+        return 1
 
 
 if __name__ == "__main__":
