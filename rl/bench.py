@@ -125,6 +125,15 @@ def bench_envs(cfg: EnvBenchConfig, progress=None) -> pd.DataFrame:
 SUITES = {"envs": (EnvBenchConfig, bench_envs)}
 
 
+def _register_suites() -> None:
+    from rl import bench_ppo
+
+    SUITES["ppo"] = (bench_ppo.PPOBenchConfig, bench_ppo.bench_ppo)
+
+
+_register_suites()
+
+
 def write_results(df: pd.DataFrame, out_dir: Path, suite: str, config) -> Path:
     """Write ``<suite>.csv`` and ``<suite>.json`` (config + machine) atomically."""
     from rl.storage import atomic_write_json, atomic_write_text

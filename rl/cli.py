@@ -12,19 +12,26 @@ from rich.table import Table
 
 from rl.cliargs import add_dataclass_args, dataclass_from_args
 
-console = Console()
+# Tables are often read from logs: do not squeeze them to 80 columns when not on a terminal.
+console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True)
 
 
 # Modules that add their own subcommands: each defines add_parser(subparsers).
-COMMAND_MODULES = ["rl.cli_train"]
+COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns"]
 
 
 class CLIError(Exception):
     """A user error: printed as one clear line, exit status 2."""
 
 
-def print_table(df, title: str | None = None, floatfmt: str = "{:,.3g}") -> None:
+def format_number(v: float) -> str:
+    if v != v:
+        return "-"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def print_table(df, title: str | None = None) -> None:
     table = Table(title=title)
     for col in df.columns:
         table.add_column(str(col), justify="right" if df[col].dtype.kind in "fiu" else "left")
@@ -32,7 +39,7 @@ def print_table(df, title: str | None = None, floatfmt: str = "{:,.3g}") -> None
         cells = []
         for v in row:
             if isinstance(v, float):
-                cells.append(floatfmt.format(v) if v == v else "-")
+                cells.append(format_number(v))
             else:
                 cells.append(str(v))
         table.add_row(*cells)

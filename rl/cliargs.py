@@ -114,7 +114,7 @@ def add_dataclass_args(
         default = defaults.get(f.name, f.default)
         if default is dataclasses.MISSING and f.default_factory is not dataclasses.MISSING:
             default = f.default_factory()
-        help_text = docs.get(f.name, "")
+        help_text = docs.get(f.name, "").replace("%", "%%")  # argparse formats help with %
         shown = "required" if default is dataclasses.MISSING else f"default: {default}"
         kwargs = dict(dest=f.name, default=None, help=f"{help_text} ({shown})")
         if tp is bool:

@@ -1,0 +1,123 @@
+"""``rlscale bench ppo`` and ``rlscale bench scaling``: end-to-end PPO throughput.
+
+``ppo``: our PPO and stable-baselines3's PPO on identical PPO settings (the reference
+Atari settings: 4 epochs x 4 minibatches), each on its own standard environment stack
+(ours: ``envs.make_vec`` with the default backend; SB3: its ``make_vec_env`` /
+``make_atari_env`` over gymnasium). Throughput = agent steps / wall time over whole PPO
+iterations (rollout + update), after one untimed warm-up iteration.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from agents import PPOConfig
+from rl.bench import interleaved
+
+
+@dataclass
+class PPOBenchConfig:
+    """End-to-end PPO agent steps/s: ours vs stable-baselines3, identical settings."""
+
+    configs: str = "CartPole:8x128,CartPole:64x128,Pong:8x128"
+    """Comma-separated ENV:NUM_ENVSxNUM_STEPS entries."""
+    iterations: int = 3
+    """Timed PPO iterations per repeat (after one warm-up iteration)."""
+    repeats: int = 3
+    """Interleaved repeats per (config, implementation); the table shows medians."""
+    impls: str = "ours,sb3"
+    """Implementations to compare; the ratio is ours / sb3."""
+    device: str = "cpu"
+    """Torch device for both implementations."""
+    seed: int = 0
+    """Seed."""
+
+
+def parse_configs(text: str) -> list[tuple[str, int, int]]:
+    out = []
+    for item in text.split(","):
+        try:
+            env, shape = item.strip().split(":")
+            n, t = shape.lower().split("x")
+            out.append((env, int(n), int(t)))
+        except ValueError:
+            raise ValueError(f"bad config {item!r}: use ENV:NUM_ENVSxNUM_STEPS, e.g. Pong:8x128")
+    return out
+
+
+def _ours(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
+    from rl.trainer import TrainConfig, train
+
+    stamps: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tc = TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed, device=cfg.device,
+                         total_agent_steps=n * t * (cfg.iterations + 1), run_dir=f"{tmp}/run",
+                         checkpoint_every=10**9, **_gns_off())
+        train(tc, PPOConfig(), on_iteration=lambda row: stamps.append(time.perf_counter()))
+    return n * t * cfg.iterations / (stamps[-1] - stamps[0])
+
+
+def _gns_off() -> dict:
+    """Measure plain PPO: no noise-scale measurement, where the trainer has it."""
+    from dataclasses import fields
+
+    from rl.trainer import TrainConfig
+
+    return {"gns_every": 0} if "gns_every" in {f.name for f in fields(TrainConfig)} else {}
+
+
+def _sb3(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
+    import envs
+    from agents import sb3_policy_name, sb3_ppo_kwargs
+    from rl.sb3 import make_sb3_env
+    from rl.trainer import TrainConfig
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
+    network = "nature" if envs.resolve(env).kind == "atari" else "mlp"
+    venv = make_sb3_env(TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed))
+    model = PPO(sb3_policy_name(network), venv, seed=cfg.seed, device=cfg.device, verbose=0,
+                **sb3_ppo_kwargs(PPOConfig(), n, t, network=network))
+    stamps: list[float] = []
+
+    class Stamp(BaseCallback):
+        def _on_step(self) -> bool:
+            return True
+
+        def _on_rollout_start(self) -> None:
+            stamps.append(time.perf_counter())
+
+    # iterations + 2 rollouts start; the timed span covers `iterations` whole iterations.
+    model.learn(total_timesteps=n * t * (cfg.iterations + 2), callback=Stamp())
+    venv.close()
+    return n * t * cfg.iterations / (stamps[-1] - stamps[0])
+
+
+IMPLS = {"ours": _ours, "sb3": _sb3}
+
+
+def bench_ppo(cfg: PPOBenchConfig, progress=None) -> pd.DataFrame:
+    impls = [i.strip() for i in cfg.impls.split(",") if i.strip()]
+    unknown = sorted(set(impls) - set(IMPLS))
+    if unknown:
+        raise ValueError(f"unknown implementation(s) {unknown}; choose from {sorted(IMPLS)}")
+    runs = [{"env": e, "num_envs": n, "num_steps": t, "impl": i}
+            for e, n, t in parse_configs(cfg.configs) for i in impls]
+    samples = interleaved(
+        runs, lambda r: IMPLS[r["impl"]](r["env"], r["num_envs"], r["num_steps"], cfg),
+        cfg.repeats, progress)
+    rows = [{**r, "agent_steps_per_s": statistics.median(s), "min": min(s), "max": max(s),
+             "repeats": len(s)} for r, s in zip(runs, samples, strict=True)]
+    df = pd.DataFrame(rows)
+    if {"ours", "sb3"} <= set(impls):
+        key = ["env", "num_envs", "num_steps"]
+        sb3 = df[df.impl == "sb3"].set_index(key)["agent_steps_per_s"]
+        df["ratio_ours_to_sb3"] = [
+            row.agent_steps_per_s / sb3.loc[(row.env, row.num_envs, row.num_steps)]
+            if row.impl == "ours" else float("nan") for row in df.itertuples()]
+    return df

@@ -1,0 +1,62 @@
+"""The rlscale entry point: help everywhere, bench suites write their results files."""
+
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from rl.cli import build_parser, main
+
+
+def _subcommands(parser, prefix=()):
+    """Every (sub)command path of the parser."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield (*prefix, name)
+                yield from _subcommands(sub, (*prefix, name))
+
+
+def test_help_on_every_subcommand(capsys):
+    paths = list(_subcommands(build_parser()))
+    assert {("envs",), ("train",), ("bench",), ("bench", "envs"), ("bench", "ppo")} <= set(paths)
+    for path in paths:
+        with pytest.raises(SystemExit) as exit_info:
+            main([*path, "--help"])
+        assert exit_info.value.code == 0, path
+        assert "usage: rlscale" in capsys.readouterr().out
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "rl.cli", "--help"], capture_output=True,
+                         text=True)
+    assert out.returncode == 0 and "train" in out.stdout
+
+
+def test_bench_envs_writes_results(tmp_path):
+    code = main(["bench", "envs", "--env", "Pong", "--backends", "envpool,ale",
+                 "--num-envs", "2", "--steps", "20", "--repeats", "2", "--out", str(tmp_path),
+                 "--quiet"])
+    assert code == 0
+    df = pd.read_csv(tmp_path / "envs.csv")
+    assert list(df.backend) == ["envpool", "ale"]
+    assert (df.agent_steps_per_s > 0).all() and df.ratio_to_envpool.iloc[0] == 1.0
+    assert (tmp_path / "envs.json").exists()
+
+
+@pytest.mark.slow
+def test_bench_ppo_compares_with_sb3(tmp_path):
+    code = main(["bench", "ppo", "--configs", "CartPole:4x64", "--iterations", "1",
+                 "--repeats", "1", "--out", str(tmp_path), "--quiet"])
+    assert code == 0
+    df = pd.read_csv(tmp_path / "ppo.csv")
+    assert set(df.impl) == {"ours", "sb3"} and (df.agent_steps_per_s > 0).all()
+    assert df.ratio_ours_to_sb3.notna().sum() == 1
+
+
+def test_bad_bench_config_is_a_clear_error(capsys):
+    assert main(["bench", "ppo", "--configs", "Pong-8x128", "--quiet"]) == 2
+    assert "ENV:NUM_ENVSxNUM_STEPS" in capsys.readouterr().err
