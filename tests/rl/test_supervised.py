@@ -1,0 +1,178 @@
+"""Supervised reference (rl.supervised, `rlscale gns supervised`).
+
+Tolerance convention (as in test_gns.py). A Monte Carlo check compares the mean of R
+independent, unbiased estimates with the exact value. By the CLT the mean is ~ Normal(exact,
+SD^2 / R); SD is estimated from the spread of the repetitions, and we allow K_SE = 4
+standard errors: a correct implementation fails one such check with probability about 6e-5
+(two-sided normal tail), so the three checks here essentially never fail by chance, while
+the tolerance stays small enough (asserted: under 10% of the exact value) to catch a real
+bias such as a wrong batch-size factor. The seeds are fixed, so the outcome is deterministic.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch.func import functional_call, grad, vmap
+
+from rl.cli import main
+from rl.gns import measure
+from rl.supervised import (
+    SupervisedConfig,
+    batch_loss,
+    load_dataset,
+    ratio_interval,
+    run_supervised,
+)
+
+K_SE = 4.0
+TRAIN_SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models: one torch thread is several times faster on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def exact_noise_scale(model, x, y) -> tuple[float, float]:
+    """(|G|^2, tr Sigma) over the finite training set, from every per-example gradient.
+
+    G = mean_i g_i and tr(Sigma) = mean_i |g_i - G|^2 (population = the training set, which
+    the measurement samples with replacement). Written independently of rl.gns.
+    """
+    params = {n: p.detach() for n, p in model.named_parameters()}
+
+    def loss_one(p, xi, yi):
+        return batch_loss(lambda inp: functional_call(model, p, (inp,)),
+                          (xi.unsqueeze(0), yi.unsqueeze(0)))
+
+    per_example = vmap(grad(loss_one), in_dims=(None, 0, 0))(params, x, y)
+    flat = torch.cat([g.reshape(len(x), -1) for g in per_example.values()], dim=1).double()
+    mean = flat.mean(dim=0)
+    return float(mean.square().sum()), float((flat - mean).square().sum(dim=1).mean())
+
+
+def test_grouped_estimate_matches_exact_noise_scale_on_iid_data():
+    cfg = SupervisedConfig(total_steps=20, gns_every=10**6, seed=3)  # test acc ~0.87
+    model = run_supervised(cfg).model
+    data = load_dataset(cfg.dataset, cfg.test_fraction, cfg.seed)
+    exact_g2, exact_trace = exact_noise_scale(model, data.x_train, data.y_train)
+    exact_b = exact_trace / exact_g2
+
+    num_groups, group_size, reps = 8, 64, 300
+    gen = torch.Generator().manual_seed(11)
+    n = len(data.x_train)
+    g2s, traces = [], []
+    with torch.no_grad():
+        weights = [p.clone() for p in model.parameters()]
+    for _ in range(reps):
+        idx = torch.randint(n, (num_groups, group_size), generator=gen)
+        sample = measure(model, batch_loss, [(data.x_train[i], data.y_train[i]) for i in idx])
+        g2s.append(sample.g2)
+        traces.append(sample.trace_sigma)
+    assert all(torch.equal(w, p) for w, p in zip(weights, model.parameters(), strict=True))
+    g2s, traces = np.asarray(g2s), np.asarray(traces)
+
+    sqrt_r = math.sqrt(reps)
+    for name, values, exact in (("g2", g2s, exact_g2), ("trace", traces, exact_trace)):
+        mean, se = values.mean(), values.std(ddof=1) / sqrt_r
+        print(f"{name}: mean of {reps} = {mean:.5g} +- {se:.2g}, exact {exact:.5g}")
+        assert K_SE * se < 0.1 * exact, f"{name}: too few repetitions to detect a bias"
+        assert abs(mean - exact) < K_SE * se, f"{name}: {mean} vs exact {exact} (se {se})"
+
+    # Ratio of the averaged estimates, delta-method standard error of a ratio of means.
+    ratio = traces.mean() / g2s.mean()
+    ratio_se = (traces - ratio * g2s).std(ddof=1) / (sqrt_r * g2s.mean())
+    print(f"B_simple: ratio of means {ratio:.4g} +- {ratio_se:.2g}, exact {exact_b:.4g}; "
+          f"single-measurement big batch {num_groups * group_size}")
+    assert K_SE * ratio_se < 0.1 * exact_b
+    assert abs(ratio - exact_b) < K_SE * ratio_se
+
+
+def test_ratio_interval():
+    rng = np.random.default_rng(0)
+    g2 = 1.0 + 0.1 * rng.standard_normal(200)
+    trace = 50.0 + 5.0 * rng.standard_normal(200)
+    ratio, lower, upper = ratio_interval(g2, trace)
+    assert lower < ratio < upper and lower < 50.0 < upper and upper - lower < 5.0
+    # A slow drift of both (the ratio fixed) barely widens it: successive differences.
+    drift = np.linspace(1.0, 3.0, 200)
+    _, lo2, up2 = ratio_interval(g2 * drift, trace * drift)
+    assert up2 - lo2 < 2 * (upper - lower)
+    assert math.isnan(ratio_interval(-g2, trace)[0])
+    ratio, lower, upper = ratio_interval([1.0, 2.0], [3.0, 4.0])  # too few for an interval
+    assert ratio == pytest.approx(7 / 3) and math.isnan(lower) and math.isnan(upper)
+
+
+@pytest.fixture(scope="module")
+def training_runs():
+    return {
+        seed: run_supervised(SupervisedConfig(epochs=10, seed=seed)) for seed in TRAIN_SEEDS
+    }
+
+
+def test_short_training_run(training_runs):
+    result = training_runs[0]
+    s, m = result.summary, result.metrics
+    assert s["final_train_loss"] < 0.1 * s["initial_train_loss"]
+    assert m["train_loss"].iloc[-1] < m["train_loss"].iloc[0]
+    assert s["final_test_acc"] > 0.9  # chance is 0.1
+    assert s["measurements"] == len(m) == 46  # steps 0, 10, ..., 450
+    for col in ("train_loss", "test_acc", "g2", "trace_sigma", "small_sq_norm", "big_sq_norm"):
+        assert np.isfinite(m[col]).all(), col
+    assert (m["trace_sigma"] > 0).all()
+    assert 0 < s["b_simple_run"] < math.inf
+    assert s["b_simple_run_lower"] <= s["b_simple_run"] <= s["b_simple_run_upper"]
+    assert s["b_simple_run"] == pytest.approx(m["trace_sigma"].mean() / m["g2"].mean())
+
+
+def test_b_simple_grows_as_loss_falls(training_runs):
+    # Observed (epochs=10, seeds 0-5): end / start between 11 and 34; assert a 3x margin.
+    for seed, result in training_runs.items():
+        s = result.summary
+        print(f"seed {seed}: B_simple start {s['b_simple_start']:.1f} "
+              f"[{s['b_simple_start_lower']:.1f}, {s['b_simple_start_upper']:.1f}], end "
+              f"{s['b_simple_end']:.1f} [{s['b_simple_end_lower']:.1f}, "
+              f"{s['b_simple_end_upper']:.1f}], ratio {s['b_simple_end_over_start']:.1f}")
+        assert s["b_simple_end_over_start"] > 3.0
+
+
+def test_measurement_does_not_change_training():
+    a = run_supervised(SupervisedConfig(total_steps=40, gns_every=5, seed=1)).metrics
+    b = run_supervised(SupervisedConfig(total_steps=40, gns_every=20, seed=1)).metrics
+    common = a.merge(b, on="step", suffixes=("_a", "_b"))
+    assert list(common["step"]) == [0, 20, 40]
+    assert np.array_equal(common["train_loss_a"], common["train_loss_b"])
+
+
+def test_cli_help(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["gns", "supervised", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert "--gns-group-size" in out and "--out" in out
+
+
+def test_cli_run_and_refuse_overwrite(tmp_path, capsys):
+    out = tmp_path / "run"
+    argv = ["gns", "supervised", "--model", "logreg", "--optimizer", "adam", "--total-steps",
+            "30", "--gns-every", "10", "--gns-groups", "4", "--gns-group-size", "8",
+            "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["steps"] == 30 and summary["measurements"] == 4
+    assert json.loads((out / "config.json").read_text())["model"] == "logreg"
+    assert "results:" in capsys.readouterr().out
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "refusing to overwrite" in err
+    assert json.loads((out / "summary.json").read_text()) == summary
