@@ -17,7 +17,7 @@ $(PY):
 
 $(STAMP): $(PY) $(DEPS)
 	$(PIP) install -q "$(TORCH_SPEC)"
-	$(PIP) install -q -e ".[dev]" -e plugins/rlscale_minatar
+	$(PIP) install -q -e ".[dev,ray]" -e plugins/rlscale_minatar
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import numbers
 
@@ -133,10 +134,12 @@ def make_vec(
 
     if preset is not None:
         raise ValueError(f"presets apply to Atari games only; {entry.name!r} is {entry.kind}")
+    # partial, not lambda: a vector env of picklable factories can itself be pickled,
+    # which is what lets a trainer checkpoint the exact environment state.
     if entry.kind == PLUGIN:
-        fns = [lambda: entry.factory(**options) for _ in range(num_envs)]
+        fns = [functools.partial(entry.factory, **options)] * num_envs
     else:
         assert entry.kind in (CLASSIC, GYM)
-        fns = [lambda: gym.make(entry.target, **options) for _ in range(num_envs)]
+        fns = [functools.partial(gym.make, entry.target, **options)] * num_envs
     vec_cls = gym.vector.AsyncVectorEnv if backend == "gym-async" else gym.vector.SyncVectorEnv
     return VecEnv(GymnasiumRaw(vec_cls(fns)), seed=seed, description=desc)

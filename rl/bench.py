@@ -20,6 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rl.bench_gns import GNSBenchConfig, bench_gns
+
 
 def machine_info() -> dict:
     import torch
@@ -123,6 +125,7 @@ def bench_envs(cfg: EnvBenchConfig, progress=None) -> pd.DataFrame:
 
 
 SUITES = {"envs": (EnvBenchConfig, bench_envs)}
+SUITES["gns"] = (GNSBenchConfig, bench_gns)  # noise-scale overhead (rl/bench_gns.py)
 
 
 def _register_suites() -> None:

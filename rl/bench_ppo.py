@@ -46,7 +46,9 @@ def parse_configs(text: str) -> list[tuple[str, int, int]]:
             n, t = shape.lower().split("x")
             out.append((env, int(n), int(t)))
         except ValueError:
-            raise ValueError(f"bad config {item!r}: use ENV:NUM_ENVSxNUM_STEPS, e.g. Pong:8x128")
+            raise ValueError(
+                f"bad config {item!r}: use ENV:NUM_ENVSxNUM_STEPS, e.g. Pong:8x128"
+            ) from None
     return out
 
 
@@ -72,12 +74,13 @@ def _gns_off() -> dict:
 
 
 def _sb3(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+
     import envs
     from agents import sb3_policy_name, sb3_ppo_kwargs
     from rl.sb3 import make_sb3_env
     from rl.trainer import TrainConfig
-    from stable_baselines3 import PPO
-    from stable_baselines3.common.callbacks import BaseCallback
 
     network = "nature" if envs.resolve(env).kind == "atari" else "mlp"
     venv = make_sb3_env(TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed))

@@ -18,7 +18,7 @@ err_console = Console(stderr=True)
 
 
 # Modules that add their own subcommands: each defines add_parser(subparsers).
-COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns"]
+COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns", "rl.cli_sweep"]
 
 
 class CLIError(Exception):

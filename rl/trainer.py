@@ -37,6 +37,7 @@ from agents import (
     set_learning_rate,
 )
 from rl.gae import compute_gae
+from rl.gns_ppo import PPONoiseScale, check_settings
 from rl.rollout import RolloutBuffer, collect, to_device
 from rl.storage import RunDir, log_scalars
 
@@ -83,6 +84,12 @@ class TrainConfig:
     """Stop once the mean return over the last return_window games reaches this."""
     return_window: int = 20
     """Games in the smoothed episodic return (metrics column return_recent)."""
+    gns_every: int = 10
+    """Measure the gradient noise scale every this many PPO iterations (0: never; <= 5% time)."""
+    gns_groups: int = 8
+    """Noise scale: K rollout groups, by environment if num_envs % K == 0, else by time."""
+    gns_preconditioned: bool = False
+    """Noise scale of Adam-preconditioned gradients (g / (sqrt(v_hat) + eps))."""
 
     @property
     def rollout_batch_size(self) -> int:
@@ -109,11 +116,13 @@ class TrainConfig:
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ValueError(f"target_return must be finite, got {self.target_return}")
         resolve_device(self.device)
+        check_settings(self.gns_every, self.gns_groups, self.num_envs, self.num_steps)
 
 
 # Keys of the resolved config that a resumed run may change.
 RESUMABLE_CHANGES = ("train.total_agent_steps", "train.resume", "train.device",
-                     "train.checkpoint_every", "train.run_dir", "train.compile")
+                     "train.checkpoint_every", "train.run_dir", "train.compile",
+                     "train.gns_every", "train.gns_groups", "train.gns_preconditioned")
 
 # Presets: reference settings per family (DESIGN.md for Atari; a fast CartPole setting).
 PRESETS: dict[str, tuple[dict, dict]] = {
@@ -188,12 +197,22 @@ def train(
     cfg.validate()
     ppo.validate(cfg.rollout_batch_size)
     device = resolve_device(cfg.device)
-    envs.resolve(cfg.env)  # unknown names fail here, before a run dir is created
-    config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
-    run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
-                      may_differ=RESUMABLE_CHANGES)
+    # Environment and network first: a name, backend or network that cannot work fails
+    # here, before a run directory exists.
+    env = envs.make_vec(cfg.env, cfg.num_envs, cfg.seed, backend=cfg.backend,
+                        preset=cfg.env_preset)
     try:
-        return _train(cfg, ppo, run, device, on_iteration, quiet)
+        torch.manual_seed(cfg.seed)
+        model = build_actor_critic(env.single_observation_space, env.single_action_space,
+                                   cfg.network).to(device)
+        config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+        run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
+                          may_differ=RESUMABLE_CHANGES)
+    except BaseException:
+        env.close()
+        raise
+    try:
+        return _train(cfg, ppo, run, device, env, model, on_iteration, quiet)
     except BaseException as exc:
         run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
@@ -201,15 +220,11 @@ def train(
         run.close()
 
 
-def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
-    torch.manual_seed(cfg.seed)
+def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> TrainResult:
     batch_size = cfg.rollout_batch_size
     total_iterations = cfg.total_agent_steps // batch_size
-    env = envs.make_vec(cfg.env, cfg.num_envs, cfg.seed, backend=cfg.backend,
-                        preset=cfg.env_preset)
-    model = build_actor_critic(env.single_observation_space, env.single_action_space,
-                               cfg.network).to(device)
     optimizer = make_optimizer(model, ppo)
+    gns = PPONoiseScale.from_config(cfg)
     sample_gen = torch.Generator(device=device).manual_seed(cfg.seed)
     perm_gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
     recent = deque(maxlen=cfg.return_window)
@@ -226,6 +241,7 @@ def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
         torch.set_rng_state(state["torch_rng"])
         agent_steps, episodes_total = state["agent_steps"], state["episodes_total"]
         recent.extend(state["recent_returns"])
+        gns.load_state_dict(state.get("gns"))
         run.truncate_metrics(after_iteration=iteration)
         if state.get("env") is not None:
             env.close()
@@ -272,6 +288,8 @@ def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
                 "returns": returns.flatten(),
                 "mask": mask.flatten(),
             }
+            gns_row = gns.maybe_measure(iteration, model, optimizer, ppo, buffer, adv, returns,
+                                        mask)
             with autocast:
                 stats = ppo_update(net, optimizer, batch, ppo, perm_gen)
             t2 = time.perf_counter()
@@ -308,6 +326,7 @@ def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
                 "sps": batch_size / (t2 - t0),
                 "rollout_s": t1 - t0,
                 "update_s": t2 - t1,
+                **gns_row,
             }
             reached = (cfg.target_return is not None and len(recent) == cfg.return_window
                        and row["return_recent"] >= cfg.target_return)
@@ -317,7 +336,7 @@ def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
             if (iteration % cfg.checkpoint_every == 0 or iteration == total_iterations
                     or reached):
                 _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs,
-                      iteration, agent_steps, episodes_total, recent)
+                      iteration, agent_steps, episodes_total, recent, gns=gns.state_dict())
                 run.mark_running(iteration, agent_steps)
             progress.update(row)
             if on_iteration is not None:
@@ -332,7 +351,7 @@ def _train(cfg, ppo, run: RunDir, device, on_iteration, quiet) -> TrainResult:
 
 
 def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, iteration,
-          agent_steps, episodes_total, recent) -> None:
+          agent_steps, episodes_total, recent, gns=None) -> None:
     env_state = _try_pickle_env(env)
     run.save_checkpoint(
         {
@@ -346,6 +365,7 @@ def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, itera
             "recent_returns": list(recent),
             "env": env_state,
             "next_obs": next_obs.cpu() if env_state is not None else None,
+            "gns": gns,
         },
         iteration,
     )

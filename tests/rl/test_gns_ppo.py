@@ -1,0 +1,338 @@
+"""The noise scale measured inside our PPO trainer (rl/gns_ppo.py and its hook in rl/trainer.py)."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import numpy as np
+import pandas.testing as pdt
+import pytest
+import torch
+
+import envs
+from agents import PPOConfig, build_actor_critic, make_optimizer, ppo_loss, ppo_update
+from agents.ppo import normalize_advantages
+from rl.gae import compute_gae
+from rl.gns import GNSTracker, adam_preconditioner, measure
+from rl.gns_ppo import TERMS, PPONoiseScale, RolloutSplit, check_settings, plan_split
+from rl.rollout import RolloutBuffer, collect, to_device
+from rl.storage import load_metrics
+from rl.trainer import PRESETS, TIMING_COLUMNS, TrainConfig, train
+
+CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
+STATS = ("g2", "trace_sigma", "b_simple", "b_simple_ema", "b_simple_mean", "b_simple_lo",
+         "b_simple_hi")
+COLUMNS = [f"gns/{t}/{s}" for t in TERMS for s in STATS] + [
+    "gns/small_batch_size", "gns/big_batch_size", "gns/groups", "gns/split_envs", "gns/seconds"]
+
+
+def cartpole(run_dir, **kw) -> tuple[TrainConfig, PPOConfig]:
+    return (TrainConfig(env="CartPole", **{**CLASSIC_TRAIN, "run_dir": str(run_dir), **kw}),
+            PPOConfig(**CLASSIC_PPO))
+
+
+# --- the split ---------------------------------------------------------------------------
+
+
+def test_split_plan_prefers_environments_and_falls_back_to_time():
+    assert plan_split(8, 128, 8) == RolloutSplit("envs", 8, 1, 128)
+    assert plan_split(16, 32, 8) == RolloutSplit("envs", 8, 2, 32)
+    # Fewer environments than groups, or not divisible: K blocks along time (remainder unused).
+    assert plan_split(4, 128, 8) == RolloutSplit("time", 8, 4, 16)
+    assert plan_split(12, 100, 8) == RolloutSplit("time", 8, 12, 12)
+    assert plan_split(3, 5, 8) == RolloutSplit("time", 5, 3, 1)
+    # One step per environment: as many environment groups as there are environments.
+    assert plan_split(5, 1, 8) == RolloutSplit("envs", 5, 1, 1)
+    split = plan_split(4, 128, 8)
+    assert (split.group_size, split.big_batch_size, split.split_envs) == (64, 512, 0)
+    with pytest.raises(ValueError, match="cannot be split"):
+        plan_split(1, 1, 8)
+    with pytest.raises(ValueError, match="gns_groups must be an integer >= 2"):
+        check_settings(1, 1)
+    with pytest.raises(ValueError, match="gns_every must be an integer >= 0"):
+        check_settings(-1, 8)
+    with pytest.raises(ValueError, match="gns_every"):
+        TrainConfig(gns_every=-2).validate()
+
+
+# --- in the trainer -------------------------------------------------------------------------
+
+
+def test_train_run_writes_noise_scale_columns(tmp_path):
+    cfg, ppo = cartpole(tmp_path / "a", total_agent_steps=256 * 5, gns_every=1)
+    train(cfg, ppo)
+    df = load_metrics(tmp_path / "a")
+    assert len(df) == 5
+    for col in COLUMNS:
+        assert col in df.columns, col
+    for term in TERMS:
+        assert np.isfinite(df[f"gns/{term}/g2"]).all(), term
+        assert np.isfinite(df[f"gns/{term}/trace_sigma"]).all(), term
+        assert (df[f"gns/{term}/trace_sigma"] > 0).all(), term
+    assert not np.allclose(df["gns/policy/g2"], df["gns/value/g2"])
+    assert not np.allclose(df["gns/policy/trace_sigma"], df["gns/value/trace_sigma"])
+    # Breakdown of the total: with ent_coef = 0 and separate actor and critic MLPs, the policy
+    # and value gradients live on disjoint parameters, so the total's squared norms (and the
+    # estimates, linear in them) are policy + vf_coef^2 * value.
+    assert ppo.ent_coef == 0
+    for stat in ("g2", "trace_sigma"):
+        expected = df[f"gns/policy/{stat}"] + ppo.vf_coef**2 * df[f"gns/value/{stat}"]
+        np.testing.assert_allclose(df[f"gns/total/{stat}"], expected, rtol=1e-6,
+                                   atol=1e-9 * df[f"gns/total/{stat}"].abs().max())
+    assert (df["gns/split_envs"] == 1).all() and (df["gns/groups"] == 8).all()
+    assert (df["gns/small_batch_size"] == 32).all() and (df["gns/big_batch_size"] == 256).all()
+
+    # num_envs < K: the time split is used and recorded; a sparser cadence leaves rows out.
+    cfg, ppo = cartpole(tmp_path / "b", num_envs=4, num_steps=32, total_agent_steps=128 * 5,
+                        gns_every=2)
+    train(cfg, ppo)
+    df = load_metrics(tmp_path / "b")
+    measured = df[df["gns/groups"].notna()]
+    assert list(measured["iteration"]) == [1, 3, 5]
+    assert (measured["gns/split_envs"] == 0).all() and (measured["gns/groups"] == 8).all()
+    assert (measured["gns/small_batch_size"] == 16).all()  # 4 steps x 4 environments
+    assert np.isfinite(measured["gns/policy/g2"]).all()
+    assert df.loc[df["gns/groups"].isna(), "gns/policy/g2"].isna().all()
+
+
+def test_resume_continues_the_same_smoothing(tmp_path):
+    kw = dict(total_agent_steps=256 * 8, checkpoint_every=4, gns_every=2, seed=1)
+    cfg, ppo = cartpole(tmp_path / "whole", **kw)
+    train(cfg, ppo)
+
+    class Interrupt(Exception):
+        pass
+
+    saved = {}
+
+    def stop_at_6(row):
+        if row["iteration"] == 4:  # the checkpoint of iteration 4 has just been written
+            ckpt = torch.load(tmp_path / "cut/checkpoints/ckpt_00000004.pt", weights_only=False)
+            saved.update(ckpt["state"])
+        if row["iteration"] == 6:
+            raise Interrupt
+
+    cfg, ppo = cartpole(tmp_path / "cut", **kw)
+    with pytest.raises(Interrupt):
+        train(cfg, ppo, on_iteration=stop_at_6)
+    assert len(load_metrics(tmp_path / "cut")) == 6  # rows 5-6 come again from checkpoint 4
+    cfg.resume = True
+    train(cfg, ppo)
+    a, b = load_metrics(tmp_path / "whole"), load_metrics(tmp_path / "cut")
+    assert list(b["iteration"]) == list(range(1, 9))
+    assert a["gns/policy/b_simple_ema"].notna().sum() == 4
+
+    # The trackers were checkpointed (2 measurements: rows 1 and 3) and the resumed run went
+    # on from them: row 5's smoothed values are the saved state updated with row 5's estimate.
+    state = saved["gns"]
+    assert state["trackers"]["policy"]["count"] == 2
+    row5 = b[b.iteration == 5].iloc[0]
+    for term in TERMS:
+        tracker = GNSTracker()
+        tracker.load_state_dict(state["trackers"][term])
+        tracker.update(row5[f"gns/{term}/g2"], row5[f"gns/{term}/trace_sigma"])
+        for col, value in ((f"gns/{term}/b_simple_ema", tracker.ema_b_simple),
+                           (f"gns/{term}/b_simple_mean", tracker.mean_b_simple)):
+            assert row5[col] == pytest.approx(value, rel=1e-12, nan_ok=True), col
+
+    def comparable(df):
+        timing = [c for c in df.columns if c in TIMING_COLUMNS or c == "gns/seconds"]
+        return df.drop(columns=timing).reset_index(drop=True)
+
+    assert saved["env"] is not None  # the environments were checkpointed: exact resume
+    pdt.assert_frame_equal(comparable(a), comparable(b))
+
+
+# --- the measurement itself ----------------------------------------------------------------
+
+
+def _rollout(num_envs=8, num_steps=24, seed=0):
+    """A CartPole rollout after one PPO update (so Adam has state), as the trainer has it."""
+    device = torch.device("cpu")
+    torch.manual_seed(seed)
+    env = envs.make_vec("CartPole", num_envs, seed)
+    model = build_actor_critic(env.single_observation_space, env.single_action_space, "mlp")
+    ppo = PPOConfig(**{**CLASSIC_PPO, "ent_coef": 0.01, "clip_value_loss": True})
+    optimizer = make_optimizer(model, ppo)
+    gen = torch.Generator().manual_seed(seed)
+    obs, _ = env.reset()
+    buffer = RolloutBuffer(num_steps, num_envs, to_device(obs, device), device)
+    next_obs = to_device(obs, device)
+    for i in range(2):
+        next_obs, next_value, _ = collect(env, model, buffer, next_obs, gen, device)
+        adv, returns, mask = compute_gae(buffer.rewards, buffer.values, next_value,
+                                         buffer.terminated, buffer.truncated, buffer.autoreset,
+                                         ppo.gamma, ppo.gae_lambda)
+        if i == 0:
+            batch = {"obs": buffer.obs.flatten(0, 1), "actions": buffer.actions.flatten(),
+                     "logprobs": buffer.logprobs.flatten(), "values": buffer.values.flatten(),
+                     "advantages": adv.flatten(), "returns": returns.flatten(),
+                     "mask": mask.flatten()}
+            ppo_update(model, optimizer, batch, PPOConfig(**{**CLASSIC_PPO, "num_epochs": 1}),
+                       torch.Generator().manual_seed(1))
+    env.close()
+    return model, optimizer, ppo, buffer, adv, returns, mask
+
+
+def _by_hand(model, ppo, buffer, adv, returns, mask, group_index, preconditioner):
+    """rl.gns.measure on groups cut with explicit indices (t, n) from the (T, N) rollout."""
+    norm = normalize_advantages(adv.flatten(), mask.flatten()).reshape(adv.shape)
+    groups = []
+    for steps, envs_ in group_index:
+        t = torch.tensor(steps).repeat_interleave(len(envs_))
+        n = torch.tensor(envs_).repeat(len(steps))
+        groups.append({"obs": buffer.obs[t, n], "actions": buffer.actions[t, n],
+                       "logprobs": buffer.logprobs[t, n], "values": buffer.values[t, n],
+                       "advantages": norm[t, n], "returns": returns[t, n], "mask": mask[t, n]})
+
+    def loss_fn(m, g):
+        terms = ppo_loss(m, g, ppo)
+        return {"total": terms.total, "policy": terms.policy_loss, "value": terms.value_loss}
+
+    return measure(model, loss_fn, groups, preconditioner=preconditioner)
+
+
+def _state(model, optimizer):
+    return (copy.deepcopy(model.state_dict()),
+            [None if p.grad is None else p.grad.clone() for p in model.parameters()],
+            copy.deepcopy(optimizer.state_dict()), torch.get_rng_state())
+
+
+def _assert_same(a, b):
+    if isinstance(a, torch.Tensor):
+        assert torch.equal(a, b)
+    elif isinstance(a, dict):
+        assert a.keys() == b.keys()
+        for k in a:
+            _assert_same(a[k], b[k])
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b)
+        for x, y in zip(a, b, strict=True):
+            _assert_same(x, y)
+    else:
+        assert a == b
+
+
+@pytest.mark.parametrize("preconditioned", [False, True])
+def test_measurement_equals_measure_by_hand_and_changes_nothing(preconditioned):
+    model, optimizer, ppo, buffer, adv, returns, mask = _rollout()
+    num_steps, num_envs = adv.shape
+    assert mask.min() == 0  # the rollout has masked auto-reset steps
+    cases = [  # (groups requested, explicit (steps, envs) index of every group)
+        (4, [(list(range(num_steps)), [2 * k, 2 * k + 1]) for k in range(4)]),  # by env
+        (3, [(list(range(8 * k, 8 * k + 8)), list(range(num_envs))) for k in range(3)]),  # time
+    ]
+    for groups, index in cases:
+        before = _state(model, optimizer)
+        gns = PPONoiseScale(every=1, groups=groups, preconditioned=preconditioned)
+        row = gns.measure(model, optimizer, ppo, buffer, adv, returns, mask)
+        _assert_same(before, _state(model, optimizer))
+
+        precond = adam_preconditioner(optimizer) if preconditioned else None
+        expected = _by_hand(model, ppo, buffer, adv, returns, mask, index, precond)
+        for term in TERMS:
+            for stat in ("g2", "trace_sigma"):
+                assert row[f"gns/{term}/{stat}"] == pytest.approx(
+                    getattr(expected[term], stat), rel=1e-9), (groups, term, stat)
+        assert row["gns/groups"] == groups
+        assert row["gns/split_envs"] == int(groups == 4)
+        assert row["gns/small_batch_size"] == expected["total"].small_batch_size
+        assert row["gns/preconditioned"] == int(preconditioned)
+        assert gns.trackers["policy"].count == 1
+        policy = expected["policy"]
+        if policy.g2 > 0 and policy.trace_sigma >= 0:
+            assert row["gns/policy/b_simple_ema"] == pytest.approx(policy.b_simple, rel=1e-9)
+        else:  # a single negative estimate: the smoothed ratio is not resolved yet
+            assert math.isnan(row["gns/policy/b_simple_ema"])
+
+        # A bf16 autocast context around it changes nothing: the measurement runs in fp32.
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            row16 = PPONoiseScale(1, groups, preconditioned).measure(
+                model, optimizer, ppo, buffer, adv, returns, mask)
+        for term in TERMS:
+            assert row16[f"gns/{term}/g2"] == row[f"gns/{term}/g2"]
+
+
+def test_preconditioned_measurement_is_skipped_before_the_first_step():
+    model, optimizer, ppo, buffer, adv, returns, mask = _rollout(num_steps=8)
+    fresh = make_optimizer(model, ppo)
+    gns = PPONoiseScale(every=1, groups=8, preconditioned=True)
+    assert gns.measure(model, fresh, ppo, buffer, adv, returns, mask) == {"gns/skipped": 1}
+    assert gns.trackers["total"].count == 0
+    row = gns.measure(model, optimizer, ppo, buffer, adv, returns, mask)
+    assert row["gns/preconditioned"] == 1 and math.isfinite(row["gns/total/g2"])
+
+
+def test_tracker_state_round_trips_and_refuses_other_settings():
+    model, optimizer, ppo, buffer, adv, returns, mask = _rollout(num_steps=8)
+    gns = PPONoiseScale(every=1, groups=8)
+    for _ in range(3):
+        gns.measure(model, optimizer, ppo, buffer, adv, returns, mask)
+    copy_ = PPONoiseScale(every=5, groups=8)
+    copy_.load_state_dict(gns.state_dict())
+    assert copy_.trackers["value"].summary() == pytest.approx(gns.trackers["value"].summary(),
+                                                               nan_ok=True)
+    other = PPONoiseScale(every=1, groups=4)
+    with pytest.warns(UserWarning, match="afresh"):
+        other.load_state_dict(gns.state_dict())
+    assert other.trackers["value"].count == 0
+    other.load_state_dict(None)  # a checkpoint from before the noise scale existed
+
+
+# --- the paper's qualitative result ---------------------------------------------------------
+
+
+def start_end_b_simple(df, term="policy"):
+    """B_simple over the first and last quarter of the measured iterations.
+
+    Each is the ratio of the window means, mean(trace_sigma) / mean(g2), of the per-iteration
+    unbiased estimates (not a mean of per-iteration ratios), with its Fieller 95% interval
+    (``GNSTracker.b_simple_interval`` over the window). Returns (start, end, iterations per
+    window, start interval, end interval).
+    """
+    m = df[df[f"gns/{term}/g2"].notna()]
+    q = len(m) // 4
+    windows = m.iloc[:q], m.iloc[-q:]
+    ratios, intervals = [], []
+    for w in windows:
+        g2, trace = w[f"gns/{term}/g2"], w[f"gns/{term}/trace_sigma"]
+        ratios.append(trace.mean() / g2.mean())
+        tracker = GNSTracker(window=q)
+        for g, t in zip(g2, trace, strict=True):
+            tracker.update(g, t)
+        intervals.append(tracker.b_simple_interval()[1:])
+    return ratios[0], ratios[1], q, intervals[0], intervals[1]
+
+
+@pytest.mark.slow
+def test_policy_noise_scale_grows_as_cartpole_is_learned(tmp_path):
+    """McCandlish et al.: B_simple grows as the agent improves.
+
+    Protocol: CartPole, the classic preset (8 x 32 rollouts, 100k-step budget for the
+    learning-rate schedule), measured every iteration, the run stopping when the smoothed
+    return reaches 475. Claim checked per seed: policy B_simple over the last quarter of the
+    measured iterations > over the first quarter (``start_end_b_simple``). Run with -s to see
+    the numbers. The claim does not hold for every seed with these settings (the policy
+    |G|^2 is poorly resolved at 8 x 32, see DESIGN.md): the test then reports xfail with the
+    numbers rather than passing or failing CI on a noisy research result.
+    """
+    results = []
+    for seed in range(3):
+        cfg, ppo = cartpole(tmp_path / f"s{seed}", seed=seed, gns_every=1, target_return=475)
+        result = train(cfg, ppo)
+        assert result.reached_target, seed
+        df = load_metrics(tmp_path / f"s{seed}")
+        for term in TERMS:
+            assert np.isfinite(df[f"gns/{term}/g2"]).all()
+            assert df[f"gns/{term}/trace_sigma"].mean() > 0
+        start, end, q, ci_start, ci_end = start_end_b_simple(df)
+        v_start, v_end, *_ = start_end_b_simple(df, "value")
+        print(f"\nseed {seed}: {len(df)} iterations ({result.agent_steps} agent steps); policy "
+              f"B_simple first {q} it. {start:.0f} [{ci_start[0]:.0f}, {ci_start[1]:.0f}] -> "
+              f"last {q} it. {end:.0f} [{ci_end[0]:.0f}, {ci_end[1]:.0f}] (end/start "
+              f"{end / start:.2f}); value {v_start:.0f} -> {v_end:.0f}")
+        results.append((seed, start, end))
+    failing = [(seed, round(s), round(e)) for seed, s, e in results if not 0 < s < e]
+    if failing:
+        pytest.xfail(f"policy B_simple end > start fails for (seed, start, end) {failing}")

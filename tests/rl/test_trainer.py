@@ -1,0 +1,185 @@
+"""The PPO trainer: resume after SIGKILL, bad input, non-finite losses, Atari smoke run."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from agents import PPOConfig
+from rl import trainer as trainer_mod
+from rl.cli import main
+from rl.storage import load_metrics
+from rl.trainer import PRESETS, TIMING_COLUMNS, NonFiniteLossError, TrainConfig, train
+
+CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
+
+
+def cartpole(run_dir, **kw) -> tuple[TrainConfig, PPOConfig]:
+    train_kw = {**CLASSIC_TRAIN, "run_dir": str(run_dir), **kw}
+    return TrainConfig(env="CartPole", **train_kw), PPOConfig(**CLASSIC_PPO)
+
+
+def comparable(df):
+    timing = [c for c in df.columns if c in TIMING_COLUMNS or c.endswith("/seconds")]
+    return df.drop(columns=timing).reset_index(drop=True)
+
+
+def _rows(path) -> int:
+    try:
+        return sum(1 for _ in open(path))
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.mark.slow
+def test_resume_after_sigkill_reproduces_uninterrupted_rows(tmp_path):
+    args = ["train", "--env", "CartPole", "--total-agent-steps", "15360",
+            "--checkpoint-every", "5", "--seed", "3", "--quiet"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert main([*args, "--run-dir", str(whole)]) == 0
+
+    argv = [*args, "--run-dir", str(killed)]
+    code = f"import sys; from rl.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.time() + 120
+    while _rows(killed / "metrics.jsonl") < 13 and time.time() < deadline:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    rows_at_kill = len(load_metrics(killed))
+    state = json.loads((killed / "checkpoints" / "latest.json").read_text())
+    assert 13 <= rows_at_kill < 60
+    # At most one checkpoint interval (5 iterations) is lost.
+    assert rows_at_kill - state["iteration"] <= 5
+
+    assert main([*args, "--run-dir", str(killed), "--resume"]) == 0
+    a, b = load_metrics(whole), load_metrics(killed)
+    assert list(b["iteration"]) == list(range(1, 61))
+    assert (killed / "status.json").exists()
+    assert json.loads((killed / "status.json").read_text())["state"] == "finished"
+    import pandas.testing as pdt
+
+    pdt.assert_frame_equal(comparable(a), comparable(b))
+
+
+def test_bad_inputs_fail_before_a_run_dir_exists(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    cases = [
+        (["--num-envs", "3", "--num-steps", "7", "--num-minibatches", "4"], "not divisible"),
+        (["--learning-rate", "-0.1"], "learning_rate must be > 0"),
+        (["--learning-rate", "0"], "learning_rate must be > 0"),
+        (["--network", "nature"], "needs 3-D image observations"),
+        (["--env", "Cartpoll"], "Did you mean: CartPole"),
+        (["--num-envs", "0"], "num_envs must be a positive integer"),
+        (["--total-agent-steps", "100"], "less than one rollout"),
+        (["--device", "cuda:0"] if not _has_cuda() else ["--device", "tpu"], "device"),
+    ]
+    for flags, message in cases:
+        assert main(["train", "--run-dir", str(run_dir), "--quiet", *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in " ".join(err.split()), (flags, err)
+        assert not run_dir.exists(), flags
+
+
+def _has_cuda():
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def test_fresh_run_refuses_to_overwrite_and_resume_checks_config(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    base = ["train", "--run-dir", str(run_dir), "--total-agent-steps", "512", "--quiet"]
+    assert main(base) == 0
+    assert main(base) == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert main([*base, "--resume", "--learning-rate", "0.5"]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    # A longer budget is an allowed change on resume.
+    assert main([*base[:4], "1024", "--quiet", "--resume"]) == 0
+    assert list(load_metrics(run_dir)["iteration"]) == [1, 2, 3, 4]
+
+
+def test_non_finite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
+    real_update = trainer_mod.ppo_update
+    calls = {"n": 0}
+
+    def poisoned_update(model, *args, **kwargs):
+        calls["n"] += 1
+        stats = real_update(model, *args, **kwargs)
+        if calls["n"] == 7:
+            next(model.parameters()).data.fill_(float("nan"))
+        return stats
+
+    monkeypatch.setattr(trainer_mod, "ppo_update", poisoned_update)
+    cfg, ppo = cartpole(tmp_path / "run", total_agent_steps=256 * 20, checkpoint_every=5)
+    with pytest.raises(NonFiniteLossError, match="last good checkpoint is iteration 5"):
+        train(cfg, ppo)
+    status = json.loads((tmp_path / "run" / "status.json").read_text())
+    assert status["state"] == "failed" and "non-finite" in status["message"]
+    assert json.loads((tmp_path / "run/checkpoints/latest.json").read_text())["iteration"] == 5
+    assert len(load_metrics(tmp_path / "run")) == 6  # rows up to the last good iteration
+
+    monkeypatch.setattr(trainer_mod, "ppo_update", real_update)
+    cfg.resume = True
+    result = train(cfg, ppo)
+    assert result.iterations == 20
+    df = load_metrics(tmp_path / "run")
+    assert list(df["iteration"]) == list(range(1, 21))
+    assert np.isfinite(df["policy_loss"]).all()
+
+
+def test_loss_that_becomes_nan_is_caught(tmp_path, monkeypatch):
+    real_update = trainer_mod.ppo_update
+
+    def nan_update(*args, **kwargs):
+        stats = real_update(*args, **kwargs)
+        stats["value_loss"] = float("nan")
+        return stats
+
+    monkeypatch.setattr(trainer_mod, "ppo_update", nan_update)
+    cfg, ppo = cartpole(tmp_path / "run", total_agent_steps=256 * 3)
+    with pytest.raises(NonFiniteLossError, match="value_loss=nan"):
+        train(cfg, ppo)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("env, backend", [("Pong", "envpool"), ("Breakout", "ale")])
+def test_short_atari_run_on_cpu_writes_metrics_and_resumes(tmp_path, env, backend):
+    run_dir = tmp_path / env
+    cfg = TrainConfig(env=env, backend=backend, num_envs=4, num_steps=16, network="nature",
+                      total_agent_steps=64 * 3, checkpoint_every=2, run_dir=str(run_dir),
+                      device="cpu")
+    result = train(cfg, PPOConfig())
+    assert result.iterations == 3
+    df = load_metrics(run_dir)
+    for col in ("policy_loss", "value_loss", "entropy", "approx_kl", "sps"):
+        assert np.isfinite(df[col]).all(), col
+    assert (df["frames"] == 4 * df["agent_steps"]).all()
+    assert any(Path(run_dir, "tb").iterdir())
+    cfg.total_agent_steps, cfg.resume = 64 * 5, True
+    assert train(cfg, PPOConfig()).iterations == 5
+    assert list(load_metrics(run_dir)["iteration"]) == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.slow
+def test_cartpole_learns_for_three_seeds_and_sb3_parity(tmp_path):
+    """CartPole-v1: mean return >= 475 over the last 20 games within 100k agent steps, for
+    3 of 3 seeds, for our PPO and for SB3's PPO with the same settings and harness."""
+    from rl.sb3 import train_sb3
+
+    budget = 100_000
+    for seed in range(3):
+        cfg, ppo = cartpole(tmp_path / f"s{seed}", seed=seed, target_return=475,
+                            total_agent_steps=budget)
+        ours = train(cfg, ppo)
+        assert ours.reached_target and ours.agent_steps <= budget, (seed, ours)
+        theirs = train_sb3(cfg, ppo)
+        assert theirs.reached_target and theirs.agent_steps <= budget, (seed, theirs)
+        print(f"seed {seed}: ours {ours.agent_steps} agent steps, SB3 {theirs.agent_steps}")
