@@ -309,14 +309,7 @@ class PPONoiseScale:
         samples = measure_rollout(model, ppo_gns_loss(ppo), groups, split,
                                   preconditioner=preconditioner)
         row = self.record(samples)
-        row.update({
-            "gns/small_batch_size": split.group_size,
-            "gns/big_batch_size": split.big_batch_size,
-            "gns/groups": split.num_groups,
-            "gns/split_envs": split.split_envs,
-            "gns/preconditioned": int(preconditioner is not None),
-            "gns/seconds": time.perf_counter() - start,
-        })
+        row.update(split_columns(split, preconditioner is not None, start))
         return row
 
     def record(self, samples: Mapping[str, GNSSample]) -> dict[str, float]:
@@ -349,6 +342,18 @@ class PPONoiseScale:
             return
         for term, tracker in self.trackers.items():
             tracker.load_state_dict(state["trackers"][term])
+
+
+def split_columns(split, preconditioned: bool, start_time: float) -> dict[str, float]:
+    """The ``gns/...`` entries describing how a measurement was taken (and how long)."""
+    return {
+        "gns/small_batch_size": split.group_size,
+        "gns/big_batch_size": split.big_batch_size,
+        "gns/groups": split.num_groups,
+        "gns/split_envs": split.split_envs,
+        "gns/preconditioned": int(preconditioned),
+        "gns/seconds": time.perf_counter() - start_time,
+    }
 
 
 def tracker_columns(trackers: Mapping[str, GNSTracker],

@@ -26,6 +26,7 @@ from rl.gns_ppo import (
     check_settings,
     measure_rollout,
     plan_split,
+    split_columns,
     tracker_columns,
 )
 from rl.trainer import TrainConfig
@@ -252,12 +253,5 @@ class NoiseScaleCallback(BaseCallback):
         finally:
             policy.set_training_mode(was_training)
         row = tracker_columns(self.trackers, samples)
-        row.update({
-            "gns/small_batch_size": split.group_size,
-            "gns/big_batch_size": split.big_batch_size,
-            "gns/groups": split.num_groups,
-            "gns/split_envs": split.split_envs,
-            "gns/preconditioned": int(preconditioner is not None),
-            "gns/seconds": time.perf_counter() - start,
-        })
+        row.update(split_columns(split, preconditioner is not None, start))
         return row

@@ -276,12 +276,12 @@ def _to_json(config: Mapping[str, Any]) -> dict[str, Any]:
         raise RunDirError(f"run config must be plain JSON: {err}") from err
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
+def flatten_config(obj: Any, prefix: str = "") -> dict[str, str]:
     """Dotted key -> canonical JSON text of the leaf (so NaN compares equal to NaN)."""
     if isinstance(obj, dict) and obj:
         out: dict[str, str] = {}
         for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+            out.update(flatten_config(value, f"{prefix}.{key}" if prefix else str(key)))
         return out
     return {prefix: json.dumps(obj, sort_keys=True)}
 
@@ -292,7 +292,7 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], may_differ: Iterable[
     A key in ``may_differ`` allows itself and everything nested below it.
     """
     allowed = tuple(may_differ)
-    a, b = _flatten(old), _flatten(new)
+    a, b = flatten_config(old), flatten_config(new)
     differing = sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
 
     def is_allowed(key: str) -> bool:
@@ -406,8 +406,8 @@ class RunDir:
         differing = _config_diff(stored, cfg, may_differ)
         if differing:
             details = "; ".join(
-                f"{k}: stored {_flatten(stored).get(k, '<absent>')} "
-                f"!= given {_flatten(cfg).get(k, '<absent>')}"
+                f"{k}: stored {flatten_config(stored).get(k, '<absent>')} "
+                f"!= given {flatten_config(cfg).get(k, '<absent>')}"
                 for k in differing
             )
             raise RunDirError(

@@ -78,7 +78,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rl.storage import atomic_write_bytes, atomic_write_json, atomic_write_text, load_metrics
+from rl.storage import (
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    flatten_config,
+    load_metrics,
+)
 
 try:  # Python 3.11+
     import tomllib
@@ -722,18 +728,9 @@ def plan_runs(spec: SweepSpec) -> list[RunPlan]:
 # --------------------------------------------------------------------------------------
 
 
-def _flatten(obj: Any, prefix: str = "") -> dict[str, str]:
-    if isinstance(obj, dict) and obj:
-        out: dict[str, str] = {}
-        for key, value in obj.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: json.dumps(obj, sort_keys=True)}
-
-
 def config_differences(stored: Mapping[str, Any], plan: RunPlan) -> list[str]:
     """'key: stored X != planned Y' for every setting in which a stored run differs."""
-    a, b = _flatten(dict(stored)), _flatten(plan.stored_config())
+    a, b = flatten_config(dict(stored)), flatten_config(plan.stored_config())
     diffs = []
     for key in sorted(a.keys() | b.keys()):
         if any(key == p or key.startswith(p + ".") for p in SAME_RUN_MAY_DIFFER):
