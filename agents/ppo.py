@@ -14,7 +14,7 @@ normalization (the noise-scale measurement) call ``normalize_advantages`` themse
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
 from typing import Any, NamedTuple
 
@@ -290,6 +290,7 @@ def ppo_update(
     batch: PPOBatch | Mapping[str, torch.Tensor],
     cfg: PPOConfig,
     generator: torch.Generator,
+    grad_hook: Callable[[list[torch.Tensor]], None] | None = None,
 ) -> dict[str, float]:
     """One PPO iteration's optimization: num_epochs x num_minibatches clipped-gradient steps.
 
@@ -297,6 +298,10 @@ def ppo_update(
     the indices are moved to the batch's device). With ``cfg.target_kl`` set, the loop stops,
     without stepping, at the first minibatch whose approx KL exceeds it. The learning rate is
     the caller's (see ``learning_rate_at`` and ``set_learning_rate``).
+
+    ``grad_hook``, if given, is called after every backward pass and before gradient clipping
+    and the optimizer step, with the list of trainable parameters (their ``.grad`` filled in);
+    it may read or replace the gradients (data-parallel training all-reduces them there).
 
     Returns means over the minibatches that took a step: policy_loss, value_loss, entropy,
     total_loss, approx_kl, clip_fraction, grad_norm (before clipping); plus
@@ -323,6 +328,8 @@ def ppo_update(
                 break
             optimizer.zero_grad(set_to_none=True)
             terms.total.backward()
+            if grad_hook is not None:
+                grad_hook(params)
             grad_norm = nn.utils.clip_grad_norm_(params, cfg.max_grad_norm)
             optimizer.step()
             history.append(

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import gymnasium as gym
 import numpy as np
 
-from envs.vector import GymnasiumRaw
+from envs.vector import GymnasiumRaw, async_vector_env
 
 
 @dataclass(frozen=True)
@@ -94,6 +94,34 @@ def _camel(rom: str) -> str:
 # --- envpool ---------------------------------------------------------------------------
 
 
+def envpool_task(rom: str) -> str:
+    """envpool's task id for a ROM name (``pong`` -> ``Pong-v5``)."""
+    return f"{_camel(rom)}-v5"
+
+
+def envpool_options(preset: AtariPreset) -> dict:
+    """``envpool.make`` keyword arguments that apply ``preset``, every value set explicitly.
+
+    ``episodic_life=False`` and ``reward_clip=False`` give the raw contract (game-over
+    ``terminated``, unclipped reward); VecEnv adds life loss and clipping.
+    """
+    p = preset
+    return dict(
+        episodic_life=False,
+        reward_clip=False,
+        noop_max=max(p.noop_max, 1),  # envpool draws from [0, noop_max): 1 means none
+        frame_skip=p.frame_skip,
+        stack_num=p.frame_stack,
+        img_height=p.screen_size,
+        img_width=p.screen_size,
+        gray_scale=p.grayscale,
+        use_fire_reset=p.fire_reset,
+        repeat_action_probability=p.sticky_action_prob,
+        full_action_space=p.full_action_space,
+        max_episode_steps=p.max_agent_steps_per_episode,
+    )
+
+
 class EnvpoolRaw:
     """envpool's gymnasium-style Atari pool, configured from a preset.
 
@@ -107,7 +135,7 @@ class EnvpoolRaw:
 
         self._rom, self._preset = rom, preset
         self.num_envs = num_envs
-        self._task = f"{_camel(rom)}-v5"
+        self._task = envpool_task(rom)
         if self._task not in envpool.list_all_envs():
             raise ValueError(
                 f"envpool has no Atari game {self._task!r}; use --backend ale or gym-sync"
@@ -119,25 +147,8 @@ class EnvpoolRaw:
         self.single_action_space = self._pool.action_space
 
     def _build(self, seed: int):
-        p = self._preset
-        return self._make(
-            self._task,
-            env_type="gymnasium",
-            num_envs=self.num_envs,
-            seed=seed,
-            episodic_life=False,
-            reward_clip=False,
-            noop_max=max(p.noop_max, 1),  # envpool draws from [0, noop_max): 1 means none
-            frame_skip=p.frame_skip,
-            stack_num=p.frame_stack,
-            img_height=p.screen_size,
-            img_width=p.screen_size,
-            gray_scale=p.grayscale,
-            use_fire_reset=p.fire_reset,
-            repeat_action_probability=p.sticky_action_prob,
-            full_action_space=p.full_action_space,
-            max_episode_steps=p.max_agent_steps_per_episode,
-        )
+        return self._make(self._task, env_type="gymnasium", num_envs=self.num_envs, seed=seed,
+                          **envpool_options(self._preset))
 
     def reset(self, seed):
         if seed is not None and seed != self._seed:
@@ -240,5 +251,6 @@ def make_single_atari(rom: str, preset: AtariPreset, **kwargs) -> gym.Env:
 
 def gym_atari_raw(rom: str, num_envs: int, preset: AtariPreset, mode: str) -> GymnasiumRaw:
     fns = [lambda: make_single_atari(rom, preset) for _ in range(num_envs)]
-    vec_cls = gym.vector.AsyncVectorEnv if mode == "async" else gym.vector.SyncVectorEnv
-    return GymnasiumRaw(vec_cls(fns), lives_key="lives")
+    if mode == "async":
+        return GymnasiumRaw(async_vector_env(fns), lives_key="lives")
+    return GymnasiumRaw(gym.vector.SyncVectorEnv(fns), lives_key="lives")

@@ -10,7 +10,7 @@ import gymnasium as gym
 
 from envs import atari
 from envs.registry import ATARI, CLASSIC, GYM, PLUGIN, EnvEntry, resolve
-from envs.vector import GymnasiumRaw, VecEnv
+from envs.vector import GymnasiumRaw, VecEnv, async_vector_env
 
 ATARI_BACKENDS = ("envpool", "ale", "gym-sync", "gym-async")
 GYM_BACKENDS = ("gym-sync", "gym-async")
@@ -141,5 +141,5 @@ def make_vec(
     else:
         assert entry.kind in (CLASSIC, GYM)
         fns = [functools.partial(gym.make, entry.target, **options)] * num_envs
-    vec_cls = gym.vector.AsyncVectorEnv if backend == "gym-async" else gym.vector.SyncVectorEnv
-    return VecEnv(GymnasiumRaw(vec_cls(fns)), seed=seed, description=desc)
+    vec = async_vector_env(fns) if backend == "gym-async" else gym.vector.SyncVectorEnv(fns)
+    return VecEnv(GymnasiumRaw(vec), seed=seed, description=desc)

@@ -192,3 +192,13 @@ class GymnasiumRaw:
 
     def close(self):
         self.vec.close()
+
+
+def async_vector_env(fns) -> gym.vector.AsyncVectorEnv:
+    """gymnasium's subprocess vector env, started with ``forkserver``.
+
+    Forking a process that already runs threads (envpool's pool, torch's intra-op pool)
+    can crash the child; a fork server forks from a clean process instead. The factories
+    travel by cloudpickle, so closures work.
+    """
+    return gym.vector.AsyncVectorEnv(fns, context="forkserver")

@@ -129,9 +129,10 @@ SUITES["gns"] = (GNSBenchConfig, bench_gns)  # noise-scale overhead (rl/bench_gn
 
 
 def _register_suites() -> None:
-    from rl import bench_ppo
+    from rl import bench_ppo, bench_scaling
 
     SUITES["ppo"] = (bench_ppo.PPOBenchConfig, bench_ppo.bench_ppo)
+    SUITES["scaling"] = (bench_scaling.ScalingBenchConfig, bench_scaling.bench_scaling)
 
 
 _register_suites()

@@ -1,14 +1,18 @@
-"""``rlscale bench ppo`` and ``rlscale bench scaling``: end-to-end PPO throughput.
+"""``rlscale bench ppo``: end-to-end PPO throughput, ours against stable-baselines3.
 
-``ppo``: our PPO and stable-baselines3's PPO on identical PPO settings (the reference
-Atari settings: 4 epochs x 4 minibatches), each on its own standard environment stack
-(ours: ``envs.make_vec`` with the default backend; SB3: its ``make_vec_env`` /
-``make_atari_env`` over gymnasium). Throughput = agent steps / wall time over whole PPO
-iterations (rollout + update), after one untimed warm-up iteration.
+Our PPO and stable-baselines3's PPO on identical PPO settings (the reference Atari
+settings: 4 epochs x 4 minibatches), each on its own standard environment stack (ours:
+``envs.make_vec`` with the default backend; SB3: its ``make_vec_env`` / ``make_atari_env``
+over gymnasium). Throughput = agent steps / wall time over whole PPO iterations (rollout,
+update, per-iteration logging), after one untimed warm-up iteration. Ours is timed from
+the ``wall_time_s`` of its metrics rows, so the checkpoint the trainer always writes after
+its last iteration (SB3 writes none) is not counted. ``threads`` sets torch's CPU threads
+for both implementations alike (``rlscale bench scaling`` is in ``rl/bench_scaling.py``).
 """
 
 from __future__ import annotations
 
+import contextlib
 import statistics
 import tempfile
 import time
@@ -17,7 +21,6 @@ from dataclasses import dataclass
 import pandas as pd
 
 from agents import PPOConfig
-from rl.bench import interleaved
 
 
 @dataclass
@@ -34,8 +37,29 @@ class PPOBenchConfig:
     """Implementations to compare; the ratio is ours / sb3."""
     device: str = "cpu"
     """Torch device for both implementations."""
+    threads: int = 0
+    """torch CPU threads for both implementations (0: torch's default, one per core)."""
+    cpu_bf16: bool = False
+    """Ours only: bfloat16 autocast on CPU (TrainConfig.cpu_bf16); SB3 stays fp32."""
+    channels_last_memory: bool = False
+    """Ours only: CNN weights in channels-last memory format (TrainConfig option)."""
     seed: int = 0
     """Seed."""
+
+
+@contextlib.contextmanager
+def torch_threads(threads: int):
+    """torch.set_num_threads(threads) inside the block (0: leave as is), restored after."""
+    import torch
+
+    before = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads:
+            torch.set_num_threads(before)
 
 
 def parse_configs(text: str) -> list[tuple[str, int, int]]:
@@ -59,8 +83,10 @@ def _ours(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
     with tempfile.TemporaryDirectory() as tmp:
         tc = TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed, device=cfg.device,
                          total_agent_steps=n * t * (cfg.iterations + 1), run_dir=f"{tmp}/run",
-                         checkpoint_every=10**9, **_gns_off())
-        train(tc, PPOConfig(), on_iteration=lambda row: stamps.append(time.perf_counter()))
+                         checkpoint_every=10**9, cpu_bf16=cfg.cpu_bf16,
+                         channels_last_memory=cfg.channels_last_memory, **_gns_off())
+        # wall_time_s is taken when an iteration's row is made, before the final checkpoint.
+        train(tc, PPOConfig(), on_iteration=lambda row: stamps.append(row["wall_time_s"]))
     return n * t * cfg.iterations / (stamps[-1] - stamps[0])
 
 
@@ -104,17 +130,32 @@ def _sb3(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
 IMPLS = {"ours": _ours, "sb3": _sb3}
 
 
+def _default_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
 def bench_ppo(cfg: PPOBenchConfig, progress=None) -> pd.DataFrame:
+    from rl.bench import interleaved
+
     impls = [i.strip() for i in cfg.impls.split(",") if i.strip()]
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:
         raise ValueError(f"unknown implementation(s) {unknown}; choose from {sorted(IMPLS)}")
     runs = [{"env": e, "num_envs": n, "num_steps": t, "impl": i}
             for e, n, t in parse_configs(cfg.configs) for i in impls]
-    samples = interleaved(
-        runs, lambda r: IMPLS[r["impl"]](r["env"], r["num_envs"], r["num_steps"], cfg),
-        cfg.repeats, progress)
-    rows = [{**r, "agent_steps_per_s": statistics.median(s), "min": min(s), "max": max(s),
+
+    def measure(r: dict) -> float:
+        with torch_threads(cfg.threads):
+            return IMPLS[r["impl"]](r["env"], r["num_envs"], r["num_steps"], cfg)
+
+    samples = interleaved(runs, measure, cfg.repeats, progress)
+    threads = cfg.threads or _default_threads()
+    options = ",".join(name for name in ("cpu_bf16", "channels_last_memory")
+                       if getattr(cfg, name)) or "-"
+    rows = [{**r, "options": options if r["impl"] == "ours" else "-", "threads": threads,
+             "agent_steps_per_s": statistics.median(s), "min": min(s), "max": max(s),
              "repeats": len(s)} for r, s in zip(runs, samples, strict=True)]
     df = pd.DataFrame(rows)
     if {"ours", "sb3"} <= set(impls):

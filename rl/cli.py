@@ -18,7 +18,7 @@ err_console = Console(stderr=True)
 
 
 # Modules that add their own subcommands: each defines add_parser(subparsers).
-COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns", "rl.cli_sweep"]
+COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns", "rl.cli_sweep", "rl.cli_compare"]
 
 
 class CLIError(Exception):
@@ -96,14 +96,23 @@ def cmd_bench(args) -> int:
 
 
 def cmd_demo(args) -> int:
-    """Until the study exists: environment throughput on Pong, every Atari backend."""
-    args.suite = "envs"
-    from rl import bench
+    """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
+    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference), or
+    of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
+    from rl.cli_compare import run_and_report
+    from rl.compare import build_plan
 
-    cfg = bench.EnvBenchConfig(num_envs="8", steps=200, repeats=2)
-    for field, value in vars(cfg).items():
-        setattr(args, field, value)
-    return cmd_bench(args)
+    if args.preset == "gpu":
+        import torch
+
+        if not torch.cuda.is_available():
+            raise CLIError("--preset gpu runs the Atari study (days of CPU time) and needs a "
+                           "CUDA device; force it with `rlscale compare --suite atari-paper "
+                           "--preset gpu --device cpu`")
+    suite = "demo" if args.preset == "cpu-quick" else "atari-paper"
+    out = args.out or ("results/demo" if args.preset == "cpu-quick" else "results/demo-gpu")
+    plan = build_plan(suite=suite, preset=args.preset, out=out)
+    return run_and_report(plan, quiet=args.quiet)
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -135,8 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     for module in COMMAND_MODULES:
         importlib.import_module(module).add_parser(sub)
 
-    p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)")
-    p.add_argument("--out", default="results/demo", help="output folder")
+    p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)",
+                       description="A cpu-quick study (rlscale compare --suite demo): CartPole "
+                       "sweep with a B_crit fit, MinAtar noise-scale runs, supervised reference, "
+                       "report. --preset gpu: the atari-paper study.")
+    p.add_argument("--preset", choices=["cpu-quick", "gpu"], default="cpu-quick",
+                   help="cpu-quick (default, about 10 min on 2 cores) or gpu (the Atari study)")
+    p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)
     return parser

@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 
 from agents import PPOConfig
+from rl.adaptive import AdaptiveConfig, add_compare_parser
 from rl.cliargs import add_dataclass_args, dataclass_from_args
+from rl.distributed import ParallelConfig, torchrun_env, train_parallel
 from rl.trainer import PRESETS, TrainConfig, preset_for, train
 
 
@@ -26,7 +28,14 @@ def cmd_train(args) -> int:
     from rl.cli import console
 
     cfg, ppo = configs_from_args(args)
-    result = train(cfg, ppo, quiet=args.quiet)
+    parallel = dataclass_from_args(args, ParallelConfig)
+    adaptive = dataclass_from_args(args, AdaptiveConfig)
+    if parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None:
+        result = train_parallel(cfg, ppo, parallel, adaptive, quiet=args.quiet)
+        if result is None:  # a torchrun rank other than 0: rank 0 reports
+            return 0
+    else:
+        result = train(cfg, ppo, quiet=args.quiet)
     ret = result.return_recent
     console.print(
         f"{cfg.env}: {result.iterations} PPO iterations, {result.agent_steps:,} agent steps, "
@@ -51,4 +60,7 @@ def add_parser(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress display")
     add_dataclass_args(p, TrainConfig, title="run")
     add_dataclass_args(p, PPOConfig, title="PPO")
+    add_dataclass_args(p, ParallelConfig, title="data parallel (rl/distributed.py)")
+    add_dataclass_args(p, AdaptiveConfig, title="batch schedule (rl/adaptive.py)")
     p.set_defaults(func=cmd_train)
+    add_compare_parser(sub)

@@ -2,8 +2,13 @@
 
 Observations stay in the environment's dtype (uint8 frames, bool grids) until they reach
 the device; the network converts them. Per step the loop does a constant amount of
-Python work, whatever the number of environments: one forward pass, one host<->device
-copy each way, one vector ``env.step``.
+Python work, whatever the number of environments: one forward pass, one host->device
+copy (the observation), one device->host copy (the actions), one vector ``env.step``.
+
+The per-step scalars the environment returns (reward, terminated, truncated, the
+auto-reset flag) are written into host-side (T, N) staging arrays -- plain numpy slice
+assignments, pinned memory on CUDA -- and reach the device once per rollout, in two
+copies (rewards, and the three flags stacked), instead of four small copies per step.
 """
 
 from __future__ import annotations
@@ -26,8 +31,24 @@ def to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     return tensor.to(device)
 
 
+def _host_staging(shape: tuple[int, ...], dtype: torch.dtype, device) -> torch.Tensor:
+    """A zeroed host tensor for per-step writes; pinned when the learner is on CUDA."""
+    pin = torch.device(device).type == "cuda"
+    return torch.zeros(shape, dtype=dtype, pin_memory=pin)
+
+
+# Order of the flags in RolloutBuffer.host_flags.
+FLAGS = ("terminated", "truncated", "autoreset")
+
+
 class RolloutBuffer:
-    """(num_steps, num_envs, ...) tensors of one rollout, allocated once on ``device``."""
+    """(num_steps, num_envs, ...) tensors of one rollout, allocated once on ``device``.
+
+    ``host_rewards`` (T, N) float32 and ``host_flags`` (3, T, N) bool (``FLAGS`` order)
+    are numpy views of host staging memory that ``collect`` fills step by step;
+    ``upload()`` copies them into ``rewards``, ``terminated``, ``truncated`` and
+    ``autoreset`` on the device.
+    """
 
     def __init__(self, num_steps: int, num_envs: int, obs_example: torch.Tensor, device):
         self.num_steps, self.num_envs = num_steps, num_envs
@@ -41,6 +62,18 @@ class RolloutBuffer:
         self.terminated = torch.zeros(shape, dtype=torch.bool, device=device)
         self.truncated = torch.zeros(shape, dtype=torch.bool, device=device)
         self.autoreset = torch.zeros(shape, dtype=torch.bool, device=device)
+        self._host_rewards = _host_staging(shape, torch.float32, device)
+        self._host_flags = _host_staging((len(FLAGS),) + shape, torch.bool, device)
+        self.host_rewards = self._host_rewards.numpy()
+        self.host_flags = self._host_flags.numpy()
+
+    def upload(self) -> None:
+        """Copy the host staging arrays to the device tensors (two copies in all)."""
+        self.rewards.copy_(self._host_rewards)
+        flags = self._host_flags.to(self.terminated.device)
+        self.terminated.copy_(flags[0])
+        self.truncated.copy_(flags[1])
+        self.autoreset.copy_(flags[2])
 
 
 @dataclass
@@ -59,6 +92,7 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
     its value (for bootstrapping), and the games that finished.
     """
     episodes = EpisodeLog()
+    rewards, flags = buffer.host_rewards, buffer.host_flags
     for t in range(buffer.num_steps):
         action, logprob, value = model.act(next_obs, generator=generator)
         buffer.obs[t] = next_obs
@@ -66,14 +100,15 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
         buffer.logprobs[t] = logprob
         buffer.values[t] = value
         obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
-        buffer.rewards[t] = to_device(reward, device)
-        buffer.terminated[t] = to_device(terminated, device)
-        buffer.truncated[t] = to_device(truncated, device)
-        buffer.autoreset[t] = to_device(info["autoreset"], device)
+        rewards[t] = reward
+        flags[0, t] = terminated
+        flags[1, t] = truncated
+        flags[2, t] = info["autoreset"]
         done = info["episode_done"]
         if done.any():
             episodes.returns.extend(info["episode_return"][done].tolist())
             episodes.lengths.extend(info["episode_length"][done].tolist())
         next_obs = to_device(obs, device)
+    buffer.upload()
     _, next_value = model(next_obs)
     return next_obs, next_value, episodes

@@ -74,6 +74,14 @@ class TrainConfig:
     """CUDA only: bfloat16 autocast for forward passes (statistics stay fp32)."""
     compile: bool = False
     """CUDA only: torch.compile the network."""
+    cpu_bf16: bool = False
+    """CPU only: bfloat16 autocast for forward passes, network outputs cast back to fp32
+    (losses and noise-scale statistics stay fp32); pays off on CPUs with AMX/AVX512-BF16."""
+    channels_last_memory: bool = False
+    """Keep CNN weights in channels-last (NHWC) memory format (faster convolutions on CPU)."""
+    torch_threads: int = 0
+    """torch CPU threads during the run (0: torch's default); 1 is often fastest for small
+    networks on a few shared cores."""
     run_dir: str | None = None
     """Run directory (default runs/<env>-<num_envs>x<num_steps>-seed<seed>)."""
     resume: bool = False
@@ -116,13 +124,18 @@ class TrainConfig:
         if self.target_return is not None and not math.isfinite(self.target_return):
             raise ValueError(f"target_return must be finite, got {self.target_return}")
         resolve_device(self.device)
+        if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) \
+                or self.torch_threads < 0:
+            raise ValueError(f"torch_threads must be >= 0 (0: torch's default), "
+                             f"got {self.torch_threads!r}")
         check_settings(self.gns_every, self.gns_groups, self.num_envs, self.num_steps)
 
 
 # Keys of the resolved config that a resumed run may change.
 RESUMABLE_CHANGES = ("train.total_agent_steps", "train.resume", "train.device",
                      "train.checkpoint_every", "train.run_dir", "train.compile",
-                     "train.gns_every", "train.gns_groups", "train.gns_preconditioned")
+                     "train.gns_every", "train.gns_groups", "train.gns_preconditioned",
+                     "train.cpu_bf16", "train.channels_last_memory", "train.torch_threads")
 
 # Presets: reference settings per family (DESIGN.md for Atari; a fast CartPole setting).
 PRESETS: dict[str, tuple[dict, dict]] = {
@@ -211,12 +224,17 @@ def train(
     except BaseException:
         env.close()
         raise
+    threads = torch.get_num_threads()
     try:
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
         return _train(cfg, ppo, run, device, env, model, on_iteration, quiet)
     except BaseException as exc:
         run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        if cfg.torch_threads:
+            torch.set_num_threads(threads)
         run.close()
 
 
@@ -257,9 +275,14 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> Tr
 
     run.mark_running(iteration, agent_steps, f"device={device}")
     writer = run.tensorboard_writer(purge_step=agent_steps + 1 if checkpoint else None)
+    if cfg.channels_last_memory:
+        model.to(memory_format=torch.channels_last)  # 4-D weights only; same parameters
     net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and
                               device.type == "cuda")
+    if cfg.cpu_bf16 and device.type == "cpu":
+        model.register_forward_hook(_outputs_to_fp32)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
     buffer = RolloutBuffer(cfg.num_steps, cfg.num_envs, next_obs, device)
     frames_per_step = env.frames_per_step
     start_time = time.perf_counter()
@@ -348,6 +371,11 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> Tr
                       "reached target" if reached else "budget spent")
     return TrainResult(run.path, iteration, agent_steps,
                        float(np.mean(recent)) if recent else math.nan, reached)
+
+
+def _outputs_to_fp32(module, inputs, outputs):
+    """Forward hook: network outputs in fp32, so log-softmax and the losses run in fp32."""
+    return tuple(out.float() for out in outputs)
 
 
 def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, iteration,
