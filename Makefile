@@ -9,7 +9,7 @@ PIP := $(PY) -m pip --disable-pip-version-check
 STAMP := $(VENV)/.installed
 DEPS := pyproject.toml plugins/rlscale_minatar/pyproject.toml
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean chromium
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,14 @@ install: $(STAMP)
 demo: install
 	$(VENV)/bin/rlscale demo
 
-test: install
+# The report's rendering test uses Debian's headless Chromium; install it where we can
+# (root with apt-get), else that one test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  timeout 600 sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null' ; } || \
+	  echo "note: chromium not installed; the report rendering test will skip"
+
+test: install chromium
 	$(PY) -m pytest -q -m "not gpu" tests
 
 lint: install
