@@ -149,7 +149,8 @@ def build_parser() -> argparse.ArgumentParser:
                        "sweep with a B_crit fit, MinAtar noise-scale runs, supervised reference, "
                        "report. --preset gpu: the atari-paper study.")
     p.add_argument("--preset", choices=["cpu-quick", "gpu"], default="cpu-quick",
-                   help="cpu-quick (default, about 10 min on 2 cores) or gpu (the Atari study)")
+                   help="cpu-quick (default: about 3-5 min on 2 idle cores, up to 11 on busy ones) "
+                   "or gpu (the Atari study; needs CUDA)")
     p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.set_defaults(func=cmd_demo)
