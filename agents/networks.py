@@ -187,11 +187,17 @@ class MLP(nn.Module):
             layers += [nn.Linear(prev, size), nn.Tanh()]
             prev = size
         self.net = nn.Sequential(*layers)
+        # The Linear layers again, as a plain tuple (not registered twice), for forward.
+        self._linears = tuple(layer for layer in layers if isinstance(layer, nn.Linear))
         self.out_features = prev
         orthogonal_init_(self, HIDDEN_GAIN)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        # Same as self.net(x), without a module call per layer: on the rollout's small
+        # batches (one row per environment) the calls cost more than the arithmetic.
+        for layer in self._linears:
+            x = F.linear(x, layer.weight, layer.bias).tanh_()
+        return x
 
 
 def infer_channels_last(shape: tuple[int, ...]) -> bool:
@@ -205,6 +211,11 @@ class ObsPreprocessor(nn.Module):
     """Batched raw observations -> float32 network input (scaling, layout, flattening).
 
     ``scale`` multiplies integer/bool tensors only; floating tensors pass unscaled.
+
+    ``to_channels_last`` (set by :class:`ActorCritic` when its convolution weights are in
+    channels-last memory format) returns images in channels-last *memory* layout (the
+    logical shape stays (N, C, H, W)); the copy is made in the observation's own dtype
+    (uint8 frames: a quarter of the bytes of the float result), before the conversion.
     """
 
     def __init__(
@@ -215,6 +226,7 @@ class ObsPreprocessor(nn.Module):
         self.scale = float(scale)
         self.channels_last = bool(channels_last)
         self.flatten = bool(flatten)
+        self.to_channels_last = False
 
     def forward(self, obs: torch.Tensor) -> torch.Tensor:
         if tuple(obs.shape[1:]) != self.obs_shape:
@@ -222,14 +234,17 @@ class ObsPreprocessor(nn.Module):
                 f"expected a batch of observations shaped (N, *{self.obs_shape}), got "
                 f"{tuple(obs.shape)}; add the batch axis or check the observation layout"
             )
-        x = obs.float()
-        if not obs.is_floating_point() and self.scale != 1.0:
-            x = x * self.scale
-        if self.flatten:
-            return x.flatten(1)
-        if self.channels_last:
-            x = x.permute(0, 3, 1, 2)
-        return x
+        x = obs
+        if not self.flatten:
+            if self.channels_last:
+                x = x.permute(0, 3, 1, 2)  # a view: (N, C, H, W), channels-last in memory
+            elif self.to_channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+        integer = not x.is_floating_point()
+        x = x.float()
+        if integer and self.scale != 1.0:
+            x.mul_(self.scale)  # x is a new tensor here (converted from the integer dtype)
+        return x.flatten(1) if self.flatten else x
 
     def extra_repr(self) -> str:
         return (
@@ -272,6 +287,18 @@ class ActorCritic(nn.Module):
     def shared_trunk(self) -> bool:
         return self.critic_trunk is None
 
+    def _apply(self, fn, recurse=True):
+        # After .to(memory_format=torch.channels_last) (or any other conversion), feed the
+        # convolutions input in the layout of their weights: oneDNN's channels-last kernels
+        # are much faster on CPU when input and weights share the layout.
+        out = super()._apply(fn, recurse)
+        if isinstance(self.preprocess, ObsPreprocessor):
+            w = next((p for p in self.parameters() if p.dim() == 4), None)
+            self.preprocess.to_channels_last = (
+                w is not None and not w.is_contiguous()
+                and w.is_contiguous(memory_format=torch.channels_last))
+        return out
+
     def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return ``(logits (N, A), value (N,))``."""
         x = self.preprocess(obs)
@@ -279,21 +306,67 @@ class ActorCritic(nn.Module):
         critic_hidden = hidden if self.critic_trunk is None else self.critic_trunk(x)
         return self.policy_head(hidden), self.value_head(critic_hidden).squeeze(-1)
 
+    @property
+    def defers_value(self) -> bool:
+        """Whether a rollout should sample with :meth:`act` ``(with_value=False)`` and get the
+        values of all its observations from one batched :meth:`value` call afterwards.
+
+        True for separate actor and critic trunks (the MLP) without forward hooks (hooks see
+        only ``forward``): the values are the same, but one large matrix product replaces a
+        small one per step, and small ones cost mostly call overhead.
+        """
+        return (self.critic_trunk is not None and not self._forward_hooks
+                and not self._forward_pre_hooks)
+
+    def policy_logits(self, obs: torch.Tensor) -> torch.Tensor:
+        """The policy's logits (N, A) alone (for separate trunks: without the critic)."""
+        return self.policy_head(self.actor_trunk(self.preprocess(obs)))
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        """The state values (N,) alone (for separate trunks: without the actor)."""
+        x = self.preprocess(obs)
+        return self.value_head((self.critic_trunk or self.actor_trunk)(x)).squeeze(-1)
+
+    def sampling_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """Standard Gumbel noise, ``shape + (num_actions,)``, for :meth:`act` ``(noise=...)``.
+
+        A rollout draws the noise of all its steps in one call instead of one multinomial
+        draw per step (a per-call cost that dominates small batches).
+        """
+        e = torch.empty(*shape, self.num_actions, device=device)
+        e.exponential_(generator=generator).clamp_min_(torch.finfo(e.dtype).tiny)
+        return e.log_().neg_()  # -log(Exp(1)) ~ Gumbel(0, 1)
+
     def act(
         self,
         obs: torch.Tensor,
         deterministic: bool = False,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        with_value: bool = True,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """Sample actions: ``(action int64 (N,), logprob (N,), value (N,))``.
 
         Wrap in ``torch.no_grad()`` when collecting rollouts. ``deterministic`` takes the
         argmax; ``generator`` makes sampling reproducible (it must live on the model's device).
+        ``noise`` (N, A), standard Gumbel noise (:meth:`sampling_noise`), replaces the
+        multinomial draw: ``argmax(log p + noise)`` is distributed as p (the Gumbel-max
+        trick). ``with_value=False`` returns None for the value and, with separate trunks,
+        skips the critic (see :attr:`defers_value`).
         """
-        logits, value = self(obs)
+        if with_value or self.critic_trunk is None:
+            logits, value = self(obs)
+            if not with_value:
+                value = None
+        else:
+            logits, value = self.policy_logits(obs), None
         logp = _log_probs(logits)
         if deterministic:
             action = logp.argmax(dim=-1)
+        elif noise is not None:
+            action = (logp + noise).argmax(dim=-1)
         else:
             action = torch.multinomial(logp.exp(), 1, generator=generator).squeeze(-1)
         return action, logp.gather(-1, action.unsqueeze(-1)).squeeze(-1), value

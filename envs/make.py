@@ -13,19 +13,44 @@ from envs.registry import ATARI, CLASSIC, GYM, PLUGIN, EnvEntry, resolve
 from envs.vector import GymnasiumRaw, VecEnv, async_vector_env
 
 ATARI_BACKENDS = ("envpool", "ale", "gym-sync", "gym-async")
-GYM_BACKENDS = ("gym-sync", "gym-async")
-BACKENDS = ATARI_BACKENDS
+GYM_BACKENDS = ("gym-vector", "gym-sync", "gym-async")
+BACKENDS = ATARI_BACKENDS + ("gym-vector",)
 BACKEND_ALIASES = {"gymnasium": "gym-sync", "gym": "gym-sync", "ale-py": "ale", "ale_py": "ale"}
 # Backend -> (module to import, pip package that provides it).
 _BACKEND_PACKAGES = {"envpool": ("envpool", "envpool"), "ale": ("ale_py", "ale-py")}
 MAX_SEED = 2**31 - 1  # envpool and ALE take 32-bit seeds; each env uses seed + index
 
 
-def default_backend(kind: str) -> str:
-    """envpool for Atari where it is installed, else ale-py; gymnasium sync otherwise."""
-    if kind != ATARI:
-        return "gym-sync"
-    return "envpool" if importlib.util.find_spec("envpool") is not None else "ale"
+# Vector entry points that are plain numpy (no threads, no JAX): fast, and picklable, so a
+# trainer can checkpoint them. Ids whose vector entry point lives here default to gym-vector.
+_NUMPY_VECTOR_MODULES = ("gymnasium.envs.classic_control.",)
+
+
+def vector_entry_point(gym_id: str) -> str | None:
+    """The gymnasium id's vector entry point (``module:Class``), or None if it has none."""
+    try:
+        ep = gym.spec(gym_id).vector_entry_point
+    except gym.error.Error:
+        return None
+    if ep is None:
+        return None
+    return ep if isinstance(ep, str) else f"{ep.__module__}:{ep.__qualname__}"
+
+
+def default_backend(kind: str, target: str | None = None) -> str:
+    """The backend ``make_vec`` uses when none is named.
+
+    Atari: envpool where it is installed, else ale-py. Classic control and gymnasium ids
+    (``target`` is the gymnasium id): ``gym-vector`` where gymnasium ships a numpy-vectorized
+    version (CartPole), else ``gym-sync``. Plugins: ``gym-sync``.
+    """
+    if kind == ATARI:
+        return "envpool" if importlib.util.find_spec("envpool") is not None else "ale"
+    if kind in (CLASSIC, GYM) and target is not None:
+        ep = vector_entry_point(target)
+        if ep is not None and ep.startswith(_NUMPY_VECTOR_MODULES):
+            return "gym-vector"
+    return "gym-sync"
 
 
 def _check_count(num_envs) -> int:
@@ -47,9 +72,16 @@ def _check_seed(seed, num_envs: int) -> int:
 
 def _check_backend(backend: str | None, entry: EnvEntry) -> str:
     if backend is None:
-        return default_backend(entry.kind)
+        return default_backend(entry.kind, entry.target)
     backend = BACKEND_ALIASES.get(backend, backend)
     allowed = ATARI_BACKENDS if entry.kind == ATARI else GYM_BACKENDS
+    if backend == "gym-vector" and entry.kind != ATARI and (
+            entry.kind == PLUGIN or vector_entry_point(entry.target) is None):
+        allowed = tuple(b for b in allowed if b != "gym-vector")
+        raise ValueError(
+            f"backend 'gym-vector' cannot run {entry.name!r}: gymnasium has no vectorized "
+            f"version of it (no vector entry point); choose one of {', '.join(allowed)}"
+        )
     if backend not in allowed:
         raise ValueError(
             f"backend {backend!r} cannot run {entry.name!r} ({entry.kind}); "
@@ -99,7 +131,11 @@ def make_vec(
         num_envs: number of environments (>= 1).
         seed: base seed; the first ``reset()`` uses it.
         backend: Atari: ``envpool`` (default), ``ale``, ``gym-sync``, ``gym-async``; other
-            environments: ``gym-sync`` (default) or ``gym-async``.
+            environments: ``gym-vector`` (default where gymnasium ships a numpy-vectorized
+            version, i.e. CartPole: one numpy array op per step for all envs), ``gym-sync``
+            (default otherwise; a Python loop over single envs) or ``gym-async``.
+            ``gym-vector`` draws every env's start from one generator seeded with ``seed``
+            (not seed + i); it is deterministic by seed and picklable like ``gym-sync``.
         preset: Atari preprocessing preset name (``standard`` default, ``machado``).
         **options: Atari: fields of :class:`envs.atari.AtariPreset` to override; other
             environments: keyword arguments for the environment's constructor.
@@ -134,6 +170,9 @@ def make_vec(
 
     if preset is not None:
         raise ValueError(f"presets apply to Atari games only; {entry.name!r} is {entry.kind}")
+    if backend == "gym-vector":
+        return VecEnv(GymnasiumRaw(_gym_vector(entry, num_envs, options), checkpointable=True),
+                      seed=seed, description=desc)
     # partial, not lambda: a vector env of picklable factories can itself be pickled,
     # which is what lets a trainer checkpoint the exact environment state.
     if entry.kind == PLUGIN:
@@ -143,3 +182,20 @@ def make_vec(
         fns = [functools.partial(gym.make, entry.target, **options)] * num_envs
     vec = async_vector_env(fns) if backend == "gym-async" else gym.vector.SyncVectorEnv(fns)
     return VecEnv(GymnasiumRaw(vec), seed=seed, description=desc)
+
+
+def _gym_vector(entry: EnvEntry, num_envs: int, options: dict) -> gym.vector.VectorEnv:
+    """gymnasium's own vectorized env (``make_vec`` with the vector entry point).
+
+    Its state is numpy arrays and one random generator, so it pickles, and a trainer
+    checkpoint restores it exactly.
+    """
+    try:
+        return gym.make_vec(entry.target, num_envs=num_envs,
+                            vectorization_mode="vector_entry_point", **options)
+    except TypeError as exc:
+        raise ValueError(
+            f"{entry.name!r} with backend 'gym-vector' does not take the options "
+            f"{sorted(options)} ({exc}); pass backend='gym-sync' to use the single-env "
+            "constructor's options"
+        ) from None

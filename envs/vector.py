@@ -1,6 +1,7 @@
 """One vector-env interface over every backend, with the facts a rollout needs.
 
-Backends (envpool, ale-py's ``AtariVectorEnv``, gymnasium's sync/async vector envs)
+Backends (envpool, ale-py's ``AtariVectorEnv``, gymnasium's sync/async vector envs and its
+numpy-vectorized classic-control envs)
 report episode ends, lives, rewards and auto-resets differently. Each is adapted to a
 *raw* backend with one contract (:class:`RawVecEnv`):
 
@@ -157,6 +158,12 @@ class VecEnv(gym.vector.VectorEnv):
         }
         return obs, reward.astype(np.float32), terminated, truncated, info
 
+    @property
+    def checkpointable(self) -> bool:
+        """Whether ``pickle`` may save this env exactly (a trainer still tries, and falls back
+        to reseeding on resume if pickling fails)."""
+        return bool(getattr(self.raw, "checkpointable", False))
+
     def close(self, **kwargs):
         self.raw.close()
 
@@ -169,9 +176,13 @@ class GymnasiumRaw:
     """Adapter for a gymnasium ``VectorEnv`` in next-step auto-reset mode.
 
     ``lives_key`` names the info entry holding the lives counter (ALE: ``"lives"``).
+    ``checkpointable``: the vector env is plain Python/numpy state that ``pickle`` can save
+    and restore exactly (default: only for ``SyncVectorEnv``, whose single envs may still
+    refuse; a subprocess or native pool never can).
     """
 
-    def __init__(self, vec: gym.vector.VectorEnv, lives_key: str | None = None):
+    def __init__(self, vec: gym.vector.VectorEnv, lives_key: str | None = None,
+                 checkpointable: bool | None = None):
         mode = vec.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)
         if mode != gym.vector.AutoresetMode.NEXT_STEP:
             raise ValueError(f"gymnasium vector env must use next-step auto-reset, not {mode}")
@@ -180,6 +191,9 @@ class GymnasiumRaw:
         self.single_observation_space = vec.single_observation_space
         self.single_action_space = vec.single_action_space
         self.lives_key = lives_key
+        if checkpointable is None:
+            checkpointable = isinstance(vec, gym.vector.SyncVectorEnv)
+        self.checkpointable = checkpointable
 
     def reset(self, seed):
         obs, _ = self.vec.reset(seed=seed)

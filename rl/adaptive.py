@@ -257,9 +257,10 @@ class EnvChunks:
     ``frames_per_step``).
 
     Chunk j of rank r is ``make(chunk_envs, seed + (j x world + r) x chunk_envs)``: chunk 0 is
-    the rank's starting env; with one rank, k chunks hold the environments one vector env of
-    k x chunk_envs seeded ``seed`` would hold. ``set_active(k)`` changes the prefix and returns
-    its observations: new chunks are reset, paused ones continue their games.
+    the rank's starting env; with one rank and a backend that seeds env i with seed + i (all
+    but ``gym-vector``, whose envs share one generator), k chunks hold the environments one
+    vector env of k x chunk_envs seeded ``seed`` would hold. ``set_active(k)`` changes the
+    prefix and returns its observations: new chunks are reset, paused ones continue their games.
     """
 
     def __init__(self, first, make: Callable[[int, int], Any], chunk_envs: int, seed: int,

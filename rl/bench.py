@@ -47,8 +47,10 @@ class EnvBenchConfig:
 
     env: str = "Pong"
     """Environment name."""
-    backends: str = "envpool,ale,gym-sync,gym-async"
-    """Comma-separated backends; the first is the reference for ratios."""
+    backends: str = ""
+    """Comma-separated backends; the first is the reference for ratios (empty: every backend
+    that can run the env, its default first: Atari envpool,ale,gym-sync,gym-async; CartPole
+    gym-vector,gym-sync,gym-async)."""
     num_envs: str = "1,8,32"
     """Comma-separated environment counts."""
     steps: int = 300
@@ -94,8 +96,25 @@ def interleaved(
     return samples
 
 
+def backends_for(env_id: str) -> list[str]:
+    """Every backend that can run ``env_id``, its default first."""
+    import importlib.util
+
+    import envs
+    from envs.make import _BACKEND_PACKAGES, ATARI_BACKENDS, GYM_BACKENDS
+
+    entry = envs.resolve(env_id)
+    default = envs.default_backend(entry.kind, entry.target)
+    if entry.kind == "atari":
+        names = [b for b in ATARI_BACKENDS if b not in _BACKEND_PACKAGES
+                 or importlib.util.find_spec(_BACKEND_PACKAGES[b][0]) is not None]
+    else:
+        names = [b for b in GYM_BACKENDS if b != "gym-vector" or default == "gym-vector"]
+    return [default] + [b for b in names if b != default]
+
+
 def bench_envs(cfg: EnvBenchConfig, progress=None) -> pd.DataFrame:
-    backends = [b.strip() for b in cfg.backends.split(",") if b.strip()]
+    backends = [b.strip() for b in cfg.backends.split(",") if b.strip()] or backends_for(cfg.env)
     counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
     if not backends or not counts:
         raise ValueError("bench envs needs at least one backend and one num_envs")

@@ -2,9 +2,12 @@
 
 Our PPO and stable-baselines3's PPO on identical PPO settings (the reference Atari
 settings: 4 epochs x 4 minibatches), each on its own standard environment stack (ours:
-``envs.make_vec`` with the default backend; SB3: its ``make_vec_env`` / ``make_atari_env``
-over gymnasium). Throughput = agent steps / wall time over whole PPO iterations (rollout,
-update, per-iteration logging), after one untimed warm-up iteration. Ours is timed from
+``envs.make_vec`` with the default backend, i.e. gymnasium's numpy-vectorized CartPole
+(``gym-vector``) and envpool for Atari; SB3: what an SB3 user runs, its ``make_vec_env`` /
+``make_atari_env``, a ``DummyVecEnv`` of ``gym.make`` envs stepped one by one in Python).
+Our trainer's CPU defaults apply (channels-last convolutions; ``--no-channels-last-memory``
+measures without them). Throughput = agent steps / wall time over whole PPO iterations
+(rollout, update, per-iteration logging), after one untimed warm-up iteration. Ours is timed from
 the ``wall_time_s`` of its metrics rows, so the checkpoint the trainer always writes after
 its last iteration (SB3 writes none) is not counted. ``threads`` sets torch's CPU threads
 for both implementations alike (``rlscale bench scaling`` is in ``rl/bench_scaling.py``).
@@ -41,8 +44,9 @@ class PPOBenchConfig:
     """torch CPU threads for both implementations (0: torch's default, one per core)."""
     cpu_bf16: bool = False
     """Ours only: bfloat16 autocast on CPU (TrainConfig.cpu_bf16); SB3 stays fp32."""
-    channels_last_memory: bool = False
-    """Ours only: CNN weights in channels-last memory format (TrainConfig option)."""
+    channels_last_memory: bool | None = None
+    """Ours only: CNN weights and input in channels-last memory format (TrainConfig option;
+    none: the trainer's default, on for the CPU)."""
     seed: int = 0
     """Seed."""
 
@@ -152,8 +156,9 @@ def bench_ppo(cfg: PPOBenchConfig, progress=None) -> pd.DataFrame:
 
     samples = interleaved(runs, measure, cfg.repeats, progress)
     threads = cfg.threads or _default_threads()
-    options = ",".join(name for name in ("cpu_bf16", "channels_last_memory")
-                       if getattr(cfg, name)) or "-"
+    options = ",".join(["cpu_bf16"] * cfg.cpu_bf16 + (
+        [] if cfg.channels_last_memory is None
+        else [f"channels_last_memory={cfg.channels_last_memory}"])) or "-"
     rows = [{**r, "options": options if r["impl"] == "ours" else "-", "threads": threads,
              "agent_steps_per_s": statistics.median(s), "min": min(s), "max": max(s),
              "repeats": len(s)} for r, s in zip(runs, samples, strict=True)]

@@ -60,8 +60,9 @@ class ScalingBenchConfig:
     """torch CPU threads (0: torch's default, one per core)."""
     cpu_bf16: bool = False
     """bfloat16 autocast on CPU (TrainConfig.cpu_bf16)."""
-    channels_last_memory: bool = False
-    """CNN weights in channels-last memory format (TrainConfig option)."""
+    channels_last_memory: bool | None = None
+    """CNN weights and input in channels-last memory format (TrainConfig option; none: the
+    trainer's default, on for the CPU)."""
     overlap_probe: bool = False
     """envpool Atari only: also time inference + stepping in sync vs async (batch N/2) mode."""
     seed: int = 0
@@ -181,7 +182,8 @@ def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
 
     rows = []
     for env in names:
-        backend = cfg.backend or envs.default_backend(envs.resolve(env).kind)
+        entry = envs.resolve(env)
+        backend = cfg.backend or envs.default_backend(entry.kind, entry.target)
         for n in counts:
             env_sps, e2e = medians[(env, n, "env_only")], medians[(env, n, "e2e")]
             runs = by_e2e[(env, n)]

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from rl.cliargs import add_dataclass_args, dataclass_from_args
@@ -69,7 +70,7 @@ def cmd_envs(args) -> int:
         f"(default {envs.default_backend('atari')})."
     )
     for msg in errors:
-        err_console.print(f"[yellow]warning:[/] {msg}")
+        err_console.print(f"[yellow]warning:[/] {escape(str(msg))}")
     return 0
 
 
@@ -166,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/] {exc}", highlight=False)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         return 2
     except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
-        err_console.print(f"[red]failed:[/] {exc}", highlight=False)
+        err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
         return 1
 
 

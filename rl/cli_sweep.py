@@ -1,7 +1,7 @@
 """``rlscale sweep`` (run or continue a sweep) and ``rlscale fit`` (critical batch size).
 
 Spec format, sweep directory layout and result columns: ``rl.sweep``. Executors and
-restart rules: ``rl.executors``.
+restart rules: ``rl.executors``. Population based training (``--scheduler pbt``): ``rl.pbt``.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds is not None:
         raw["seeds"] = _list(args.seeds) if "," in args.seeds else _literal(args.seeds)
     for key in ("vary", "lr_rule", "base_batch_size", "preset", "parallel", "out", "backend",
-                "address", "cpus_per_trial"):
+                "address", "cpus_per_trial", "scheduler"):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
@@ -63,7 +63,22 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         values = _key_values(getattr(args, table), f"--{table}")
         if values:
             raw[table] = values
+    pbt = _pbt_overrides(args)
+    if pbt:
+        raw["pbt"] = pbt
     return raw
+
+
+def _pbt_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The [pbt] keys set by flags (--population, ..., --pbt-param NAME=KIND:NUMBERS)."""
+    from rl.cliargs import explicit_fields
+    from rl.pbt import PBTConfig, parse_param_flag
+
+    pbt = {k: v for k, v in explicit_fields(args, PBTConfig).items() if k != "hyperparams"}
+    params = dict(parse_param_flag(text) for text in args.pbt_param or [])
+    if params:
+        pbt["hyperparams"] = params
+    return pbt
 
 
 def spec_from_args(args: argparse.Namespace):
@@ -96,6 +111,8 @@ def cmd_sweep(args) -> int:
     from rl.sweep import plan_runs
 
     spec = spec_from_args(args)
+    if spec.scheduler == "pbt":
+        return _cmd_pbt(spec, args)
     if args.dry_run:
         plans = plan_runs(spec)
         console.print(f"{len(plans)} runs into {Path(spec.out).resolve()} (dry run: nothing "
@@ -137,6 +154,56 @@ def cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_pbt(spec, args) -> int:
+    import pandas as pd
+
+    from rl.cli import console, err_console, print_table
+    from rl.pbt import PBTConfig, member_statuses, member_summary, plan_members
+
+    cfg = PBTConfig.from_dict(spec.pbt)
+    if args.dry_run:
+        members = plan_members(spec)
+        console.print(f"PBT population of {len(members)} members into "
+                      f"{Path(spec.out).resolve()} (dry run: nothing started); B in agent steps, "
+                      f"perturbation every {cfg.perturbation_interval} PPO iterations")
+        print_table(pd.DataFrame([dict(member=m.name, env=m.env, B=m.rollout_batch_size,
+                                       seed=m.seed, **{k: m.ppo[k] for k in (
+                                           "learning_rate", "ent_coef", "clip_coef")})
+                                  for m in members]),
+                    title="members (initial hyperparameters; perturbed: "
+                    f"{', '.join(cfg.hyperparams)})")
+        return 0
+
+    def log(msg: str) -> None:
+        if not args.quiet:
+            err_console.print(msg, highlight=False)
+
+    from rl.executors import run_sweep
+
+    table = run_sweep(spec, log=log)
+    _print_pbt(member_summary(table, sorted(spec.targets)[-1:]), spec.out)
+    statuses = member_statuses(plan_members(spec))
+    unfinished = sorted(name for name, state in statuses.items() if state != "finished")
+    if unfinished:
+        err_console.print(f"[red]{len(unfinished)} member(s) did not finish[/] "
+                          f"({', '.join(unfinished)}): see {Path(spec.out) / 'events.jsonl'} and "
+                          "their runs/<member>/status.json")
+        return 1
+    return 0
+
+
+def _print_pbt(summary, out) -> None:
+    from rl.cli import console, print_table
+
+    if summary.empty:
+        console.print(f"no member of {out} has metrics yet")
+        return
+    print_table(summary, title=f"PBT population {out}: each member's last iteration (return = "
+                "smoothed episodic return; B_simple: last smoothed value, agent steps)")
+    console.print(f"PBT table: {Path(out) / 'pbt.csv'} (and .parquet), plot {Path(out) / 'pbt.png'}"
+                  "; one row per member per PPO iteration")
+
+
 def _refreshed_results(sweep_dir: Path):
     """The results table rebuilt from the run directories (it may be newer than
     results.parquet if a sweep was killed), else the stored table."""
@@ -175,6 +242,18 @@ def cmd_fit(args) -> int:
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory (give a sweep's out dir)")
+    from rl.pbt import is_pbt_sweep, member_summary, write_pbt_outputs
+
+    if is_pbt_sweep(sweep_dir):
+        # One batch size: no critical batch size to fit. Rebuild the PBT table and plot.
+        table = write_pbt_outputs(sweep_dir, plot=not args.no_plots)
+        if table.empty:
+            console.print(f"no member metrics in {sweep_dir}: nothing to tabulate")
+            return 1
+        console.print(f"{sweep_dir} is a PBT sweep (one batch size): there is no critical batch "
+                      "size to fit; the PBT table and plot were rebuilt from the members' runs")
+        _print_pbt(member_summary(table), sweep_dir)
+        return 0
     df = _refreshed_results(sweep_dir)
     fits, per_batch = fit_sweep(df, n_boot=args.n_boot, seed=args.seed, ci=args.ci,
                                 range_factor=args.range_factor)
@@ -237,7 +316,9 @@ def add_parser(sub) -> None:
         "Started again, it skips finished runs, resumes interrupted ones from their "
         "checkpoints and starts missing ones. `rlscale sweep --out DIR` alone continues the "
         "sweep stored in DIR. Lists are comma-separated: --num-envs 1,2,4,8. Spec keys: "
-        "see rl/sweep.py and examples/sweeps/cartpole.toml.",
+        "see rl/sweep.py and examples/sweeps/cartpole.toml. --scheduler pbt --backend ray "
+        "trains a population at one batch size with population based training instead "
+        "(rl/pbt.py, docs/scale-out.md section 4).",
     )
     p.add_argument("spec", nargs="?", help="TOML spec file (optional if flags say it all)")
     g = p.add_argument_group("grid")
@@ -267,11 +348,29 @@ def add_parser(sub) -> None:
     e.add_argument("--address", help="ray: address of an existing cluster (default: local)")
     e.add_argument("--cpus-per-trial", dest="cpus_per_trial", type=int,
                    help="ray: CPUs per run (default 1)")
+    e.add_argument("--scheduler", choices=["grid", "pbt"],
+                   help="grid: every run of the grid (default); pbt: population based training "
+                   "of one batch size on Ray Tune (needs --backend ray; settings below)")
     e.add_argument("--retry-failed", dest="retry_failed", action="store_true",
                    help="also rerun runs that failed (interrupted runs are always resumed)")
     e.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="validate and list the planned runs; start nothing")
     e.add_argument("--quiet", action="store_true", help="no per-run progress lines")
+    from rl.cliargs import add_dataclass_args
+    from rl.pbt import PBTConfig
+
+    add_dataclass_args(p, PBTConfig, title="population based training (--scheduler pbt; "
+                       "the [pbt] table of a spec)", exclude=("hyperparams",))
+    p.add_argument_group("population based training, hyperparameters").add_argument(
+        "--pbt-param", dest="pbt_param", action="append", metavar="NAME=KIND:NUMBERS",
+        help="a perturbed hyperparameter and its range (repeatable): NAME one of "
+        "learning_rate, ent_coef, clip_coef; KIND log (log-uniform range LOW,HIGH), uniform "
+        "(range LOW,HIGH) or values (a list V1,V2,...). E.g. --pbt-param "
+        "learning_rate=log:1e-4,1e-2 --pbt-param ent_coef=values:0,0.001,0.01. Default: all "
+        "three, learning_rate log-uniform over [preset lr / 10, x 10], ent_coef values "
+        "0,0.001,0.003,0.01,0.03, clip_coef uniform 0.1,0.3. Initial values are drawn from "
+        "them; explore multiplies a range value by 0.8 or 1.2 (clipped to the range) or "
+        "moves a list value to a neighbour, or with --resample-probability draws afresh")
     p.set_defaults(func=cmd_sweep)
 
     f = sub.add_parser(

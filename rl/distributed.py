@@ -121,6 +121,7 @@ from rl.trainer import (
     _Progress,
     _try_pickle_env,
     resolve_device,
+    uses_channels_last,
 )
 
 __all__ = [
@@ -806,7 +807,7 @@ class _Loop:
             if run is not None else None
         # Options of rl.trainer's loop, applied the same way (read with getattr so that this
         # loop keeps working whichever of them a TrainConfig has).
-        if getattr(cfg, "channels_last_memory", False):
+        if uses_channels_last(cfg, device):
             model.to(memory_format=torch.channels_last)
         net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
         autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and

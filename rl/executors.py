@@ -385,6 +385,10 @@ def run_sweep(spec: SweepSpec, *, executor=None,
     Raises ``SweepStateError`` before anything runs if a run directory holds a run with
     other settings than the spec plans for it.
     """
+    if spec.scheduler == "pbt":  # a population on Ray Tune: rl.pbt (returns the PBT table)
+        from rl.pbt import run_pbt
+
+        return run_pbt(spec, log=log)
     log = log or (lambda msg: None)
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)

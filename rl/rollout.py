@@ -4,6 +4,12 @@ Observations stay in the environment's dtype (uint8 frames, bool grids) until th
 the device; the network converts them. Per step the loop does a constant amount of
 Python work, whatever the number of environments: one forward pass, one host->device
 copy (the observation), one device->host copy (the actions), one vector ``env.step``.
+Where the model has separate actor and critic trunks (``defers_value``: the MLP), the
+per-step pass runs the actor only, and the values of all T x N observations (plus the
+bootstrap observation) come from one batched critic pass after the last step. Models with
+``sampling_noise`` (``ActorCritic``) get the Gumbel noise of the whole rollout in one draw
+from the sampling generator and sample by Gumbel-max, instead of one multinomial call per
+step.
 
 The per-step scalars the environment returns (reward, terminated, truncated, the
 auto-reset flag) are written into host-side (T, N) staging arrays -- plain numpy slice
@@ -93,12 +99,25 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
     """
     episodes = EpisodeLog()
     rewards, flags = buffer.host_rewards, buffer.host_flags
+    # Separate actor and critic (the MLP): sample with the actor alone, and compute every
+    # value of the rollout in one batched pass at the end (same values, far fewer calls).
+    defer_values = bool(getattr(model, "defers_value", False))
+    # Models that take sampling noise (ActorCritic): one Gumbel draw for the whole rollout
+    # instead of a multinomial call per step.
+    noise_fn = getattr(model, "sampling_noise", None)
+    noise = None if noise_fn is None else noise_fn(
+        (buffer.num_steps, buffer.num_envs), generator=generator, device=buffer.actions.device)
     for t in range(buffer.num_steps):
-        action, logprob, value = model.act(next_obs, generator=generator)
+        extra = {} if noise is None else {"noise": noise[t]}
+        if defer_values:
+            action, logprob, _ = model.act(next_obs, generator=generator, with_value=False,
+                                           **extra)
+        else:
+            action, logprob, value = model.act(next_obs, generator=generator, **extra)
+            buffer.values[t] = value
         buffer.obs[t] = next_obs
         buffer.actions[t] = action
         buffer.logprobs[t] = logprob
-        buffer.values[t] = value
         obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
         rewards[t] = reward
         flags[0, t] = terminated
@@ -110,5 +129,10 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
             episodes.lengths.extend(info["episode_length"][done].tolist())
         next_obs = to_device(obs, device)
     buffer.upload()
-    _, next_value = model(next_obs)
+    if defer_values:
+        values = model.value(torch.cat([buffer.obs.flatten(0, 1), next_obs]))
+        buffer.values.copy_(values[: -buffer.num_envs].view_as(buffer.values))
+        next_value = values[-buffer.num_envs :]
+    else:
+        _, next_value = model(next_obs)
     return next_obs, next_value, episodes

@@ -24,6 +24,8 @@ The spec (a TOML file, or the same keys as command-line flags)
     # preset = "classic"         # default: by environment kind (atari or classic)
     # backend = "local"          # or "ray"; address = "ray://host:10001"; cpus_per_trial = 1
     # retry_failed = false       # also rerun runs that failed (not just interrupted ones)
+    # scheduler = "grid"         # or "pbt": population based training on Ray Tune, with a
+    #                            # [pbt] table (rl/pbt.py documents it)
 
     [ppo]                        # PPOConfig fields (learning_rate is the sweep's: use lrs)
     anneal_lr = false
@@ -51,6 +53,10 @@ Layout of a sweep directory (``out``)::
     runs/.locks/        one lock file per run, held while a process trains it
     ray/                Ray Tune's own records (backend ray)
     fit.csv, fit_*.png, b_simple_*.png   written by ``rlscale fit``
+
+A ``scheduler = "pbt"`` sweep (population based training, ``rl.pbt``) has members
+``runs/m00``, ``runs/m01``, ... instead of a grid, and ``pbt.csv`` / ``pbt.parquet`` /
+``pbt.png`` instead of the results and fit files.
 
 Run names are ``{env}-b{B}-n{num_envs}x{num_steps}-lr{lr:.6g}-s{seed}``.
 
@@ -144,12 +150,16 @@ SPEC_KEYS: dict[str, str] = {
     "targets": "target returns (a run stops once it reaches the highest)",
     "budget": "agent steps per run at most (default: the preset's total_agent_steps)",
     "preset": "settings family: classic or atari (default: by environment kind)",
-    "parallel": "runs at once (default 1)",
+    "parallel": "runs at once (default 1; with PBT the population, as CPUs allow)",
     "out": "the sweep directory",
     "backend": "local (default) or ray",
     "address": "ray: address of an existing cluster (default: start a local instance)",
     "cpus_per_trial": "ray: CPUs per run (default 1); local runs get cores // parallel",
     "retry_failed": "rerun runs whose status is failed (default false: only interrupted ones)",
+    "scheduler": "grid (default: every run of the grid) or pbt (population based training, "
+                 "backend ray; see rl/pbt.py)",
+    "pbt": "table of PBT settings (scheduler = 'pbt'): population, perturbation_interval, "
+           "quantile_fraction, resample_probability, metric, hyperparams",
     "ppo": "table of PPOConfig overrides",
     "train": "table of TrainConfig overrides",
 }
@@ -163,6 +173,7 @@ SWEEP_SET_TRAIN = {
 SWEEP_SET_PPO = {"learning_rate": "lrs"}
 LR_RULES = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
 BACKENDS = ("local", "ray")
+SCHEDULERS = ("grid", "pbt")
 
 # Config keys a finished or interrupted run may have stored differently and still count as
 # the same run (where it lives, how often it checkpointed, which device trained it).
@@ -212,6 +223,10 @@ class SweepSpec:
     retry_failed: bool = False
     ppo: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    scheduler: str = "grid"
+    """grid: every run of the grid; pbt: a population on Ray Tune (``rl.pbt``)."""
+    pbt: dict[str, Any] = field(default_factory=dict)
+    """PBT settings (``rl.pbt.PBTConfig`` fields, all explicit); {} with the grid."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -351,6 +366,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
                 f"unknown key {key!r}{_close(key, SPEC_KEYS)} (known keys: "
                 f"{', '.join(SPEC_KEYS)})"
             )
+    scheduler = raw.get("scheduler", "grid")
+    if scheduler not in SCHEDULERS:
+        problems.add(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        scheduler = "grid"
+    pbt = scheduler == "pbt"
 
     # --- environments
     env_kinds: dict[str, str] = {}
@@ -383,7 +403,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         vary = "num_envs"
     fixed_key = "num_steps" if vary == "num_envs" else "num_envs"
     factors: dict[str, list[int]] = {vary: [], fixed_key: []}
-    if vary not in raw:
+    if vary not in raw and not pbt:  # PBT: one batch size, the preset's by default
         problems.add(f"{vary} is missing: with vary = {vary!r} give the list of {vary} values "
                      "(the batch sizes of the sweep)")
     else:
@@ -443,7 +463,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
             seeds = _list_of(raw, "seeds", lambda v: _is_int(v) and v >= 0,
                              "non-negative integers", problems, allow_scalar=False) or []
     targets: list[float] = []
-    if "targets" not in raw:
+    if pbt and raw.get("targets") in (None, []):
+        pass  # optional with PBT: members train their whole budget; targets are only reported
+    elif "targets" not in raw:
         problems.add("targets is missing: give the return(s) to reach, e.g. targets = [200]")
     else:
         targets = [float(t) for t in _list_of(
@@ -521,6 +543,19 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
                 good[key] = float(v) if hints[key] is float else v
         overrides[table] = good
 
+    pbt_settings: dict[str, Any] = {}
+    if pbt:
+        from rl.pbt import parse_pbt_table
+
+        preset_lr = PPOConfig(**{**PRESETS[preset or _preset_of(env_kinds)][1],
+                                 **overrides["ppo"]}).learning_rate
+        pbt_settings = parse_pbt_table(raw.get("pbt", {}), preset_lr, problems.add)
+        # PBT controls the lr: constant unless the spec asks for the annealing schedule.
+        overrides["ppo"].setdefault("anneal_lr", False)
+    elif raw.get("pbt"):
+        problems.add("the pbt table is only used with scheduler = 'pbt' (flag --scheduler pbt);"
+                     " set it or remove the table")
+
     spec = SweepSpec(
         env=list(env_kinds), targets=targets, out=str(out) if isinstance(out, str) else "",
         vary=vary, num_envs=factors["num_envs"], num_steps=factors["num_steps"], lrs=lrs,
@@ -528,13 +563,23 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         preset=preset, parallel=parallel, backend=backend,
         address=address if isinstance(address, str) else None, cpus_per_trial=cpus,
         retry_failed=retry_failed, ppo=overrides["ppo"], train=overrides["train"],
+        scheduler=scheduler, pbt=pbt_settings,
     )
+    if pbt and not problems:
+        from rl.pbt import check_pbt_spec
+
+        check_pbt_spec(spec, raw, problems.add)
     # Batch sizes and full run configs, only once the pieces are sound.
     if not problems:
         _check_runs(spec, env_kinds, problems)
     if problems:
         raise SweepSpecError(problems, source)
     return spec
+
+
+def _preset_of(env_kinds: Mapping[str, str]) -> str:
+    """The preset of the (first) environment; classic when none resolved."""
+    return "atari" if "atari" in list(env_kinds.values())[:1] else "classic"
 
 
 def _env_settings(spec: SweepSpec, env: str) -> tuple[dict, dict]:
@@ -617,12 +662,17 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
 
 
 def merge_spec(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
-    """``base`` updated by ``over``; the ``ppo`` / ``train`` tables are merged key by key."""
+    """``base`` updated by ``over``; the ``ppo`` / ``train`` / ``pbt`` tables are merged key
+    by key (and ``pbt.hyperparams`` name by name)."""
     out = dict(base)
     for key, value in over.items():
-        if key in ("ppo", "train") and isinstance(value, Mapping) and \
+        if key in ("ppo", "train", "pbt") and isinstance(value, Mapping) and \
                 isinstance(out.get(key), Mapping):
-            out[key] = {**out[key], **value}
+            merged = {**out[key], **value}
+            old_hp, new_hp = out[key].get("hyperparams"), value.get("hyperparams")
+            if key == "pbt" and isinstance(old_hp, Mapping) and isinstance(new_hp, Mapping):
+                merged["hyperparams"] = {**old_hp, **new_hp}
+            out[key] = merged
         else:
             out[key] = value
     return out
@@ -636,6 +686,12 @@ def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
             del raw[key]
     if not raw["lrs"]:
         del raw["lrs"]
+    if raw.get("scheduler") == "pbt":
+        if not raw["targets"]:
+            del raw["targets"]
+        del raw["parallel"]  # = the population with PBT
+    else:
+        raw.pop("pbt", None)
     return raw
 
 
@@ -692,9 +748,15 @@ def run_name(env: str, num_envs: int, num_steps: int, lr: float, seed: int) -> s
 
 def plan_runs(spec: SweepSpec) -> list[RunPlan]:
     """Every run of the sweep, ordered by env, then batch size (small first: those take the
-    most iterations, so they start first), lr, seed."""
+    most iterations, so they start first), lr, seed. A PBT spec's runs are its members
+    (``rl.pbt.plan_members``)."""
     from agents import PPOConfig
     from rl.trainer import TrainConfig
+
+    if spec.scheduler == "pbt":
+        from rl.pbt import plan_members
+
+        return plan_members(spec)
 
     out = Path(spec.out).resolve()
     plans = []

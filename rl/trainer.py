@@ -5,7 +5,7 @@ computes advantages, runs the update epochs, and writes one metrics row. Checkpo
 taken every ``checkpoint_every`` iterations; ``resume`` continues from the newest one.
 
 Resume is exact where the environments can be saved: vector envs that pickle (gymnasium
-sync vector envs of Python environments, e.g. classic control) are stored in the
+sync vector envs of Python environments, gymnasium's numpy CartPole) are stored in the
 checkpoint with the observation in hand, so a resumed run produces the same metrics rows
 as one that was never interrupted (timing columns aside). Native pools (envpool, ale-py's
 vector env, subprocess vector envs) cannot be saved: on resume they are rebuilt with a
@@ -20,9 +20,10 @@ import math
 import pickle
 import time
 from collections import deque
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +64,8 @@ class TrainConfig:
     seed: int = 0
     """Base seed (environments, network init, action sampling, minibatch order)."""
     backend: str | None = None
-    """Environment backend (Atari: envpool, ale, gym-sync, gym-async); default per env."""
+    """Environment backend (Atari: envpool, ale, gym-sync, gym-async; other envs: gym-vector,
+    gym-sync, gym-async); default per env."""
     env_preset: str | None = None
     """Atari preprocessing preset: standard (default) or machado."""
     network: str = "auto"
@@ -77,8 +79,9 @@ class TrainConfig:
     cpu_bf16: bool = False
     """CPU only: bfloat16 autocast for forward passes, network outputs cast back to fp32
     (losses and noise-scale statistics stay fp32); pays off on CPUs with AMX/AVX512-BF16."""
-    channels_last_memory: bool = False
-    """Keep CNN weights in channels-last (NHWC) memory format (faster convolutions on CPU)."""
+    channels_last_memory: bool | None = None
+    """Keep CNN weights and their input in channels-last (NHWC) memory format (same values,
+    faster oneDNN convolutions on CPU); none: on for the CPU, off on CUDA."""
     torch_threads: int = 0
     """torch CPU threads during the run (0: torch's default); 1 is often fastest for small
     networks on a few shared cores."""
@@ -168,6 +171,48 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def uses_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether the run keeps CNN weights channels-last (``channels_last_memory``; None: CPU)."""
+    if cfg.channels_last_memory is None:
+        return device.type == "cpu"
+    return bool(cfg.channels_last_memory)
+
+
+@dataclass(frozen=True)
+class PPOOverride:
+    """PPO hyperparameters set from outside a run, in force from this (re)start of it on.
+
+    Population based training (``rl.pbt``) continues a member from a checkpoint (its own,
+    or a better member's) with new values. ``train(cfg, ppo, override=...)`` loads the
+    checkpoint as a plain resume does, then puts these values in force: the optimizer's
+    learning rate is set from them right after its state is loaded, and every update and
+    noise-scale measurement uses the new ``ent_coef`` and ``clip_coef``. config.json keeps
+    the settings the run was started with (``ppo``), so a resume with an override is not
+    a config change. Every metrics row of the process also records ``ent_coef``,
+    ``clip_coef`` (``learning_rate``, the rate in force, is always there) and ``columns``.
+
+    Learning rate: the value replaces ``PPOConfig.learning_rate``, the start of the
+    schedule. With ``anneal_lr`` the rate in force at 0-based iteration t of T is
+    ``learning_rate * (1 - t / T)`` (the schedule multiplies the override); without it,
+    the value itself.
+    """
+
+    learning_rate: float | None = None
+    """Adam learning rate (None: the run's own)."""
+    ent_coef: float | None = None
+    """Weight of the entropy bonus (None: the run's own)."""
+    clip_coef: float | None = None
+    """Surrogate (and value) clipping coefficient (None: the run's own)."""
+    columns: Mapping[str, Any] = field(default_factory=dict)
+    """Extra values written into every metrics row of this process (e.g. the PBT member)."""
+
+    def apply(self, ppo: PPOConfig) -> PPOConfig:
+        """``ppo`` with the values given here (others unchanged)."""
+        changes = {k: float(getattr(self, k)) for k in ("learning_rate", "ent_coef", "clip_coef")
+                   if getattr(self, k) is not None}
+        return dataclasses.replace(ppo, **changes)
+
+
 @dataclass
 class TrainResult:
     run_dir: Path
@@ -189,9 +234,8 @@ def _explained_variance(values, returns, mask) -> float:
 
 
 def _try_pickle_env(env) -> bytes | None:
-    """Exact env state, where the backend is plain Python (sync gymnasium vector envs)."""
-    vec = getattr(env.raw, "vec", None)
-    if vec is None or not isinstance(vec, __import__("gymnasium").vector.SyncVectorEnv):
+    """Exact env state, where the backend is plain Python (gymnasium sync or numpy-vector)."""
+    if not getattr(env, "checkpointable", False):
         return None
     try:
         return pickle.dumps(env)
@@ -205,10 +249,18 @@ def train(
     *,
     on_iteration: Callable[[dict], None] | None = None,
     quiet: bool = True,
+    override: PPOOverride | None = None,
 ) -> TrainResult:
-    """Train PPO; everything is validated before any environment starts."""
+    """Train PPO; everything is validated before any environment starts.
+
+    ``override``: PPO hyperparameters in force instead of ``ppo``'s (see ``PPOOverride``).
+    """
     cfg.validate()
     ppo.validate(cfg.rollout_batch_size)
+    started_with = ppo  # what config.json records
+    if override is not None:
+        ppo = override.apply(ppo)
+        ppo.validate(cfg.rollout_batch_size)
     device = resolve_device(cfg.device)
     # Environment and network first: a name, backend or network that cannot work fails
     # here, before a run directory exists.
@@ -218,7 +270,7 @@ def train(
         torch.manual_seed(cfg.seed)
         model = build_actor_critic(env.single_observation_space, env.single_action_space,
                                    cfg.network).to(device)
-        config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+        config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(started_with)}
         run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
                           may_differ=RESUMABLE_CHANGES)
     except BaseException:
@@ -228,7 +280,7 @@ def train(
     try:
         if cfg.torch_threads:
             torch.set_num_threads(cfg.torch_threads)
-        return _train(cfg, ppo, run, device, env, model, on_iteration, quiet)
+        return _train(cfg, ppo, run, device, env, model, on_iteration, quiet, override)
     except BaseException as exc:
         run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
@@ -238,7 +290,8 @@ def train(
         run.close()
 
 
-def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> TrainResult:
+def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet,
+           override=None) -> TrainResult:
     batch_size = cfg.rollout_batch_size
     total_iterations = cfg.total_agent_steps // batch_size
     optimizer = make_optimizer(model, ppo)
@@ -248,12 +301,16 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> Tr
     recent = deque(maxlen=cfg.return_window)
     iteration = agent_steps = episodes_total = 0
     next_obs = None
+    extra = {} if override is None else {"ent_coef": ppo.ent_coef, "clip_coef": ppo.clip_coef,
+                                         **override.columns}
 
     checkpoint = run.load_latest_checkpoint(map_location=device) if cfg.resume else None
     if checkpoint is not None:
         state, iteration = checkpoint
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if override is not None:  # the loaded state holds the old rate: the override's now
+            set_learning_rate(optimizer, learning_rate_at(ppo, iteration, total_iterations))
         sample_gen.set_state(state["sample_gen"])
         perm_gen.set_state(state["perm_gen"])
         torch.set_rng_state(state["torch_rng"])
@@ -275,7 +332,7 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> Tr
 
     run.mark_running(iteration, agent_steps, f"device={device}")
     writer = run.tensorboard_writer(purge_step=agent_steps + 1 if checkpoint else None)
-    if cfg.channels_last_memory:
+    if uses_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)  # 4-D weights only; same parameters
     net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and
@@ -350,6 +407,7 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet) -> Tr
                 "rollout_s": t1 - t0,
                 "update_s": t2 - t1,
                 **gns_row,
+                **extra,
             }
             reached = (cfg.target_return is not None and len(recent) == cfg.return_window
                        and row["return_recent"] >= cfg.target_return)

@@ -207,3 +207,114 @@ def test_act_generator_makes_sampling_reproducible():
         logits, _ = model(obs)
     assert torch.equal(a1, a2)
     assert torch.equal(greedy, logits.argmax(-1))
+
+
+# --- performance paths: the same values as the plain module calls -----------------------
+
+
+def test_mlp_fast_forward_equals_its_sequential_and_keeps_state_dict_names():
+    torch.manual_seed(0)
+    model = build_actor_critic(CARTPOLE, gym.spaces.Discrete(2))
+    obs = _obs(CARTPOLE, 33).clamp(-3, 3)
+    logits, value = model(obs)
+    (logits.square().sum() + value.sum()).backward()
+    fast = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    x = model.preprocess(obs)
+    logits2 = model.policy_head(model.actor_trunk.net(x))
+    value2 = model.value_head(model.critic_trunk.net(x)).squeeze(-1)
+    (logits2.square().sum() + value2.sum()).backward()
+    assert torch.equal(logits, logits2) and torch.equal(value, value2)
+    assert all(torch.equal(a, p.grad) for a, p in zip(fast, model.parameters(), strict=True))
+    assert "actor_trunk.net.0.weight" in model.state_dict()
+    clone = __import__("copy").deepcopy(model)
+    assert clone.actor_trunk._linears[0] is clone.actor_trunk.net[0]
+
+
+def test_act_without_value_and_batched_value_match_forward():
+    torch.manual_seed(0)
+    mlp = build_actor_critic(CARTPOLE, gym.spaces.Discrete(2))
+    cnn = build_actor_critic(ATARI, gym.spaces.Discrete(6))
+    assert mlp.defers_value and not cnn.defers_value
+    for model, space in ((mlp, CARTPOLE), (cnn, ATARI)):
+        obs = _obs(space, 6)
+        if obs.is_floating_point():
+            obs = obs.clamp(-3, 3)
+        with torch.no_grad():
+            logits, value = model(obs)
+            a1, lp1, v1 = model.act(obs, generator=torch.Generator().manual_seed(1))
+            a2, lp2, v2 = model.act(obs, generator=torch.Generator().manual_seed(1),
+                                    with_value=False)
+            assert v2 is None and torch.equal(a1, a2) and torch.equal(lp1, lp2)
+            assert torch.equal(v1, value) and torch.equal(model.value(obs), value)
+            assert torch.equal(model.policy_logits(obs), logits)
+    # A forward hook (cpu_bf16's output cast) sees only forward: no deferring then.
+    handle = mlp.register_forward_hook(lambda m, i, o: o)
+    assert not mlp.defers_value
+    handle.remove()
+    assert mlp.defers_value
+def test_channels_last_weights_get_channels_last_input_with_the_same_outputs():
+    torch.manual_seed(0)
+    model = build_actor_critic(ATARI, gym.spaces.Discrete(6))
+    obs = _obs(ATARI, 3)
+    assert not model.preprocess.to_channels_last
+    x = model.preprocess(obs)
+    assert x.is_contiguous()
+    with torch.no_grad():
+        logits, value = model(obs)
+        model.to(memory_format=torch.channels_last)
+        assert model.preprocess.to_channels_last
+        x_cl = model.preprocess(obs)
+        assert x_cl.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(x_cl, x)  # same values, other memory layout
+        logits_cl, value_cl = model(obs)
+    torch.testing.assert_close(logits_cl, logits, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(value_cl, value, rtol=1e-5, atol=1e-6)
+    model.to(memory_format=torch.contiguous_format)
+    assert not model.preprocess.to_channels_last
+    # MinAtar (HWC in the env) is channels-last in memory already; MLPs have no 4-D weights.
+    mlp = build_actor_critic(CARTPOLE, gym.spaces.Discrete(2)).to(memory_format=torch.channels_last)
+    assert not mlp.preprocess.to_channels_last
+
+
+def test_gumbel_noise_samples_the_policy_distribution():
+    """act(noise=sampling_noise(...)) draws argmax(log p + Gumbel): distributed as p."""
+    torch.manual_seed(0)
+    model = build_actor_critic(ATARI, gym.spaces.Discrete(6))
+    obs = _obs(ATARI, 2)
+    with torch.no_grad():
+        # Sharpen the policy so the frequencies differ between actions.
+        model.policy_head.weight.mul_(300.0)
+        logp = torch.log_softmax(model(obs)[0], -1)
+        probs = logp.exp()
+        draws = 20_000
+        noise = model.sampling_noise((draws, 2), generator=torch.Generator().manual_seed(0))
+        assert noise.shape == (draws, 2, 6) and torch.isfinite(noise).all()
+        actions = (logp.unsqueeze(0) + noise).argmax(-1)  # what act does, for every draw
+        counts = torch.zeros(2, 6)
+        for i in range(2):
+            counts[i] = torch.bincount(actions[:, i], minlength=6).float()
+        a, lp, _ = model.act(obs, noise=noise[0])
+        assert torch.equal(a, actions[0]) and torch.equal(lp, logp.gather(-1, a[:, None])[:, 0])
+    freq = counts / draws
+    assert probs.max() > 0.3  # not uniform
+    # Binomial standard error at 20k draws is <= 0.0036; allow 5 of them.
+    torch.testing.assert_close(freq, probs, atol=0.018, rtol=0)
+    with torch.no_grad():
+        again = model.sampling_noise((draws, 2), generator=torch.Generator().manual_seed(0))
+    assert torch.equal(noise, again)
+
+
+def test_collect_returns_ordinary_tensors():
+    import envs
+    from rl.rollout import RolloutBuffer, collect, to_device
+
+    model = build_actor_critic(CARTPOLE, gym.spaces.Discrete(2))
+    env = envs.make_vec("CartPole", 2, seed=0)
+    obs = to_device(env.reset()[0], torch.device("cpu"))
+    buffer = RolloutBuffer(5, 2, obs, "cpu")
+    next_obs, next_value, _ = collect(env, model, buffer, obs, torch.Generator(),
+                                      torch.device("cpu"))
+    assert not next_obs.is_inference() and not next_value.is_inference()
+    # Usable where autograd saves its inputs (inference tensors are not).
+    model(next_obs)[1].sum().backward()

@@ -54,7 +54,7 @@ def test_bad_seed(bad):
 
 
 def test_backend_that_cannot_run_the_env():
-    with pytest.raises(ValueError, match="choose one of gym-sync, gym-async"):
+    with pytest.raises(ValueError, match="choose one of gym-vector, gym-sync, gym-async"):
         envs.make_vec("CartPole", 2, backend="envpool")
     with pytest.raises(ValueError, match="cannot run"):
         envs.make_vec("Pong", 2, backend="cuda-magic")

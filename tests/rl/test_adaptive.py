@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pandas.testing as pdt
 import pytest
-import torch
 
 from rl.adaptive import (
     PLOT_FILE,
@@ -24,14 +23,7 @@ from rl.storage import RunDir, load_metrics
 from rl.sweep import result_columns, write_results
 from rl.trainer import TIMING_COLUMNS
 
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a few shared cores, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def schedule(**kw) -> BatchSchedule:
@@ -94,10 +86,9 @@ def test_env_chunks_grow_and_pause_without_dropping_games():
 
     import envs
 
-    def make(n, seed):
-        return envs.make_vec("CartPole", n, seed)
-
-    env = EnvChunks(make(2, 0), functools.partial(envs.make_vec, "CartPole"), 2, seed=0)
+    # gym-sync seeds env i with seed + i, so the chunks tile one whole env; partial: picklable
+    make = functools.partial(envs.make_vec, "CartPole", backend="gym-sync")
+    env = EnvChunks(make(2, 0), make, 2, seed=0)
     obs, info = env.reset()
     assert obs.shape == (2, 4) and info["autoreset"].shape == (2,)
     grown = env.set_active(3)  # chunks 1 and 2 are new: seeded 2 and 4

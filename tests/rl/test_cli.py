@@ -60,3 +60,24 @@ def test_bench_ppo_compares_with_sb3(tmp_path):
 def test_bad_bench_config_is_a_clear_error(capsys):
     assert main(["bench", "ppo", "--configs", "Pong-8x128", "--quiet"]) == 2
     assert "ENV:NUM_ENVSxNUM_STEPS" in capsys.readouterr().err
+
+
+def test_error_messages_keep_bracketed_text(capsys, monkeypatch):
+    """Errors are printed through rich; text like ``.[ray]`` must not be eaten as markup."""
+    import rl.cli as cli
+
+    def fail(args):
+        raise ValueError("install the extra: pip install -e '.[ray]' and set [ppo] lr")
+
+    parser = cli.build_parser()
+    monkeypatch.setattr(cli, "build_parser", lambda: parser)
+    args = parser.parse_args(["envs"])
+    monkeypatch.setattr(parser, "parse_args", lambda argv=None: argparse_ns(args, fail))
+    assert cli.main(["envs"]) == 2
+    err = capsys.readouterr().err
+    assert "'.[ray]'" in err and "[ppo] lr" in err
+
+
+def argparse_ns(args, func):
+    args.func = func
+    return args

@@ -31,13 +31,7 @@ ITERS = 8
 GNS_EVERY = 3  # measured iterations (0-based): 0, 3, 6
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One intra-op thread: on a few shared cores, more threads only contend."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def configs(run_dir, iterations, **kw) -> tuple[TrainConfig, PPOConfig]:

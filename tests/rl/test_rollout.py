@@ -230,7 +230,7 @@ def test_bench_scaling_reports_ratios_to_env_only():
     cfg = ScalingBenchConfig(envs="CartPole", num_envs="2,4", num_steps=8, iterations=1,
                              repeats=1, threads=1)
     df = bench_scaling(cfg)
-    assert list(df.num_envs) == [2, 4] and (df.backend == "gym-sync").all()
+    assert list(df.num_envs) == [2, 4] and (df.backend == "gym-vector").all()
     for col in ("env_only_sps", "e2e_sps", "rollout_sps"):
         assert (df[col] > 0).all(), col
     np.testing.assert_allclose(df.ratio_e2e_to_env, df.e2e_sps / df.env_only_sps)
@@ -246,3 +246,36 @@ def test_bench_scaling_overlap_probe_on_envpool():
     df = bench_scaling(cfg)
     assert (df.backend == "envpool").all()
     assert (df.sync_infer_sps > 0).all() and (df.async_infer_sps > 0).all()
+
+
+def test_collect_with_deferred_values_stores_the_same_rollout():
+    """The MLP's rollout samples with the actor alone and gets the values in one batched
+    pass: the buffer is the per-step path's (values equal up to float rounding: one batched
+    matrix product over the rollout vs one per step may sum in another order on >1 thread)."""
+    import envs
+    from agents import build_actor_critic
+
+    def run(defer: bool):
+        torch.manual_seed(0)
+        model = build_actor_critic(
+            gym.spaces.Box(-np.inf, np.inf, (4,), np.float32), gym.spaces.Discrete(2))
+        if not defer:
+            model.register_forward_hook(lambda m, i, o: o)  # forces the per-step path
+        env = envs.make_vec("CartPole", 4, seed=0)
+        obs = to_device(env.reset()[0], torch.device("cpu"))
+        buffer = RolloutBuffer(50, 4, obs, "cpu")
+        gen = torch.Generator().manual_seed(0)
+        out = []
+        for _ in range(2):
+            obs, next_value, episodes = collect(env, model, buffer, obs, gen,
+                                                torch.device("cpu"))
+            out.append([buffer.obs.clone(), buffer.actions.clone(), buffer.logprobs.clone(),
+                        buffer.values.clone(), next_value.clone(), episodes.returns])
+        return out
+
+    for a, b in zip(run(True), run(False), strict=True):
+        obs, actions, logprobs, values, next_value, returns = a
+        assert torch.equal(obs, b[0]) and torch.equal(actions, b[1])
+        assert torch.equal(logprobs, b[2]) and returns == b[5]
+        torch.testing.assert_close(values, b[3], rtol=1e-6, atol=1e-6)
+        torch.testing.assert_close(next_value, b[4], rtol=1e-6, atol=1e-6)
