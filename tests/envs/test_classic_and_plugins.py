@@ -29,15 +29,16 @@ def test_cartpole_short_name_and_stats():
     assert lengths and all(8 <= n <= 60 for n in lengths)  # always pushing left falls fast
 
 
-def test_cartpole_truncation_and_autoreset_observation():
-    env = envs.make_vec("CartPole-v1", 1, seed=0, max_episode_steps=10)
+@pytest.mark.parametrize("backend", ["gym-vector", "gym-sync"])
+def test_cartpole_truncation_and_autoreset_observation(backend):
+    env = envs.make_vec("CartPole-v1", 1, seed=0, backend=backend, max_episode_steps=10)
     env.reset()
     for t in range(1, 13):
         obs, r, term, trunc, info = env.step(np.array([t % 2]))
         if t == 10:
             assert trunc[0] and info["episode_done"][0] and info["episode_length"][0] == 10
         if t == 11:
-            assert info["autoreset"][0] and r[0] == 0 and not term[0]
+            assert info["autoreset"][0] and r[0] == 0 and not term[0] and not trunc[0]
             assert np.all(np.abs(obs) <= 0.05), "a fresh CartPole state"
         if t == 12:
             assert not info["autoreset"][0]

@@ -114,20 +114,6 @@ def test_episode_return_accounting():
     assert games >= 50
 
 
-def test_truncation_option_and_autoreset_observation():
-    env = envs.make_vec("CartPole-v1", 1, seed=0, backend="gym-vector", max_episode_steps=10)
-    env.reset()
-    for t in range(1, 13):
-        obs, r, term, trunc, info = env.step(np.array([t % 2]))
-        if t == 10:
-            assert trunc[0] and info["episode_done"][0] and info["episode_length"][0] == 10
-        if t == 11:
-            assert info["autoreset"][0] and r[0] == 0 and not term[0] and not trunc[0]
-            assert np.all(np.abs(obs) <= 0.05), "a fresh CartPole state"
-        if t == 12:
-            assert not info["autoreset"][0]
-
-
 def test_autoreset_step_ignores_its_action():
     n = 4
     a, b = envs.make_vec("CartPole", n, seed=5), envs.make_vec("CartPole", n, seed=5)
