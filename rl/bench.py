@@ -148,10 +148,11 @@ SUITES["gns"] = (GNSBenchConfig, bench_gns)  # noise-scale overhead (rl/bench_gn
 
 
 def _register_suites() -> None:
-    from rl import bench_ppo, bench_scaling
+    from rl import bench_ppo, bench_scaling, learning
 
     SUITES["ppo"] = (bench_ppo.PPOBenchConfig, bench_ppo.bench_ppo)
     SUITES["scaling"] = (bench_scaling.ScalingBenchConfig, bench_scaling.bench_scaling)
+    SUITES["learning"] = (learning.LearningBenchConfig, learning.bench_learning)
 
 
 _register_suites()
