@@ -28,7 +28,7 @@ from agents.ppo import (
     ppo_update,
     set_learning_rate,
 )
-from agents.sb3 import SB3_POLICIES, sb3_policy_name, sb3_ppo_kwargs
+from agents.sb3 import SB3_POLICIES, sb3_parameter_name, sb3_policy_name, sb3_ppo_kwargs
 
 __all__ = [
     "BATCH_KEYS",
@@ -52,6 +52,7 @@ __all__ = [
     "orthogonal_init_",
     "ppo_loss",
     "ppo_update",
+    "sb3_parameter_name",
     "sb3_policy_name",
     "sb3_ppo_kwargs",
     "set_learning_rate",

@@ -23,7 +23,7 @@ from torch import nn
 
 from agents.ppo import PPOConfig
 
-__all__ = ["SB3_POLICIES", "sb3_policy_name", "sb3_ppo_kwargs"]
+__all__ = ["SB3_POLICIES", "sb3_parameter_name", "sb3_policy_name", "sb3_ppo_kwargs"]
 
 SB3_POLICIES = {"mlp": "MlpPolicy", "nature": "CnnPolicy"}
 """Our network names that SB3 has a built-in equivalent for, and that policy's name."""
@@ -37,6 +37,30 @@ def sb3_policy_name(network: str = "mlp") -> str:
             f"{', '.join(SB3_POLICIES)}"
         )
     return SB3_POLICIES[network]
+
+
+# Our ActorCritic parameter-name prefixes and SB3's (ActorCriticPolicy.named_parameters(),
+# which lists a shared features extractor once, as features_extractor).
+_SB3_PREFIXES = {
+    "mlp": (("actor_trunk.net.", "mlp_extractor.policy_net."),
+            ("critic_trunk.net.", "mlp_extractor.value_net."),
+            ("policy_head.", "action_net."), ("value_head.", "value_net.")),
+    "nature": (("actor_trunk.convs.", "features_extractor.cnn."),
+               ("actor_trunk.fc.", "features_extractor.linear.0."),
+               ("policy_head.", "action_net."), ("value_head.", "value_net.")),
+}
+
+
+def sb3_parameter_name(name: str, network: str = "mlp") -> str:
+    """SB3's name for our parameter ``name`` (e.g. ``policy_head.weight`` -> ``action_net.weight``).
+
+    The two layouts hold the same tensors with the same shapes, so weights copy one to one.
+    """
+    sb3_policy_name(network)
+    for ours, theirs in _SB3_PREFIXES[network]:
+        if name.startswith(ours):
+            return theirs + name[len(ours):]
+    raise ValueError(f"no SB3 counterpart for parameter {name!r} of network={network!r}")
 
 
 def sb3_ppo_kwargs(

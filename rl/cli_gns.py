@@ -1,10 +1,12 @@
-"""``rlscale gns``: gradient-noise-scale studies. Subcommands: ``supervised``."""
+"""``rlscale gns``: gradient-noise-scale studies. Subcommands: ``supervised``, ``run``."""
 
 from __future__ import annotations
 
 import math
 import time
 from pathlib import Path
+
+import numpy as np
 
 from rl.cliargs import add_dataclass_args, dataclass_from_args
 from rl.supervised import SupervisedConfig
@@ -71,6 +73,71 @@ def cmd_supervised(args) -> int:
     return 0
 
 
+def plot_segments(table, path: Path, title: str) -> Path:
+    """B_simple per segment and term (95% bars; open-ended where unresolved), and the return."""
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rl.storage import atomic_write_bytes
+
+    finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for offset, (term, part) in zip((-0.15, 0.0, 0.15), table.groupby("term", sort=False),
+                                    strict=False):
+        x = part["segment"].to_numpy(float) + offset
+        b = part["b_simple"].to_numpy(float)
+        lo = np.nan_to_num(part["b_simple_lo"].to_numpy(float), nan=0.0)
+        hi = np.nan_to_num(part["b_simple_hi"].to_numpy(float), nan=cap, posinf=cap)
+        ax.errorbar(x, b, yerr=[b - lo, hi - b], fmt="o", capsize=3, label=term)
+    ax.set_yscale("log")
+    ax.set_xlabel("segment of the run (measurements in order)")
+    ax.set_ylabel("B_simple (agent steps)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    first = table[table["term"] == table["term"].iloc[0]]
+    twin = ax.twinx()
+    twin.plot(first["segment"], first["return_recent"], "k--", lw=1, label="return")
+    twin.set_ylabel("smoothed return (dashed)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
+def cmd_run(args) -> int:
+    from rl.cli import CLIError, console, print_table
+    from rl.gns_ppo import noise_scale_by_segment
+    from rl.storage import RunDir, atomic_write_text
+
+    run = RunDir(args.run_dir)
+    if not run.metrics_path.exists():
+        raise CLIError(f"{args.run_dir} has no metrics.jsonl: point RUN_DIR at a training run "
+                       "directory (rlscale train --run-dir ...)")
+    metrics = run.load_metrics()
+    table = noise_scale_by_segment(metrics, args.segments)
+    shown = table[["segment", "term", "agent_steps_last", "measurements", "b_simple",
+                   "b_simple_lo", "b_simple_hi", "negative_g2_fraction", "return_recent"]]
+    status = (run.read_status() or {}).get("state", "unknown")
+    print_table(shown, title=f"{run.path}: B_simple per segment ({status}, "
+                f"{int(metrics['agent_steps'].max()):,} agent steps)")
+    out = Path(args.out) if args.out else Path("results/gns/run") / run.path.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "gns_segments.csv", table.to_csv(index=False))
+    plot_segments(table, out / "gns_segments.png", f"{run.path.name}: B_simple per segment")
+    console.print("B_simple in agent steps; 95% Fieller intervals (hi = inf: mean |G|^2 not "
+                  f"resolved above zero). results: {out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "gns",
@@ -96,3 +163,17 @@ def add_parser(sub) -> None:
     )
     sp.add_argument("--quiet", action="store_true", help="no progress display")
     sp.set_defaults(func=cmd_supervised)
+
+    sp = gsub.add_parser(
+        "run",
+        help="B_simple per segment (quarters) of a training run, beside its return",
+        description="Reads a run directory's metrics (train with --gns-every 1 for dense "
+        "measurements) and reports policy, value and total B_simple per segment of the "
+        "measured iterations, each the ratio of the segment's mean tr(Sigma) and mean |G|^2 "
+        "with a 95% Fieller interval, beside the smoothed return.",
+    )
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    sp.add_argument("--segments", type=int, default=4, help="segments of the run (default 4)")
+    sp.add_argument("--out", metavar="DIR",
+                    help="results folder (default results/gns/run/<run name>)")
+    sp.set_defaults(func=cmd_run)

@@ -733,3 +733,37 @@ def _guarded_ratio(trace_sigma: float, g2: float) -> float:
     if not (g2 > 0.0 and trace_sigma >= 0.0):
         return math.nan
     return trace_sigma / g2
+
+
+def ratio_interval(g2, trace_sigma, z: float = 1.96) -> tuple[float, float, float]:
+    """(mean trace / mean g2, lower, upper) over a run's estimates, robust to slow drift.
+
+    The estimates of different measurements have independent noise (fresh draws each time)
+    around values that drift as training goes on. The noise covariance of the pair (g2,
+    trace_sigma) is estimated from successive differences, sum_i d_i d_i^T / (2 (n - 1))
+    with d_i = x_{i+1} - x_i, which a slow drift barely inflates (the plain sample
+    covariance would count the whole drift as noise); the covariance of the means is that
+    divided by n. The interval is Fieller's confidence set for the ratio of the two means at
+    ``z`` standard errors, as in ``GNSTracker.b_simple_interval``: upper = inf when mean g2 is
+    not significantly positive, lower clipped at 0. The ratio is nan when mean g2 <= 0 or
+    mean trace < 0; the bounds are nan with fewer than 3 estimates.
+    """
+    x = np.stack([np.asarray(g2, np.float64), np.asarray(trace_sigma, np.float64)], axis=1)
+    n = len(x)
+    if n == 0:
+        return math.nan, math.nan, math.nan
+    g, t = float(x[:, 0].mean()), float(x[:, 1].mean())
+    if not (g > 0.0 and t >= 0.0):
+        return math.nan, math.nan, math.nan
+    ratio = t / g
+    if n < 3:
+        return ratio, math.nan, math.nan
+    d = np.diff(x, axis=0)
+    c = d.T @ d / (2.0 * (n - 1)) / n
+    a = g * g - z * z * c[0, 0]
+    h = t * g - z * z * c[0, 1]
+    k = t * t - z * z * c[1, 1]
+    if a <= 0.0:
+        return ratio, 0.0, math.inf
+    root = math.sqrt(max(h * h - a * k, 0.0))
+    return ratio, max((h - root) / a, 0.0), (h + root) / a

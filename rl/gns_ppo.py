@@ -378,3 +378,49 @@ def tracker_columns(trackers: Mapping[str, GNSTracker],
             f"gns/{term}/b_simple_hi": hi,
         })
     return row
+
+
+def noise_scale_by_segment(metrics, segments: int = 4, terms=TERMS):
+    """B_simple per segment of a run's measured iterations (quarters by default), with return.
+
+    The measured rows (those with ``gns/{term}/g2``) are cut into ``segments`` runs of
+    consecutive measurements of (nearly) equal count; each segment's B_simple is
+    mean(trace_sigma) / mean(g2) with its Fieller 95% interval (``rl.gns.ratio_interval``;
+    hi = inf when mean |G|^2 is not resolved above zero). One row per segment and term:
+    ``segment``, ``term``, ``agent_steps_first``/``_last``, ``measurements``, ``b_simple``,
+    ``b_simple_lo``, ``b_simple_hi``, ``g2_mean``, ``trace_sigma_mean``,
+    ``negative_g2_fraction`` and ``return_recent`` (its mean over the segment's iterations).
+    """
+    import numpy as np
+    import pandas as pd
+
+    from rl.gns import ratio_interval
+
+    if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
+        raise ValueError(f"segments must be a positive integer, got {segments!r}")
+    rows = []
+    for term in terms:
+        g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
+        if g2_col not in metrics:
+            raise ValueError(
+                f"the metrics have no {g2_col} column: the run measured no noise scale; "
+                "train with --gns-every N (N >= 1)")
+        measured = metrics[metrics[g2_col].notna()]
+        if len(measured) < segments:
+            raise ValueError(f"{len(measured)} measured iterations cannot make {segments} "
+                             "segments; use fewer --segments or a longer run")
+        for k, idx in enumerate(np.array_split(np.arange(len(measured)), segments), start=1):
+            part = measured.iloc[idx]
+            g2 = part[g2_col].to_numpy(float)
+            tr = part[tr_col].to_numpy(float)
+            b, lo, hi = ratio_interval(g2, tr)
+            rows.append({
+                "segment": k, "term": term,
+                "agent_steps_first": int(part["agent_steps"].iloc[0]),
+                "agent_steps_last": int(part["agent_steps"].iloc[-1]),
+                "measurements": len(part), "b_simple": b, "b_simple_lo": lo, "b_simple_hi": hi,
+                "g2_mean": float(g2.mean()), "trace_sigma_mean": float(tr.mean()),
+                "negative_g2_fraction": float((g2 < 0).mean()),
+                "return_recent": float(np.nanmean(part["return_recent"].to_numpy(float))),
+            })
+    return pd.DataFrame(rows)

@@ -1,4 +1,5 @@
 import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -58,3 +59,96 @@ def test_sb3_adapter_errors():
         sb3_ppo_kwargs(PPOConfig(num_minibatches=3), 2, 16)
     with pytest.raises(ValueError, match="impala"):
         sb3_ppo_kwargs(PPOConfig(), 2, 16, network="impala")
+
+
+# --- update equivalence: our loss and gradient equal SB3's on one batch ----------------------
+
+
+class _ImageEnv(gym.Env):
+    """Stand-in with Atari's spaces (4 stacked 84x84 frames, channels first)."""
+
+    observation_space = gym.spaces.Box(0, 255, (4, 84, 84), np.uint8)
+    action_space = gym.spaces.Discrete(4)
+
+    def reset(self, seed=None, options=None):
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, False, False, {}
+
+
+def _random_batch(obs_space, num_actions: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    if obs_space.dtype == np.uint8:
+        obs = torch.randint(0, 256, (n, *obs_space.shape), generator=g, dtype=torch.uint8)
+    else:
+        obs = torch.randn(n, *obs_space.shape, generator=g)
+    return {"obs": obs, "actions": torch.randint(0, num_actions, (n,), generator=g),
+            "advantages": torch.randn(n, generator=g) * 3 + 0.5,
+            "returns": torch.randn(n, generator=g), "values": torch.randn(n, generator=g)}
+
+
+@pytest.mark.parametrize("network", ["mlp", "nature"])
+def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread):
+    """Same weights, same batch: our PPO loss and its gradient equal SB3's own train() step.
+
+    Aligned documented differences: SB3's value term is mean((R - v)^2) where ours is
+    0.5 mean((R - v)^2), so SB3 gets vf_coef / 2; value clipping is off in both (their
+    clipping rules differ, agents/sb3.py). Old log-probabilities are perturbed so that
+    about half of the ratios fall outside [1 - clip, 1 + clip]: the clipped branch is used.
+    """
+    from stable_baselines3.common.logger import Logger
+
+    from agents import build_actor_critic, normalize_advantages, ppo_loss, sb3_parameter_name
+
+    env_fn = (lambda: gym.make("CartPole-v1")) if network == "mlp" else _ImageEnv
+    num_steps, num_envs = 16, 2
+    n = num_steps * num_envs
+    cfg = PPOConfig(clip_value_loss=False, num_minibatches=1, num_epochs=1, max_grad_norm=1e9)
+    kwargs = sb3_ppo_kwargs(cfg, num_envs, num_steps, network=network)
+    kwargs["vf_coef"] = cfg.vf_coef / 2
+    model = sb3.PPO(sb3_policy_name(network), DummyVecEnv([env_fn] * num_envs), device="cpu",
+                    seed=0, **kwargs)
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    probe = env_fn()
+    ours = build_actor_critic(probe.observation_space, probe.action_space, network)
+    theirs = dict(model.policy.named_parameters())
+    with torch.no_grad():  # SB3 starts from our weights
+        for name, p in ours.named_parameters():
+            theirs[sb3_parameter_name(name, network)].copy_(p)
+
+    b = _random_batch(probe.observation_space, probe.action_space.n, n, seed=1)
+    with torch.no_grad():
+        logp, _, _ = ours.evaluate(b["obs"], b["actions"])
+    b["logprobs"] = logp + 0.2 * torch.randn(n, generator=torch.Generator().manual_seed(2))
+
+    # SB3: fill its rollout buffer (time-major, like a rollout) and run its own train() once,
+    # catching the gradient it hands to the optimizer instead of stepping.
+    buf = model.rollout_buffer
+    buf.reset()
+    shape = (num_steps, num_envs)
+    buf.observations[:] = b["obs"].numpy().reshape(*shape, *probe.observation_space.shape)
+    buf.actions[:] = b["actions"].numpy().reshape(*shape, 1)
+    for field, key in (("log_probs", "logprobs"), ("values", "values"),
+                       ("advantages", "advantages"), ("returns", "returns")):
+        getattr(buf, field)[:] = b[key].numpy().reshape(shape)
+    buf.pos, buf.full = num_steps, True
+    caught = {}
+
+    def catch_gradient(*args, **kw):
+        caught.update({k: p.grad.detach().clone() for k, p in theirs.items()})
+
+    model.policy.optimizer.step = catch_gradient
+    model.train()
+    sb3_loss = model.logger.name_to_value["train/loss"]
+
+    batch = dict(b, mask=torch.ones(n))
+    batch["advantages"] = normalize_advantages(b["advantages"], batch["mask"])
+    terms = ppo_loss(ours, batch, cfg)
+    terms.total.backward()
+    assert 0.2 < float(terms.clip_fraction) < 0.8  # both branches of the clip are exercised
+    assert float(terms.total.detach()) == pytest.approx(sb3_loss, rel=1e-5, abs=1e-6)
+    for name, p in ours.named_parameters():
+        g_sb3 = caught[sb3_parameter_name(name, network)]
+        scale = float(p.grad.abs().max())
+        torch.testing.assert_close(p.grad, g_sb3, rtol=1e-4, atol=1e-5 * scale, msg=name)

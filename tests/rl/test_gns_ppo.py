@@ -6,6 +6,7 @@ import copy
 import math
 
 import numpy as np
+import pandas as pd
 import pandas.testing as pdt
 import pytest
 import torch
@@ -353,3 +354,69 @@ def test_policy_noise_scale_grows_as_cartpole_is_learned(tmp_path, one_torch_thr
               f"{shown(end, ci_end)}" + (f"; end/start {end / start:.2f}"
                                           if start > 0 and end > 0 else ""))
         assert signal[1] < signal[0], (seed, start, end)
+
+
+def _measured_metrics(g2_means, trace_means, per_segment=40, seed=0):
+    """Fake metrics rows: every iteration measured, each segment with its own true values."""
+    rng = np.random.default_rng(seed)
+    rows, it = [], 0
+    for g, t in zip(g2_means, trace_means, strict=True):
+        for _ in range(per_segment):
+            it += 1
+            row = {"iteration": it, "agent_steps": 1024 * it, "return_recent": float(it)}
+            for term in ("total", "policy", "value"):
+                row[f"gns/{term}/g2"] = g + rng.normal(0, 0.3 * g)
+                row[f"gns/{term}/trace_sigma"] = t + rng.normal(0, 0.3 * t)
+            rows.append(row)
+            rows.append({"iteration": it + 0.5, "agent_steps": 1024 * it,  # unmeasured row
+                         "return_recent": float(it)})
+    return pd.DataFrame(rows)
+
+
+def test_noise_scale_by_segment_recovers_each_segments_ratio():
+    from rl.gns import ratio_interval
+    from rl.gns_ppo import noise_scale_by_segment
+
+    g2, trace = [1.0, 0.5, 0.2, 0.1], [100.0, 100.0, 100.0, 100.0]  # B_simple 100 -> 1000
+    metrics = _measured_metrics(g2, trace)
+    table = noise_scale_by_segment(metrics, segments=4)
+    assert len(table) == 12 and list(table["measurements"].unique()) == [40]
+    misses = 0
+    for row in table.itertuples():
+        truth = trace[row.segment - 1] / g2[row.segment - 1]
+        misses += not row.b_simple_lo <= truth <= row.b_simple_hi
+        assert row.return_recent == pytest.approx(40 * (row.segment - 1) + 20.5)
+    # 12 intervals at 95%: misses ~ Binomial(12, 0.05); P(misses >= 4) = 0.002.
+    assert misses <= 3
+    # Each segment's value is exactly ratio_interval over its own measurements.
+    measured = metrics[metrics["gns/policy/g2"].notna()]
+    expect = ratio_interval(measured["gns/policy/g2"][40:80],
+                            measured["gns/policy/trace_sigma"][40:80])
+    got = table[(table.term == "policy") & (table.segment == 2)].iloc[0]
+    assert (got.b_simple, got.b_simple_lo, got.b_simple_hi) == pytest.approx(expect)
+
+
+def test_noise_scale_by_segment_errors():
+    from rl.gns_ppo import noise_scale_by_segment
+
+    with pytest.raises(ValueError, match="--gns-every"):
+        noise_scale_by_segment(pd.DataFrame({"agent_steps": [1], "return_recent": [0.0]}))
+    with pytest.raises(ValueError, match="segments"):
+        noise_scale_by_segment(_measured_metrics([1.0], [1.0], per_segment=3), segments=4)
+    with pytest.raises(ValueError, match="positive"):
+        noise_scale_by_segment(_measured_metrics([1.0], [1.0]), segments=0)
+
+
+def test_gns_run_command_reports_segments(tmp_path, one_torch_thread):
+    from rl.cli import main
+    from rl.trainer import TrainConfig, train
+
+    run_dir = tmp_path / "run"
+    train(TrainConfig(env="CartPole", num_envs=8, num_steps=16, total_agent_steps=8 * 16 * 8,
+                      gns_every=1, run_dir=str(run_dir)), PPOConfig(num_minibatches=2))
+    out = tmp_path / "out"
+    assert main(["gns", "run", str(run_dir), "--out", str(out)]) == 0
+    table = pd.read_csv(out / "gns_segments.csv")
+    assert len(table) == 12 and table["measurements"].sum() == 3 * 8
+    assert (out / "gns_segments.png").stat().st_size > 0
+    assert main(["gns", "run", str(tmp_path / "missing")]) == 2

@@ -1,0 +1,141 @@
+"""Learning parity (rl/learning.py): measures, seed-bootstrap intervals, verdicts, SB3 runs."""
+
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rl.learning import (
+    LearningBenchConfig,
+    bench_learning,
+    bootstrap_mean_interval,
+    load_runs,
+    parity_table,
+    run_measures,
+    train_sb3_run,
+)
+from rl.storage import load_metrics
+
+pytest.importorskip("stable_baselines3")
+
+
+def _curve(y, batch=1024, games_per_iteration=3):
+    y = np.asarray(y, float)
+    steps = batch * np.arange(1, len(y) + 1)
+    return pd.DataFrame({"agent_steps": steps, "frames": 4 * steps, "return_recent": y,
+                         "episodes_total": games_per_iteration * np.arange(1, len(y) + 1)})
+
+
+def test_run_measures_of_a_straight_line_are_exact():
+    # y = 2 + 0.001 x: the trapezoid rule is exact, the mean over [x0, x1] is y((x0 + x1) / 2).
+    df = _curve([math.nan] + [2 + 0.001 * 1024 * k for k in range(2, 11)])
+    m = run_measures(df, span=10 * 1024)
+    assert m["final_return"] == pytest.approx(2 + 0.001 * 10240)
+    assert m["auc_mean_return"] == pytest.approx(2 + 0.001 * (2048 + 10240) / 2)
+    assert m["games"] == 30
+    # A shorter span cuts the curve there.
+    assert run_measures(df, span=5 * 1024)["final_return"] == pytest.approx(2 + 0.001 * 5120)
+
+
+def test_seed_bootstrap_interval_covers_the_true_mean_at_its_level():
+    # Normal data, n = 20 per experiment: the percentile bootstrap of the mean covers the true
+    # mean with probability close to 0.95 (slightly less for small n: about 0.93-0.94). Over
+    # 400 experiments the observed rate has sd sqrt(0.94 * 0.06 / 400) = 0.012: 3 sd bounds.
+    rng = np.random.default_rng(0)
+    hits = 0
+    for _ in range(400):
+        x = rng.normal(5.0, 2.0, size=20)
+        mean, lo, hi = bootstrap_mean_interval(x, 0.95, 1000, rng)
+        assert lo <= mean <= hi
+        hits += lo <= 5.0 <= hi
+    assert 0.90 <= hits / 400 <= 0.98
+
+
+def test_bootstrap_needs_two_seeds():
+    rng = np.random.default_rng(0)
+    mean, lo, hi = bootstrap_mean_interval([3.0], 0.95, 100, rng)
+    assert mean == 3.0 and math.isnan(lo) and math.isnan(hi)
+    assert all(math.isnan(v) for v in bootstrap_mean_interval([], 0.95, 100, rng))
+
+
+def _runs(levels: dict[str, list[float]], n=30):
+    return {(impl, seed): _curve(np.linspace(0, level, n))
+            for impl, lv in levels.items() for seed, level in enumerate(lv)}
+
+
+def test_parity_verdicts():
+    table, v = parity_table(_runs({"ours": [10, 12, 11], "sb3": [11, 13, 10]}))
+    assert v["verdict"] == "parity" and list(table["impl"]) == ["ours", "sb3"]
+    assert (table["final_return_lo"] <= table["final_return"]).all()
+    table, v = parity_table(_runs({"ours": [10, 11, 10.5], "sb3": [30, 31, 29]}))
+    assert v["verdict"] == "differ" and "do not overlap" in v["reason"]
+    _, v = parity_table(_runs({"ours": [10, 11], "sb3": [10]}))
+    assert v["verdict"] == "undecided" and "2 seeds" in v["reason"]
+    _, v = parity_table(_runs({"ours": [10, 11]}))
+    assert v["verdict"] == "undecided" and "both" in v["reason"]
+
+
+def test_parity_compares_over_the_span_every_run_reached():
+    runs = _runs({"ours": [10, 10], "sb3": [10, 10]})
+    runs[("sb3", 1)] = runs[("sb3", 1)].iloc[:20]  # a run still going
+    _, v = parity_table(runs)
+    assert v["span"] == 20 * 1024
+
+
+def test_parity_table_without_runs_is_a_clear_error():
+    with pytest.raises(ValueError, match="no runs"):
+        parity_table({})
+
+
+def test_config_errors():
+    for kwargs, match in (({"seeds": "0,a"}, "seeds"), ({"seeds": "1,1"}, "distinct"),
+                          ({"impls": "ours,rllib"}, "impls"), ({"ci": 1.5}, "ci"),
+                          ({"n_boot": 0}, "n_boot")):
+        with pytest.raises(ValueError, match=match):
+            LearningBenchConfig(**kwargs).validate()
+
+
+@pytest.mark.slow
+def test_bench_learning_on_cartpole_end_to_end(tmp_path, one_torch_thread):
+    cfg = LearningBenchConfig(env="CartPole", num_envs=4, num_steps=32, total_agent_steps=1536,
+                              seeds="0,1", runs=str(tmp_path / "runs"), n_boot=200)
+    table = bench_learning(cfg)
+    assert list(table["impl"]) == ["ours", "sb3"] and (table["seeds"] == 2).all()
+    assert set(table["verdict"]) <= {"parity", "differ"}
+    assert (tmp_path / "runs" / "learning.png").stat().st_size > 0
+    runs = load_runs(tmp_path / "runs")
+    assert sorted(runs) == [("ours", 0), ("ours", 1), ("sb3", 0), ("sb3", 1)]
+    for df in runs.values():  # every run's rows: one per iteration, same x axis
+        assert list(df["agent_steps"]) == [128 * k for k in range(1, 13)]
+    sb3 = json.loads((tmp_path / "runs" / "sb3-seed0" / "config.json").read_text())
+    assert sb3["impl"] == "sb3" and sb3["ppo"] == json.loads(
+        (tmp_path / "runs" / "ours-seed0" / "config.json").read_text())["ppo"]
+    # A second call trains nothing more and reports the same table.
+    again = bench_learning(cfg)
+    pd.testing.assert_frame_equal(table, again)
+
+
+@pytest.mark.slow
+def test_sb3_run_resumes_from_its_checkpoint_without_duplicate_rows(tmp_path, one_torch_thread):
+    cfg = LearningBenchConfig(env="CartPole", num_envs=4, num_steps=32, total_agent_steps=1280,
+                              runs=str(tmp_path))
+    tc = cfg.train_config("sb3", 0)
+    tc.checkpoint_every = 4
+    run_dir = train_sb3_run(tc, cfg.ppo_config())
+    assert sorted(p.name for p in (run_dir / "checkpoints").glob("ckpt_*")) == [
+        "ckpt_00000008.pt", "ckpt_00000010.pt"]
+    # A crash after iteration 10's row but before its checkpoint: resume from iteration 8.
+    (run_dir / "checkpoints" / "ckpt_00000010.pt").unlink()
+    tc.resume = True
+    with pytest.warns(UserWarning, match="missing"):
+        train_sb3_run(tc, cfg.ppo_config())
+    # Then continue with a larger budget.
+    tc.total_agent_steps = 1920
+    train_sb3_run(tc, cfg.ppo_config())
+    df = load_metrics(run_dir)
+    assert list(df["iteration"]) == list(range(1, 16))
+    assert (np.diff(df["episodes_total"]) >= 0).all()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "finished" and status["agent_steps"] == 1920
