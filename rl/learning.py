@@ -401,7 +401,10 @@ def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
     runs = load_runs(cfg.runs_dir())
     table, verdict = parity_table(runs, cfg.ci, cfg.n_boot)
     table["verdict"] = verdict["verdict"]
-    table["reason"] = verdict["reason"]
+    table.attrs["note"] = (f"verdict: {verdict['verdict']} ({verdict['reason']}); compared "
+                           f"over the first {verdict['span']:,} agent steps; returns are "
+                           "full games, unclipped, smoothed over the last "
+                           f"{cfg.return_window} games; plot: {cfg.runs_dir() / 'learning.png'}")
     plot_learning(runs, cfg.runs_dir() / "learning.png",
                   f"{cfg.env}: ours vs SB3 PPO, {cfg.num_envs}x{cfg.num_steps}, "
                   f"compared over {verdict['span']:,} agent steps")
