@@ -79,6 +79,13 @@ class PPOConfig:
             raise ValueError(
                 f"rollout batch size must be a positive integer (num_envs x num_steps), got {b!r}"
             )
+        for f in fields(self):  # every number finite (inf/nan pass the range checks below)
+            value = getattr(self, f.name)
+            if value is None or isinstance(value, bool):
+                continue
+            if not isinstance(value, (int, float)):
+                raise ValueError(f"{f.name} must be a number, got {value!r}")
+            _require(math.isfinite(value), f"{f.name} must be a finite number, got {value}")
         _require(self.learning_rate > 0, f"learning_rate must be > 0, got {self.learning_rate}")
         _require(
             _is_int(self.num_epochs) and self.num_epochs >= 1,

@@ -331,7 +331,7 @@ def plot_schedule(run_dir: str | Path, out: str | Path | None = None) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from rl.storage import load_metrics
+    from rl.storage import load_metrics, save_figure
 
     run_dir = Path(run_dir)
     m = load_metrics(run_dir)
@@ -364,7 +364,7 @@ def plot_schedule(run_dir: str | Path, out: str | Path | None = None) -> Path:
     bottom.legend(fontsize=8)
     fig.suptitle(f"{run_dir.name}: adaptive rollout batch, B ~ sqrt(B_simple)", fontsize=10)
     path = Path(out) if out is not None else run_dir / PLOT_FILE
-    fig.savefig(path, dpi=90)
+    save_figure(fig, path, dpi=90)
     return path
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import importlib
 import sys
 from pathlib import Path
@@ -19,7 +20,8 @@ err_console = Console(stderr=True)
 
 
 # Modules that add their own subcommands: each defines add_parser(subparsers).
-COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns", "rl.cli_sweep", "rl.cli_compare"]
+COMMAND_MODULES = ["rl.cli_train", "rl.cli_gns", "rl.cli_sweep", "rl.cli_compare",
+                   "rl.cli_sharpness"]
 
 
 class CLIError(Exception):
@@ -88,6 +90,8 @@ def cmd_bench(args) -> int:
         task = progress.add_task(f"bench {args.suite}", total=None)
         df = run(cfg, progress=lambda: progress.advance(task))
     print_table(df, title=f"rlscale bench {args.suite}")
+    if df.attrs.get("note"):
+        console.print(escape(df.attrs["note"]))
     path = bench.write_results(df, Path(args.out), args.suite, cfg)
     console.print(f"results: {path}")
     return 0
@@ -158,6 +162,32 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_OS_FIXES = {
+    errno.ENOSPC: "free some disk space or write to another disk, then rerun (a training run "
+                  "continues with --resume)",
+    errno.EDQUOT: "free some of your disk quota, then rerun (a training run continues with "
+                  "--resume)",
+    errno.EACCES: "choose a directory you may write to (--run-dir / --out), or fix its "
+                  "permissions",
+    errno.EPERM: "choose a directory you may write to (--run-dir / --out), or fix its "
+                 "permissions",
+    errno.EROFS: "the filesystem is read-only: choose a writable --run-dir / --out",
+    errno.ENOTDIR: "a file stands where a directory is needed: choose another path, or move "
+                   "the file",
+    errno.EEXIST: "something already exists at that path: choose another path, or move it",
+    errno.EISDIR: "a directory stands where a file is needed: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ordinary filesystem failure: what failed, where, and the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    fix = _OS_FIXES.get(exc.errno, "check the path and its disk, then rerun")
+    return f"{what}{where}; {fix}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -168,6 +198,9 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
         err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except OSError as exc:  # disk full, read-only or missing directory, a file in the way
+        err_console.print(f"[red]error:[/] {escape(describe_os_error(exc))}", highlight=False)
         return 2
     except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
         err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)

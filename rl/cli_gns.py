@@ -75,14 +75,12 @@ def cmd_supervised(args) -> int:
 
 def plot_segments(table, path: Path, title: str) -> Path:
     """B_simple per segment and term (95% bars; open-ended where unresolved), and the return."""
-    import io
-
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from rl.storage import atomic_write_bytes
+    from rl.storage import save_figure
 
     finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
     finite = finite[np.isfinite(finite)]
@@ -106,10 +104,8 @@ def plot_segments(table, path: Path, title: str) -> Path:
     twin.set_ylabel("smoothed return (dashed)")
     ax.legend(loc="upper left")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -232,6 +232,19 @@ def _fmt(v: Any) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
+def check_fit_options(n_boot: int, ci: float, range_factor: float) -> None:
+    """ValueError naming the bad ``rlscale fit`` option and its valid range."""
+    if n_boot < 1:
+        raise ValueError(f"--n-boot must be a positive number of bootstrap replicates "
+                         f"(e.g. 1000), got {n_boot}")
+    if not (math.isfinite(ci) and 0 < ci < 1):
+        raise ValueError(f"--ci is the interval level, between 0 and 1 (e.g. 0.9 for 90%), "
+                         f"got {ci}")
+    if not (math.isfinite(range_factor) and range_factor >= 1):
+        raise ValueError(f"--range-factor must be a finite number >= 1 (e.g. 2), got "
+                         f"{range_factor}")
+
+
 def cmd_fit(args) -> int:
     import pandas as pd
 
@@ -239,6 +252,7 @@ def cmd_fit(args) -> int:
     from rl.storage import atomic_write_text
     from rl.sweep import fit_sweep, plot_b_simple, plot_fits
 
+    check_fit_options(args.n_boot, args.ci, args.range_factor)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory (give a sweep's out dir)")

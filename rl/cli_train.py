@@ -30,6 +30,7 @@ def cmd_train(args) -> int:
     cfg, ppo = configs_from_args(args)
     parallel = dataclass_from_args(args, ParallelConfig)
     adaptive = dataclass_from_args(args, AdaptiveConfig)
+    parallel.validate()  # --nproc 0 is an error, not one process
     if parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None:
         result = train_parallel(cfg, ppo, parallel, adaptive, quiet=args.quiet)
         if result is None:  # a torchrun rank other than 0: rank 0 reports

@@ -3,7 +3,8 @@
 A config field is documented by the string literal right after it (an attribute
 docstring); that text becomes the option's ``--help``. Field ``num_envs`` becomes
 ``--num-envs``; ``bool`` fields become ``--flag/--no-flag``; ``X | None`` fields accept
-``none``. Step counts accept suffixes: ``10M``, ``500k``.
+``none``. Step counts accept suffixes: ``10M``, ``500k``. Numbers must be finite: ``inf``
+and ``nan`` are refused at parse time for every option built here.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
 import textwrap
 import types
 import typing
@@ -52,6 +54,8 @@ def parse_count(text: str) -> int:
         value = float(s) * mult
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a count: {text!r} (e.g. 500k, 10M)") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"not a finite count: {text!r} (e.g. 500k, 10M)")
     if value != int(value):
         raise argparse.ArgumentTypeError(f"not a whole count: {text!r}")
     return int(value)
@@ -81,9 +85,12 @@ def _converter(tp, optional: bool, name: str):
                 raise argparse.ArgumentTypeError(f"choose one of {', '.join(choices)}")
             return text
         try:
-            return base(text)
+            value = base(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {getattr(tp, '__name__', tp)}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+        return value
 
     convert.__name__ = getattr(tp, "__name__", "value")
     return convert

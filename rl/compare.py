@@ -90,7 +90,7 @@ import numpy as np
 import pandas as pd
 
 from rl.report import Figure, Section, format_value, round_sig, write_report
-from rl.storage import atomic_write_json, atomic_write_text, load_metrics
+from rl.storage import atomic_write_json, atomic_write_text, load_metrics, save_figure
 
 __all__ = [
     "CITED",
@@ -198,15 +198,16 @@ STUDY_PRESETS: dict[str, dict[str, Family]] = {
 }
 PRESET_NAMES = tuple(STUDY_PRESETS)
 
-# Target returns of the critical-batch sweeps (a run stops at the highest).
+# Target returns of the critical-batch sweeps (a run stops at the highest). Lower targets
+# cost no training; at least 3 spanning a factor 2 (rl.scaling.MIN_SPAN) give power laws.
 SWEEP_TARGETS: dict[str, tuple[float, ...]] = {
-    "CartPole": (100.0, 200.0),
+    "CartPole": (50.0, 75.0, 100.0, 150.0, 200.0),
     "Acrobot": (-200.0, -120.0),
-    "MinAtar-Breakout": (5.0, 10.0),
-    "MinAtar-SpaceInvaders": (30.0, 100.0),
-    "MinAtar-Freeway": (20.0, 40.0),
-    "MinAtar-Asterix": (5.0, 15.0),
-    "MinAtar-Seaquest": (5.0, 15.0),
+    "MinAtar-Breakout": (2.5, 5.0, 10.0),
+    "MinAtar-SpaceInvaders": (15.0, 30.0, 100.0),
+    "MinAtar-Freeway": (10.0, 20.0, 40.0),
+    "MinAtar-Asterix": (2.5, 5.0, 15.0),
+    "MinAtar-Seaquest": (2.5, 5.0, 15.0),
     "Pong": (0.0, 18.0),
     "Breakout": (50.0, 200.0),
     "SpaceInvaders": (500.0, 1000.0),
@@ -785,18 +786,19 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
 # Results
 # --------------------------------------------------------------------------------------
 
-RESULT_COLUMNS = ["source", "kind", "task", "quantity", "term", "target", "value", "lo", "hi",
-                  "unit", "n", "note", "reference"]
-_ROUNDED = ("target", "value", "lo", "hi")
+RESULT_COLUMNS = ["source", "kind", "task", "quantity", "term", "target", "batch_size", "value",
+                  "lo", "hi", "unit", "n", "note", "reference"]
+_ROUNDED = ("target", "batch_size", "value", "lo", "hi")
 GNS_TERMS = ("total", "policy", "value")
 
 
 def _row(source: str, kind: str, task: str, quantity: str, value: float = math.nan, *,
          term: str = "", target: float = math.nan, lo: float = math.nan, hi: float = math.nan,
-         unit: str = "", n: float = math.nan, note: str = "", reference: str = "") -> dict:
+         unit: str = "", n: float = math.nan, note: str = "", reference: str = "",
+         batch_size: float = math.nan) -> dict:
     return dict(source=source, kind=kind, task=task, quantity=quantity, term=term,
-                target=target, value=value, lo=lo, hi=hi, unit=unit, n=n, note=note,
-                reference=reference)
+                target=target, batch_size=batch_size, value=value, lo=lo, hi=hi, unit=unit,
+                n=n, note=note, reference=reference)
 
 
 def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
@@ -975,8 +977,15 @@ def collect_results(plan: StudyPlan, *, supervised_summary: Mapping | None = Non
         if ("sweep", g.game) in parts:
             r, fits[g.game] = _sweep_rows(g.game, parts[("sweep", g.game)], plan.n_boot)
             rows += r
+        rows += _power_law_rows(g.game, parts, fits, plan.n_boot)
+        if ("sweep", g.game) in parts:
+            rows += _sharpness_rows(g.game, "rl", parts[("sweep", g.game)].out / SHARPNESS_FILE,
+                                    "rollout_batch_size", "agent steps")
     sup_dir = supervised_dir(plan)
     if sup_dir is not None:
+        rows += _sharpness_rows(f"{plan.supervised.dataset} ({plan.supervised.model})",
+                                "supervised", Path(plan.out) / "supervised" / SHARPNESS_FILE,
+                                "batch_size", "training examples")
         summary = supervised_summary
         if summary is None and (sup_dir / "summary.json").exists():
             summary = json.loads((sup_dir / "summary.json").read_text())
@@ -984,6 +993,132 @@ def collect_results(plan: StudyPlan, *, supervised_summary: Mapping | None = Non
             rows += _supervised_rows(summary, plan.supervised)
     rows += _cited_rows()
     return finalize_table(rows), fits
+
+
+# --------------------------------------------------------------------------------------
+# Power laws in performance and sharpness against batch size (rl.scaling, rl.sharpness)
+# --------------------------------------------------------------------------------------
+
+SHARPNESS_FILE = "sharpness.csv"
+# The study's sharpness measurement: cheap enough for the demo (seconds per sweep).
+STUDY_SHARPNESS = dict(num_envs=8, num_steps=64, repeats=2, power_iters=10, ascent_steps=5)
+DIGITS_SHARPNESS = dict(batch_sizes=(32, 128, 512), epochs=20, seeds=(0, 1), power_iters=10,
+                        ascent_steps=5)
+SHARPNESS_EPS = 1e-3
+
+
+def noise_metrics(part: Part) -> list[pd.DataFrame]:
+    """The metrics of a part's runs that logged a return."""
+    from rl.sweep import plan_runs
+
+    out = []
+    for p in plan_runs(part.spec):
+        path = Path(p.run_dir)
+        if (path / "metrics.jsonl").exists():
+            m = load_metrics(path)
+            if "return_recent" in m:
+                out.append(m)
+    return out
+
+
+def _law_note(r, what: str) -> str:
+    if not bool(r["ok"]):
+        return f"refused: {r['reason']}"
+    return (f"log-log least squares against the {what} over {int(r['n_points'])} points "
+            f"from {r['x_min']:.4g} to {r['x_max']:.4g}; 95% seed bootstrap "
+            f"({int(r['boot_failed'])} of {int(r['n_boot'])} replicates unusable)")
+
+
+def power_laws(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
+               n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(tradeoff laws, their points, B_simple laws, their points) of a game; empty frames
+    where the game has no sweep or no noise-scale runs."""
+    from rl.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
+
+    empty = pd.DataFrame(columns=POWER_LAW_COLUMNS)
+    laws, pts, noise, noise_pts = empty, pd.DataFrame(), empty, pd.DataFrame()
+    if game in fits:
+        table, f, _ = fits[game]
+        laws, pts = tradeoff_power_laws(table, fits=f, n_boot=n_boot)
+    if ("noise", game) in parts:
+        metrics = noise_metrics(parts[("noise", game)])
+        if metrics:
+            noise, noise_pts = noise_scale_power_laws(game, metrics, n_boot=n_boot)
+    return laws, pts, noise, noise_pts
+
+
+def _power_law_rows(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
+                    n_boot: int) -> list[dict]:
+    laws, _, noise, _ = power_laws(game, parts, fits, n_boot)
+    rows = []
+    for _, r in laws.iterrows():
+        rows.append(_row("measured", "rl", game, f"{r['quantity']}_exponent",
+                         r["exponent"], lo=r["exponent_lo"], hi=r["exponent_hi"],
+                         unit="exponent in the target return", n=r["n_points"],
+                         note=_law_note(r, "target return")))
+    for _, r in noise.iterrows():
+        rows.append(_row("measured", "rl", game, "b_simple_exponent", r["exponent"],
+                         term=r["term"], lo=r["exponent_lo"], hi=r["exponent_hi"],
+                         unit="exponent in the smoothed return", n=r["n_points"],
+                         note=_law_note(r, "smoothed return (return bins of the noise-scale "
+                                           "runs)")))
+    return rows
+
+
+def measure_study_sharpness(plan: StudyPlan) -> None:
+    """sharpness.csv in every sweep directory (the finished runs of the lowest seed) and in
+    the supervised folder (digits at several batch sizes), unless already there."""
+    from rl.sharpness import SharpnessConfig, digits_sharpness, sweep_sharpness
+
+    for part in study_parts(plan):
+        path = part.out / SHARPNESS_FILE
+        if part.kind != "sweep" or path.exists():
+            continue
+        try:
+            df = sweep_sharpness(part.out, SharpnessConfig(**STUDY_SHARPNESS), seeds=[0])
+        except ValueError:  # no finished runs: no sharpness rows
+            continue
+        atomic_write_text(path, df.to_csv(index=False))
+    sup = supervised_dir(plan)
+    if sup is not None and not (Path(plan.out) / "supervised" / SHARPNESS_FILE).exists():
+        df = digits_sharpness(**DIGITS_SHARPNESS, base=plan.supervised)
+        atomic_write_text(Path(plan.out) / "supervised" / SHARPNESS_FILE,
+                          df.to_csv(index=False))
+
+
+def _sharpness_rows(task: str, kind: str, path: Path, x: str, unit: str) -> list[dict]:
+    from rl.sharpness import summarize_repeats, trend
+
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    eps_col = f"eps_sharpness_{SHARPNESS_EPS:g}"
+    quantities = {"top_eigenvalue": "top Hessian eigenvalue (largest magnitude)",
+                  eps_col: f"eps-sharpness, eps = {SHARPNESS_EPS:g}"}
+    if "gap" in df:
+        quantities["gap"] = "generalization gap, train - test accuracy"
+    terms = sorted(df["term"].unique()) if "term" in df else [""]
+    rows = []
+    for term in terms:
+        d = df if term == "" else df[df["term"] == term]
+        summary = summarize_repeats(d, [x], list(quantities))
+        for col, label in quantities.items():
+            name = "eps_sharpness" if col == eps_col else col
+            reps = int(summary["repeats"].max())
+            what = ("fresh rollouts" if kind == "rl" else "training seeds")
+            for _, r in summary.iterrows():
+                se = r[f"{col}_se"]
+                rows.append(_row("measured", kind, task, name, r[col], term=term,
+                                 batch_size=r[x], lo=r[col] - se, hi=r[col] + se, unit=unit,
+                                 n=r["repeats"],
+                                 note=f"{label}: mean +- 1 standard error over {reps} {what}"))
+            t = trend(d[x], d[col])
+            rows.append(_row("measured", kind, task, f"{name}_trend", t["slope"], term=term,
+                             lo=t["lo"], hi=t["hi"], unit="change per doubling of the batch size",
+                             n=t["n"],
+                             note=f"{t['verdict']}: least-squares slope of the {label} against "
+                                  f"log2(batch size) over every repeat; 95% t interval"))
+    return rows
 
 
 # --------------------------------------------------------------------------------------
@@ -1190,7 +1325,7 @@ def plot_summary(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     return path
 
 
@@ -1262,12 +1397,119 @@ def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
         sections.append(Section("B_simple against return", figures=trajectories))
     if pareto:
         sections.append(Section("Pareto fronts of the critical-batch sweeps", figures=pareto))
+    sections += scaling_sections(plan, df, fits)
     sections.append(Section(
         "Results table", paragraphs=["Every number in this report comes from this table "
                                      "(results.csv beside this page)."],
         tables=[(df, "results")]))
     title = "rlscale compare: critical batch size and gradient noise scale"
     return write_report(out, title, intro, sections)
+
+
+def _cell(r) -> str:
+    if pd.isna(r["value"]):
+        return "refused" if str(r["note"]).startswith("refused") else "-"
+    return f"{format_value(r['value'])} [{format_value(r['lo'])}, {format_value(r['hi'])}]"
+
+
+def _overlap(a, b) -> bool:
+    return not (a["hi"] < b["lo"] or b["hi"] < a["lo"])
+
+
+def scaling_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
+                     ) -> list[Section]:
+    """The power-law exponents per game side by side, and sharpness against batch size,
+    with what they show in words; every number from the results table ``df``."""
+    from rl.scaling import plot_power_laws
+    from rl.sharpness import plot_sharpness
+
+    out = Path(plan.out)
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    quantities = ["b_crit_exponent", "s_min_exponent", "e_min_exponent", "b_simple_exponent"]
+    rows, words, figures = [], [], []
+    for g in plan.games:
+        mine = df[(df["task"] == g.game) & df["quantity"].isin(quantities)]
+        if mine.empty:
+            continue
+        rec = {"task": g.game}
+        for _, r in mine.iterrows():
+            rec[r["quantity"] + (f" ({r['term']})" if r["term"] else "")] = _cell(r)
+        rows.append(rec)
+        bc = _pick(df, g.game, "b_crit_exponent")
+        bs = _pick(df, g.game, "b_simple_exponent", "total")
+        if bc is not None and bs is not None and not pd.isna(bc["value"]) \
+                and not pd.isna(bs["value"]):
+            same = _overlap(bc, bs)
+            words.append(f"{g.game}: B_crit grows with the target return with exponent "
+                         f"{format_value(bc['value'])} [{format_value(bc['lo'])}, "
+                         f"{format_value(bc['hi'])}], B_simple (total loss) with the smoothed "
+                         f"return with exponent {format_value(bs['value'])} "
+                         f"[{format_value(bs['lo'])}, {format_value(bs['hi'])}]: "
+                         + ("the intervals overlap, so B_crit grows like B_simple within "
+                            "the noise." if same else "the intervals do not overlap: B_crit "
+                            "and B_simple grow at different rates."))
+        elif bc is not None or bs is not None:
+            words.append(f"{g.game}: no side-by-side comparison (a fit was refused or not "
+                         "run; the reason is in the results table).")
+        laws, pts, noise, noise_pts = power_laws(g.game, parts, fits, plan.n_boot)
+        if len(pts) or len(noise_pts):
+            path = plot_power_laws(out / "plots" / f"power_laws_{slug(g.game)}.png", g.game,
+                                   laws, pts, noise, noise_pts)
+            figures.append(Figure(path, f"{g.game}: B_crit, S_min, E_min against the target "
+                                        "return, and B_simple against the smoothed return, "
+                                        "log-log, with the fitted power laws"))
+    sections = []
+    if rows:
+        sections.append(Section(
+            "Power laws in performance", paragraphs=words,
+            tables=[(pd.DataFrame(rows).fillna(""), "power-laws")], figures=figures,
+            notes=["Exponent k of y = c x^k, with its 95% seed-bootstrap interval; x is the "
+                   "return itself (the target return for B_crit, S_min and E_min, the smoothed "
+                   "return for B_simple), the same axis for both, so the exponents compare "
+                   "directly. A fit is refused (with the reason in the results table) below 3 "
+                   "points or when x spans less than a factor 2. See docs/scaling-laws.md."]))
+    sharp = df[df["quantity"].str.endswith("_trend")]
+    if len(sharp):
+        words, figures = [], []
+        for _, r in sharp.iterrows():
+            what = r["quantity"][: -len("_trend")].replace("_", " ")
+            term = f" ({r['term']} loss)" if r["term"] else ""
+            verdict = str(r["note"]).split(":")[0]
+            words.append(f"{r['task']}, {what}{term}: {verdict} (slope per doubling "
+                         f"{format_value(r['value'])}, 95% [{format_value(r['lo'])}, "
+                         f"{format_value(r['hi'])}]).")
+        per_b = df[df["batch_size"].notna()]
+        table = per_b.assign(cell=[_cell(r) for _, r in per_b.iterrows()])[
+            ["task", "term", "quantity", "batch_size", "cell", "n"]].rename(
+            columns={"cell": "mean [+- 1 s.e.]", "n": "repeats"})
+        for g in plan.games:
+            path = parts[("sweep", g.game)].out / SHARPNESS_FILE if ("sweep", g.game) in \
+                parts else None
+            if path is not None and path.exists():
+                figures.append(Figure(plot_sharpness(
+                    out / "plots" / f"sharpness_{slug(g.game)}.png", pd.read_csv(path),
+                    x="rollout_batch_size", title=f"{g.game}: PPO loss at the final checkpoint",
+                    eps=SHARPNESS_EPS), f"{g.game}: sharpness of the PPO loss (policy, value) "
+                    "at each sweep run's final checkpoint against the rollout batch size"))
+        sup = out / "supervised" / SHARPNESS_FILE
+        if sup.exists():
+            figures.append(Figure(plot_sharpness(
+                out / "plots" / "sharpness_digits.png", pd.read_csv(sup), x="batch_size",
+                title="digits: same epochs at every batch size", eps=SHARPNESS_EPS, gap=True),
+                "digits: sharpness of the training loss and the generalization gap against "
+                "the batch size (Keskar et al.'s claim: larger batches, sharper minima, "
+                "larger gap)"))
+        sections.append(Section(
+            "Sharpness against batch size", paragraphs=words, tables=[(table, "sharpness")],
+            figures=figures,
+            notes=["RL: the PPO loss at each sweep run's final checkpoint (seed 0), on fresh "
+                   "rollouts of its policy; supervised: the training loss of the digits "
+                   "classifier after the same number of epochs at each batch size (larger "
+                   "batches take fewer steps and may not have converged). Top eigenvalue: "
+                   "power iteration on Hessian-vector products; eps-sharpness: Keskar et "
+                   "al.'s, by projected gradient ascent. Numbers of repeats, samples and "
+                   "steps: the note column of the results table; see docs/sharpness.md."]))
+    return sections
 
 
 @dataclass
@@ -1282,6 +1524,7 @@ class StudyOutcome:
 def compare(plan: StudyPlan, *, quiet: bool = False, console=None) -> StudyOutcome:
     """Run the study (reusing finished parts), write results.csv, then the report."""
     ran = run_study(plan, quiet=quiet, console=console)
+    measure_study_sharpness(plan)
     df, fits = collect_results(plan, supervised_summary=ran["supervised"])
     out = Path(plan.out)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
@@ -1295,7 +1538,7 @@ def read_results_table(path: str | os.PathLike[str]) -> pd.DataFrame:
     df = pd.read_csv(path, keep_default_na=False, na_values=[""])
     for col in ("source", "kind", "task", "quantity", "term", "unit", "note", "reference"):
         df[col] = df[col].fillna("").astype(str)
-    for col in ("target", "value", "lo", "hi", "n"):
+    for col in ("target", "batch_size", "value", "lo", "hi", "n"):
         df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
     return df[RESULT_COLUMNS]
 

@@ -68,8 +68,9 @@ over the whole rollout; plus ``world_size``, ``num_envs`` and ``num_steps`` (per
 ``dp/params_in_sync``. Timing columns are rank 0's.
 
 Checkpoints hold the (identical) model and optimizer once, and every rank's own state
-(generators, torch RNG, its pickled environments with the observation in hand where the
-backend allows, else nothing: the environments are then rebuilt from a derived seed).
+(generators, torch RNG, its environments' state as arrays (``rl.envstate``) with the
+observation in hand where the backend allows, else nothing: the environments are then
+rebuilt from a derived seed).
 Rank 0 loads a checkpoint and sends each rank its part, so resuming needs no shared storage;
 ``--resume`` needs the same number of processes (config.json says how many). With one
 process the checkpoint is also a plain ``rl.trainer`` checkpoint.
@@ -83,7 +84,6 @@ import functools
 import hashlib
 import math
 import os
-import pickle
 import socket
 import time
 from collections import deque
@@ -106,12 +106,14 @@ from agents import (
 )
 from rl import trainer as trainer_module
 from rl.adaptive import AdaptiveConfig, BatchSchedule, EnvChunks, plot_schedule
+from rl.envstate import EnvStateError, env_state, saved_env_state
 from rl.gae import compute_gae
 from rl.gns import GNSSample, GNSTracker, adam_preconditioner, two_batch_estimate
 from rl.gns_ppo import PPONoiseScale, adam_has_state, tracker_columns
 from rl.rollout import RolloutBuffer, collect, to_device
 from rl.storage import RunDir, load_metrics, log_scalars
 from rl.trainer import (
+    CHECKPOINT_KEYS,
     RESUMABLE_CHANGES,
     NonFiniteLossError,
     TrainConfig,
@@ -119,8 +121,10 @@ from rl.trainer import (
     _explained_variance,
     _finite_params,
     _Progress,
-    _try_pickle_env,
+    load_run_state,
+    non_finite_advice,
     resolve_device,
+    restore_env,
     uses_channels_last,
 )
 
@@ -613,8 +617,10 @@ def _run_rank(rank: int, world: int, local_rank: int, cfg: TrainConfig, ppo: PPO
             try:
                 run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
                                   may_differ=RESUMABLE_CHANGES)
-                checkpoint = run.load_latest_checkpoint(map_location="cpu") if cfg.resume \
-                    else None
+                checkpoint = run.load_latest_checkpoint(
+                    map_location="cpu", required=CHECKPOINT_KEYS) if cfg.resume else None
+                if cfg.resume and checkpoint is None:
+                    run.restart()  # nothing to continue from: start over, drop old rows
             except Exception as exc:
                 failure = exc
         message = comm.broadcast_object(None if failure is None else str(failure))
@@ -671,16 +677,24 @@ def _distribute_checkpoint(comm: _Comm, checkpoint) -> tuple[dict, dict, int] | 
     return common, comm.scatter_object(parts), iteration
 
 
-def _pickle_env(env) -> bytes | None:
+def _env_state(env) -> dict | None:
     """The env's exact state where every part of it can be saved (``rl.trainer``'s rule)."""
     if isinstance(env, EnvChunks):
-        if any(_try_pickle_env(chunk) is None for chunk in env.chunks):
+        if not all(getattr(chunk, "checkpointable", False) for chunk in env.chunks):
             return None
         try:
-            return pickle.dumps(env)
-        except Exception:
+            return env_state(env)
+        except EnvStateError:
             return None
-    return _try_pickle_env(env)
+    return saved_env_state(env)
+
+
+def _saved_chunks(saved: dict | None) -> int:
+    """How many chunks the saved state of an ``EnvChunks`` holds (0 if not one)."""
+    try:
+        return len(saved["root"]["attrs"]["chunks"]["items"])
+    except (KeyError, TypeError):
+        return 0
 
 
 def _rank_state(state: dict, rank: int, world: int) -> dict:
@@ -689,8 +703,8 @@ def _rank_state(state: dict, rank: int, world: int) -> dict:
         if world != 1:
             raise ValueError("the checkpoint was written by a single-process run; resume it "
                              "with one process")
-        return {k: state.get(k) for k in ("sample_gen", "perm_gen", "torch_rng", "env",
-                                          "next_obs")}
+        return {k: state.get(k) for k in ("sample_gen", "perm_gen", "torch_rng", "env_state",
+                                          "env", "next_obs")}
     if len(ranks) != world:
         raise ValueError(f"the checkpoint holds {len(ranks)} ranks, this run has {world}; "
                          "resume with the same --nproc")
@@ -739,17 +753,16 @@ class _Loop:
         return EnvChunks(first, functools.partial(_make_env, self.cfg), self.cfg.num_envs, seed,
                          self.rank, self.world)
 
-    def _rebuild_env(self, iteration: int) -> None:
+    def _fresh_env(self, iteration: int):
         """Fresh environments (a resume whose checkpoint could not hold them)."""
-        self.env.close()
         if not self.chunked:
-            self.env = _make_env(self.cfg, self.shape[0],
-                                 _env_seed(self.cfg, iteration, self.rank, self.shape[0]))
-            return
+            return _make_env(self.cfg, self.shape[0],
+                             _env_seed(self.cfg, iteration, self.rank, self.shape[0]))
         e0 = self.cfg.num_envs
         seed = _env_seed(self.cfg, iteration, 0, e0)
-        self.env = self._chunks(_make_env(self.cfg, e0, seed + self.rank * e0), seed)
-        self.env.set_active(self.shape[0] // e0)
+        env = self._chunks(_make_env(self.cfg, e0, seed + self.rank * e0), seed)
+        env.set_active(self.shape[0] // e0)
+        return env
 
     def run(self, resume) -> TrainResult:
         cfg, ppo, run, device, model = (self.cfg, self.ppo, self.run_dir, self.device,
@@ -764,8 +777,7 @@ class _Loop:
         next_obs = None
         if resume is not None:
             common, mine, iteration = resume
-            model.load_state_dict(common["model"])
-            optimizer.load_state_dict(common["optimizer"])
+            load_run_state(model, optimizer, common, cfg.resolved_run_dir())
             sample_gen.set_state(mine["sample_gen"])
             perm_gen.set_state(mine["perm_gen"])
             torch.set_rng_state(mine["torch_rng"])
@@ -780,12 +792,13 @@ class _Loop:
                 self.shape = self.schedule.shape
             if run is not None:
                 run.truncate_metrics(after_iteration=iteration)
-            if mine.get("env") is not None:
-                self.env.close()
-                self.env = pickle.loads(mine["env"])
+            if self.chunked and _saved_chunks(mine.get("env_state")):
+                self.env.reset()  # then as many chunks as were saved, to write them into
+                self.env.set_active(_saved_chunks(mine.get("env_state")))
+            fresh = self.env
+            self.env = restore_env(self.env, mine, lambda: self._fresh_env(iteration))
+            if self.env is fresh:
                 next_obs = mine["next_obs"].to(device)
-            else:
-                self._rebuild_env(iteration)
         try:
             return self._iterate(optimizer, sample_gen, perm_gen, recent, iteration,
                                  agent_steps, episodes_total, next_obs, resume is not None)
@@ -878,12 +891,8 @@ class _Loop:
                 losses = [stats[k] for k in ("policy_loss", "value_loss", "entropy")]
                 if not all(math.isfinite(x) for x in losses) or not _finite_params(model):
                     last = run.list_checkpoints() if run is not None else []
-                    raise NonFiniteLossError(
-                        f"non-finite loss at iteration {iteration + 1} (policy_loss={losses[0]},"
-                        f" value_loss={losses[1]}, entropy={losses[2]}); the last good "
-                        f"checkpoint is iteration {last[-1] if last else 'none'}. Try a lower "
-                        "--learning-rate or a smaller --max-grad-norm, then --resume."
-                    )
+                    raise NonFiniteLossError(non_finite_advice(
+                        iteration + 1, losses, cfg.resolved_run_dir(), last))
                 ep_returns, ep_lengths = self._gather_episodes(episodes)
                 iteration += 1
                 agent_steps += batch_size
@@ -1008,12 +1017,12 @@ class _Loop:
 
     def _save(self, model, optimizer, sample_gen, perm_gen, next_obs, iteration, agent_steps,
               episodes_total, recent) -> None:
-        env_state = _pickle_env(self.env)
+        env_state = _env_state(self.env)
         mine = {
             "sample_gen": sample_gen.get_state(),
             "perm_gen": perm_gen.get_state(),
             "torch_rng": torch.get_rng_state(),
-            "env": env_state,
+            "env_state": env_state,
             "next_obs": next_obs.cpu() if env_state is not None else None,
         }
         ranks = self.comm.gather_object(mine)

@@ -18,8 +18,10 @@ Restarting a sweep is always safe:
 * a run directory holding other settings than the spec plans stops the sweep before
   anything starts (``rl.sweep.SweepStateError``), naming the differences.
 
-Only one process trains a run at a time: ``run_one`` holds an exclusive lock on
-``<out>/runs/.locks/<name>.lock`` (released by the kernel if the process dies). Local
+Only one process trains a run at a time: ``run_one`` holds the run directory's own lock
+(``rl.storage.lock_run_dir``: an ``flock`` on ``<run>/.lock``, released by the kernel if
+the process dies; the trainer takes the same lock, re-entrantly, when it opens the run),
+waiting while another process holds it. Local
 workers also exit on their own within a fraction of a second when the sweep process that
 started them dies (even by SIGKILL), so a restarted sweep never races a stale worker.
 
@@ -41,7 +43,6 @@ import contextlib
 import math
 import multiprocessing as mp
 import os
-import shutil
 import signal
 import threading
 import time
@@ -52,6 +53,7 @@ from typing import Any
 
 import pandas as pd
 
+from rl.storage import RunDir, clear_run_dir, lock_run_dir
 from rl.sweep import (
     RunPlan,
     SweepSpec,
@@ -79,41 +81,21 @@ def _sweep_dir(plan: RunPlan) -> Path:
     return Path(plan.run_dir).parent.parent
 
 
-@contextlib.contextmanager
-def _run_lock(plan: RunPlan):
-    """Exclusive lock of one run (blocks while another live process holds it)."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-        yield
-        return
-    lock_dir = Path(plan.run_dir).parent / ".locks"
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / f"{plan.name}.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # releases the lock
-
-
 def _prepare_run_dir(plan: RunPlan, action: str) -> int:
-    """Make the run directory ready for ``action``; returns the iteration it resumes from."""
-    from rl.storage import RunDir
+    """Make the run directory ready for ``action``; returns the iteration it resumes from.
 
+    The caller holds the run's lock."""
     path = Path(plan.run_dir)
     if action == "new":
         # No config.json: whatever is there is a start cut short before the run existed.
-        if path.exists() and any(path.iterdir()):
-            shutil.rmtree(path)
+        clear_run_dir(path)
         return 0
     run = RunDir(path)
     checkpoints = run.list_checkpoints()
     if not checkpoints:
         # Killed before its first checkpoint: the trainer starts over, so drop the rows and
         # TensorBoard events the killed process wrote.
-        run.truncate_metrics(after_iteration=0)
-        shutil.rmtree(run.tb_dir, ignore_errors=True)
+        run.restart()
         return 0
     return checkpoints[-1]
 
@@ -138,7 +120,7 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
                                    iterations=math.nan, agent_steps=math.nan,
                                    return_recent=math.nan, reached_target=False,
                                    seconds=0.0)
-    with _run_lock(plan):
+    with lock_run_dir(plan.run_dir, wait=True):
         action, detail = classify_run(plan, retry_failed=retry_failed)
         if action in ("finished", "failed", "conflict"):
             summary.update(action="skipped", status="skipped" if action != "conflict"

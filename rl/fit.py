@@ -49,6 +49,9 @@ __all__ = [
     "BootstrapResult",
     "fit_critical_batch",
     "bootstrap_critical_batch",
+    "critical_batch_replicates",
+    "draw_seeds",
+    "Replicates",
     "best_per_batch",
     "fit_from_runs",
     "plot_pareto",
@@ -386,6 +389,85 @@ class BootstrapResult:
     fail_frac: float
 
 
+def draw_seeds(n_seeds: Any, n_boot: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """Seed-bootstrap draws: for each batch size j, an (n_boot, n_seeds[j]) array of
+    indices into its seeds, drawn with replacement (an empty array for no seeds). Callers
+    that refit several targets on the same runs pass the same draws to each
+    (``critical_batch_replicates``), so one replicate is one resampling of the runs."""
+    return [rng.integers(0, n, size=(n_boot, n)) if n else np.empty((n_boot, 0), dtype=int)
+            for n in (int(k) for k in n_seeds)]
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """The refits of one seed bootstrap, one entry per replicate (``critical_batch_replicates``).
+
+    ``fittable``: at least 3 batch sizes had a finite median in the replicate. ``above`` /
+    ``below``: B_crit left the accepted range (then b_crit is inf / 0, and s_min / e_min is
+    0, as in ``fit_critical_batch``'s verdicts). Values of rows that are not fittable are
+    meaningless.
+    """
+
+    b_crit: np.ndarray
+    s_min: np.ndarray
+    e_min: np.ndarray
+    fittable: np.ndarray
+    above: np.ndarray
+    below: np.ndarray
+
+    @property
+    def usable(self) -> np.ndarray:
+        """Fittable and within the range: B_crit, S_min and E_min all determined."""
+        return self.fittable & ~self.above & ~self.below
+
+
+def critical_batch_replicates(
+    batch_sizes: Any, per_seed_steps: list[Any], draws: list[np.ndarray], *,
+    range_factor: float = 2.0,
+) -> Replicates:
+    """Refit S(B) on each replicate of resampled seeds.
+
+    ``draws[j]`` (from ``draw_seeds``) indexes ``per_seed_steps[j]``. Per replicate and
+    batch size: the median of the drawn seeds (a seed that did not reach the target counts
+    as +inf, so the median is finite only when a strict majority reached it; otherwise
+    that batch size drops out of the replicate), then one least-squares refit on the
+    medians with the accepted range of ``fit_critical_batch``.
+    """
+    b = np.asarray(batch_sizes, dtype=float)
+    log_b = np.log(b)
+    n_boot = int(draws[0].shape[0]) if draws else 0
+    medians = np.empty((n_boot, b.size))
+    for j, values in enumerate(per_seed_steps):
+        v = np.asarray(values, dtype=float)
+        v = np.where(np.isfinite(v) & (v > 0), v, np.inf)
+        if v.size == 0:
+            medians[:, j] = np.inf
+            continue
+        medians[:, j] = np.median(v[draws[j]], axis=1)
+    w = np.isfinite(medians).astype(float)
+    fittable = w.sum(axis=1) >= 3
+    # Rows that cannot be fitted get dummy weights so the vectorised solver stays finite;
+    # their results are discarded by the callers.
+    w_fit = np.where(fittable[:, None], w, 1.0)
+    y = np.log(np.where(w > 0, medians, 1.0))
+    c_lo, c_hi = _c_bounds(log_b)
+    a, c = _profile_fit_many(log_b, y, w_fit, c_lo, c_hi)
+    s_min, b_crit, e_min = np.exp(a), np.exp(c), np.exp(a + c)
+
+    # Accepted range per replicate, from the batch sizes that entered it.
+    b_present = np.where(w > 0, b, np.nan)
+    with np.errstate(all="ignore"):
+        lo = np.nanmin(np.where(fittable[:, None], b_present, b), axis=1) / range_factor
+        hi = np.nanmax(np.where(fittable[:, None], b_present, b), axis=1) * range_factor
+    above = fittable & (b_crit > hi)
+    below = fittable & (b_crit < lo)
+    return Replicates(
+        b_crit=np.where(above, np.inf, np.where(below, 0.0, b_crit)),
+        s_min=np.where(above, 0.0, s_min), e_min=np.where(below, 0.0, e_min),
+        fittable=fittable, above=above, below=below,
+    )
+
+
 def bootstrap_critical_batch(
     batch_sizes: Any,
     per_seed_steps: list[Any],
@@ -415,35 +497,10 @@ def bootstrap_critical_batch(
     if b.ndim != 1 or b.size != len(per_seed_steps) or np.unique(b).size != b.size:
         raise ValueError("batch_sizes must be distinct and match per_seed_steps one-to-one")
     rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    log_b = np.log(b)
-    medians = np.empty((n_boot, b.size))
-    for j, values in enumerate(per_seed_steps):
-        v = np.asarray(values, dtype=float)
-        v = np.where(np.isfinite(v) & (v > 0), v, np.inf)
-        if v.size == 0:
-            medians[:, j] = np.inf
-            continue
-        medians[:, j] = np.median(v[rng.integers(0, v.size, size=(n_boot, v.size))], axis=1)
-    w = np.isfinite(medians).astype(float)
-    fittable = w.sum(axis=1) >= 3
-    # Rows that cannot be fitted get dummy weights so the vectorised solver stays finite;
-    # their results are discarded below.
-    w_fit = np.where(fittable[:, None], w, 1.0)
-    y = np.log(np.where(w > 0, medians, 1.0))
-    c_lo, c_hi = _c_bounds(log_b)
-    a, c = _profile_fit_many(log_b, y, w_fit, c_lo, c_hi)
-    s_min, b_crit, e_min = np.exp(a), np.exp(c), np.exp(a + c)
-
-    # Accepted range per replicate, from the batch sizes that entered it.
-    b_present = np.where(w > 0, b, np.nan)
-    with np.errstate(all="ignore"):
-        lo = np.nanmin(np.where(fittable[:, None], b_present, b), axis=1) / range_factor
-        hi = np.nanmax(np.where(fittable[:, None], b_present, b), axis=1) * range_factor
-    above = fittable & (b_crit > hi)
-    below = fittable & (b_crit < lo)
-    b_crit = np.where(above, np.inf, np.where(below, 0.0, b_crit))
-    s_min = np.where(above, 0.0, s_min)
-    e_min = np.where(below, 0.0, e_min)
+    draws = draw_seeds([np.size(v) for v in per_seed_steps], n_boot, rng)
+    rep = critical_batch_replicates(b, per_seed_steps, draws, range_factor=range_factor)
+    b_crit, s_min, e_min, fittable = rep.b_crit, rep.s_min, rep.e_min, rep.fittable
+    above, below = rep.above, rep.below
 
     q = [(1.0 - ci) / 2.0, (1.0 + ci) / 2.0]
 

@@ -10,7 +10,6 @@ Protocol and what still differs between the two: docs/learning-parity.md.
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 import time
 from collections import deque
@@ -24,7 +23,7 @@ import torch
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
 from rl.sb3 import make_sb3_env
-from rl.storage import RunDir, atomic_write_bytes, load_metrics, log_scalars
+from rl.storage import RunDir, load_metrics, log_scalars, save_figure
 from rl.trainer import (
     PRESETS,
     RESUMABLE_CHANGES,
@@ -35,6 +34,8 @@ from rl.trainer import (
 )
 
 IMPLS = ("ours", "sb3")
+SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episodes_total",
+                       "recent_returns")
 
 
 @dataclass
@@ -157,7 +158,10 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
     if cfg.torch_threads:
         torch.set_num_threads(cfg.torch_threads)
     try:
-        checkpoint = run.load_latest_checkpoint(map_location=device) if cfg.resume else None
+        checkpoint = run.load_latest_checkpoint(map_location=device, required=SB3_CHECKPOINT_KEYS) \
+            if cfg.resume else None
+        if cfg.resume and checkpoint is None:
+            run.restart()  # killed before its first checkpoint: start over, drop its rows
         state, iteration = checkpoint if checkpoint is not None else ({}, 0)
         run.truncate_metrics(after_iteration=iteration)
         env_seed = cfg.seed if iteration == 0 else (cfg.seed + 7919 * iteration) % 2**30
@@ -382,10 +386,8 @@ def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: 
                                                lambda x: x / frames_per_step))
     top.set_xlabel("frames")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
     return path
 
 

@@ -519,15 +519,14 @@ def run_member(plan, hyperparams: Mapping[str, float], *, interval: int,
     iteration; ``checkpoint_dir`` is a directory to hand to Tune as the checkpoint at
     every ``interval``-th iteration, else None. Returns the trainer's ``TrainResult``.
     """
-    from rl.executors import _run_lock
-    from rl.storage import RunDir
+    from rl.storage import RunDir, clear_run_dir, lock_run_dir
     from rl.sweep import append_event
     from rl.trainer import PPOOverride, train
 
     run_path = Path(plan.run_dir)
     out = run_path.parent.parent
     hyperparams = {k: float(v) for k, v in hyperparams.items()}
-    with _run_lock(plan):
+    with lock_run_dir(run_path, wait=True):
         donor, donor_iteration, resume = plan.name, 0, False
         if restore is not None:
             meta = json.loads((restore / MEMBER_FILE).read_text(encoding="utf-8"))
@@ -552,7 +551,7 @@ def run_member(plan, hyperparams: Mapping[str, float], *, interval: int,
             if (run_path / "config.json").exists():
                 # This population's own start of the member, cut short before its first
                 # checkpoint (run_pbt refuses to start over other runs): start over.
-                shutil.rmtree(run_path)
+                clear_run_dir(run_path)
             append_event(out, "start", run=plan.name, **hyperparams)
         cfg, ppo = plan.configs(resume=resume)
         columns = {"pbt/member": plan.name, "pbt/donor": donor,

@@ -10,9 +10,25 @@ Layout of ``<run>/``::
     metrics.jsonl           one JSON object per PPO iteration, keyed by the integer
                             ``iteration``; rows may carry different keys
     checkpoints/
-        ckpt_00000012.pt    torch.save({"format": 1, "iteration": 12, "state": {...}})
+        ckpt_00000012.pt    torch.save({"format": 2, "iteration": 12, "state": {...}})
         latest.json         {"iteration": 12, "file": "ckpt_00000012.pt"}
     tb/                     TensorBoard event files (SummaryWriter)
+    .lock                   the run's lock file: the PID of the process that holds (or last
+                            held) the run
+
+One process at a time: a training process holds an exclusive ``flock`` on ``.lock`` for
+as long as it has the run open (``RunDir.create`` / ``open_for_resume`` take it, ``close``
+releases it). Another process then gets a ``RunDirError`` naming the holder's PID; the
+kernel drops the lock when its holder dies, even by SIGKILL, so a killed run never leaves
+a stale lock. Within one process the lock is re-entrant (a sweep worker holds it while it
+prepares a run, then the trainer opens the run). Creating a run takes the lock before it
+checks that the directory is free, and config.json is linked into place only if absent,
+so of two processes creating one run, exactly one succeeds.
+
+Checkpoints hold only tensors and plain values (dict, list, tuple, str, int, float, bool,
+None) and are read with ``torch.load(weights_only=True)``: loading one never runs code.
+A file that needs a full unpickle (an old format, or a crafted file) is refused with an
+error, not skipped.
 
 Durability rules -- a process killed with SIGKILL at any moment leaves a directory that
 loads:
@@ -22,12 +38,16 @@ loads:
   directory (``.<name>.<random>.tmp``), flush + fsync it, ``os.replace`` it over the
   target, fsync the directory. A reader sees the old file or the new one, never a mix.
   Stale temp files left by a killed process are ignored by every loader and removed by
-  the next checkpoint save.
+  the next process that takes the run's lock, by checkpoint saves and when the run is
+  marked finished.
 * ``metrics.jsonl`` is appended to, one row at a time, each row flushed and fsynced
   (one row per PPO iteration is at most a few per second, so the fsync is cheap next to
   an iteration, and a crash loses at most the row being written). A crash mid-row
   leaves a torn last line: ``load_metrics`` ignores it, and the next append first cuts
-  the file back to its last complete line so that no torn line ends up mid-file.
+  the file back to its last complete line so that no torn line ends up mid-file. In a
+  *finished* run every row is complete, so there a torn or unreadable line means the
+  file was damaged after the run: ``load_metrics`` raises ``RunDirError`` rather than
+  silently change the results.
 * NaN and +-inf are written as Python's JSON literals ``NaN``, ``Infinity`` and
   ``-Infinity`` (not strict JSON, but read back exactly by ``json.loads``; the loader
   here parses each line with it).
@@ -49,8 +69,11 @@ import json
 import math
 import numbers
 import os
+import pickle
 import re
+import shutil
 import tempfile
+import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -62,11 +85,17 @@ import pandas as pd
 __all__ = [
     "RunDir",
     "RunDirError",
+    "UnsafeCheckpointError",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "clear_run_dir",
+    "RunLock",
     "load_metrics",
+    "lock_run_dir",
     "log_scalars",
+    "remove_temp_files",
+    "save_figure",
 ]
 
 CONFIG_FILE = "config.json"
@@ -75,14 +104,47 @@ METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 LATEST_FILE = "latest.json"
 TB_DIR = "tb"
+LOCK_FILE = ".lock"
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
-_CKPT_FORMAT = 1
+_CKPT_FORMAT = 2
+_CKPT_FORMATS_READ = (1, 2)  # format 1 differs only in what the trainer put in "state"
 _STATES = ("running", "finished", "failed")
 
 
 class RunDirError(ValueError):
     """A run directory cannot be used the way it was asked to be."""
+
+
+class UnsafeCheckpointError(RunDirError):
+    """A checkpoint file that could only be loaded by running arbitrary code (refused)."""
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _check_plain(value: Any, where: str) -> None:
+    """TypeError unless ``value`` is tensors and plain values all the way down."""
+    import torch
+
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+        return
+    if type(value) in (dict,) or isinstance(value, Mapping) and type(value).__module__ in (
+            "collections", "builtins"):
+        for key, item in value.items():
+            if type(key) not in _PLAIN:
+                raise TypeError(f"checkpoint {where} has a key of type {type(key).__name__}")
+            _check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            _check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"checkpoint {where} is a {type(value).__module__}.{type(value).__qualname__}; a "
+        "checkpoint holds only tensors and plain values (convert it, e.g. float(x) or "
+        "torch.as_tensor(x))"
+    )
 
 
 # --------------------------------------------------------------------------- atomic writes
@@ -147,9 +209,147 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2) + "\n")
 
 
+def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
+    """Write a matplotlib figure to ``path`` atomically (rendered in memory, then replaced).
+
+    The format follows the suffix, as ``fig.savefig`` does. Returns the path.
+    """
+    import io
+
+    path = Path(path)
+    buf = io.BytesIO()
+    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
+    atomic_write_bytes(path, buf.getvalue())
+    return path
+
+
 def _read_json(path: Path) -> Any:
     with open(path, encoding="utf-8") as f:
         return json.load(f)
+
+
+# --------------------------------------------------------------------------- the run lock
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
+    fcntl = None
+
+_held: dict[str, list[int]] = {}  # resolved run dir -> [fd, holders in this process]
+_held_guard = threading.Lock()
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
+    except OSError:
+        text = ""
+    return text if text.isdigit() else "unknown"
+
+
+class RunLock:
+    """This process's hold on one run directory's lock (see ``lock_run_dir``)."""
+
+    def __init__(self, key: str, path: Path) -> None:
+        self._key = key
+        self.path = path
+        self.released = False
+
+    def release(self) -> None:
+        """Give the hold back; the lock itself goes when this process's last hold does."""
+        if self.released:
+            return
+        self.released = True
+        with _held_guard:
+            entry = _held.get(self._key)
+            if entry is None:
+                return
+            entry[1] -= 1
+            if entry[1] == 0:
+                del _held[self._key]
+                os.close(entry[0])  # releases the flock
+
+    def __enter__(self) -> RunLock:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def lock_run_dir(path: str | os.PathLike[str], *, wait: bool = False) -> RunLock:
+    """Hold the exclusive lock of run directory ``path`` (created if missing).
+
+    The lock is an ``flock`` on ``<path>/.lock``, which names the holder's PID. It is
+    re-entrant within a process and released by ``RunLock.release`` (or the ``with``
+    block's end) once every hold of this process is given back, or by the kernel when the
+    process dies. Another process holding it: ``RunDirError`` naming its PID, or, with
+    ``wait``, block until it is free.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    key = os.path.realpath(path)
+    with _held_guard:
+        entry = _held.get(key)
+        if entry is not None:
+            entry[1] += 1
+            return RunLock(key, path)
+        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if fcntl is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    if not wait:
+                        holder = _lock_holder(fd)
+                        raise RunDirError(
+                            f"run dir {path} is in use by process {holder} (it holds "
+                            f"{path / LOCK_FILE}); wait for that process to end (or stop it: "
+                            f"kill {holder}), or use another --run-dir"
+                        ) from None
+                    fcntl.flock(fd, fcntl.LOCK_EX)
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        _held[key] = [fd, 1]
+    return RunLock(key, path)
+
+
+def clear_run_dir(path: str | os.PathLike[str]) -> None:
+    """Remove everything in run directory ``path`` but its lock file (to start it over).
+
+    The caller holds the run's lock (``lock_run_dir``), which stays valid.
+    """
+    path = Path(path)
+    if not path.is_dir():
+        return
+    for entry in path.iterdir():
+        if entry.name == LOCK_FILE:
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+
+
+def remove_temp_files(directory: str | os.PathLike[str]) -> int:
+    """Remove the temp files (``.<name>.<random>.tmp``) of killed writers in ``directory``.
+
+    Only for a directory whose writers are known to be gone (the caller holds the run's
+    lock). Returns how many were removed.
+    """
+    removed = 0
+    try:
+        entries = list(Path(directory).iterdir())
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                entry.unlink()
+                removed += 1
+    return removed
 
 
 # --------------------------------------------------------------------------- metrics
@@ -180,11 +380,14 @@ def _encode_row(row: Mapping[str, Any]) -> str:
     return line + "\n"
 
 
-def _parse_metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
+def _parse_metrics_lines(
+    path: Path, problems: list[str] | None = None
+) -> list[tuple[int, str, dict[str, Any]]]:
     """(iteration, raw line, row) for every complete, parseable line of a metrics file.
 
-    A torn final line (crash mid-append) is ignored silently; an unparseable line
-    elsewhere is skipped with a warning so that one bad line never loses a run.
+    A torn final line (crash mid-append) is left out; an unparseable line elsewhere is left
+    out too. Each left-out line is described in ``problems`` when a list is given, else
+    unparseable lines (not a torn tail) are warned about.
     """
     try:
         data = path.read_bytes()
@@ -192,7 +395,10 @@ def _parse_metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
         return []
     # What follows the last b"\n" is b"" for a complete file, else a torn last line (the
     # row being written when the process died): it is dropped here.
-    complete = data.split(b"\n")[:-1]
+    lines = data.split(b"\n")
+    complete = lines[:-1]
+    if lines[-1].strip() and problems is not None:
+        problems.append(f"{path}:{len(lines)}: torn last line (no newline at its end)")
     rows = []
     for lineno, raw in enumerate(complete, start=1):
         if not raw.strip():
@@ -204,25 +410,54 @@ def _parse_metrics_lines(path: Path) -> list[tuple[int, str, dict[str, Any]]]:
             if isinstance(iteration, bool) or not isinstance(iteration, int):
                 raise TypeError("iteration is not an integer")
         except (UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
-            warnings.warn(
-                f"{path}:{lineno}: skipping unreadable metrics line ({err})", stacklevel=3
-            )
+            message = f"{path}:{lineno}: unreadable metrics line ({err})"
+            if problems is not None:
+                problems.append(message)
+            else:
+                warnings.warn(f"skipping {message}", stacklevel=3)
             continue
         rows.append((iteration, text, row))
     return rows
+
+
+def _run_finished(metrics_path: Path) -> bool:
+    try:
+        status = _read_json(metrics_path.parent / STATUS_FILE)
+    except (OSError, ValueError):
+        return False
+    return isinstance(status, dict) and status.get("state") == "finished"
 
 
 def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     """Load ``metrics.jsonl`` (or a run directory holding one) into a DataFrame.
 
     One row per iteration, sorted by ``iteration``; where an iteration occurs more than
-    once, the last occurrence in the file wins. Keys missing from a row are NaN. A torn
-    final line is ignored. A missing file gives an empty frame with an ``iteration`` column.
+    once, the last occurrence in the file wins. Keys missing from a row are NaN. A missing
+    file gives an empty frame with an ``iteration`` column.
+
+    Damaged lines: in a run that is not finished (its status.json next to the file says
+    so) a torn last line is the row being written when the process died and is ignored,
+    and an unreadable line elsewhere is skipped with a warning. In a finished run every
+    row was complete, so either one is a ``RunDirError``: dropping it would silently change
+    the results.
     """
     path = Path(path)
     if path.is_dir():
         path = path / METRICS_FILE
-    rows = [row for _, _, row in _parse_metrics_lines(path)]
+    problems: list[str] = []
+    parsed = _parse_metrics_lines(path, problems)
+    if problems and _run_finished(path):
+        raise RunDirError(
+            f"the finished run's metrics are damaged: {'; '.join(problems[:3])}"
+            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
+            + ". A finished run writes only whole rows, so the file was changed afterwards "
+            "(e.g. a cut-short copy): restore it from the original run directory, or delete "
+            "the damaged lines by hand to accept losing those rows."
+        )
+    for message in problems:
+        if "torn last line" not in message:
+            warnings.warn(f"skipping {message}", stacklevel=2)
+    rows = [row for _, _, row in parsed]
     if not rows:
         return pd.DataFrame({"iteration": pd.Series([], dtype="int64")})
     latest: dict[int, dict[str, Any]] = {}
@@ -309,7 +544,8 @@ class RunDir:
 
     ``RunDir(path)`` only wraps a path (for reading a finished run). A training process
     gets its ``RunDir`` from ``RunDir.create`` (new run) or ``RunDir.open_for_resume``
-    (continue a run), or ``RunDir.open(..., resume=...)`` which picks one of the two.
+    (continue a run), or ``RunDir.open(..., resume=...)`` which picks one of the two; those
+    hold the run's lock until ``close``.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, keep: int = 2) -> None:
@@ -319,6 +555,7 @@ class RunDir:
         self.keep = keep
         self._metrics_checked = False
         self._writer: Any = None
+        self._lock: RunLock | None = None
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -354,27 +591,62 @@ class RunDir:
     ) -> RunDir:
         """Start a new run in ``path`` (missing or empty directory) and write config.json.
 
-        Never overwrites a run: a directory that holds anything is an error.
+        Never overwrites a run: a directory that holds anything is an error. Takes the
+        run's lock first (held until ``close``), so of two processes creating the same run
+        exactly one succeeds; the other gets a ``RunDirError``.
         """
         run = cls(path, keep=keep)
         cfg = _to_json(config)
         if run.path.exists() and not run.path.is_dir():
-            raise RunDirError(f"run dir {run.path} exists and is not a directory")
-        if run.config_path.exists():
             raise RunDirError(
-                f"run dir {run.path} already holds a run (it has {CONFIG_FILE}); refusing to "
+                f"run dir {run.path} exists and is not a directory; remove that file or "
+                "choose another --run-dir"
+            )
+        run._check_free()  # before the lock file is made: a foreign directory stays as it was
+        run._lock = lock_run_dir(run.path)
+        try:
+            run._check_free()
+            remove_temp_files(run.path)
+            # Link a complete temp file into place: fails if config.json appeared meanwhile.
+            fd, tmp_name = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp",
+                                            dir=run.path)
+            try:
+                with os.fdopen(fd, "wb") as f:
+                    if hasattr(os, "fchmod"):
+                        os.fchmod(fd, 0o644)
+                    f.write((json.dumps(cfg, sort_keys=True, indent=2) + "\n").encode("utf-8"))
+                    f.flush()
+                    os.fsync(f.fileno())
+                try:
+                    os.link(tmp_name, run.config_path)
+                except FileExistsError:
+                    raise RunDirError(
+                        f"run dir {run.path} was just created by another process; refusing "
+                        "to overwrite it. Use a new --run-dir."
+                    ) from None
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp_name)
+            _fsync_dir(run.path)
+            _fsync_dir(run.path.parent)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _check_free(self) -> None:
+        """RunDirError unless the directory is missing or holds nothing but the lock file."""
+        if self.config_path.exists():
+            raise RunDirError(
+                f"run dir {self.path} already holds a run (it has {CONFIG_FILE}); refusing to "
                 "overwrite it. Use a new --run-dir, or pass --resume with the same config "
                 "to continue that run."
             )
-        if run.path.is_dir() and any(run.path.iterdir()):
+        if self.path.is_dir() and any(e.name != LOCK_FILE for e in self.path.iterdir()):
             raise RunDirError(
-                f"run dir {run.path} is not empty and holds no {CONFIG_FILE}; refusing to "
+                f"run dir {self.path} is not empty and holds no {CONFIG_FILE}; refusing to "
                 "start a run there. Use a new or empty --run-dir."
             )
-        run.path.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(run.config_path, cfg)
-        _fsync_dir(run.path.parent)
-        return run
 
     @classmethod
     def open_for_resume(
@@ -399,6 +671,17 @@ class RunDir:
                 f"nothing to resume in {run.path}: it has no {CONFIG_FILE}. Start a new run "
                 "there without --resume, or point --run-dir at an existing run."
             )
+        run._lock = lock_run_dir(run.path)
+        try:
+            run._check_resumable(cfg, may_differ)
+        except BaseException:
+            run.close()
+            raise
+        return run
+
+    def _check_resumable(self, cfg: dict[str, Any], may_differ: Iterable[str]) -> None:
+        run = self
+        remove_temp_files(run.path)
         try:
             stored = _read_json(run.config_path)
         except (OSError, ValueError) as err:
@@ -417,7 +700,6 @@ class RunDir:
             )
         if stored != cfg:
             atomic_write_json(run.config_path, cfg)
-        return run
 
     @classmethod
     def open(
@@ -527,6 +809,10 @@ class RunDir:
     def save_checkpoint(self, state: Mapping[str, Any], iteration: int) -> Path:
         """Save ``state`` as the checkpoint of ``iteration`` and commit it via latest.json.
 
+        ``state`` may hold only what ``torch.load(weights_only=True)`` reads back: tensors
+        and plain values (dict, list, tuple, str, int, float, bool, None); anything else
+        (a numpy scalar, an object) is a ``TypeError`` here rather than an unloadable file.
+
         Order: durable ckpt file, then durable latest.json, then prune to the newest
         ``keep`` checkpoints (files of later iterations, left from an abandoned timeline
         before a resume, are removed as well). Returns the checkpoint path.
@@ -536,6 +822,7 @@ class RunDir:
         iteration = int(iteration)
         target = self.checkpoint_path(iteration)
         payload = {"format": _CKPT_FORMAT, "iteration": iteration, "state": dict(state)}
+        _check_plain(payload["state"], "state")
         with _atomic_file(target) as f:
             torch.save(payload, f)
         atomic_write_json(
@@ -549,8 +836,9 @@ class RunDir:
                 p.unlink()
         for entry in self.checkpoint_dir.iterdir():  # temp files of killed writers
             if entry.name.startswith(".") and entry.name.endswith(".tmp"):
-                if time.time() - entry.stat().st_mtime > 60:  # not a concurrent writer's
-                    with contextlib.suppress(FileNotFoundError):
+                # Holding the lock, no other writer exists; else spare a concurrent one's.
+                with contextlib.suppress(FileNotFoundError):
+                    if self._lock is not None or time.time() - entry.stat().st_mtime > 60:
                         entry.unlink()
         _fsync_dir(self.checkpoint_dir)
         return target
@@ -558,20 +846,34 @@ class RunDir:
     def _load_checkpoint_file(self, path: Path, map_location: Any) -> tuple[dict[str, Any], int]:
         import torch
 
-        # weights_only=False: the state holds optimizer state, RNG states and plain Python
-        # values, and the run dir is the user's own, so unpickling it is trusted.
-        payload = torch.load(path, map_location=map_location, weights_only=False)
-        if not isinstance(payload, dict) or payload.get("format") != _CKPT_FORMAT:
+        try:
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+        except pickle.UnpicklingError as err:
+            if "weights only" not in str(err).lower():
+                raise
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it holds Python objects that only a full unpickle "
+                "could rebuild, and unpickling a file can run code. It is not a checkpoint of "
+                f"this version (format {_CKPT_FORMAT}): either an older rlscale wrote it (finish "
+                "that run with the version that started it) or it was not written by rlscale. "
+                "Move it out of the checkpoints folder to resume from an older checkpoint, or "
+                "start a new run."
+            ) from None
+        if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
+                or not isinstance(payload.get("state"), dict)):
             raise RunDirError(f"{path} is not a checkpoint written by rl.storage")
         return payload["state"], int(payload["iteration"])
 
     def load_latest_checkpoint(
-        self, map_location: Any = None
+        self, map_location: Any = None, *, required: Iterable[str] = ()
     ) -> tuple[dict[str, Any], int] | None:
         """(state, iteration) of the latest good checkpoint, or None if there is none.
 
         Tries the file ``checkpoints/latest.json`` names, then every ``ckpt_*.pt`` newest
-        first; missing, truncated or corrupt files are skipped with a warning.
+        first; missing, truncated or corrupt files are skipped with a warning. Files are
+        read with ``weights_only=True``: one that would need a full unpickle raises
+        ``UnsafeCheckpointError``, and one whose state lacks a key of ``required`` raises
+        ``RunDirError`` (both name the file and what to do), rather than be skipped.
         """
         candidates: list[Path] = []
         try:
@@ -589,9 +891,20 @@ class RunDir:
                 warnings.warn(f"checkpoint {path} named in {LATEST_FILE} is missing", stacklevel=2)
                 continue
             try:
-                return self._load_checkpoint_file(path, map_location)
-            except Exception as err:  # any unreadable file: try the next one
+                state, iteration = self._load_checkpoint_file(path, map_location)
+            except UnsafeCheckpointError:
+                raise
+            except Exception as err:  # a torn or corrupt file: try the next one
                 warnings.warn(f"skipping unloadable checkpoint {path}: {err!r}", stacklevel=2)
+                continue
+            missing = [k for k in required if k not in state]
+            if missing:
+                raise RunDirError(
+                    f"checkpoint {path} lacks {', '.join(missing)}: it was not written by this "
+                    "kind of run (or by this version). Move it out of the checkpoints folder "
+                    "to resume from an older checkpoint, or start a new run."
+                )
+            return state, iteration
         return None
 
     # ---------------------------------------------------------------- tensorboard
@@ -609,10 +922,28 @@ class RunDir:
         return self._writer
 
     def close(self) -> None:
-        """Flush and close the TensorBoard writer, if one was opened."""
+        """Flush and close the TensorBoard writer, if one was opened; release the lock."""
+        try:
+            if self._writer is not None:
+                self._writer.close()
+                self._writer = None
+        finally:
+            if self._lock is not None:
+                self._lock.release()
+                self._lock = None
+
+    def restart(self) -> None:
+        """Start the run over from iteration 0: drop its metrics rows and TensorBoard events.
+
+        What a resume does when it finds no usable checkpoint, so that the rows and points
+        of the earlier attempt are not kept next to the new ones.
+        """
+        self.truncate_metrics(after_iteration=0)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
+        if self.tb_dir.exists():
+            shutil.rmtree(self.tb_dir)
 
     def __enter__(self) -> RunDir:
         return self
@@ -660,6 +991,9 @@ class RunDir:
     ) -> None:
         """Mark the run finished; progress not given is kept from the last status."""
         last_it, last_steps = self._last_progress()
+        if self._lock is not None:  # this process owns the run: temp files are leftovers
+            for directory in (self.path, self.checkpoint_dir):
+                remove_temp_files(directory)
         self.write_status(
             "finished",
             iteration=last_it if iteration is None else iteration,

@@ -50,7 +50,7 @@ Layout of a sweep directory (``out``)::
     results.parquet       atomically whenever a run ends
     results_long.csv    one row per (run, target): the input of rl.fit.fit_from_runs
     runs/<name>/        each run's own run directory (rl.storage layout)
-    runs/.locks/        one lock file per run, held while a process trains it
+                        (each holds its lock file .lock, held while a process trains it)
     ray/                Ray Tune's own records (backend ray)
     fit.csv, fit_*.png, b_simple_*.png   written by ``rlscale fit``
 
@@ -90,6 +90,7 @@ from rl.storage import (
     atomic_write_text,
     flatten_config,
     load_metrics,
+    save_figure,
 )
 
 try:  # Python 3.11+
@@ -1108,7 +1109,7 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
                      f"S in PPO iterations{ci}", fontsize=10)
         fig.tight_layout()
         path = Path(out) / f"fit_{_slug(str(row['env']))}_{_tkey(row['target'])}.png"
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path, dpi=90)
         paths.append(path)
     return paths
 
@@ -1181,6 +1182,6 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame) -> list[Path]:
         fig.suptitle(f"{env}: noise scale against return (EMA, or ratio of window means)",
                      fontsize=10)
         path = out / f"b_simple_{_slug(str(env))}.png"
-        fig.savefig(path, dpi=90)
+        save_figure(fig, path, dpi=90)
         paths.append(path)
     return paths

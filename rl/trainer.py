@@ -4,21 +4,24 @@ One PPO iteration collects ``num_envs x num_steps`` agent steps (the rollout bat
 computes advantages, runs the update epochs, and writes one metrics row. Checkpoints are
 taken every ``checkpoint_every`` iterations; ``resume`` continues from the newest one.
 
-Resume is exact where the environments can be saved: vector envs that pickle (gymnasium
-sync vector envs of Python environments, gymnasium's numpy CartPole) are stored in the
-checkpoint with the observation in hand, so a resumed run produces the same metrics rows
-as one that was never interrupted (timing columns aside). Native pools (envpool, ale-py's
-vector env, subprocess vector envs) cannot be saved: on resume they are rebuilt with a
-seed derived from the base seed and the iteration, and every other piece of state
-(model, optimizer, schedule, counters, random generators, recent returns) is restored.
+Resume is exact where the environments can be saved: for vector envs whose state is
+Python/numpy objects (gymnasium sync vector envs of Python environments, gymnasium's numpy
+CartPole) the checkpoint holds that state as arrays (``rl.envstate``: no pickle, so a
+checkpoint loads with ``weights_only=True``) and the observation in hand, so a resumed run
+produces the same metrics rows as one that was never interrupted (timing columns aside).
+Native pools (envpool, ale-py's vector env, subprocess vector envs) cannot be saved: on
+resume they are rebuilt with a seed derived from the base seed and the iteration, and every
+other piece of state (model, optimizer, schedule, counters, random generators, recent
+returns) is restored. A resume that finds no checkpoint starts over from iteration 0 and
+drops the earlier attempt's metrics rows and TensorBoard events.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import pickle
 import time
+import warnings
 from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -37,12 +40,17 @@ from agents import (
     ppo_update,
     set_learning_rate,
 )
+from rl.envstate import EnvStateError, restore_env_state, saved_env_state
 from rl.gae import compute_gae
 from rl.gns_ppo import PPONoiseScale, check_settings
 from rl.rollout import RolloutBuffer, collect, to_device
-from rl.storage import RunDir, log_scalars
+from rl.storage import RunDir, RunDirError, log_scalars
 
 TIMING_COLUMNS = ("wall_time_s", "sps", "rollout_s", "update_s")
+
+CHECKPOINT_KEYS = ("model", "optimizer", "sample_gen", "perm_gen", "torch_rng", "agent_steps",
+                   "episodes_total", "recent_returns")
+"""Keys every trainer checkpoint's state holds (a resume refuses one without them)."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -124,8 +132,12 @@ class TrainConfig:
                 f"({self.num_envs} x {self.num_steps} = {self.rollout_batch_size} agent steps); "
                 "raise --total-agent-steps or shrink the rollout"
             )
-        if self.target_return is not None and not math.isfinite(self.target_return):
-            raise ValueError(f"target_return must be finite, got {self.target_return}")
+        if self.target_return is not None and (
+                isinstance(self.target_return, bool)
+                or not isinstance(self.target_return, (int, float))
+                or not math.isfinite(self.target_return)):
+            raise ValueError(f"target_return must be a finite number or none, "
+                             f"got {self.target_return!r}")
         resolve_device(self.device)
         if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) \
                 or self.torch_threads < 0:
@@ -233,14 +245,49 @@ def _explained_variance(values, returns, mask) -> float:
     return float("nan") if var_y == 0 else float(1 - torch.var(y - pred) / var_y)
 
 
-def _try_pickle_env(env) -> bytes | None:
-    """Exact env state, where the backend is plain Python (gymnasium sync or numpy-vector)."""
-    if not getattr(env, "checkpointable", False):
-        return None
+def non_finite_advice(iteration: int, losses: list[float], run_dir, last: list[int]) -> str:
+    """The non-finite-loss error's text: what happened and fixes that work."""
+    return (
+        f"non-finite loss at iteration {iteration} (policy_loss={losses[0]}, "
+        f"value_loss={losses[1]}, entropy={losses[2]}); the last good checkpoint is "
+        f"iteration {last[-1] if last else 'none'} in {run_dir}. A --resume continues this "
+        "run with its own PPO settings (it may change only the budget, device, checkpoint "
+        "and noise-scale cadence), so it would likely diverge again: start a new run in a "
+        "new --run-dir with a lower --learning-rate (e.g. half of this one) or a smaller "
+        "--max-grad-norm."
+    )
+
+
+def load_run_state(model, optimizer, state: Mapping[str, Any], path) -> None:
+    """Load a checkpoint's model and optimizer state; RunDirError if they do not fit."""
     try:
-        return pickle.dumps(env)
-    except Exception:
-        return None
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError, TypeError) as err:
+        raise RunDirError(
+            f"the newest checkpoint in {path} does not fit this run's network or optimizer "
+            f"({str(err).splitlines()[0]}); move it out of checkpoints/ to resume from an "
+            "older one, or start a new run"
+        ) from None
+
+
+def restore_env(env, state: Mapping[str, Any], rebuild: Callable[[], Any]):
+    """The env to continue with: ``env`` with the checkpoint's saved state written into it,
+    or ``rebuild()`` (after closing ``env``) when the checkpoint holds none that fits."""
+    saved = state.get("env_state")
+    if saved is None and state.get("env") is not None:
+        warnings.warn("the checkpoint holds its environment in the old pickled form, which is "
+                      "never loaded (it could run code): the environments are rebuilt from a "
+                      "derived seed and the resume is not exact", stacklevel=2)
+    if saved is not None:
+        try:
+            return restore_env_state(env, saved)
+        except EnvStateError as err:
+            warnings.warn(f"the checkpoint's environment state does not fit this environment "
+                          f"({err}); rebuilding it from a derived seed (the resume is not "
+                          "exact)", stacklevel=2)
+    env.close()
+    return rebuild()
 
 
 def train(
@@ -304,11 +351,13 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet,
     extra = {} if override is None else {"ent_coef": ppo.ent_coef, "clip_coef": ppo.clip_coef,
                                          **override.columns}
 
-    checkpoint = run.load_latest_checkpoint(map_location=device) if cfg.resume else None
+    checkpoint = run.load_latest_checkpoint(map_location=device, required=CHECKPOINT_KEYS) \
+        if cfg.resume else None
+    if cfg.resume and checkpoint is None:
+        run.restart()  # killed before its first checkpoint: start over, drop its rows
     if checkpoint is not None:
         state, iteration = checkpoint
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        load_run_state(model, optimizer, state, run.path)
         if override is not None:  # the loaded state holds the old rate: the override's now
             set_learning_rate(optimizer, learning_rate_at(ppo, iteration, total_iterations))
         sample_gen.set_state(state["sample_gen"])
@@ -318,14 +367,12 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet,
         recent.extend(state["recent_returns"])
         gns.load_state_dict(state.get("gns"))
         run.truncate_metrics(after_iteration=iteration)
-        if state.get("env") is not None:
-            env.close()
-            env = pickle.loads(state["env"])
+        fresh = env
+        env = restore_env(env, state, lambda: envs.make_vec(
+            cfg.env, cfg.num_envs, (cfg.seed + 7919 * iteration) % 2**30,
+            backend=cfg.backend, preset=cfg.env_preset))
+        if env is fresh:
             next_obs = state["next_obs"].to(device)
-        else:
-            env.close()
-            env = envs.make_vec(cfg.env, cfg.num_envs, (cfg.seed + 7919 * iteration) % 2**30,
-                                backend=cfg.backend, preset=cfg.env_preset)
     if next_obs is None:
         obs, _ = env.reset()
         next_obs = to_device(obs, device)
@@ -375,13 +422,8 @@ def _train(cfg, ppo, run: RunDir, device, env, model, on_iteration, quiet,
             t2 = time.perf_counter()
             losses = [stats[k] for k in ("policy_loss", "value_loss", "entropy")]
             if not all(math.isfinite(x) for x in losses) or not _finite_params(model):
-                last = run.list_checkpoints()
-                raise NonFiniteLossError(
-                    f"non-finite loss at iteration {iteration + 1} (policy_loss={losses[0]}, "
-                    f"value_loss={losses[1]}, entropy={losses[2]}); the last good checkpoint "
-                    f"is iteration {last[-1] if last else 'none'} in {run.path}. Try a lower "
-                    "--learning-rate or a smaller --max-grad-norm, then --resume."
-                )
+                raise NonFiniteLossError(non_finite_advice(iteration + 1, losses, run.path,
+                                                           run.list_checkpoints()))
             iteration += 1
             agent_steps += batch_size
             episodes_total += len(episodes.returns)
@@ -438,7 +480,7 @@ def _outputs_to_fp32(module, inputs, outputs):
 
 def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, iteration,
           agent_steps, episodes_total, recent, gns=None) -> None:
-    env_state = _try_pickle_env(env)
+    env_state = saved_env_state(env)
     run.save_checkpoint(
         {
             "model": model.state_dict(),
@@ -449,7 +491,7 @@ def _save(run, cfg, model, optimizer, sample_gen, perm_gen, env, next_obs, itera
             "agent_steps": agent_steps,
             "episodes_total": episodes_total,
             "recent_returns": list(recent),
-            "env": env_state,
+            "env_state": env_state,
             "next_obs": next_obs.cpu() if env_state is not None else None,
             "gns": gns,
         },

@@ -81,3 +81,13 @@ def test_error_messages_keep_bracketed_text(capsys, monkeypatch):
 def argparse_ns(args, func):
     args.func = func
     return args
+
+
+def test_bad_fit_options_are_one_line_errors(tmp_path, capsys):
+    for flags, message in ((["--ci", "2"], "--ci is the interval level"),
+                           (["--ci", "0"], "--ci is the interval level"),
+                           (["--n-boot", "-5"], "--n-boot must be a positive"),
+                           (["--range-factor", "0"], "--range-factor must be a finite"),
+                           (["--range-factor", "inf"], "--range-factor must be a finite")):
+        assert main(["fit", str(tmp_path), *flags]) == 2, flags
+        assert message in " ".join(capsys.readouterr().err.split()), flags

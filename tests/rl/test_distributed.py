@@ -70,7 +70,7 @@ def dp_runs(tmp_path_factory):
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node",
            str(WORLD), "-m", "rl.cli", *cli_args(part, ITERS), "--resume"]
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE")}
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     return types.SimpleNamespace(whole=whole, part=part, dump=dump, cfg=cfg, ppo=ppo,
                                  rows_before_resume=rows_before_resume)

@@ -109,7 +109,7 @@ def test_resume_continues_the_same_smoothing(tmp_path):
 
     def stop_at_6(row):
         if row["iteration"] == 4:  # the checkpoint of iteration 4 has just been written
-            ckpt = torch.load(tmp_path / "cut/checkpoints/ckpt_00000004.pt", weights_only=False)
+            ckpt = torch.load(tmp_path / "cut/checkpoints/ckpt_00000004.pt", weights_only=True)
             saved.update(ckpt["state"])
         if row["iteration"] == 6:
             raise Interrupt
@@ -141,7 +141,7 @@ def test_resume_continues_the_same_smoothing(tmp_path):
         timing = [c for c in df.columns if c in TIMING_COLUMNS or c == "gns/seconds"]
         return df.drop(columns=timing).reset_index(drop=True)
 
-    assert saved["env"] is not None  # the environments were checkpointed: exact resume
+    assert saved["env_state"] is not None  # the environments were checkpointed: exact resume
     pdt.assert_frame_equal(comparable(a), comparable(b))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -402,3 +403,174 @@ def test_sigkill_leaves_a_loadable_run_and_resume_continues(tmp_path):
     lines = run_path.joinpath("metrics.jsonl").read_bytes().split(b"\n")
     iterations = [json.loads(raw)["iteration"] for raw in lines[:-1]]
     assert iterations == list(range(1, last2 + 1))
+
+
+# --------------------------------------------------------------------------- the run lock
+
+HOLDER = """
+import sys
+from rl.storage import RunDir, lock_run_dir
+path, mode = sys.argv[1], sys.argv[2]
+if mode == "lock":
+    lock_run_dir(path)
+    print("held", flush=True)
+else:  # "create": wait for the go line, then race to create the run
+    sys.stdin.readline()
+    try:
+        RunDir.create(path, {"who": mode})
+        print("created", flush=True)
+    except Exception as exc:
+        print(f"refused {type(exc).__name__}: {exc}", flush=True)
+        sys.exit(0)
+sys.stdin.readline()  # hold until told to go (or killed)
+"""
+
+
+def _holder(tmp_path, run_path, mode):
+    script = tmp_path / "holder.py"
+    script.write_text(HOLDER)
+    return subprocess.Popen([sys.executable, str(script), str(run_path), mode],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+
+
+def test_a_second_process_gets_a_clear_error_naming_the_holder(tmp_path):
+    run_path = tmp_path / "run"
+    RunDir.create(run_path, CONFIG).close()
+    holder = _holder(tmp_path, run_path, "lock")
+    try:
+        assert holder.stdout.readline().strip() == "held"  # waits as long as it takes
+        with pytest.raises(RunDirError, match=rf"in use by process {holder.pid}\b.*--run-dir"):
+            RunDir.open_for_resume(run_path, CONFIG)
+    finally:
+        holder.kill()  # SIGKILL: the kernel drops its lock
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+    run = RunDir.open_for_resume(run_path, CONFIG)  # a dead holder's lock is recovered
+    assert (run_path / ".lock").read_text().strip() == str(os.getpid())
+    run.close()
+
+
+def test_lock_is_reentrant_in_one_process_and_released_on_close(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    with storage.lock_run_dir(tmp_path / "run"):  # e.g. a sweep worker, then the trainer
+        again = RunDir.open_for_resume(tmp_path / "run", CONFIG)
+        again.close()
+    run.close()
+    assert os.path.realpath(run.path) not in storage._held  # all holds given back: unlocked
+
+
+def test_two_racing_creators_exactly_one_wins(tmp_path):
+    run_path = tmp_path / "run"
+    racers = [_holder(tmp_path, run_path, f"p{i}") for i in range(3)]
+    for proc in racers:
+        proc.stdin.write("go\n")
+        proc.stdin.flush()
+    outcomes = [proc.stdout.readline().strip() for proc in racers]
+    for proc in racers:  # the winner holds the run until now; the others have exited
+        with contextlib.suppress(BrokenPipeError):
+            proc.stdin.write("go\n")
+            proc.stdin.close()
+        proc.wait()
+        proc.stdout.close()
+    assert sum(o == "created" for o in outcomes) == 1, outcomes
+    refused = [o for o in outcomes if o != "created"]
+    assert all(o.startswith("refused RunDirError") for o in refused), outcomes
+    assert all("in use by process" in o or "already holds a run" in o for o in refused)
+    assert json.loads((run_path / "config.json").read_text())["who"].startswith("p")
+
+
+def test_clear_run_dir_keeps_the_lock(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    run.append_metrics({"iteration": 1})
+    storage.clear_run_dir(run.path)
+    assert [p.name for p in run.path.iterdir()] == [".lock"]
+    run.close()
+    RunDir.create(tmp_path / "run", CONFIG).close()  # nothing but the lock: a free dir
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    run.save_checkpoint({"w": torch.ones(2)}, 1)
+    marker = tmp_path / "pwned"
+    torch.save({"format": 2, "iteration": 1, "state": {"x": _RunsACommand(marker)}},
+               run.checkpoint_path(1))  # replaces the real one
+    with pytest.raises(storage.UnsafeCheckpointError, match=r"refusing to load .*ckpt_00000001"):
+        run.load_latest_checkpoint()
+    assert not marker.exists()
+    run.close()
+
+
+def test_checkpoint_state_must_be_plain_and_have_the_required_keys(tmp_path):
+    import numpy as np
+
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    with pytest.raises(TypeError, match=r"state\['r'\]\[0\] is a numpy"):
+        run.save_checkpoint({"r": [np.float64(1.0)]}, 1)
+    run.save_checkpoint({"model": {"w": torch.ones(1)}, "n": 3, "xs": [1.5, None],
+                         "t": (1, "a")}, 1)
+    state, it = run.load_latest_checkpoint(required=("model", "n"))
+    assert it == 1 and state["n"] == 3 and state["t"] == (1, "a")
+    with pytest.raises(RunDirError, match="lacks optimizer.*Move it out"):
+        run.load_latest_checkpoint(required=("model", "optimizer"))
+    run.close()
+
+
+# --------------------------------------------------------------------------- finished runs
+
+
+def test_damaged_metrics_of_a_finished_run_are_an_error(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    for i in (1, 2):
+        run.append_metrics({"iteration": i, "x": i})
+    with open(run.metrics_path, "ab") as f:
+        f.write(b'{"iteration": 3, "x"')  # torn: fine while the run is not finished
+    assert list(load_metrics(run.path)["iteration"]) == [1, 2]
+    run.mark_finished(2, 2)
+    with pytest.raises(RunDirError, match=r"finished run's metrics are damaged.*torn last line"):
+        load_metrics(run.path)
+    run.metrics_path.write_text('{"iteration": 1}\ngarbage\n{"iteration": 2}\n')
+    with pytest.raises(RunDirError, match=r"metrics.jsonl:2: unreadable"):
+        load_metrics(run.path)
+    run.close()
+
+
+def test_finished_run_keeps_no_temp_files_and_figures_are_atomic(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    run.save_checkpoint({"w": torch.ones(1)}, 1)
+    (run.path / ".status.json.abc123.tmp").write_bytes(b"")  # left by a killed writer
+    (run.checkpoint_dir / ".ckpt_00000002.pt.x.tmp").write_bytes(b"")
+    run.mark_finished(1, 1)
+    leftovers = [p.name for p in run.path.rglob("*.tmp")]
+    assert leftovers == []
+    fig = Figure()
+    fig.add_subplot().plot([1, 2])
+    path = storage.save_figure(fig, tmp_path / "fig.png", dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    run.close()
+
+
+def test_restart_drops_rows_and_tensorboard_events(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    run.append_metrics({"iteration": 1})
+    storage.log_scalars(run.tensorboard_writer(), {"x": 1.0}, 1)
+    run.restart()
+    assert run.metrics_path.read_text() == "" and not run.tb_dir.exists()
+    run.close()

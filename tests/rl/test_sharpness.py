@@ -1,0 +1,138 @@
+"""Sharpness against ground truth: quadratics with a known Hessian, where the top eigenvalue
+and Keskar's eps-sharpness have closed forms; then the PPO and digits measurements run."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rl.sharpness import (
+    SharpnessConfig,
+    digits_sharpness,
+    eps_sharpness,
+    run_sharpness,
+    top_hessian_eigenvalue,
+    trend,
+)
+
+
+def quadratic(h: torch.Tensor, w0: torch.Tensor):
+    """f(w) = 0.5 w^T H w at parameter w (initialized to w0), float64."""
+    w = torch.nn.Parameter(w0.clone().double())
+    return w, (lambda: 0.5 * w @ (h @ w))
+
+
+def box_max_increase(h_diag: np.ndarray, w: np.ndarray, eps: float) -> float:
+    """max over |z_i| <= eps (|w_i| + 1) of f(w + z) - f(w) for f = 0.5 sum h_i w_i^2.
+
+    Separable: per coordinate, g z + 0.5 h z^2 with g = h w. Convex (h >= 0): an endpoint,
+    |g| r + 0.5 h r^2. Concave (h < 0): the stationary point z* = -g / h if |z*| <= r,
+    value g^2 / (2 |h|), else the endpoint towards sign(g)."""
+    r = eps * (np.abs(w) + 1.0)
+    g = h_diag * w
+    total = 0.0
+    for hi, gi, ri in zip(h_diag, g, r, strict=True):
+        ends = max(gi * ri + 0.5 * hi * ri**2, -gi * ri + 0.5 * hi * ri**2)
+        if hi < 0 and abs(gi / hi) <= ri:
+            ends = max(ends, gi**2 / (2 * abs(hi)))
+        total += ends
+    return total
+
+
+def test_power_iteration_finds_the_top_eigenvalue():
+    rng = np.random.default_rng(0)
+    spectrum = np.array([6.0, 3.0, 1.0, 0.5, -0.2, -1.0, 0.0, 2.0])
+    q, _ = np.linalg.qr(rng.normal(size=(8, 8)))
+    h = torch.tensor(q @ np.diag(spectrum) @ q.T)
+    w, f = quadratic(h, torch.tensor(rng.normal(size=8)))
+    gen = torch.Generator().manual_seed(0)
+    lam, used = top_hessian_eigenvalue(f, [w], iters=200, tol=1e-12, generator=gen)
+    # |lambda_2 / lambda_1| = 0.5: the Rayleigh quotient's error falls like 0.25^k, so 1e-12
+    # relative is reached in about 20 products from a random start.
+    assert lam == pytest.approx(6.0, rel=1e-9)
+    assert used < 60
+    # A negative eigenvalue of largest magnitude is found with its sign.
+    h2 = torch.tensor(q @ np.diag([-4.0, 1.0, 0.5, 0.2, 0.1, 0.0, -1.0, 1.5]) @ q.T)
+    w2, f2 = quadratic(h2, torch.ones(8))
+    lam2, _ = top_hessian_eigenvalue(f2, [w2], iters=200, tol=1e-12, generator=gen)
+    assert lam2 == pytest.approx(-4.0, rel=1e-9)
+
+
+@pytest.mark.parametrize("eps", [1e-3, 5e-4, 0.3])
+def test_eps_sharpness_matches_the_closed_form_on_a_diagonal_quadratic(eps):
+    rng = np.random.default_rng(1)
+    h_diag = np.array([5.0, 2.0, 0.5, 0.0, -0.3, -2.0, -50.0, 1.0])
+    w0 = rng.normal(size=8) * 2
+    w0[3] = 0.0  # a zero gradient on a flat coordinate
+    w, f = quadratic(torch.diag(torch.tensor(h_diag)), torch.tensor(w0))
+    steps = 30
+    s, f0, fmax = eps_sharpness(f, [w], eps=eps, steps=steps)
+    f_w = 0.5 * float(np.sum(h_diag * w0**2))
+    best = box_max_increase(h_diag, w0, eps)
+    assert f0 == pytest.approx(f_w, rel=1e-12)
+    # Halving steps bisect towards each concave coordinate's interior max: after `steps`
+    # steps |z_i - z_i*| <= r_i 2^-(steps-1), so the value misses by at most
+    # sum 0.5 |h_i| r_i^2 4^-(steps-1); the convex and endpoint coordinates are exact.
+    r = eps * (np.abs(w0) + 1.0)
+    slack = float(np.sum(0.5 * np.abs(h_diag) * r**2)) * 4.0 ** -(steps - 1) + 1e-12
+    assert best - slack <= fmax - f_w <= best + 1e-12
+    assert s == pytest.approx(100 * (fmax - f_w) / (1 + f_w), rel=1e-12)
+    assert torch.equal(w.detach(), torch.tensor(w0))  # weights restored
+
+
+def test_one_step_is_exact_for_a_positive_semidefinite_diagonal_quadratic():
+    h_diag = np.array([3.0, 1.0, 0.0, 0.2])
+    w0 = np.array([1.0, -2.0, 0.5, 0.0])
+    w, f = quadratic(torch.diag(torch.tensor(h_diag)), torch.tensor(w0))
+    _, _, fmax = eps_sharpness(f, [w], eps=1e-3, steps=1)
+    assert fmax - 0.5 * np.sum(h_diag * w0**2) == pytest.approx(
+        box_max_increase(h_diag, w0, 1e-3), rel=1e-12)
+
+
+def test_trend_verdicts():
+    x = np.repeat([8, 32, 128, 512], 3)
+    rng = np.random.default_rng(0)
+    assert trend(x, np.log2(x) + rng.normal(0, 0.1, x.size))["verdict"].startswith("increases")
+    flat = trend(x, np.tile([1.0, -1.0, 0.3], 4))  # the same spread at every batch size
+    assert flat["lo"] < 0 < flat["hi"] and flat["verdict"] == "no trend within noise"
+    assert trend([8, 16], [1.0, 2.0])["verdict"] == "too few points for a trend"
+
+
+def test_ppo_sharpness_at_a_runs_final_checkpoint(tmp_path, one_torch_thread):
+    from agents import PPOConfig
+    from rl.trainer import PRESETS, TrainConfig, train
+
+    train_kw, ppo_kw = PRESETS["classic"]
+    run_dir = tmp_path / "run"
+    cfg = TrainConfig(**{**train_kw, "env": "CartPole", "num_envs": 4, "num_steps": 16,
+                         "total_agent_steps": 128, "run_dir": str(run_dir), "gns_every": 0})
+    train(cfg, PPOConfig(**{**ppo_kw, "num_epochs": 2}))
+    sc = SharpnessConfig(num_envs=4, num_steps=32, repeats=2, power_iters=8, ascent_steps=4)
+    df = run_sharpness(run_dir, sc)
+    assert len(df) == 4 and set(df["term"]) == {"policy", "value"}
+    assert (df["samples"] == 128).all() and (df["rollout_batch_size"] == 64).all()
+    assert df[["top_eigenvalue", "eps_sharpness_0.001", "eps_sharpness_0.0005"]].notna().all().all()
+    # The max over the box is at least the loss at w; a larger box finds at least as much.
+    assert (df["eps_sharpness_0.001"] >= -1e-9).all()
+    pol = df[df["term"] == "policy"]
+    assert pol["loss"].abs().max() < 1e-5  # ratio 1, normalized advantages: mean -A = 0
+    # Repeats are fresh rollouts: they differ.
+    assert pol["top_eigenvalue"].nunique() == 2
+
+
+def test_sharpness_refuses_a_directory_without_a_run(tmp_path):
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        run_sharpness(tmp_path)
+    with pytest.raises(ValueError, match="repeats"):
+        SharpnessConfig(repeats=0)
+
+
+def test_digits_sharpness_and_generalization_gap(one_torch_thread):
+    df = digits_sharpness((64, 512), epochs=2, seeds=(0,), power_iters=5, ascent_steps=3)
+    assert list(df["batch_size"]) == [64, 512]
+    assert (df["steps"].iloc[0] > df["steps"].iloc[1])  # same epochs, fewer steps
+    assert df["gap"].between(-1, 1).all() and df["top_eigenvalue"].gt(0).all()
+    assert math.isfinite(df["eps_sharpness_0.001"].iloc[0])
