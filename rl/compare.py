@@ -1440,14 +1440,22 @@ def scaling_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
         if bc is not None and bs is not None and not pd.isna(bc["value"]) \
                 and not pd.isna(bs["value"]):
             same = _overlap(bc, bs)
-            words.append(f"{g.game}: B_crit grows with the target return with exponent "
+            flat = [name for name, r in (("B_crit", bc), ("B_simple", bs))
+                    if not pd.isna(r["lo"]) and r["lo"] <= 0 <= r["hi"]]
+            if not same:
+                verdict = ("the intervals do not overlap: B_crit and B_simple grow at "
+                           "different rates.")
+            elif flat:
+                verdict = (f"the intervals overlap, but {' and '.join(flat)}'s "
+                           f"{'contains' if len(flat) == 1 else 'contain'} 0: no growth is "
+                           "resolved there, so the two rates cannot be told apart.")
+            else:
+                verdict = "the intervals overlap: B_crit grows like B_simple within the noise."
+            words.append(f"{g.game}: B_crit against the target return has exponent "
                          f"{format_value(bc['value'])} [{format_value(bc['lo'])}, "
-                         f"{format_value(bc['hi'])}], B_simple (total loss) with the smoothed "
-                         f"return with exponent {format_value(bs['value'])} "
-                         f"[{format_value(bs['lo'])}, {format_value(bs['hi'])}]: "
-                         + ("the intervals overlap, so B_crit grows like B_simple within "
-                            "the noise." if same else "the intervals do not overlap: B_crit "
-                            "and B_simple grow at different rates."))
+                         f"{format_value(bc['hi'])}], B_simple (total loss) against the "
+                         f"smoothed return {format_value(bs['value'])} "
+                         f"[{format_value(bs['lo'])}, {format_value(bs['hi'])}]: " + verdict)
         elif bc is not None or bs is not None:
             words.append(f"{g.game}: no side-by-side comparison (a fit was refused or not "
                          "run; the reason is in the results table).")

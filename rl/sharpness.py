@@ -14,7 +14,6 @@ docs/sharpness.md.
 from __future__ import annotations
 
 import dataclasses
-import io
 import json
 import math
 from collections.abc import Callable, Sequence
@@ -33,7 +32,7 @@ from agents import PPOConfig, build_actor_critic
 from agents.ppo import normalize_advantages, ppo_loss
 from rl.gae import compute_gae
 from rl.rollout import RolloutBuffer, collect, to_device
-from rl.storage import CONFIG_FILE, RunDir, atomic_write_bytes
+from rl.storage import CONFIG_FILE, RunDir, save_figure
 from rl.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
 from rl.sweep import read_results
 
@@ -413,17 +412,16 @@ def plot_sharpness(path: str | Path, df: pd.DataFrame, *, x: str, title: str,
     fig = Figure(figsize=(4.6 * len(cols), 4.2))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(cols))
+    per_term = "term" in df  # RL: policy and value terms; supervised: one loss
     for ax, col in zip(axes, cols, strict=True):
-        for i, term in enumerate(terms):
-            d = df if "term" not in df else df[df["term"] == term]
+        for i, term in enumerate(terms if per_term else [None]):
+            d = df[df["term"] == term] if per_term else df
             if d.empty:
                 continue
             ax.scatter(d[x], d[col], s=14, alpha=0.5, color=f"C{i}")
             mean = d.groupby(x)[col].mean()
             ax.plot(mean.index, mean.values, marker="o", color=f"C{i}",
-                    label=f"{term} loss, mean" if "term" in df else "mean")
-            if col == "gap":
-                break
+                    label=f"{term} loss, mean" if per_term else "mean")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(col.replace("_", " "))
@@ -431,9 +429,5 @@ def plot_sharpness(path: str | Path, df: pd.DataFrame, *, x: str, title: str,
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, path, dpi=90)

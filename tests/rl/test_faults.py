@@ -1,0 +1,170 @@
+"""Fault injection: SIGKILL a training run and a sweep at 20 random moments each.
+
+After every kill the command is started again (``--resume`` for the run; a sweep continues
+by itself); at the end the metrics and the fit tables must equal an uninterrupted run's.
+The moments are random (fixed seed) with respect to what the process is doing: starting
+up, taking the lock, training, writing a metrics row or a checkpoint, starting workers.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rl.executors import run_sweep
+from rl.storage import load_metrics
+from rl.sweep import TIMING_COLUMNS as SWEEP_TIMING_COLUMNS
+from rl.sweep import fit_sweep, load_spec, read_results
+from rl.trainer import TIMING_COLUMNS
+
+ROOT = Path(__file__).resolve().parents[2]
+KILLS = 20
+ENV = {**os.environ, "PYTHONWARNINGS": "ignore"}
+
+
+def _rows(path: Path) -> int:
+    try:
+        with open(path, "rb") as f:
+            return sum(1 for _ in f)
+    except FileNotFoundError:
+        return 0
+
+
+def _checkpoint_iteration(run_dir: Path) -> int:
+    try:
+        return int(json.loads((run_dir / "checkpoints" / "latest.json").read_text())["iteration"])
+    except (FileNotFoundError, ValueError, KeyError):
+        return 0
+
+
+def _kill_when(cmd: list[str], ready, delay: float) -> bool:
+    """Start ``cmd`` in its own process group; once ``ready()`` holds, wait ``delay`` seconds
+    and SIGKILL the whole group (a sweep's workers too). False if it ended before that."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        while not ready():  # no deadline: a loaded machine is slow
+            if proc.poll() is not None:
+                return False
+            time.sleep(0.005)
+        time.sleep(delay)
+        if proc.poll() is not None:
+            return False
+        os.killpg(proc.pid, signal.SIGKILL)
+        return True
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+
+def _no_temp_files(directory: Path) -> list[Path]:
+    return [p for p in directory.rglob("*.tmp")]
+
+
+def _comparable(df: pd.DataFrame) -> pd.DataFrame:
+    timing = [c for c in df.columns if c in TIMING_COLUMNS or c.endswith("/seconds")]
+    return df.drop(columns=timing).reset_index(drop=True)
+
+
+@pytest.mark.slow
+def test_training_run_survives_20_sigkills(tmp_path):
+    args = ["train", "--env", "CartPole", "--total-agent-steps", "23040", "--checkpoint-every",
+            "3", "--seed", "5", "--quiet"]
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    # Every run in a fresh process alike (the test process's torch settings differ, and
+    # float sums in another order change the last bits).
+    cli = [sys.executable, "-m", "rl.cli"]
+    subprocess.run([*cli, *args, "--run-dir", str(whole)], cwd=ROOT, env=ENV, check=True)
+    rng = np.random.default_rng(0)
+    metrics = killed / "metrics.jsonl"
+    kills = 0
+    while kills < KILLS:
+        resume = ["--resume"] if (killed / "config.json").exists() else []
+        cmd = [*cli, *args, "--run-dir", str(killed), *resume]
+        # Kill once the metrics reach a random row a few iterations past the last
+        # checkpoint, after a further random delay (mid-row, mid-checkpoint, ...).
+        target = _checkpoint_iteration(killed) + int(rng.integers(1, 7))
+        if not _kill_when(cmd, lambda t=target: _rows(metrics) >= t, float(rng.uniform(0, 0.1))):
+            break
+        kills += 1
+    assert kills == KILLS, f"the run finished after {kills} kills: give it a larger budget"
+    subprocess.run([*cli, *args, "--run-dir", str(killed), "--resume"], cwd=ROOT, env=ENV,
+                   check=True)
+    a, b = load_metrics(whole), load_metrics(killed)
+    assert list(b["iteration"]) == list(range(1, 91))
+    pd.testing.assert_frame_equal(_comparable(a), _comparable(b))
+    assert json.loads((killed / "status.json").read_text())["state"] == "finished"
+    assert _no_temp_files(killed) == []
+
+
+SPEC = """
+env = "CartPole"
+num_envs = [2, 8, 32]
+num_steps = 32
+seeds = [0, 1]
+lrs = [1e-3]
+targets = [50, 100]
+budget = 20000
+parallel = 2
+out = "{out}"
+
+[ppo]
+anneal_lr = false
+
+[train]
+checkpoint_every = 5
+gns_every = 5
+"""
+
+
+@pytest.mark.slow
+def test_sweep_survives_20_sigkills_and_fits_the_same(tmp_path):
+    ref_path, cut_path = tmp_path / "ref.toml", tmp_path / "cut.toml"
+    ref_path.write_text(SPEC.format(out=tmp_path / "ref"))
+    cut_path.write_text(SPEC.format(out=tmp_path / "cut"))
+    ref = run_sweep(load_spec(ref_path))
+    rng = np.random.default_rng(1)
+    cmd = [sys.executable, "-m", "rl.cli", "sweep", str(cut_path), "--quiet"]
+    events, runs = tmp_path / "cut" / "events.jsonl", tmp_path / "cut" / "runs"
+
+    def trained_rows() -> int:
+        return sum(_rows(p) for p in runs.glob("*/metrics.jsonl"))
+
+    kills = 0
+    while kills < KILLS:
+        # One kill in four a random moment after the sweep logged something new (starting
+        # up, planning, launching workers); the others once its runs have trained past where
+        # the last attempt got (so every restart gets somewhere), then a random delay.
+        if rng.random() < 0.25:
+            seen = _rows(events)
+            ready = lambda s=seen: _rows(events) > s  # noqa: E731
+        else:
+            seen = trained_rows()
+            ready = lambda s=seen: trained_rows() > s  # noqa: E731
+        if not _kill_when(cmd, ready, float(rng.uniform(0, 0.5))):
+            break
+        kills += 1
+    assert kills == KILLS, f"the sweep finished after {kills} kills: give it more work"
+    done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    table = read_results(tmp_path / "cut")
+    timing = list(SWEEP_TIMING_COLUMNS)
+    assert (table["status"] == "finished").all()
+    pd.testing.assert_frame_equal(table.drop(columns=timing), ref.drop(columns=timing),
+                                  check_exact=False, rtol=1e-9)
+    fit_ref, _ = fit_sweep(ref, n_boot=200, seed=0)
+    fit_cut, _ = fit_sweep(table, n_boot=200, seed=0)
+    pd.testing.assert_frame_equal(fit_cut, fit_ref)
+    assert _no_temp_files(runs) == []
+    counts = pd.Series([json.loads(line)["event"] for line in events.read_text().splitlines()])
+    assert (counts == "resume").sum() >= 5  # the kills hit runs mid-training, not only startup
