@@ -48,6 +48,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any
 
@@ -203,7 +204,13 @@ class LocalExecutor:
                 plan = futures[fut]
                 try:
                     summary = fut.result()
-                except Exception as exc:  # the worker died (e.g. out of memory)
+                except BrokenProcessPool as exc:  # a worker died (e.g. out of memory)
+                    # Not this run's failure, and perhaps it never started: a rerun of the
+                    # sweep resumes or starts it (the run directory is the record).
+                    summary = dict(run=plan.name, action="", status="interrupted",
+                                   message=f"a sweep worker process died ({exc}); run the "
+                                   "sweep again to resume or start this run")
+                except Exception as exc:
                     summary = dict(run=plan.name, action="", status="failed",
                                    message=f"worker process failed: {exc!r}")
                 on_done(plan, summary)

@@ -487,3 +487,20 @@ def _resume_is_exact() -> bool:
         return False
     finally:
         env.close()
+
+
+def test_a_dead_worker_marks_no_run_failed(tmp_path, monkeypatch):
+    """A worker that dies takes the pool down: every run it leaves is reported interrupted
+    (to resume or start on the next sweep), none failed, and no run directory changes."""
+    import rl.executors
+    from tests.rl.crash_worker import die
+
+    spec = parse_spec({**BASE, "num_envs": [2, 4, 8], "out": str(tmp_path)})
+    plans = plan_runs(spec)
+    monkeypatch.setattr(rl.executors, "run_one", die)
+    summaries = []
+    LocalExecutor(1).run(plans, lambda plan, summary: summaries.append(summary))
+    assert sorted(s["run"] for s in summaries) == sorted(p.name for p in plans)
+    assert {s["status"] for s in summaries} == {"interrupted"}
+    assert all("run the sweep again" in s["message"] for s in summaries)
+    assert not any(Path(p.run_dir).joinpath("status.json").exists() for p in plans)
