@@ -11,7 +11,6 @@ the reason, fewer than 3 points or a range of x narrower than ``MIN_SPAN``. The 
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
@@ -25,7 +24,7 @@ from scipy import stats
 
 from rl.fit import best_per_batch, critical_batch_replicates, draw_seeds, fit_from_runs
 from rl.gns import ratio_interval
-from rl.storage import atomic_write_bytes
+from rl.storage import save_figure
 from rl.sweep import GNS_TERMS, long_results
 
 __all__ = [
@@ -474,9 +473,5 @@ def plot_power_laws(path: str | os.PathLike[str], env: str, tradeoff: pd.DataFra
     axes[1].set_title("noise-scale runs: per return bin (Fieller 95% bars)", fontsize=9)
     fig.suptitle(f"{env}: power laws in performance (log-log)", fontsize=10)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return save_figure(fig, path, dpi=90)
