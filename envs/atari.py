@@ -10,6 +10,7 @@ identical whichever backend runs.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -36,6 +37,10 @@ class AtariPreset:
     """Number of most recent frames stacked along the channel axis."""
     fire_reset: bool = True
     """Press FIRE after reset in games that need it to start."""
+    fire_after_life_loss: bool = True
+    """In games with a FIRE action, the first step after a lost life executes FIRE whatever
+    the agent chose, as the common wrappers do (``FireResetEnv`` over ``EpisodicLifeEnv``
+    relaunches the ball in Breakout); the agent's action on that step has no effect."""
     life_loss_terminates: bool = True
     """A life loss ends the training episode (``terminated``); the game goes on."""
     clip_rewards: bool = True
@@ -61,6 +66,7 @@ PRESETS = {
         "machado",
         noop_max=0,
         fire_reset=False,
+        fire_after_life_loss=False,
         life_loss_terminates=False,
         sticky_action_prob=0.25,
         full_action_space=True,
@@ -89,6 +95,23 @@ def preset_with(preset: AtariPreset, **overrides) -> AtariPreset:
 
 def _camel(rom: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in rom.split("_"))
+
+
+def fire_action(rom: str, full_action_space: bool) -> int | None:
+    """Index of FIRE in the game's action set (minimal or full), or None if it has none."""
+    return _fire_action(rom, bool(full_action_space))
+
+
+@functools.cache
+def _fire_action(rom: str, full_action_space: bool) -> int | None:
+    import ale_py
+
+    ale = ale_py.ALEInterface()
+    ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
+    ale.loadROM(ale_py.roms.get_rom_path(rom))
+    actions = list(ale.getLegalActionSet() if full_action_space else ale.getMinimalActionSet())
+    fire = ale_py.Action.FIRE
+    return actions.index(fire) if fire in actions else None
 
 
 # --- envpool ---------------------------------------------------------------------------

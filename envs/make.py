@@ -164,6 +164,8 @@ def make_vec(
             seed=seed,
             clip_rewards=p.clip_rewards,
             life_loss_terminates=p.life_loss_terminates,
+            fire_action=(atari.fire_action(entry.target, p.full_action_space)
+                         if p.fire_after_life_loss else None),
             frames_per_step=p.frame_skip,
             description=desc,
         )

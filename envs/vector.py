@@ -60,6 +60,8 @@ class VecEnv(gym.vector.VectorEnv):
         clip_rewards: return rewards clipped to [-1, 1] (training reward); the episode
             statistics always use the unclipped reward.
         life_loss_terminates: set ``terminated`` when a life is lost (the game goes on).
+        fire_action: if set, the step after a lost life executes this action in place of
+            the agent's (Atari games that wait for FIRE to go on after a life loss).
         frames_per_step: emulator frames per agent step (frame skip), for reporting.
         description: what was built, for logs (env, backend, preset).
     """
@@ -71,6 +73,7 @@ class VecEnv(gym.vector.VectorEnv):
         seed: int,
         clip_rewards: bool = False,
         life_loss_terminates: bool = False,
+        fire_action: int | None = None,
         frames_per_step: int = 1,
         description: dict[str, Any] | None = None,
     ):
@@ -85,6 +88,7 @@ class VecEnv(gym.vector.VectorEnv):
         self.metadata = {"autoreset_mode": gym.vector.AutoresetMode.NEXT_STEP}
         self.clip_rewards = clip_rewards
         self.life_loss_terminates = life_loss_terminates
+        self.fire_action = fire_action
         self.frames_per_step = frames_per_step
         self.description = dict(description or {})
         self._seed = seed
@@ -94,6 +98,7 @@ class VecEnv(gym.vector.VectorEnv):
         self._length = np.zeros(n, dtype=np.int64)
         self._ended = np.zeros(n, dtype=bool)  # backend episode ended: next step auto-resets
         self._lives: np.ndarray | None = None
+        self._fire_next = np.zeros(n, dtype=bool)  # a life was just lost: this step fires
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
         if seed is None and not self._seeded:
@@ -104,6 +109,7 @@ class VecEnv(gym.vector.VectorEnv):
         self._length[:] = 0
         self._ended[:] = False
         self._lives = None
+        self._fire_next[:] = False
         n = self.num_envs
         info = {
             "autoreset": np.zeros(n, dtype=bool),
@@ -121,6 +127,8 @@ class VecEnv(gym.vector.VectorEnv):
                 f"step() needs one action per environment: expected a leading dimension of "
                 f"{self.num_envs}, got shape {actions.shape}"
             )
+        if self.fire_action is not None and self._fire_next.any():
+            actions = np.where(self._fire_next, self.fire_action, actions).astype(actions.dtype)
         obs, raw_reward, game_over, truncated, lives = self.raw.step(actions)
         raw_reward = np.asarray(raw_reward, dtype=np.float64)
         game_over = np.asarray(game_over, dtype=bool)
@@ -146,6 +154,7 @@ class VecEnv(gym.vector.VectorEnv):
         episode_return = np.where(done, self._return, np.nan)
         episode_length = np.where(done, self._length, 0)
         self._ended = done
+        self._fire_next = life_loss & ~done
 
         terminated = game_over | life_loss if self.life_loss_terminates else game_over
         reward = np.clip(raw_reward, -1.0, 1.0) if self.clip_rewards else raw_reward

@@ -151,3 +151,58 @@ def test_machado_preset_has_sticky_actions_and_no_life_signal():
         assert lost > 0
     finally:
         env.close()
+
+
+def _spy_raw_actions(env):
+    """Record the actions the backend receives (after VecEnv's substitutions)."""
+    seen = []
+    step = env.raw.step
+
+    def spying_step(actions):
+        seen.append(np.asarray(actions).copy())
+        return step(actions)
+
+    env.raw.step = spying_step
+    return seen
+
+
+def _play_without_fire(backend, steps, **options):
+    """Random play on Breakout that never chooses FIRE; returns per-step (agent actions,
+    backend actions, life-loss flags)."""
+    n = 2
+    env = envs.make_vec("Breakout", n, seed=13, backend=backend, **options)
+    raw_actions = _spy_raw_actions(env)
+    env.reset()
+    rng = np.random.default_rng(2)
+    chosen, losses = [], []
+    try:
+        for _ in range(steps):
+            act = rng.choice(np.array([0, 2, 3]), n)  # NOOP, RIGHT, LEFT: never FIRE (1)
+            _, _, _, _, info = env.step(act)
+            chosen.append(act)
+            losses.append(info["life_loss"])
+    finally:
+        env.close()
+    return np.array(chosen), np.array(raw_actions), np.array(losses)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_step_after_a_lost_life_fires(backend):
+    """Breakout waits for FIRE after a lost life. With the standard preset the step after a
+    life loss executes FIRE (and only that step differs from the agent's choice), so play
+    that never fires still loses life after life; without it the first lost ball stalls
+    the game."""
+    assert envs.atari.fire_action("breakout", False) == 1
+    assert envs.atari.fire_action("pong", True) == 1
+    steps = 1200
+    chosen, executed, losses = _play_without_fire(backend, steps)
+    after_loss = np.zeros_like(losses)
+    after_loss[1:] = losses[:-1]
+    np.testing.assert_array_equal(executed[after_loss], 1)
+    np.testing.assert_array_equal(executed[~after_loss], chosen[~after_loss])
+    assert np.all(losses.sum(axis=0) >= 2), "the ball is relaunched after each lost life"
+
+    chosen, executed, losses = _play_without_fire(backend, steps, fire_after_life_loss=False)
+    np.testing.assert_array_equal(executed, chosen)
+    # Only the ball launched by the reset's FIRE can be lost: the game then waits.
+    assert np.all(losses.sum(axis=0) <= 1)
