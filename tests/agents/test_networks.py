@@ -307,7 +307,7 @@ def test_gumbel_noise_samples_the_policy_distribution():
 
 def test_collect_returns_ordinary_tensors():
     import envs
-    from rl.rollout import RolloutBuffer, collect, to_device
+    from rl.train.rollout import RolloutBuffer, collect, to_device
 
     model = build_actor_critic(CARTPOLE, gym.spaces.Discrete(2))
     env = envs.make_vec("CartPole", 2, seed=0)

@@ -1,4 +1,4 @@
-"""A stand-in for ``rl.executors.run_one`` that kills its worker process (test helper)."""
+"""A stand-in for ``rl.sweeps.executors.run_one`` that kills its worker process (test helper)."""
 
 import os
 

@@ -1,4 +1,4 @@
-"""The adaptive rollout batch size (rl/adaptive.py): the rule, a CartPole run whose batch
+"""The adaptive rollout batch size (rl/train/schedule.py): the rule, a CartPole run whose batch
 follows the measured noise scale, resume, and the comparison with a sweep's fixed batches."""
 
 from __future__ import annotations
@@ -11,17 +11,12 @@ import pandas as pd
 import pandas.testing as pdt
 import pytest
 
-from rl.adaptive import (
-    PLOT_FILE,
-    AdaptiveConfig,
-    BatchSchedule,
-    EnvChunks,
-    compare_with_fixed,
-)
+from rl.analysis.adaptive import compare_with_fixed
 from rl.cli import main
-from rl.storage import RunDir, load_metrics
-from rl.sweep import result_columns, write_results
-from rl.trainer import TIMING_COLUMNS
+from rl.runs.storage import RunDir, load_metrics
+from rl.sweeps.results import result_columns, write_results
+from rl.train.config import TIMING_COLUMNS
+from rl.train.schedule import PLOT_FILE, AdaptiveConfig, BatchSchedule, EnvChunks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

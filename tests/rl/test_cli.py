@@ -6,7 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
-from rl.cli import build_parser, main
+from rl.cli.app import build_parser, main
 
 
 def _subcommands(parser, prefix=()):
@@ -64,7 +64,7 @@ def test_bad_bench_config_is_a_clear_error(capsys):
 
 def test_error_messages_keep_bracketed_text(capsys, monkeypatch):
     """Errors are printed through rich; text like ``.[ray]`` must not be eaten as markup."""
-    import rl.cli as cli
+    import rl.cli.app as cli
 
     def fail(args):
         raise ValueError("install the extra: pip install -e '.[ray]' and set [ppo] lr")

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from rl.cli import main
-from rl.compare import (
+from rl.study.compare import (
     CITED,
     CITED_LABEL,
     RESULT_COLUMNS,
@@ -27,7 +27,7 @@ from rl.compare import (
     read_results_table,
     study_parts,
 )
-from rl.report import format_value, round_sig
+from rl.study.report import format_value, round_sig
 
 # --------------------------------------------------------------------------------------
 # Fast: number formatting and plans
@@ -272,7 +272,7 @@ def test_results_match_the_runs_they_came_from(study):
         for ours, theirs in (("value", "b_crit"), ("lo", "b_crit_lo"), ("hi", "b_crit_hi")):
             expected = round_sig(f[theirs])
             assert row[ours] == expected or (math.isnan(row[ours]) and math.isnan(expected))
-    # Supervised reference: rl.supervised's own summary.
+    # Supervised reference: rl.measure.supervised's own summary.
     summary = json.loads(next((study / "supervised").glob("*/summary.json")).read_text())
     sup = value("digits (mlp)", "b_simple", "total")
     assert sup["value"] == round_sig(summary["b_simple_run"])

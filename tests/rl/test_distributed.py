@@ -1,4 +1,4 @@
-"""Data-parallel PPO (rl/distributed.py): two gloo ranks on CPU stay in sync, their free
+"""Data-parallel PPO (rl/train/launch.py): two gloo ranks on CPU stay in sync, their free
 noise-scale estimate equals the grouped estimator on the same rollouts, and resume works."""
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ import torch
 
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer
-from rl.adaptive import AdaptiveConfig
 from rl.cli import main
-from rl.distributed import ParallelConfig, train_parallel
-from rl.gns_ppo import TERMS, PPONoiseScale
-from rl.storage import load_metrics
-from rl.trainer import PRESETS, TIMING_COLUMNS, TrainConfig, train
+from rl.measure.ppo_noise import TERMS, PPONoiseScale
+from rl.runs.storage import load_metrics
+from rl.train.config import PRESETS, TIMING_COLUMNS, ParallelConfig, TrainConfig
+from rl.train.launch import train, train_parallel
+from rl.train.schedule import AdaptiveConfig
 
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
 # 2 ranks x 4 envs x 32 steps = 256 agent steps per iteration; a constant lr, so that a run
@@ -106,7 +106,8 @@ def test_rows_aggregate_over_ranks_and_ranks_stay_in_sync(dp_runs):
 
 @pytest.mark.slow
 def test_free_estimate_equals_grouped_estimator_on_the_same_rollouts(dp_runs):
-    """The grouped estimator of rl.gns_ppo, run by one process on the union of the two ranks'
+    """The grouped estimator of rl.measure.ppo_noise, run by one process on the union of the
+    two ranks'
     rollouts (split by environment into K = 2 groups = the ranks), at the same parameters."""
     env = envs.make_vec("CartPole", 1, 0)
     model = build_actor_critic(env.single_observation_space, env.single_action_space, "mlp")

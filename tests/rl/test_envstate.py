@@ -1,4 +1,4 @@
-"""rl.envstate: a vector env's exact state as tensors, restored without unpickling."""
+"""rl.runs.envstate: a vector env's exact state as tensors, restored without unpickling."""
 
 import io
 
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import envs
-from rl.envstate import EnvStateError, env_state, restore_env_state
+from rl.runs.envstate import EnvStateError, env_state, restore_env_state
 
 
 def _roundtrip(state):

@@ -20,11 +20,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl.executors import run_sweep
-from rl.storage import load_metrics
-from rl.sweep import TIMING_COLUMNS as SWEEP_TIMING_COLUMNS
-from rl.sweep import fit_sweep, load_spec, read_results
-from rl.trainer import TIMING_COLUMNS
+from rl.analysis.sweep_fits import fit_sweep
+from rl.runs.storage import load_metrics
+from rl.sweeps.executors import run_sweep
+from rl.sweeps.results import TIMING_COLUMNS as SWEEP_TIMING_COLUMNS
+from rl.sweeps.results import read_results
+from rl.sweeps.spec import load_spec
+from rl.train.config import TIMING_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]
 KILLS = 20

@@ -1,4 +1,4 @@
-"""Tests for rl.fit: critical batch size fits against synthetic ground truth.
+"""Tests for rl.analysis.fit: critical batch size fits against synthetic ground truth.
 
 Ground truth throughout: S_min = 100 PPO iterations, E_min = 1e5 agent steps, hence
 B_crit = E_min / S_min = 1000 agent steps, at batch sizes 64, 128, ..., 16384 (9 sizes,
@@ -17,7 +17,7 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from rl.fit import (
+from rl.analysis.fit import (
     B_CRIT_ABOVE_RANGE,
     B_CRIT_BELOW_RANGE,
     FIT_COLUMNS,

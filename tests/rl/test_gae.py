@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl.gae import compute_gae
+from rl.train.gae import compute_gae
 
 
 def reference_gae(rewards, values, next_value, term, trunc, autoreset, gamma, lam):

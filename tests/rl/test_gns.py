@@ -1,4 +1,4 @@
-"""Ground-truth tests for rl.gns (gradient noise scale, McCandlish et al. 2018, Appendix A).
+"""Ground-truth tests for rl.measure.gns (gradient noise scale, McCandlish et al. 2018, Appendix A).
 
 Tolerance convention. A Monte Carlo check compares the mean of R independent, unbiased
 estimates with the closed-form truth. By the CLT the mean is ~ Normal(truth, SD^2 / R), so
@@ -21,7 +21,7 @@ import pytest
 import torch
 from torch import nn
 
-from rl.gns import (
+from rl.measure.gns import (
     GNSSample,
     GNSTracker,
     adam_preconditioner,
@@ -342,7 +342,7 @@ def test_tracker_state_dict_round_trip():
 # Sigma_eff = f Sigma. "Right" here means: the noise scale whose tr(Sigma)/B predicts the
 # variance of the batch-mean gradient that training actually uses (batches of whole
 # rollouts). With groups split along the environment axis the group gradients are
-# independent, (1) of rl.gns holds with Sigma_eff, and the two-batch estimator is unbiased
+# independent, (1) of rl.measure.gns holds with Sigma_eff, and the two-batch estimator is unbiased
 # for |G|^2 and tr(Sigma_eff): B_grouped = f tr(Sigma) / |G|^2.
 #
 # The per-example estimator (b = 1, B = N = K m T) assumes independence. Its inputs have

@@ -1,4 +1,5 @@
-"""The noise scale measured inside our PPO trainer (rl/gns_ppo.py and its hook in rl/trainer.py)."""
+"""The noise scale measured inside our PPO trainer (rl/measure/ppo_noise.py, used by the loop
+in rl/train/parallel.py)."""
 
 from __future__ import annotations
 
@@ -14,12 +15,13 @@ import torch
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer, ppo_loss, ppo_update
 from agents.ppo import normalize_advantages
-from rl.gae import compute_gae
-from rl.gns import GNSTracker, adam_preconditioner, measure
-from rl.gns_ppo import TERMS, PPONoiseScale, RolloutSplit, check_settings, plan_split
-from rl.rollout import RolloutBuffer, collect, to_device
-from rl.storage import load_metrics
-from rl.trainer import PRESETS, TIMING_COLUMNS, TrainConfig, train
+from rl.measure.gns import GNSTracker, adam_preconditioner, measure
+from rl.measure.ppo_noise import TERMS, PPONoiseScale, RolloutSplit, check_settings, plan_split
+from rl.runs.storage import load_metrics
+from rl.train.config import PRESETS, TIMING_COLUMNS, TrainConfig
+from rl.train.gae import compute_gae
+from rl.train.launch import train
+from rl.train.rollout import RolloutBuffer, collect, to_device
 
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
 STATS = ("g2", "trace_sigma", "b_simple", "b_simple_ema", "b_simple_mean", "b_simple_lo",
@@ -177,7 +179,7 @@ def _rollout(num_envs=8, num_steps=24, seed=0):
 
 
 def _by_hand(model, ppo, buffer, adv, returns, mask, group_index, preconditioner):
-    """rl.gns.measure on groups cut with explicit indices (t, n) from the (T, N) rollout."""
+    """rl.measure.gns.measure on groups cut with explicit indices (t, n) from the (T, N) rollout."""
     norm = normalize_advantages(adv.flatten(), mask.flatten()).reshape(adv.shape)
     groups = []
     for steps, envs_ in group_index:
@@ -374,8 +376,8 @@ def _measured_metrics(g2_means, trace_means, per_segment=40, seed=0):
 
 
 def test_noise_scale_by_segment_recovers_each_segments_ratio():
-    from rl.gns import ratio_interval
-    from rl.gns_ppo import noise_scale_by_segment
+    from rl.measure.gns import ratio_interval
+    from rl.measure.ppo_noise import noise_scale_by_segment
 
     g2, trace = [1.0, 0.5, 0.2, 0.1], [100.0, 100.0, 100.0, 100.0]  # B_simple 100 -> 1000
     metrics = _measured_metrics(g2, trace)
@@ -397,7 +399,7 @@ def test_noise_scale_by_segment_recovers_each_segments_ratio():
 
 
 def test_noise_scale_by_segment_errors():
-    from rl.gns_ppo import noise_scale_by_segment
+    from rl.measure.ppo_noise import noise_scale_by_segment
 
     with pytest.raises(ValueError, match="--gns-every"):
         noise_scale_by_segment(pd.DataFrame({"agent_steps": [1], "return_recent": [0.0]}))
@@ -409,7 +411,8 @@ def test_noise_scale_by_segment_errors():
 
 def test_gns_run_command_reports_segments(tmp_path, one_torch_thread):
     from rl.cli import main
-    from rl.trainer import TrainConfig, train
+    from rl.train.config import TrainConfig
+    from rl.train.launch import train
 
     run_dir = tmp_path / "run"
     train(TrainConfig(env="CartPole", num_envs=8, num_steps=16, total_agent_steps=8 * 16 * 8,

@@ -1,4 +1,5 @@
-"""Learning parity (rl/learning.py): measures, seed-bootstrap intervals, verdicts, SB3 runs."""
+"""Learning parity (rl/analysis/learning.py): measures, seed-bootstrap intervals, verdicts,
+SB3 runs."""
 
 import json
 import math
@@ -7,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl.learning import (
+from rl.analysis.learning import (
     LearningBenchConfig,
     bench_learning,
     bootstrap_mean_interval,
@@ -16,7 +17,7 @@ from rl.learning import (
     run_measures,
     train_sb3_run,
 )
-from rl.storage import load_metrics
+from rl.runs.storage import load_metrics
 
 pytest.importorskip("stable_baselines3")
 

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 
 from agents import PPOConfig
-from rl import trainer as trainer_mod
 from rl.cli import main
-from rl.pbt import (
+from rl.runs.storage import load_metrics
+from rl.sweeps.pbt import (
     PBT_COLUMNS,
     PBTConfig,
     initial_values,
@@ -27,16 +27,12 @@ from rl.pbt import (
     run_member,
     write_pbt_outputs,
 )
-from rl.storage import load_metrics
-from rl.sweep import (
-    SweepSpecError,
-    SweepStateError,
-    load_spec,
-    parse_spec,
-    read_events,
-    spec_to_raw,
-)
-from rl.trainer import PRESETS, TIMING_COLUMNS, PPOOverride, TrainConfig, train
+from rl.sweeps.settings import SweepSpecError, SweepStateError
+from rl.sweeps.spec import load_spec, parse_spec, spec_to_raw
+from rl.sweeps.state import read_events
+from rl.train import loop as loop_mod
+from rl.train.config import PRESETS, TIMING_COLUMNS, PPOOverride, TrainConfig
+from rl.train.launch import train
 
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
 HYPER = {"learning_rate": {"log": [3e-4, 3e-3]}, "ent_coef": {"values": [0.0, 0.001, 0.01]},
@@ -198,7 +194,7 @@ def test_override_sets_lr_ent_clip_in_force_after_loading(tmp_path, monkeypatch,
     train(cfg, ppo)
 
     seen = []
-    real_update = trainer_mod.ppo_update
+    real_update = loop_mod.ppo_update
 
     def spy(model, optimizer, batch, ppo_cfg, generator, *args, **kwargs):
         first = optimizer.state[optimizer.param_groups[0]["params"][0]]
@@ -206,7 +202,7 @@ def test_override_sets_lr_ent_clip_in_force_after_loading(tmp_path, monkeypatch,
                      int(first["step"])))
         return real_update(model, optimizer, batch, ppo_cfg, generator, *args, **kwargs)
 
-    monkeypatch.setattr(trainer_mod, "ppo_update", spy)
+    monkeypatch.setattr(loop_mod, "ppo_update", spy)
     more = dataclasses.replace(cfg, total_agent_steps=64 * 6, resume=True)
     override = PPOOverride(learning_rate=3e-4, ent_coef=0.02, clip_coef=0.33,
                            columns={"pbt/member": "m07"})
@@ -327,7 +323,7 @@ def population(tmp_path_factory):
     3 iterations, noise scale every 2 iterations, on a local 2-CPU Ray instance."""
     ray = pytest.importorskip("ray", reason="ray is not importable: pip install -e '.[ray]'")
     pytest.importorskip("ray.tune", reason="ray is installed without Tune")
-    from rl.executors import run_sweep
+    from rl.sweeps.executors import run_sweep
 
     # Members train in Ray workers on cpus_per_trial = 1 torch thread each.
     out = tmp_path_factory.mktemp("pbt") / "out"
@@ -449,7 +445,7 @@ def test_finished_population_is_not_trained_again_and_fit_rebuilds(population, c
     assert (out / "pbt.csv").exists()
     # Another population's settings in the same directory: refused before anything runs.
     other = parse_spec({**spec_to_raw(spec), "pbt": {**spec.pbt, "population": 3}})
-    from rl.pbt import run_pbt
+    from rl.sweeps.pbt import run_pbt
 
     with pytest.raises(SweepStateError, match="new out"):
         run_pbt(other)

@@ -9,10 +9,11 @@ import torch
 
 from agents import PPOConfig
 from envs.vector import VecEnv
-from rl.gae import compute_gae
-from rl.rollout import RolloutBuffer, collect, to_device
-from rl.storage import load_metrics
-from rl.trainer import PRESETS, TrainConfig, train
+from rl.runs.storage import load_metrics
+from rl.train.config import PRESETS, TrainConfig
+from rl.train.gae import compute_gae
+from rl.train.launch import train
+from rl.train.rollout import RolloutBuffer, collect, to_device
 
 N_ACTIONS = 3
 
@@ -191,7 +192,7 @@ def test_cpu_speed_options_train_and_restore_threads(tmp_path):
 def test_speed_options_do_not_change_fp32_results_and_resume_old_configs(tmp_path):
     """torch_threads=1 alone gives the same rows as the default here (MLP, fp32); a run dir
     written before the speed options existed still resumes."""
-    from rl.trainer import TIMING_COLUMNS
+    from rl.train.config import TIMING_COLUMNS
 
     def rows(name):
         df = load_metrics(tmp_path / name)
@@ -225,7 +226,7 @@ def test_cnn_channels_last_and_cpu_bf16_train(tmp_path):
 
 
 def test_bench_scaling_reports_ratios_to_env_only():
-    from rl.bench_scaling import ScalingBenchConfig, bench_scaling
+    from rl.bench.scaling import ScalingBenchConfig, bench_scaling
 
     cfg = ScalingBenchConfig(envs="CartPole", num_envs="2,4", num_steps=8, iterations=1,
                              repeats=1, threads=1)
@@ -239,7 +240,7 @@ def test_bench_scaling_reports_ratios_to_env_only():
 
 @pytest.mark.slow
 def test_bench_scaling_overlap_probe_on_envpool():
-    from rl.bench_scaling import ScalingBenchConfig, bench_scaling
+    from rl.bench.scaling import ScalingBenchConfig, bench_scaling
 
     cfg = ScalingBenchConfig(envs="Pong", num_envs="4", num_steps=4, iterations=1, repeats=1,
                              overlap_probe=True)

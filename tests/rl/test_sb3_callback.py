@@ -10,8 +10,8 @@ from stable_baselines3 import A2C, PPO
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.logger import KVWriter, Logger
 
-from rl.gns_ppo import TERMS
-from rl.sb3 import NoiseScaleCallback
+from rl.measure.ppo_noise import TERMS
+from rl.peers.sb3 import NoiseScaleCallback
 
 STATS = ("g2", "trace_sigma", "b_simple", "b_simple_ema", "b_simple_mean", "b_simple_lo",
          "b_simple_hi")

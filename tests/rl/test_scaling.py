@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl.scaling import (
+from rl.analysis.scaling import (
     fit_power_law,
     noise_scale_power_law,
     plot_power_laws,
     tradeoff_power_laws,
 )
-from rl.sweep import result_columns
+from rl.sweeps.results import result_columns
 
 
 def binomial_band(p: float, n: int, z: float = 3.0) -> tuple[float, float]:

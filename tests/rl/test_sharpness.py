@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from rl.sharpness import (
+from rl.analysis.sharpness import (
     SharpnessConfig,
     digits_sharpness,
     eps_sharpness,
@@ -103,7 +103,8 @@ def test_trend_verdicts():
 
 def test_ppo_sharpness_at_a_runs_final_checkpoint(tmp_path, one_torch_thread):
     from agents import PPOConfig
-    from rl.trainer import PRESETS, TrainConfig, train
+    from rl.train.config import PRESETS, TrainConfig
+    from rl.train.launch import train
 
     train_kw, ppo_kw = PRESETS["classic"]
     run_dir = tmp_path / "run"

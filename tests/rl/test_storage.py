@@ -1,4 +1,4 @@
-"""Tests for rl.storage: atomic writes, metrics, checkpoints, resume, SIGKILL safety."""
+"""Tests for rl.runs.storage: atomic writes, metrics, checkpoints, resume, SIGKILL safety."""
 
 from __future__ import annotations
 
@@ -18,8 +18,8 @@ import pandas as pd
 import pytest
 import torch
 
-from rl import storage
-from rl.storage import RunDir, RunDirError, load_metrics
+from rl.runs import storage
+from rl.runs.storage import RunDir, RunDirError, load_metrics
 
 CONFIG = {"env": "CartPole-v1", "lr": 2.5e-4, "net": {"width": 64}, "total_steps": 1000}
 
@@ -330,7 +330,7 @@ CHILD = textwrap.dedent(
     """
     import sys
     import torch
-    from rl.storage import RunDir
+    from rl.runs.storage import RunDir
 
     config = {"seed": 0}
     path, resume = sys.argv[1], sys.argv[2] == "resume"
@@ -409,7 +409,7 @@ def test_sigkill_leaves_a_loadable_run_and_resume_continues(tmp_path):
 
 HOLDER = """
 import sys
-from rl.storage import RunDir, lock_run_dir
+from rl.runs.storage import RunDir, lock_run_dir
 path, mode = sys.argv[1], sys.argv[2]
 if mode == "lock":
     lock_run_dir(path)

@@ -1,4 +1,4 @@
-"""Supervised reference (rl.supervised, `rlscale gns supervised`).
+"""Supervised reference (rl.measure.supervised, `rlscale gns supervised`).
 
 Tolerance convention (as in test_gns.py). A Monte Carlo check compares the mean of R
 independent, unbiased estimates with the exact value. By the CLT the mean is ~ Normal(exact,
@@ -20,8 +20,8 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from rl.cli import main
-from rl.gns import measure
-from rl.supervised import (
+from rl.measure.gns import measure
+from rl.measure.supervised import (
     SupervisedConfig,
     batch_loss,
     load_dataset,
@@ -40,7 +40,7 @@ def exact_noise_scale(model, x, y) -> tuple[float, float]:
     """(|G|^2, tr Sigma) over the finite training set, from every per-example gradient.
 
     G = mean_i g_i and tr(Sigma) = mean_i |g_i - G|^2 (population = the training set, which
-    the measurement samples with replacement). Written independently of rl.gns.
+    the measurement samples with replacement). Written independently of rl.measure.gns.
     """
     params = {n: p.detach() for n, p in model.named_parameters()}
 

@@ -18,24 +18,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl.executors import LocalExecutor, run_sweep
-from rl.storage import RunDir, load_metrics
-from rl.sweep import (
-    TIMING_COLUMNS,
-    SweepSpecError,
-    SweepStateError,
-    classify_run,
-    fit_sweep,
-    load_spec,
-    long_results,
-    parse_spec,
-    plan_runs,
-    read_events,
-    read_results,
-    result_columns,
-    run_row,
-)
-from rl.trainer import TrainConfig
+from rl.analysis.sweep_fits import fit_sweep
+from rl.runs.storage import RunDir, load_metrics
+from rl.sweeps.executors import LocalExecutor, run_sweep
+from rl.sweeps.results import TIMING_COLUMNS, long_results, read_results, result_columns, run_row
+from rl.sweeps.settings import SweepSpecError, SweepStateError
+from rl.sweeps.spec import load_spec, parse_spec, plan_runs
+from rl.sweeps.state import classify_run, read_events
+from rl.train.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 HAS_GNS = "gns_every" in {f.name for f in dataclasses.fields(TrainConfig)}
@@ -209,8 +199,8 @@ def test_fixed_factor_defaults_to_the_preset(tmp_path):
 
 
 def test_flags_give_the_same_spec_as_toml(tmp_path):
-    from rl.cli import build_parser
-    from rl.cli_sweep import spec_from_args
+    from rl.cli.app import build_parser
+    from rl.cli.sweep import spec_from_args
 
     toml = load_spec(write_spec(tmp_path / "s.toml", tmp_path / "out"))
     args = build_parser().parse_args([
@@ -268,7 +258,7 @@ def test_long_view_and_fit_failure_reason(tmp_path):
     for p in plans:
         fake_run(p, [dict(iteration=i, agent_steps=i * p.rollout_batch_size, episodes_total=i,
                           return_recent=float(i)) for i in range(1, 16)])
-    from rl.sweep import results_table
+    from rl.sweeps.results import results_table
 
     df = results_table(plans, spec.targets)
     long = long_results(df)
@@ -466,14 +456,14 @@ def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(cartpole_sweep, tm
             assert list(a["iteration"]) == list(range(1, len(a) + 1))
         warnings.warn(
             f"runs {sorted(resumed)} were resumed from checkpoints but the trainer's resume is "
-            "not exact here (the CartPole vector env does not pickle, so rl.trainer reseeds it "
+            "not exact here (the CartPole vector env does not pickle, so rl.train.loop reseeds it "
             "on resume): their rows after the checkpoint were not compared",
             stacklevel=1,
         )
 
 
 def _resume_is_exact() -> bool:
-    """rl.trainer resumes CartPole exactly only if its vector env pickles (it stores the
+    """rl.train.loop resumes CartPole exactly only if its vector env pickles (it stores the
     env in the checkpoint; otherwise it rebuilds it with a new seed)."""
     import pickle
 
@@ -492,12 +482,12 @@ def _resume_is_exact() -> bool:
 def test_a_dead_worker_marks_no_run_failed(tmp_path, monkeypatch):
     """A worker that dies takes the pool down: every run it leaves is reported interrupted
     (to resume or start on the next sweep), none failed, and no run directory changes."""
-    import rl.executors
+    import rl.sweeps.executors
     from tests.rl.crash_worker import die
 
     spec = parse_spec({**BASE, "num_envs": [2, 4, 8], "out": str(tmp_path)})
     plans = plan_runs(spec)
-    monkeypatch.setattr(rl.executors, "run_one", die)
+    monkeypatch.setattr(rl.sweeps.executors, "run_one", die)
     summaries = []
     LocalExecutor(1).run(plans, lambda plan, summary: summaries.append(summary))
     assert sorted(s["run"] for s in summaries) == sorted(p.name for p in plans)

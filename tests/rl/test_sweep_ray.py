@@ -14,15 +14,10 @@ ray = pytest.importorskip(
 )
 pytest.importorskip("ray.tune", reason="ray is installed without Tune: pip install 'ray[tune]'")
 
-from rl.executors import run_sweep  # noqa: E402
-from rl.sweep import (  # noqa: E402
-    TIMING_COLUMNS,
-    load_spec,
-    plan_runs,
-    read_events,
-    read_results,
-    result_columns,
-)
+from rl.sweeps.executors import run_sweep  # noqa: E402
+from rl.sweeps.results import TIMING_COLUMNS, read_results, result_columns  # noqa: E402
+from rl.sweeps.spec import load_spec, plan_runs  # noqa: E402
+from rl.sweeps.state import read_events  # noqa: E402
 from tests.rl.test_sweep import write_spec  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]

@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 
 from agents import PPOConfig
-from rl import trainer as trainer_mod
 from rl.cli import main
-from rl.storage import load_metrics
-from rl.trainer import PRESETS, TIMING_COLUMNS, NonFiniteLossError, TrainConfig, train
+from rl.runs.storage import load_metrics
+from rl.train import loop as loop_mod
+from rl.train.config import PRESETS, TIMING_COLUMNS, NonFiniteLossError, TrainConfig
+from rl.train.launch import train
 
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
 
@@ -107,7 +108,7 @@ def test_fresh_run_refuses_to_overwrite_and_resume_checks_config(tmp_path, capsy
 
 
 def test_non_finite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_path, monkeypatch):
-    real_update = trainer_mod.ppo_update
+    real_update = loop_mod.ppo_update
     calls = {"n": 0}
 
     def poisoned_update(model, *args, **kwargs):
@@ -117,7 +118,7 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_pa
             next(model.parameters()).data.fill_(float("nan"))
         return stats
 
-    monkeypatch.setattr(trainer_mod, "ppo_update", poisoned_update)
+    monkeypatch.setattr(loop_mod, "ppo_update", poisoned_update)
     cfg, ppo = cartpole(tmp_path / "run", total_agent_steps=256 * 20, checkpoint_every=5)
     with pytest.raises(NonFiniteLossError, match="last good checkpoint is iteration 5") as err:
         train(cfg, ppo)
@@ -131,7 +132,7 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_pa
     assert json.loads((tmp_path / "run/checkpoints/latest.json").read_text())["iteration"] == 5
     assert len(load_metrics(tmp_path / "run")) == 6  # rows up to the last good iteration
 
-    monkeypatch.setattr(trainer_mod, "ppo_update", real_update)
+    monkeypatch.setattr(loop_mod, "ppo_update", real_update)
     cfg.resume = True
     result = train(cfg, ppo)
     assert result.iterations == 20
@@ -141,14 +142,14 @@ def test_non_finite_loss_stops_with_clear_error_and_keeps_last_checkpoint(tmp_pa
 
 
 def test_loss_that_becomes_nan_is_caught(tmp_path, monkeypatch):
-    real_update = trainer_mod.ppo_update
+    real_update = loop_mod.ppo_update
 
     def nan_update(*args, **kwargs):
         stats = real_update(*args, **kwargs)
         stats["value_loss"] = float("nan")
         return stats
 
-    monkeypatch.setattr(trainer_mod, "ppo_update", nan_update)
+    monkeypatch.setattr(loop_mod, "ppo_update", nan_update)
     cfg, ppo = cartpole(tmp_path / "run", total_agent_steps=256 * 3)
     with pytest.raises(NonFiniteLossError, match="value_loss=nan"):
         train(cfg, ppo)
@@ -177,7 +178,7 @@ def test_short_atari_run_on_cpu_writes_metrics_and_resumes(tmp_path, env, backen
 def test_cartpole_learns_for_three_seeds_and_sb3_parity(tmp_path):
     """CartPole-v1: mean return >= 475 over the last 20 games within 100k agent steps, for
     3 of 3 seeds, for our PPO and for SB3's PPO with the same settings and harness."""
-    from rl.sb3 import train_sb3
+    from rl.peers.sb3 import train_sb3
 
     budget = 100_000
     for seed in range(3):
@@ -216,7 +217,7 @@ def test_resume_refuses_crafted_incomplete_or_locked_runs(tmp_path, capsys):
 
     import torch
 
-    from rl.storage import RunDir
+    from rl.runs.storage import RunDir
 
     base = tmp_path / "base"
     assert main([*TINY, "--run-dir", str(base)]) == 0
@@ -243,7 +244,7 @@ def test_resume_refuses_crafted_incomplete_or_locked_runs(tmp_path, capsys):
     assert "lacks optimizer" in " ".join(capsys.readouterr().err.split())
 
     # Another process holds the run: refused, naming it.
-    code = ("import sys; from rl.storage import lock_run_dir; lock_run_dir(sys.argv[1]); "
+    code = ("import sys; from rl.runs.storage import lock_run_dir; lock_run_dir(sys.argv[1]); "
             "print('held', flush=True); sys.stdin.readline()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(base)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -274,7 +275,7 @@ def test_bad_options_and_filesystem_failures_are_one_line_errors(tmp_path, capsy
     import errno
     import math
 
-    from rl.storage import RunDir
+    from rl.runs.storage import RunDir
 
     run_dir = tmp_path / "run"
     for flags in (["--total-agent-steps", "inf"], ["--learning-rate", "inf"],

@@ -1,0 +1,2 @@
+"""Fits and analysis of finished runs: the critical batch size, power laws, sharpness,
+learning parity, adaptive against fixed batches. See docs/critical-batch.md."""

@@ -1,0 +1,407 @@
+"""Learning parity: our PPO against stable-baselines3's, same game, settings and budget.
+
+``rlscale bench learning`` trains both implementations (N seeds each) into resumable run
+directories ``<runs>/<impl>-seed<k>`` and compares the full-game unclipped return,
+smoothed over the last ``return_window`` games, against agent steps: the final smoothed
+return and the area under the curve, each with a bootstrap interval over seeds.
+Protocol and what still differs between the two: docs/learning-parity.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+import envs
+from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
+from rl.peers.sb3 import make_sb3_env
+from rl.runs.storage import RunDir, load_metrics, log_scalars, save_figure
+from rl.train.config import PRESETS, RESUMABLE_CHANGES, TrainConfig, preset_for, resolve_device
+from rl.train.launch import train
+
+IMPLS = ("ours", "sb3")
+SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episodes_total",
+                       "recent_returns")
+
+
+@dataclass
+class LearningBenchConfig:
+    """Learning parity: ours vs stable-baselines3 PPO, identical settings, N seeds each."""
+
+    env: str = "Breakout"
+    """Game (or any environment name; see `rlscale envs`)."""
+    num_envs: int = 8
+    """Parallel environments per run."""
+    num_steps: int = 128
+    """Agent steps per environment per rollout."""
+    total_agent_steps: int = 1_000_000
+    """Budget per run in agent steps (Atari: frames = 4 x agent steps)."""
+    seeds: str = "0"
+    """Comma-separated seeds, run for every implementation."""
+    impls: str = "ours,sb3"
+    """Implementations to train (the report covers every run found under runs)."""
+    runs: str = "runs/learning/{env}"
+    """Folder of the run directories (<impl>-seed<k>); {env} is replaced by the game."""
+    train: bool = True
+    """Train missing or unfinished runs first (--no-train: only report what is there)."""
+    gns_every: int = 10
+    """Ours: measure the noise scale every this many iterations (measuring never changes
+    training; 0: off)."""
+    torch_threads: int = 0
+    """torch CPU threads per run (0: torch's default)."""
+    device: str = "auto"
+    """Device for both implementations: auto, cpu, cuda."""
+    align_value_loss: bool = True
+    """SB3 gets vf_coef / 2, so its value term (mean squared error, no 0.5) weighs what
+    ours (0.5 x mean squared error) does."""
+    return_window: int = 20
+    """Games in the smoothed return."""
+    n_boot: int = 2000
+    """Bootstrap resamples of the seeds."""
+    ci: float = 0.95
+    """Confidence level of the intervals."""
+
+    def validate(self) -> None:
+        for name in ("num_envs", "num_steps", "total_agent_steps", "return_window", "n_boot"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if not 0.0 < self.ci < 1.0:
+            raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {self.ci}")
+        self.seed_list()
+        unknown = set(self.impl_list()) - set(IMPLS)
+        if unknown or not self.impl_list():
+            raise ValueError(f"impls must name some of {', '.join(IMPLS)}; got {self.impls!r}")
+
+    def seed_list(self) -> list[int]:
+        try:
+            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
+        except ValueError:
+            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") \
+                from None
+        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds!r}")
+        return seeds
+
+    def impl_list(self) -> list[str]:
+        return [s.strip() for s in self.impls.split(",") if s.strip()]
+
+    def runs_dir(self) -> Path:
+        return Path(self.runs.replace("{env}", self.env.replace("/", "_").replace(":", "_")))
+
+    def train_config(self, impl: str, seed: int) -> TrainConfig:
+        """The run's TrainConfig: the env's preset (as `rlscale train`) with these settings."""
+        preset, _ = PRESETS[preset_for(self.env)]
+        return dataclasses.replace(TrainConfig(), **{
+            **preset, "env": self.env, "num_envs": self.num_envs, "num_steps": self.num_steps,
+            "total_agent_steps": self.total_agent_steps, "seed": seed, "device": self.device,
+            "torch_threads": self.torch_threads, "return_window": self.return_window,
+            "gns_every": self.gns_every if impl == "ours" else 0,
+            "run_dir": str(self.runs_dir() / f"{impl}-seed{seed}")})
+
+    def ppo_config(self) -> PPOConfig:
+        """PPO settings: the env's preset, the same for both implementations."""
+        return dataclasses.replace(PPOConfig(), **PRESETS[preset_for(self.env)][1])
+
+
+# --------------------------------------------------------------------------- SB3 runs
+
+
+def sb3_network(env_id: str) -> str:
+    return "nature" if envs.resolve(env_id).kind == "atari" else "mlp"
+
+
+def sb3_run_kwargs(ppo: PPOConfig, cfg: TrainConfig, align_value_loss: bool) -> dict:
+    """``sb3_ppo_kwargs`` for this run, with the value-term weight aligned if asked."""
+    kwargs = sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=sb3_network(cfg.env))
+    if align_value_loss:
+        kwargs["vf_coef"] = ppo.vf_coef / 2
+    return kwargs
+
+
+def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = True) -> Path:
+    """Train SB3's PPO into a run directory laid out like ours (config, metrics, checkpoints).
+
+    Each metrics row is one PPO iteration: agent_steps, frames, the games that ended in it
+    (SB3's Monitor, below its Atari wrappers: whole games, unclipped) and the smoothed
+    return over the last ``return_window`` games. A checkpoint (policy and optimizer state,
+    counters, recent returns) is taken every ``checkpoint_every`` iterations; ``cfg.resume``
+    continues from it with environments reseeded from the seed and the iteration.
+    """
+    from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
+    from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
+
+    cfg.validate()
+    ppo.validate(cfg.rollout_batch_size)
+    if cfg.target_return is not None:
+        raise ValueError("train_sb3_run runs the whole budget; leave target_return unset")
+    device = resolve_device(cfg.device)
+    config = {"impl": "sb3", "align_value_loss": align_value_loss,
+              "train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+    run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
+                      may_differ=RESUMABLE_CHANGES)
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        checkpoint = run.load_latest_checkpoint(map_location=device, required=SB3_CHECKPOINT_KEYS) \
+            if cfg.resume else None
+        if cfg.resume and checkpoint is None:
+            run.restart()  # killed before its first checkpoint: start over, drop its rows
+        state, iteration = checkpoint if checkpoint is not None else ({}, 0)
+        run.truncate_metrics(after_iteration=iteration)
+        env_seed = cfg.seed if iteration == 0 else (cfg.seed + 7919 * iteration) % 2**30
+        venv = make_sb3_env(dataclasses.replace(cfg, seed=env_seed))
+        model = PPO(sb3_policy_name(sb3_network(cfg.env)), venv, seed=env_seed, device=device,
+                    verbose=0, **sb3_run_kwargs(ppo, cfg, align_value_loss))
+        recent: deque[float] = deque(state.get("recent_returns", []), maxlen=cfg.return_window)
+        counters = {"iteration": iteration, "episodes_total": state.get("episodes_total", 0),
+                    "saved": iteration}
+        if checkpoint is not None:
+            model.policy.load_state_dict(state["policy"])
+            model.policy.optimizer.load_state_dict(state["optimizer"])
+            model.num_timesteps = state["agent_steps"]
+            model._n_updates = state["n_updates"]
+        batch = cfg.rollout_batch_size
+        frames_per_step = 4 if envs.resolve(cfg.env).kind == "atari" else 1
+        run.mark_running(iteration, iteration * batch, f"sb3 device={device}")
+        writer = run.tensorboard_writer(purge_step=iteration * batch + 1 if checkpoint else None)
+
+        def save() -> None:
+            run.save_checkpoint({
+                "policy": model.policy.state_dict(),
+                "optimizer": model.policy.optimizer.state_dict(),
+                "agent_steps": int(model.num_timesteps), "n_updates": int(model._n_updates),
+                "episodes_total": counters["episodes_total"], "recent_returns": list(recent),
+            }, counters["iteration"])
+            counters["saved"] = counters["iteration"]
+            run.mark_running(counters["iteration"], int(model.num_timesteps))
+
+        start = time.perf_counter()
+
+        class Harness(BaseCallback):
+            """Rows at each rollout's end; checkpoints once the update after it is done."""
+
+            def _on_rollout_start(self) -> None:
+                if (counters["iteration"] > counters["saved"]
+                        and counters["iteration"] % cfg.checkpoint_every == 0):
+                    save()  # the update of the last iteration is done: a consistent state
+                self.games: list[tuple[float, float]] = []
+                self.t0 = time.perf_counter()
+
+            def _on_step(self) -> bool:
+                for info in self.locals["infos"]:
+                    if "episode" in info:  # Monitor: one finished game, all lives, unclipped
+                        # Monitor sits below the frame skip: its lengths count frames.
+                        self.games.append((float(info["episode"]["r"]),
+                                           info["episode"]["l"] / frames_per_step))
+                return True
+
+            def _on_rollout_end(self) -> None:
+                counters["iteration"] += 1
+                counters["episodes_total"] += len(self.games)
+                recent.extend(r for r, _ in self.games)
+                steps = counters["iteration"] * batch
+                row = {
+                    "iteration": counters["iteration"], "agent_steps": steps,
+                    "frames": steps * frames_per_step, "rollout_batch_size": batch,
+                    "episodes": len(self.games), "episodes_total": counters["episodes_total"],
+                    "return_mean": (float(np.mean([r for r, _ in self.games]))
+                                    if self.games else math.nan),
+                    "return_recent": float(np.mean(recent)) if recent else math.nan,
+                    "length_mean": (float(np.mean([n for _, n in self.games]))
+                                    if self.games else math.nan),
+                    "wall_time_s": time.perf_counter() - start,
+                    "rollout_s": time.perf_counter() - self.t0,
+                }
+                run.append_metrics(row)
+                log_scalars(writer, row, steps)
+
+        remaining = cfg.total_agent_steps // batch * batch - iteration * batch
+        if remaining > 0:
+            model.learn(total_timesteps=remaining, callback=Harness(),
+                        reset_num_timesteps=checkpoint is None)
+        if counters["iteration"] > counters["saved"]:
+            save()
+        venv.close()
+        run.mark_finished(counters["iteration"], counters["iteration"] * batch, "budget spent")
+    except BaseException as exc:
+        run.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if cfg.torch_threads:
+            torch.set_num_threads(threads)
+        run.close()
+    return run.path
+
+
+# --------------------------------------------------------------------------- the bench
+
+
+def run_one(cfg: LearningBenchConfig, impl: str, seed: int) -> str:
+    """Train one (impl, seed) run unless it is finished; returns what was done."""
+    tc = cfg.train_config(impl, seed)
+    run = RunDir(tc.resolved_run_dir())
+    status = run.read_status() if run.config_path.exists() else None
+    if status is not None and status.get("state") == "finished":
+        return "finished before"
+    tc.resume = run.config_path.exists()
+    ppo = cfg.ppo_config()
+    if impl == "ours":
+        train(tc, ppo)
+    else:
+        train_sb3_run(tc, ppo, align_value_loss=cfg.align_value_loss)
+    return "resumed" if tc.resume else "trained"
+
+
+def load_runs(runs_dir: Path) -> dict[tuple[str, int], pd.DataFrame]:
+    """Metrics of every ``<impl>-seed<k>`` run directory under ``runs_dir``."""
+    out = {}
+    for path in sorted(runs_dir.glob("*-seed*")):
+        impl, _, seed = path.name.rpartition("-seed")
+        if impl in IMPLS and seed.isdigit() and (path / "metrics.jsonl").exists():
+            df = load_metrics(path)
+            if len(df):
+                out[(impl, int(seed))] = df
+    return out
+
+
+def run_measures(df: pd.DataFrame, span: int) -> dict[str, float]:
+    """Final smoothed return and area under the curve over agent steps [0, span].
+
+    ``auc_mean_return`` is the area under the smoothed-return curve divided by the span it
+    covers (the curve's mean over agent steps; trapezoid rule between iterations), so it is
+    in units of return. Iterations before the first finished game (no smoothed return yet)
+    are left out of the area.
+    """
+    df = df[df["agent_steps"] <= span]
+    curve = df[np.isfinite(df["return_recent"].astype(float))]
+    if len(curve) < 2:
+        return {"final_return": math.nan, "auc_mean_return": math.nan, "games": math.nan}
+    x = curve["agent_steps"].to_numpy(float)
+    y = curve["return_recent"].to_numpy(float)
+    area = float(np.sum((y[1:] + y[:-1]) / 2 * np.diff(x)))
+    return {"final_return": float(y[-1]), "auc_mean_return": area / float(x[-1] - x[0]),
+            "games": float(df["episodes_total"].iloc[-1])}
+
+
+def bootstrap_mean_interval(values, ci: float, n_boot: int, rng: np.random.Generator):
+    """(mean, lo, hi): percentile bootstrap of the mean over the values (seeds).
+
+    With fewer than 2 values the interval is undefined (nan, nan).
+    """
+    v = np.asarray(values, dtype=float)
+    v = v[np.isfinite(v)]
+    if v.size == 0:
+        return math.nan, math.nan, math.nan
+    if v.size < 2:
+        return float(v.mean()), math.nan, math.nan
+    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
+    alpha = (1.0 - ci) / 2
+    return float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+
+
+def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
+    return a[0] <= b[1] and b[0] <= a[1]
+
+
+def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
+                 n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Per implementation: seeds, final smoothed return and AUC with seed-bootstrap intervals.
+
+    Runs are compared over the longest agent-step span every run has reached (the budget,
+    once all are finished). Returns (table, verdict) where verdict has ``span``,
+    ``verdict`` (parity / differ / undecided) and ``reason``.
+    """
+    if not runs:
+        raise ValueError("no runs to compare: train some first (rlscale bench learning)")
+    span = int(min(df["agent_steps"].max() for df in runs.values()))
+    rng = np.random.default_rng(seed)
+    rows, intervals = [], {}
+    for impl in IMPLS:
+        measures = [run_measures(df, span) for (i, _), df in sorted(runs.items()) if i == impl]
+        if not measures:
+            continue
+        row = {"impl": impl, "seeds": len(measures), "agent_steps": span}
+        for key in ("final_return", "auc_mean_return"):
+            mean, lo, hi = bootstrap_mean_interval([m[key] for m in measures], ci, n_boot, rng)
+            row.update({key: mean, f"{key}_lo": lo, f"{key}_hi": hi})
+            intervals[(impl, key)] = (lo, hi)
+        row["games_per_run"] = float(np.mean([m["games"] for m in measures]))
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    impls = list(table["impl"])
+    if impls != list(IMPLS):
+        verdict = "undecided"
+        reason = f"only {', '.join(impls)} has runs; both implementations are needed"
+    elif table["seeds"].min() < 2:
+        verdict = "undecided"
+        reason = ("seed intervals need >= 2 seeds per implementation (have "
+                  + ", ".join(f"{r.impl}: {r.seeds}" for r in table.itertuples()) + ")")
+    else:
+        overlaps = {key: _overlap(intervals[("ours", key)], intervals[("sb3", key)])
+                    for key in ("final_return", "auc_mean_return")}
+        verdict = "parity" if all(overlaps.values()) else "differ"
+        reason = "; ".join(f"{k}: intervals {'overlap' if v else 'do not overlap'}"
+                           for k, v in overlaps.items())
+    return table, {"span": span, "verdict": verdict, "reason": reason}
+
+
+def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: str) -> Path:
+    """Smoothed full-game return against agent steps (frames on the top axis), per run."""
+    import matplotlib  # lazy: slow import, figures only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: slow import, figures only
+
+    colors = {"ours": "tab:blue", "sb3": "tab:orange"}
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    labelled = set()
+    frames_per_step = 1.0
+    for (impl, _seed), df in sorted(runs.items()):
+        ax.plot(df["agent_steps"], df["return_recent"], color=colors[impl], lw=1.2,
+                alpha=0.85, label=None if impl in labelled else impl)
+        labelled.add(impl)
+        frames_per_step = float(df["frames"].iloc[-1] / df["agent_steps"].iloc[-1])
+    ax.set_xlabel("agent steps")
+    ax.set_ylabel("return (full games, unclipped; mean of last games)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left")
+    top = ax.secondary_xaxis("top", functions=(lambda x: x * frames_per_step,
+                                               lambda x: x / frames_per_step))
+    top.set_xlabel("frames")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
+    """Train what is missing (if ``cfg.train``), then compare; writes learning.png too."""
+    cfg.validate()
+    if cfg.train:
+        for seed in cfg.seed_list():
+            for impl in cfg.impl_list():
+                run_one(cfg, impl, seed)
+                if progress is not None:
+                    progress()
+    runs = load_runs(cfg.runs_dir())
+    table, verdict = parity_table(runs, cfg.ci, cfg.n_boot)
+    table["verdict"] = verdict["verdict"]
+    table.attrs["note"] = (f"verdict: {verdict['verdict']} ({verdict['reason']}); compared "
+                           f"over the first {verdict['span']:,} agent steps; returns are "
+                           "full games, unclipped, smoothed over the last "
+                           f"{cfg.return_window} games; plot: {cfg.runs_dir() / 'learning.png'}")
+    plot_learning(runs, cfg.runs_dir() / "learning.png",
+                  f"{cfg.env}: ours vs SB3 PPO, {cfg.num_envs}x{cfg.num_steps}, "
+                  f"compared over {verdict['span']:,} agent steps")
+    return table

@@ -1,0 +1,169 @@
+"""The critical-batch fit of a finished sweep, and its figures.
+
+``fit_sweep`` fits S = S_min (1 + B_crit / B) per target from a results table
+(``rl.analysis.fit``); ``plot_fits`` and ``plot_b_simple`` draw the sweep's figures.
+See docs/critical-batch.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rl.analysis.fit import (
+    FIT_COLUMNS,
+    CriticalBatchFit,
+    best_per_batch,
+    fit_from_runs,
+    plot_pareto,
+    plot_steps_and_samples,
+)
+from rl.runs.storage import (
+    load_metrics,
+    save_figure,
+)
+from rl.sweeps.results import GNS_TERMS, b_simple_curve, long_results
+from rl.sweeps.settings import tkey
+
+# Runs whose outcome is known: finished, or failed on their own (diverged: did not reach).
+_SETTLED = ("finished", "failed")
+
+
+def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.9,
+              range_factor: float = 2.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Critical batch size per (env, target) of a results table, with B_simple beside it.
+
+    Uses runs whose status is finished or failed (a failed run did not reach what it did
+    not reach); pending, running and interrupted runs are left out and counted in
+    ``runs_unsettled``. ``rl.analysis.fit.fit_from_runs`` picks the best lr per batch size, fits
+    S(B) and bootstraps seeds.
+
+    The B_simple columns beside the fit (``b_simple_{term}``) are the mean, over the runs
+    at each batch size's best lr (every seed, every batch size whose best lr reached the
+    target), of each run's run-averaged B_simple (mean trace_sigma / mean g2 over all its
+    measured iterations, until it stopped); ``b_simple_runs`` counts the runs with a finite
+    value. NaN where the runs measured no noise scale.
+
+    Returns (fit table: rl.analysis.fit.FIT_COLUMNS + b_simple_total/policy/value, b_simple_runs,
+    runs_used, runs_unsettled; per batch size table of rl.analysis.fit.best_per_batch).
+    """
+
+    settled = df[df["status"].isin(_SETTLED)]
+    unsettled = df[~df["status"].isin(_SETTLED)]
+    long = long_results(settled)
+    extra = [*[f"b_simple_{t}" for t in GNS_TERMS], "b_simple_runs", "runs_used",
+             "runs_unsettled"]
+    if long.empty:
+        return pd.DataFrame(columns=[*FIT_COLUMNS, *extra]), pd.DataFrame()
+    fits = fit_from_runs(long, n_boot=n_boot, seed=seed, ci=ci, range_factor=range_factor)
+    per_batch, per_seed = best_per_batch(long)
+    for i, fit in fits.iterrows():
+        mine = per_seed[(per_seed["env"] == fit["env"]) & (per_seed["target"] == fit["target"])]
+        for term in GNS_TERMS:
+            v = mine[f"b_simple_{term}"].astype(float)
+            fits.loc[i, f"b_simple_{term}"] = float(v.mean()) if v.notna().any() else math.nan
+        fits.loc[i, "b_simple_runs"] = int(mine["b_simple_total"].astype(float).notna().sum())
+        fits.loc[i, "runs_used"] = int((settled["env"] == fit["env"]).sum())
+        fits.loc[i, "runs_unsettled"] = int((unsettled["env"] == fit["env"]).sum())
+    return fits[[*FIT_COLUMNS, *extra]], per_batch
+
+
+def _fit_object(row: Mapping[str, Any]):
+
+    ok = bool(row["ok"])
+    return CriticalBatchFit(ok, "ok" if ok else "failed", str(row["reason"]),
+                            s_min=float(row["s_min"]), e_min=float(row["e_min"]),
+                            b_crit=float(row["b_crit"]))
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
+
+
+def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
+              per_batch: pd.DataFrame) -> list[Path]:
+    """One png per (env, target): E vs S with the fitted hyperbola, S(B) and E(B) with the
+    fit. Returns the paths written."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
+    from matplotlib.figure import Figure  # lazy: slow import, figures only
+
+
+    paths = []
+    for _, row in fits.iterrows():
+        pts = per_batch[(per_batch["env"] == row["env"]) & (per_batch["target"] == row["target"])
+                        & per_batch["reached"]].sort_values("rollout_batch_size")
+        if pts.empty:
+            continue
+        fit = _fit_object(row)
+        fig = Figure(figsize=(15, 4.5))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 3)
+        b, s = pts["rollout_batch_size"].to_numpy(float), pts["s_median"].to_numpy(float)
+        plot_pareto(axes[0], fit, b, s)
+        plot_steps_and_samples(axes[1:], fit, b, s)
+        ci = (f", B_crit interval [{row['b_crit_lo']:.3g}, {row['b_crit_hi']:.3g}]"
+              if fit.ok else f" -- fit failed: {str(row['reason'])[:90]}")
+        fig.suptitle(f"{row['env']}, target return {row['target']:g}: B in agent steps, "
+                     f"S in PPO iterations{ci}", fontsize=10)
+        fig.tight_layout()
+        path = Path(out) / f"fit_{_slug(str(row['env']))}_{tkey(row['target'])}.png"
+        save_figure(fig, path, dpi=90)
+        paths.append(path)
+    return paths
+
+
+def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame) -> list[Path]:
+    """One png per env: B_simple (policy, value, total; log scale) against return_recent,
+    one line per run coloured by batch size. Nothing is written for an env without
+    noise-scale measurements. Returns the paths written."""
+    from matplotlib import colormaps  # lazy: slow import, figures only
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
+    from matplotlib.cm import ScalarMappable  # lazy: slow import, figures only
+    from matplotlib.colors import LogNorm  # lazy: slow import, figures only
+    from matplotlib.figure import Figure  # lazy: slow import, figures only
+
+    out = Path(out)
+    paths = []
+    for env, runs in df.groupby("env", sort=True):
+        curves = []
+        for _, r in runs.iterrows():
+            path = out / "runs" / str(r["run"])
+            if not (path / "metrics.jsonl").exists():
+                continue
+            metrics = load_metrics(path)
+            if "return_recent" not in metrics:
+                continue
+            curves.append((float(r["rollout_batch_size"]),
+                           {t: b_simple_curve(metrics, t) for t in GNS_TERMS}))
+        if not any(len(c[t]) for _, c in curves for t in GNS_TERMS):
+            continue
+        bs = [b for b, _ in curves]
+        norm = LogNorm(min(bs), max(bs) if max(bs) > min(bs) else min(bs) * 2)
+        cmap = colormaps["viridis"]
+        fig = Figure(figsize=(15, 4.5), layout="constrained")
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, 3)
+        for ax, term in zip(axes, GNS_TERMS, strict=True):
+            for b, c in curves:
+                d = c[term]
+                d = d[d["b_simple"] > 0]
+                if len(d):
+                    ax.plot(d["return_recent"], d["b_simple"], color=cmap(norm(b)), lw=0.8,
+                            alpha=0.8)
+            ax.set_yscale("log")
+            ax.set_xlabel("return_recent (mean of the last games)")
+            ax.set_ylabel(f"B_simple, {term} loss (agent steps)")
+            ax.set_title(f"{term}", fontsize=9)
+        sm = ScalarMappable(norm=norm, cmap=cmap)
+        fig.colorbar(sm, ax=list(axes), label="rollout batch size B (agent steps)")
+        fig.suptitle(f"{env}: noise scale against return (EMA, or ratio of window means)",
+                     fontsize=10)
+        path = out / f"b_simple_{_slug(str(env))}.png"
+        save_figure(fig, path, dpi=90)
+        paths.append(path)
+    return paths

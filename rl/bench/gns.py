@@ -1,0 +1,111 @@
+"""``rlscale bench gns``: the wall-time overhead of measuring the noise scale during PPO.
+
+See docs/benchmarks.md for the full description.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+from dataclasses import dataclass
+
+import pandas as pd
+
+from agents import PPOConfig
+from rl.bench.common import interleaved
+from rl.runs.storage import load_metrics
+from rl.train.config import TrainConfig
+from rl.train.launch import train
+
+
+@dataclass
+class GNSBenchConfig:
+    """Noise-scale overhead: PPO wall time with measurement off, at the default cadence, always."""
+
+    envs: str = "CartPole,Pong"
+    """Comma-separated environments (network: auto, i.e. MLP for CartPole, Nature CNN for Pong)."""
+    iterations: str = "40,3"
+    """Comma-separated PPO iterations per run, one per environment."""
+    cadences: str = "0,default,1"
+    """Comma-separated gns_every values; "default" is TrainConfig's; 0 (off) is the reference."""
+    num_envs: int = 8
+    """Environments per run."""
+    num_steps: int = 128
+    """Steps per environment per rollout (agent steps per iteration = num_envs x num_steps)."""
+    gns_groups: int = 8
+    """Groups K of the noise-scale measurement."""
+    repeats: int = 3
+    """Interleaved repeats per configuration; the table shows medians."""
+    device: str = "cpu"
+    """Device for the runs."""
+    seed: int = 0
+    """Seed of every run."""
+
+
+def _cadences(cfg: GNSBenchConfig) -> list[int]:
+
+    out = []
+    for item in cfg.cadences.split(","):
+        item = item.strip()
+        if item:
+            out.append(TrainConfig().gns_every if item == "default" else int(item))
+    if 0 not in out:
+        raise ValueError("bench gns needs cadence 0 (measurement off) as its reference")
+    return out
+
+
+def _time_run(env: str, iterations: int, every: int, cfg: GNSBenchConfig) -> dict:
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tc = TrainConfig(env=env, num_envs=cfg.num_envs, num_steps=cfg.num_steps,
+                         total_agent_steps=iterations * cfg.num_envs * cfg.num_steps,
+                         seed=cfg.seed, device=cfg.device, run_dir=tmp,
+                         checkpoint_every=iterations, gns_every=every,
+                         gns_groups=cfg.gns_groups)
+        train(tc, PPOConfig())
+        df = load_metrics(tmp)
+    gns_s = df["gns/seconds"].dropna() if "gns/seconds" in df else pd.Series([], dtype=float)
+    return {"loop_s": float(df["wall_time_s"].iloc[-1]), "measured": len(gns_s),
+            "gns_s": float(gns_s.mean()) if len(gns_s) else float("nan")}
+
+
+def bench_gns(cfg: GNSBenchConfig, progress=None) -> pd.DataFrame:
+
+    env_names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
+    iters = [int(n) for n in cfg.iterations.split(",") if n.strip()]
+    if len(iters) != len(env_names):
+        raise ValueError(f"give one iteration count per environment: envs={cfg.envs!r}, "
+                         f"iterations={cfg.iterations!r}")
+    cadences = _cadences(cfg)
+    configs = [{"env": e, "iterations": n, "gns_every": c}
+               for e, n in zip(env_names, iters, strict=True) for c in cadences]
+    results: dict[int, list[dict]] = {}
+
+    def run(config: dict) -> float:
+        out = _time_run(config["env"], config["iterations"], config["gns_every"], cfg)
+        results.setdefault(id(config), []).append(out)
+        return out["loop_s"]
+
+    samples = interleaved(configs, run, cfg.repeats, progress)
+    batch = cfg.num_envs * cfg.num_steps
+    rows = []
+    for config, s in zip(configs, samples, strict=True):
+        runs = results[id(config)]
+        gns_s = [r["gns_s"] for r in runs if r["measured"]]
+        rows.append({
+            **config,
+            "measured": runs[0]["measured"],
+            "loop_s": statistics.median(s),
+            "min": min(s),
+            "max": max(s),
+            "s_per_iteration": statistics.median(s) / config["iterations"],
+            "gns_s": statistics.median(gns_s) if gns_s else float("nan"),
+            "repeats": len(s),
+        })
+    df = pd.DataFrame(rows)
+    off = df[df.gns_every == 0].set_index("env")
+    df["ratio_to_off"] = df.loop_s / df.env.map(off["loop_s"])
+    every = df.gns_every.where(df.gns_every > 0)
+    df["overhead_at_cadence"] = df.gns_s / (every * df.env.map(off["s_per_iteration"]))
+    df["measurements_per_1M"] = 1e6 / (batch * every)
+    return df

@@ -1,0 +1,184 @@
+"""``rlscale``: the one command-line entry point (subcommands, ``--help`` on each)."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import sys
+from pathlib import Path
+
+import torch
+from rich.markup import escape
+from rich.progress import Progress
+from rich.table import Table
+
+import envs
+from envs.registry import load_entry_points
+from rl import bench
+from rl.cli import adaptive as adaptive_cmd
+from rl.cli import compare as compare_cmd
+from rl.cli import gns as gns_cmd
+from rl.cli import sharpness as sharpness_cmd
+from rl.cli import sweep as sweep_cmd
+from rl.cli import train as train_cmd
+from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.compare import run_and_report
+from rl.cli.output import CLIError, console, err_console, print_table
+from rl.study.compare import build_plan
+
+# Modules that add their own subcommands: each defines add_parser(subparsers).
+COMMAND_MODULES = [train_cmd, adaptive_cmd, gns_cmd, sweep_cmd, compare_cmd, sharpness_cmd]
+
+
+# --- rlscale envs ------------------------------------------------------------------------
+
+
+def cmd_envs(args) -> int:
+
+    errors = load_entry_points()
+    entries = envs.list_envs()
+    if args.kind:
+        entries = [e for e in entries if e.kind == args.kind]
+    table = Table(title=f"{len(entries)} environments")
+    for col in ("name", "kind", "source", "backend id"):
+        table.add_column(col)
+    for e in entries:
+        table.add_row(e.name, e.kind, e.source, e.target)
+    console.print(table)
+    console.print(
+        "Any gymnasium id also works with the prefix gym: (e.g. gym:LunarLander-v3). "
+        f"Atari backends: {', '.join(envs.ATARI_BACKENDS)} "
+        f"(default {envs.default_backend('atari')})."
+    )
+    for msg in errors:
+        err_console.print(f"[yellow]warning:[/] {escape(str(msg))}")
+    return 0
+
+
+# --- rlscale bench -----------------------------------------------------------------------
+
+
+def cmd_bench(args) -> int:
+
+
+    cfg_cls, run = bench.SUITES[args.suite]
+    cfg = dataclass_from_args(args, cfg_cls)
+    with Progress(console=err_console, transient=True, disable=args.quiet) as progress:
+        task = progress.add_task(f"bench {args.suite}", total=None)
+        df = run(cfg, progress=lambda: progress.advance(task))
+    print_table(df, title=f"rlscale bench {args.suite}")
+    if df.attrs.get("note"):
+        console.print(escape(df.attrs["note"]))
+    path = bench.write_results(df, Path(args.out), args.suite, cfg)
+    console.print(f"results: {path}")
+    return 0
+
+
+# --- rlscale demo ------------------------------------------------------------------------
+
+
+def cmd_demo(args) -> int:
+    """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
+    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference), or
+    of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
+
+    if args.preset == "gpu":
+
+        if not torch.cuda.is_available():
+            raise CLIError("--preset gpu runs the Atari study (days of CPU time) and needs a "
+                           "CUDA device; force it with `rlscale compare --suite atari-paper "
+                           "--preset gpu --device cpu`")
+    suite = "demo" if args.preset == "cpu-quick" else "atari-paper"
+    out = args.out or ("results/demo" if args.preset == "cpu-quick" else "results/demo-gpu")
+    plan = build_plan(suite=suite, preset=args.preset, out=out)
+    return run_and_report(plan, quiet=args.quiet)
+
+
+# --- parser ------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rlscale",
+        description="RL scaling testbed: PPO on vectorized environments, gradient noise "
+        "scale, critical batch size.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser("envs", help="list the environments available and where they come from")
+    p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
+    p.set_defaults(func=cmd_envs)
+
+
+    p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
+    bsub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    for name, (cfg_cls, _) in bench.SUITES.items():
+        sp = bsub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0])
+        add_dataclass_args(sp, cfg_cls)
+        sp.add_argument("--out", default="results/bench", help="results folder")
+        sp.add_argument("--quiet", action="store_true", help="no progress display")
+        sp.set_defaults(func=cmd_bench)
+
+    for module in COMMAND_MODULES:
+        module.add_parser(sub)
+
+    p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)",
+                       description="A cpu-quick study (rlscale compare --suite demo): CartPole "
+                       "sweep with a B_crit fit, MinAtar noise-scale runs, supervised reference, "
+                       "report. --preset gpu: the atari-paper study.")
+    p.add_argument("--preset", choices=["cpu-quick", "gpu"], default="cpu-quick",
+                   help="cpu-quick (default: about 3-5 min on 2 idle cores, up to 11 on busy ones) "
+                   "or gpu (the Atari study; needs CUDA)")
+    p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+_OS_FIXES = {
+    errno.ENOSPC: "free some disk space or write to another disk, then rerun (a training run "
+                  "continues with --resume)",
+    errno.EDQUOT: "free some of your disk quota, then rerun (a training run continues with "
+                  "--resume)",
+    errno.EACCES: "choose a directory you may write to (--run-dir / --out), or fix its "
+                  "permissions",
+    errno.EPERM: "choose a directory you may write to (--run-dir / --out), or fix its "
+                 "permissions",
+    errno.EROFS: "the filesystem is read-only: choose a writable --run-dir / --out",
+    errno.ENOTDIR: "a file stands where a directory is needed: choose another path, or move "
+                   "the file",
+    errno.EEXIST: "something already exists at that path: choose another path, or move it",
+    errno.EISDIR: "a directory stands where a file is needed: choose another path",
+    errno.ENAMETOOLONG: "choose a shorter path",
+}
+
+
+def describe_os_error(exc: OSError) -> str:
+    """One line for an ordinary filesystem failure: what failed, where, and the fix."""
+    where = f" ({exc.filename})" if exc.filename else ""
+    what = exc.strerror or str(exc)
+    fix = _OS_FIXES.get(exc.errno, "check the path and its disk, then rerun")
+    return f"{what}{where}; {fix}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        return 130
+    except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        return 2
+    except OSError as exc:  # disk full, read-only or missing directory, a file in the way
+        err_console.print(f"[red]error:[/] {escape(describe_os_error(exc))}", highlight=False)
+        return 2
+    except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
+        err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,143 @@
+"""``rlscale compare``: noise scale and critical batch size of games, beside supervised learning.
+
+Suites, presets, the study directory and the results table: ``rl.study.compare``. A second
+invocation with the same settings reuses every finished run and only redoes the report.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from rl.cli.output import console, err_console, print_table
+from rl.study.compare import PRESET_NAMES, SUITES, Overrides, build_plan, compare, describe_plan
+from rl.train.config import parse_count
+
+
+def _ints(text: str) -> list[int]:
+    return [int(parse_count(p)) for p in text.split(",") if p.strip()]
+
+
+def _floats(text: str) -> list[float]:
+    try:
+        return [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
+                                         ) from None
+
+
+def _games(text: str) -> str | list[str]:
+    return text if text in ("all", "none") else [p.strip() for p in text.split(",") if p.strip()]
+
+
+def default_out(suite: str | None, preset: str) -> Path:
+    return Path("results/compare") / f"{suite or 'custom'}-{preset}"
+
+
+def plan_from_args(args: argparse.Namespace):
+
+    ov = Overrides(
+        sweep_games=args.sweep_games, noise_games=args.noise_games, num_envs=args.num_envs,
+        num_steps=args.num_steps, lrs=args.lrs, seeds=args.seeds, targets=args.targets,
+        budget=args.budget, sweep_gns_every=args.sweep_gns_every,
+        noise_num_envs=args.noise_num_envs, noise_num_steps=args.noise_num_steps,
+        noise_budget=args.noise_budget, noise_seeds=args.noise_seeds, gns_every=args.gns_every,
+        supervised=not args.no_supervised, supervised_epochs=args.supervised_epochs,
+        supervised_seed=args.supervised_seed, parallel=args.parallel, device=args.device,
+        n_boot=args.n_boot, retry_failed=args.retry_failed,
+    )
+    out = args.out or default_out(args.suite if not args.games else None, args.preset)
+    return build_plan(suite=args.suite, games=args.games or None, preset=args.preset, out=out,
+                      overrides=ov)
+
+
+def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False) -> int:
+    """Run (or reuse) the study of ``plan``, print the headline table and where the report is."""
+
+
+    table = describe_plan(plan)
+    if dry_run or not quiet:
+        print_table(table, title=f"study {plan.out}: suite {plan.suite}, preset {plan.preset} "
+                    "(B and budgets in agent steps)")
+    if dry_run:
+        console.print("dry run: nothing started")
+        return 0
+    t0 = time.perf_counter()
+    outcome = compare(plan, quiet=quiet, console=err_console)
+    print_table(outcome.headline.drop(columns=["reference"]),
+                title="headline: B_simple and B_crit (RL: agent steps; supervised: training "
+                "examples; cited rows: McCandlish et al. 2018, Table 1)")
+    console.print(f"results table: {outcome.results_csv}")
+    console.print(f"report: {outcome.report_html.resolve()} (and {outcome.report_md.name})")
+    console.print(f"study wall time: {time.perf_counter() - t0:,.0f} s")
+    return 0
+
+
+def cmd_compare(args) -> int:
+    return run_and_report(plan_from_args(args), quiet=args.quiet, dry_run=args.dry_run)
+
+
+def add_study_args(p: argparse.ArgumentParser) -> None:
+    """The override flags shared by ``compare`` (and usable by other study commands)."""
+    g = p.add_argument_group("what runs (default: the suite's, for the preset)")
+    g.add_argument("--sweep-games", dest="sweep_games", type=_games, metavar="GAMES",
+                   help="games that get a critical-batch sweep: comma-separated, all or none")
+    g.add_argument("--noise-games", dest="noise_games", type=_games, metavar="GAMES",
+                   help="games that get noise-scale runs: comma-separated, all (default) or none")
+    s = p.add_argument_group("sweep overrides (every swept game)")
+    s.add_argument("--num-envs", dest="num_envs", type=_ints, metavar="LIST",
+                   help="num_envs grid, comma-separated (B = num_envs x num_steps)")
+    s.add_argument("--num-steps", dest="num_steps", type=int, help="steps per env per rollout")
+    s.add_argument("--lrs", type=_floats, metavar="LIST", help="learning rates, comma-separated")
+    s.add_argument("--seeds", type=int, help="seeds per setting")
+    s.add_argument("--targets", type=_floats, metavar="LIST",
+                   help="target returns, comma-separated")
+    s.add_argument("--budget", type=parse_count, help="agent steps per sweep run (e.g. 60k)")
+    s.add_argument("--sweep-gns-every", dest="sweep_gns_every", type=int,
+                   help="noise-scale measurement interval in sweep runs (PPO iterations)")
+    n = p.add_argument_group("noise-scale run overrides (every game)")
+    n.add_argument("--noise-num-envs", dest="noise_num_envs", type=int)
+    n.add_argument("--noise-num-steps", dest="noise_num_steps", type=int)
+    n.add_argument("--noise-budget", dest="noise_budget", type=parse_count,
+                   help="agent steps per noise-scale run (e.g. 400k)")
+    n.add_argument("--noise-seeds", dest="noise_seeds", type=int)
+    n.add_argument("--gns-every", dest="gns_every", type=int,
+                   help="measure the noise scale every this many PPO iterations")
+    r = p.add_argument_group("supervised reference (digits, rl.measure.supervised)")
+    r.add_argument("--no-supervised", dest="no_supervised", action="store_true",
+                   help="leave out the supervised reference run")
+    r.add_argument("--supervised-epochs", dest="supervised_epochs", type=int)
+    r.add_argument("--supervised-seed", dest="supervised_seed", type=int)
+    e = p.add_argument_group("execution")
+    e.add_argument("--parallel", type=int,
+                   help="runs at once (default: cpu-quick all cores, gpu cores / 4)")
+    e.add_argument("--device", help="training device: auto (default), cpu, cuda")
+    e.add_argument("--n-boot", dest="n_boot", type=int, help="bootstrap replicates of the fits")
+    e.add_argument("--retry-failed", dest="retry_failed", action="store_true",
+                   help="rerun runs that failed on their own (interrupted runs always resume)")
+    e.add_argument("--dry-run", dest="dry_run", action="store_true",
+                   help="show what would run; start nothing")
+    e.add_argument("--quiet", action="store_true", help="no progress display, no log lines")
+
+
+def add_parser(sub) -> None:
+
+    suites = "; ".join(f"{k}: {v.description} ({', '.join(v.games)})" for k, v in SUITES.items())
+    p = sub.add_parser(
+        "compare",
+        help="B_simple and B_crit per game beside the supervised reference and cited values",
+        description="Run (or continue) a study: per game, noise-scale runs and, where the "
+        "preset affords it, a critical-batch sweep; plus the supervised reference. Writes "
+        "results.csv, report.html (self-contained) and report.md into --out and prints the "
+        f"headline table. Suites: {suites}. Presets: cpu-quick (a 2-core laptop), gpu (a "
+        "real study). A second invocation reuses finished runs.",
+    )
+    p.add_argument("games", nargs="*", metavar="GAME",
+                   help="games to study (instead of, or within, --suite)")
+    p.add_argument("--suite", choices=list(SUITES), help="a named set of games")
+    p.add_argument("--preset", choices=list(PRESET_NAMES), default="cpu-quick",
+                   help="budgets and grids (default cpu-quick)")
+    p.add_argument("--out", help="study directory (default results/compare/<suite>-<preset>)")
+    add_study_args(p)
+    p.set_defaults(func=cmd_compare)

@@ -1,0 +1,172 @@
+"""``rlscale gns``: gradient-noise-scale studies. Subcommands: ``supervised``, ``run``."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from rich.progress import Progress
+
+from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.output import CLIError, console, err_console, print_table
+from rl.measure.ppo_noise import noise_scale_by_segment
+from rl.measure.supervised import SupervisedConfig, run_supervised
+from rl.runs.storage import RunDir, atomic_write_text, save_figure
+
+
+def _fmt(value: float) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if math.isinf(value):
+        return "inf"
+    return f"{value:,.3g}" if abs(value) < 1000 else f"{value:,.0f}"
+
+
+def _interval(summary: dict, key: str) -> str:
+    return (
+        f"{_fmt(summary[key])}  [{_fmt(summary[key + '_lower'])}, "
+        f"{_fmt(summary[key + '_upper'])}]"
+    )
+
+
+def default_out(cfg: SupervisedConfig) -> Path:
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    return Path("results/gns/supervised") / f"{cfg.dataset}-{cfg.model}-seed{cfg.seed}-{stamp}"
+
+
+def cmd_supervised(args) -> int:
+
+
+    cfg = dataclass_from_args(args, SupervisedConfig)
+    out = Path(args.out) if args.out else default_out(cfg)
+    with Progress(console=err_console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task(f"supervised {cfg.dataset} {cfg.model}", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        result = run_supervised(cfg, out, progress=progress)
+    s = result.summary
+    rows = [
+        ("final test accuracy", f"{s['final_test_acc']:.3f}"),
+        ("train loss, start -> end",
+         f"{s['initial_train_loss']:.3g} -> {s['final_train_loss']:.3g}"),
+        ("B_simple, run average [95%]", _interval(s, "b_simple_run")),
+        ("B_simple, first quarter [95%]", _interval(s, "b_simple_start")),
+        ("B_simple, last quarter [95%]", _interval(s, "b_simple_end")),
+        ("B_simple end / start", _fmt(s["b_simple_end_over_start"])),
+    ]
+    print_table(
+        pd.DataFrame(rows, columns=["quantity", "value"]),
+        title=f"{cfg.dataset} {cfg.model} ({cfg.optimizer}), {s['steps']:,} steps of "
+        f"{cfg.batch_size} ({s['epochs']:.3g} epochs), {s['measurements']} measurements",
+    )
+    console.print(
+        "B_simple in training examples; measured with K = "
+        f"{cfg.gns_groups} groups of b = {cfg.gns_group_size} examples drawn i.i.d. "
+        f"(big batch {s['gns_big_batch']}); {s['negative_g2_fraction']:.0%} of single |G|^2 "
+        "estimates were negative."
+    )
+    console.print(f"results: {result.out_dir} (summary.json, metrics.jsonl, config.json)")
+    return 0
+
+
+def plot_segments(table, path: Path, title: str) -> Path:
+    """B_simple per segment and term (95% bars; open-ended where unresolved), and the return."""
+    import matplotlib  # lazy: slow import, figures only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: slow import, figures only
+
+
+    finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for offset, (term, part) in zip((-0.15, 0.0, 0.15), table.groupby("term", sort=False),
+                                    strict=False):
+        x = part["segment"].to_numpy(float) + offset
+        b = part["b_simple"].to_numpy(float)
+        lo = np.nan_to_num(part["b_simple_lo"].to_numpy(float), nan=0.0)
+        hi = np.nan_to_num(part["b_simple_hi"].to_numpy(float), nan=cap, posinf=cap)
+        ax.errorbar(x, b, yerr=[b - lo, hi - b], fmt="o", capsize=3, label=term)
+    ax.set_yscale("log")
+    ax.set_xlabel("segment of the run (measurements in order)")
+    ax.set_ylabel("B_simple (agent steps)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    first = table[table["term"] == table["term"].iloc[0]]
+    twin = ax.twinx()
+    twin.plot(first["segment"], first["return_recent"], "k--", lw=1, label="return")
+    twin.set_ylabel("smoothed return (dashed)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_run(args) -> int:
+
+    run = RunDir(args.run_dir)
+    if not run.metrics_path.exists():
+        raise CLIError(f"{args.run_dir} has no metrics.jsonl: point RUN_DIR at a training run "
+                       "directory (rlscale train --run-dir ...)")
+    metrics = run.load_metrics()
+    table = noise_scale_by_segment(metrics, args.segments)
+    shown = table[["segment", "term", "agent_steps_last", "measurements", "b_simple",
+                   "b_simple_lo", "b_simple_hi", "negative_g2_fraction", "return_recent"]]
+    status = (run.read_status() or {}).get("state", "unknown")
+    print_table(shown, title=f"{run.path}: B_simple per segment ({status}, "
+                f"{int(metrics['agent_steps'].max()):,} agent steps)")
+    out = Path(args.out) if args.out else Path("results/gns/run") / run.path.name
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "gns_segments.csv", table.to_csv(index=False))
+    plot_segments(table, out / "gns_segments.png", f"{run.path.name}: B_simple per segment")
+    console.print("B_simple in agent steps; 95% Fieller intervals (hi = inf: mean |G|^2 not "
+                  f"resolved above zero). results: {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "gns",
+        help="gradient noise scale studies (supervised reference, ...)",
+        description="Gradient noise scale (B_simple, McCandlish et al. 2018) measured with the "
+        "same estimator as the RL runs.",
+    )
+    gsub = p.add_subparsers(dest="gns_command", metavar="STUDY", required=True)
+
+    sp = gsub.add_parser(
+        "supervised",
+        help="train a small classifier on a bundled dataset and measure B_simple as it trains",
+        description="Supervised reference: minibatch training of a small classifier on a "
+        "scikit-learn bundled dataset (no download), measuring B_simple every --gns-every "
+        "steps from --gns-groups groups of --gns-group-size examples drawn i.i.d. from the "
+        "training set.",
+    )
+    add_dataclass_args(sp, SupervisedConfig, title="supervised run")
+    sp.add_argument(
+        "--out", metavar="DIR",
+        help="new or empty results folder (default: results/gns/supervised/<name>-<time>); "
+        "an existing run is never overwritten",
+    )
+    sp.add_argument("--quiet", action="store_true", help="no progress display")
+    sp.set_defaults(func=cmd_supervised)
+
+    sp = gsub.add_parser(
+        "run",
+        help="B_simple per segment (quarters) of a training run, beside its return",
+        description="Reads a run directory's metrics (train with --gns-every 1 for dense "
+        "measurements) and reports policy, value and total B_simple per segment of the "
+        "measured iterations, each the ratio of the segment's mean tr(Sigma) and mean |G|^2 "
+        "with a 95% Fieller interval, beside the smoothed return.",
+    )
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    sp.add_argument("--segments", type=int, default=4, help="segments of the run (default 4)")
+    sp.add_argument("--out", metavar="DIR",
+                    help="results folder (default results/gns/run/<run name>)")
+    sp.set_defaults(func=cmd_run)

@@ -1,0 +1,74 @@
+"""``rlscale sharpness PATH``: sharpness of the PPO loss at the final checkpoint of a run, or
+of every finished run of a sweep (with a plot against the rollout batch size).
+
+What is measured and how: ``rl.analysis.sharpness`` and docs/sharpness.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from rl.analysis.sharpness import (
+    SharpnessConfig,
+    eps_columns,
+    plot_sharpness,
+    run_sharpness,
+    summarize_repeats,
+    sweep_sharpness,
+)
+from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.output import CLIError, console, print_table
+from rl.runs.storage import CONFIG_FILE, atomic_write_text
+
+
+def cmd_sharpness(args) -> int:
+
+    cfg = dataclass_from_args(args, SharpnessConfig)
+    path = Path(args.path)
+    values = ["loss", "top_eigenvalue", *eps_columns(cfg.eps_values)]
+    if (path / CONFIG_FILE).exists():
+        df = run_sharpness(path, cfg)
+        keys = ["term"]
+        out = Path(args.out) if args.out else path / "sharpness.csv"
+    elif (path / "sweep.json").exists() or (path / "results.csv").exists():
+        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
+        df = sweep_sharpness(path, cfg, seeds=seeds, lr=args.lr)
+        keys = ["term", "rollout_batch_size"]
+        out = Path(args.out) if args.out else path / "sharpness.csv"
+        png = plot_sharpness(out.with_suffix(".png"), df, x="rollout_batch_size",
+                             title=f"{path.name}: sharpness of the PPO loss at the final "
+                                   f"checkpoint, {cfg.num_envs * cfg.num_steps} fresh samples "
+                                   f"x {cfg.repeats} repeats", eps=cfg.eps_values[0])
+        console.print(f"plot: {png}")
+    else:
+        raise CLIError(f"{path} is neither a run directory (no {CONFIG_FILE}) nor a sweep "
+                       "directory (no sweep.json); give the folder `rlscale train --run-dir` "
+                       "or `rlscale sweep` wrote")
+    atomic_write_text(out, df.to_csv(index=False))
+    print_table(summarize_repeats(df, keys, values),
+                title=f"sharpness (mean and standard error over {cfg.repeats} rollouts of "
+                      f"{cfg.num_envs * cfg.num_steps} agent steps; power iteration <= "
+                      f"{cfg.power_iters} products, {cfg.ascent_steps} ascent steps)")
+    console.print(f"per repeat: {out}")
+    return 0
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "sharpness",
+        help="top Hessian eigenvalue and eps-sharpness of the PPO loss at a run's final "
+             "checkpoint (or every run of a sweep)",
+        description="Loads the final checkpoint of a run (or of every finished run of a "
+        "sweep), collects fresh rollouts of its policy and measures, for the policy and the "
+        "value term of the PPO loss: the Hessian eigenvalue of largest magnitude (power "
+        "iteration on Hessian-vector products) and Keskar's eps-sharpness, 100 (max over "
+        "the box |z_i| <= eps (|w_i| + 1) of f(w + z) - f(w)) / (1 + f(w)). Each repeat is "
+        "an independent rollout; the table shows mean and standard error.",
+    )
+    p.add_argument("path", metavar="PATH", help="a run directory or a sweep directory")
+    add_dataclass_args(p, SharpnessConfig, title="measurement")
+    p.add_argument("--seeds", help="sweep: only these seeds, comma-separated (default all)")
+    p.add_argument("--lr", type=float, help="sweep: only runs with this learning rate")
+    p.add_argument("--out", help="per-repeat table (default PATH/sharpness.csv; the sweep plot "
+                   "goes beside it as .png)")
+    p.set_defaults(func=cmd_sharpness)

@@ -1,0 +1,262 @@
+"""stable-baselines3 as a peer: run its PPO with our settings, through the same harness.
+
+``train_sb3`` builds SB3's PPO from a ``TrainConfig`` + ``PPOConfig`` (via
+``agents.sb3.sb3_ppo_kwargs``) on SB3's own vector env of the same environment, and
+reports the same smoothed return (mean over the last ``return_window`` finished
+episodes, all environments) as our trainer, stopping at the same target.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from stable_baselines3.common.callbacks import BaseCallback
+from torch.nn import functional as F
+
+import envs
+from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
+from rl.measure.gns import GNSTracker, adam_preconditioner
+from rl.measure.ppo_noise import (
+    TERMS,
+    adam_has_state,
+    check_settings,
+    measure_rollout,
+    plan_split,
+    split_columns,
+    tracker_columns,
+)
+from rl.train.config import TrainConfig
+
+
+@dataclass
+class SB3Result:
+    iterations: int
+    agent_steps: int
+    return_recent: float
+    reached_target: bool
+    wall_time_s: float
+
+
+def make_sb3_env(cfg: TrainConfig):
+    """SB3's own vector env for the environment (Atari: SB3's standard Atari wrappers)."""
+    from stable_baselines3.common.env_util import (  # lazy: slow import, SB3 runs only
+        make_atari_env,
+        make_vec_env,
+    )
+    from stable_baselines3.common.vec_env import VecFrameStack  # lazy: slow import, SB3 runs only
+
+
+    entry = envs.resolve(cfg.env)
+    if entry.kind == "atari":
+        import ale_py  # lazy: registers ALE envs (SB3 Atari)
+
+        gym.register_envs(ale_py)
+        env_id = f"{''.join(p.capitalize() for p in entry.target.split('_'))}NoFrameskip-v4"
+        venv = make_atari_env(env_id, n_envs=cfg.num_envs, seed=cfg.seed)
+        return VecFrameStack(venv, n_stack=4)
+    if entry.kind == "plugin":
+        return make_vec_env(entry.factory, n_envs=cfg.num_envs, seed=cfg.seed)
+    return make_vec_env(entry.target, n_envs=cfg.num_envs, seed=cfg.seed)
+
+
+def train_sb3(cfg: TrainConfig, ppo: PPOConfig, *, device: str = "cpu") -> SB3Result:
+    """Train SB3's PPO with these settings; stop at ``cfg.target_return`` like ``train``."""
+    from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
+    from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
+
+    cfg.validate()
+    ppo.validate(cfg.rollout_batch_size)
+
+    network = "nature" if envs.resolve(cfg.env).kind == "atari" else "mlp"
+    venv = make_sb3_env(cfg)
+    model = PPO(sb3_policy_name(network), venv, seed=cfg.seed, device=device, verbose=0,
+                **sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=network))
+    recent: deque[float] = deque(maxlen=cfg.return_window)
+    state = {"reached": False, "iterations": 0}
+
+    class Harness(BaseCallback):
+        """Same smoothed return and stopping rule as rl.train.loop."""
+
+        def _on_step(self) -> bool:
+            if state["reached"]:
+                return False  # first step of the rollout after the target: stop
+            for info in self.locals["infos"]:
+                if "episode" in info:  # SB3's Monitor: one finished game
+                    recent.append(float(info["episode"]["r"]))
+            return True
+
+        def _on_rollout_end(self) -> None:
+            state["iterations"] += 1
+            state["reached"] = (cfg.target_return is not None
+                                and len(recent) == cfg.return_window
+                                and float(np.mean(recent)) >= cfg.target_return)
+
+    start = time.perf_counter()
+    model.learn(total_timesteps=cfg.total_agent_steps,
+                callback=Harness())
+    venv.close()
+    return SB3Result(
+        iterations=state["iterations"],
+        agent_steps=state["iterations"] * cfg.rollout_batch_size,
+        return_recent=float(np.mean(recent)) if recent else math.nan,
+        reached_target=state["reached"],
+        wall_time_s=time.perf_counter() - start,
+    )
+
+
+class NoiseScaleCallback(BaseCallback):
+    """Gradient noise scale of stable-baselines3's PPO or A2C, logged under ``gns/...``.
+
+        model = PPO("MlpPolicy", venv)
+        model.learn(100_000, callback=NoiseScaleCallback())
+
+    At the end of every ``every``-th rollout (SB3 calls ``on_rollout_end`` after
+    ``compute_returns_and_advantage``, before ``train``, so the parameters are those that
+    collected the rollout) the rollout buffer is split into ``groups`` groups, along the
+    environment axis when ``n_envs % groups == 0`` (else the time-axis fallback of
+    ``rl.measure.ppo_noise.plan_split``), and ``rl.measure.gns.measure`` differentiates, per
+    group, SB3's own
+    loss at the start of its update:
+
+    * PPO: policy = -mean(min(A r, A clip(r, 1 - c, 1 + c))) with r = exp(logp - logp_old)
+      (r = 1 here), value = mse(returns, v_pred) with SB3's optional value clipping
+      (inactive at the start), total = policy + ent_coef * (-mean(entropy)) + vf_coef * value;
+    * A2C: policy = -mean(A logp), value = mse(returns, v), total combined as above.
+
+    A is normalized when the model's ``normalize_advantage`` is set, with the statistics of
+    the whole rollout (SB3 itself normalizes per minibatch; the noise scale needs one
+    normalization shared by all groups). Entropy falls back to -mean(-logp) when the
+    distribution has no closed form, as in SB3. ``preconditioned=True`` divides gradients by
+    Adam's sqrt(v_hat) + eps (Adam/AdamW optimizers only); the first rollout, before any
+    optimizer step, is then skipped and logs ``gns/skipped`` = 1.
+
+    Logged keys (``logger.record``, written at SB3's next dump): for term in total, policy,
+    value, ``gns/{term}/g2``, ``trace_sigma``, ``b_simple`` (this rollout), ``b_simple_ema``,
+    ``b_simple_mean``, ``b_simple_lo``, ``b_simple_hi``; and ``gns/small_batch_size``,
+    ``gns/big_batch_size``, ``gns/groups``, ``gns/split_envs``, ``gns/preconditioned``,
+    ``gns/seconds``. The smoothing is in ``self.trackers`` (one ``GNSTracker`` per term); the
+    last logged values in ``self.last_row``.
+    """
+
+    def __init__(self, groups: int = 8, every: int = 1, preconditioned: bool = False, *,
+                 beta: float = 0.99, window: int = 100, verbose: int = 0):
+        super().__init__(verbose)
+        check_settings(every, groups)
+        self.groups = groups
+        self.every = every
+        self.preconditioned = bool(preconditioned)
+        self.trackers = {term: GNSTracker(beta=beta, window=window) for term in TERMS}
+        self.rollouts = 0
+        self.last_row: dict[str, float] = {}
+
+    def _init_callback(self) -> None:
+        from stable_baselines3 import A2C, PPO  # lazy: slow import, SB3 runs only
+
+        if not isinstance(self.model, (PPO, A2C)):
+            raise TypeError(f"NoiseScaleCallback supports SB3's PPO and A2C, got "
+                            f"{type(self.model).__name__}")
+        if self.preconditioned and not isinstance(self.model.policy.optimizer,
+                                                  (torch.optim.Adam, torch.optim.AdamW)):
+            raise ValueError(
+                f"preconditioned=True needs an Adam/AdamW optimizer, the policy uses "
+                f"{type(self.model.policy.optimizer).__name__} (A2C: use_rms_prop=False)")
+        plan_split(self.model.n_envs, self.model.n_steps, self.groups)  # fail early
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        index, self.rollouts = self.rollouts, self.rollouts + 1
+        if self.every == 0 or index % self.every:
+            return
+        row = self.measure_now()
+        for key, value in row.items():
+            self.logger.record(key, value)
+        self.last_row = row
+
+    def measure_now(self) -> dict[str, float]:
+        """Measure on the current rollout buffer, update the trackers, return the entries."""
+        from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
+        from stable_baselines3.common.buffers import (  # lazy: slow import, SB3 runs only
+            DictRolloutBuffer,
+        )
+
+        start = time.perf_counter()
+        model, policy, buf = self.model, self.model.policy, self.model.rollout_buffer
+        preconditioner = None
+        if self.preconditioned:
+            if not adam_has_state(policy.optimizer):
+                return {"gns/skipped": 1}
+            preconditioner = adam_preconditioner(policy.optimizer)
+        num_steps, num_envs = buf.buffer_size, buf.n_envs
+        split = plan_split(num_envs, num_steps, self.groups)
+
+        def steps_by_envs(x: np.ndarray, per_sample: bool = False) -> torch.Tensor:
+            """(num_steps, num_envs, ...) tensor; per_sample fields become (num_steps, num_envs)."""
+            if buf.generator_ready:  # get() has swapped and flattened: (envs * steps, ...)
+                x = x.reshape(num_envs, num_steps, *x.shape[1:]).swapaxes(0, 1)
+            if per_sample:  # flattening gave scalar fields a trailing axis of 1
+                x = x.reshape(num_steps, num_envs)
+            return torch.as_tensor(np.ascontiguousarray(x), device=policy.device)
+
+        fields = {"actions": steps_by_envs(buf.actions),
+                  "old_values": steps_by_envs(buf.values, per_sample=True),
+                  "old_log_prob": steps_by_envs(buf.log_probs, per_sample=True),
+                  "returns": steps_by_envs(buf.returns, per_sample=True)}
+        dict_obs = isinstance(buf, DictRolloutBuffer)
+        if dict_obs:
+            fields.update({f"obs.{k}": steps_by_envs(v) for k, v in buf.observations.items()})
+        else:
+            fields["obs"] = steps_by_envs(buf.observations)
+        adv = steps_by_envs(buf.advantages, per_sample=True)
+        if model.normalize_advantage and adv.numel() > 1:
+            adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+        fields["advantages"] = adv
+
+        is_ppo = isinstance(model, PPO)
+        progress = model._current_progress_remaining
+        clip = model.clip_range(progress) if is_ppo else None
+        clip_vf = (model.clip_range_vf(progress)
+                   if is_ppo and model.clip_range_vf is not None else None)
+        discrete = isinstance(model.action_space, spaces.Discrete)
+
+        def loss_fn(pol, g):
+            obs = ({k[4:]: v for k, v in g.items() if k.startswith("obs.")} if dict_obs
+                   else g["obs"])
+            actions = g["actions"].float()
+            actions = actions.long().flatten() if discrete else actions
+            values, log_prob, entropy = pol.evaluate_actions(obs, actions)
+            values = values.flatten()
+            adv = g["advantages"]
+            if is_ppo:
+                ratio = torch.exp(log_prob - g["old_log_prob"])
+                policy_loss = -torch.min(adv * ratio,
+                                         adv * torch.clamp(ratio, 1 - clip, 1 + clip)).mean()
+            else:
+                policy_loss = -(adv * log_prob).mean()
+            values_pred = values
+            if clip_vf is not None:
+                old = g["old_values"]
+                values_pred = old + torch.clamp(values - old, -clip_vf, clip_vf)
+            value_loss = F.mse_loss(g["returns"], values_pred)
+            entropy_loss = -torch.mean(-log_prob) if entropy is None else -torch.mean(entropy)
+            total = policy_loss + model.ent_coef * entropy_loss + model.vf_coef * value_loss
+            return {"total": total, "policy": policy_loss, "value": value_loss}
+
+        was_training = policy.training
+        policy.set_training_mode(True)  # the mode SB3's train() computes its loss in
+        try:
+            samples = measure_rollout(policy, loss_fn, split.split(fields), split,
+                                      preconditioner=preconditioner)
+        finally:
+            policy.set_training_mode(was_training)
+        row = tracker_columns(self.trackers, samples)
+        row.update(split_columns(split, preconditioner is not None, start))
+        return row

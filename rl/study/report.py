@@ -1,0 +1,232 @@
+"""Rendering of study reports: one self-contained HTML page and its Markdown twin.
+
+The renderer knows nothing about RL: it is given a title, short paragraphs, tables
+(``pandas.DataFrame``) and figures (PNG files), and lays them out. The HTML page needs
+nothing but itself to be viewed: plots are embedded as base64 ``data:`` URIs, the CSS is
+inline, and there is no script and no external link. The Markdown file shows the same
+tables and links the PNG files by their path relative to the report.
+
+Numbers are written with ``format_value``, which is exact for values already rounded to
+``SIGNIFICANT_DIGITS`` significant digits (``round_sig``): a reader (or a test) can parse a
+number printed in the page back to the very value in the table it came from.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+import numbers
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from rl.runs.storage import atomic_write_text
+
+__all__ = [
+    "SIGNIFICANT_DIGITS",
+    "Figure",
+    "Section",
+    "format_value",
+    "render_html",
+    "render_markdown",
+    "round_sig",
+    "write_report",
+]
+
+SIGNIFICANT_DIGITS = 4
+MISSING = "-"
+
+CSS = """
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 24px auto;
+       max-width: 1320px; color: #1d2330; background: #ffffff; line-height: 1.45; }
+h1 { font-size: 1.6em; margin-bottom: 0.2em; }
+h2 { font-size: 1.25em; margin-top: 1.6em; border-bottom: 1px solid #d5d9e0; }
+h3 { font-size: 1.05em; margin-top: 1.2em; }
+p.note { color: #4a5263; font-size: 0.92em; }
+table { border-collapse: collapse; margin: 0.6em 0 1em 0; font-size: 0.86em; }
+th, td { border: 1px solid #d5d9e0; padding: 3px 7px; vertical-align: top; }
+th { background: #eef1f6; text-align: left; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; white-space: nowrap; }
+tr.cited td { background: #fbf6e9; font-style: italic; }
+figure { margin: 0.8em 0 1.6em 0; }
+figure img { max-width: 100%; border: 1px solid #e3e6ec; }
+figcaption { color: #4a5263; font-size: 0.9em; }
+code { background: #f3f4f7; padding: 0 3px; }
+"""
+
+
+def round_sig(value: float, digits: int = SIGNIFICANT_DIGITS) -> float:
+    """``value`` rounded to ``digits`` significant digits (NaN and inf unchanged)."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return math.nan
+    if not math.isfinite(v) or v == 0.0:
+        return v
+    return float(f"{v:.{digits - 1}e}")
+
+
+def format_value(value, digits: int = SIGNIFICANT_DIGITS) -> str:
+    """A number as printed in reports: thousands separators from 10,000 up, at most
+    ``digits`` significant digits, ``inf``/``-inf``, and ``-`` for NaN or None.
+
+    For a value already rounded with ``round_sig(value, digits)`` the text parses (after
+    removing the commas) back to exactly that value.
+    """
+    if value is None:
+        return MISSING
+    if isinstance(value, str):
+        return value
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        return str(value)
+    if math.isnan(v):
+        return MISSING
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    v = round_sig(v, digits)
+    if abs(v) >= 10 ** digits:
+        return f"{v:,.0f}"
+    return f"{v:,.{digits}g}"
+
+
+@dataclass
+class Figure:
+    """A PNG file and its caption."""
+
+    path: Path
+    caption: str
+
+
+@dataclass
+class Section:
+    """A heading, optional paragraphs, tables and figures, in that order."""
+
+    heading: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[pd.DataFrame, str]] = field(default_factory=list)
+    """(table, css id) pairs; numeric cells go through ``format_value``."""
+    figures: list[Figure] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    """small print after the tables"""
+
+
+def _cell(value) -> tuple[str, bool]:
+    """(text, is_number) of one table cell."""
+    if isinstance(value, str):
+        return value, False
+    if value is None:
+        return MISSING, False
+    if isinstance(value, bool):
+        return str(value).lower(), False
+    if isinstance(value, numbers.Real):
+        return format_value(value), True
+    try:
+        if pd.isna(value):
+            return MISSING, False
+    except (TypeError, ValueError):
+        pass
+    return str(value), False
+
+
+def _html_table(df: pd.DataFrame, table_id: str) -> str:
+    out = [f'<table id="{html.escape(table_id)}">', "<thead><tr>"]
+    out += [f"<th>{html.escape(str(c))}</th>" for c in df.columns]
+    out.append("</tr></thead><tbody>")
+    cited = "source" in df.columns
+    for row in df.itertuples(index=False):
+        cls = ' class="cited"' if cited and str(row[list(df.columns).index("source")]) == \
+            "cited" else ""
+        out.append(f"<tr{cls}>")
+        for value in row:
+            text, is_num = _cell(value)
+            td = '<td class="num">' if is_num else "<td>"
+            out.append(f"{td}{html.escape(text)}</td>")
+        out.append("</tr>")
+    out.append("</tbody></table>")
+    return "".join(out)
+
+
+def _png_data_uri(path: Path) -> str:
+    data = Path(path).read_bytes()
+    if not data.startswith(b"\x89PNG\r\n\x1a\n"):
+        raise ValueError(f"{path} is not a PNG file")
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def render_html(title: str, intro: Sequence[str], sections: Sequence[Section]) -> str:
+    """The whole page: inline CSS, embedded PNGs, no script, no external resource.
+
+    ``intro`` paragraphs and section paragraphs are HTML-escaped text.
+    """
+    parts = [
+        "<!DOCTYPE html>",
+        '<html lang="en"><head><meta charset="utf-8">',
+        '<meta name="viewport" content="width=device-width, initial-scale=1">',
+        f"<title>{html.escape(title)}</title>",
+        f"<style>{CSS}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1>",
+    ]
+    parts += [f"<p>{html.escape(p)}</p>" for p in intro]
+    for section in sections:
+        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+        parts += [f"<p>{html.escape(p)}</p>" for p in section.paragraphs]
+        for df, table_id in section.tables:
+            parts.append(_html_table(df, table_id))
+        parts += [f'<p class="note">{html.escape(n)}</p>' for n in section.notes]
+        for fig in section.figures:
+            parts.append(
+                f'<figure><img src="{_png_data_uri(fig.path)}" alt="{html.escape(fig.caption)}">'
+                f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts) + "\n"
+
+
+def _md_escape(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def _md_table(df: pd.DataFrame) -> str:
+    head = "| " + " | ".join(_md_escape(str(c)) for c in df.columns) + " |"
+    rule = "| " + " | ".join("---" for _ in df.columns) + " |"
+    rows = ["| " + " | ".join(_md_escape(_cell(v)[0]) for v in row) + " |"
+            for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *rows])
+
+
+def render_markdown(title: str, intro: Sequence[str], sections: Sequence[Section],
+                    base: str | os.PathLike[str]) -> str:
+    """The same content as Markdown; figures are linked relative to ``base``."""
+    lines = [f"# {title}", ""]
+    for p in intro:
+        lines += [p, ""]
+    for section in sections:
+        lines += [f"## {section.heading}", ""]
+        for p in section.paragraphs:
+            lines += [p, ""]
+        for df, _ in section.tables:
+            lines += [_md_table(df), ""]
+        for n in section.notes:
+            lines += [f"*{n}*", ""]
+        for fig in section.figures:
+            rel = os.path.relpath(Path(fig.path).resolve(), Path(base).resolve())
+            lines += [f"![{_md_escape(fig.caption)}]({Path(rel).as_posix()})", "",
+                      f"*{fig.caption}*", ""]
+    return "\n".join(lines)
+
+
+def write_report(out: str | os.PathLike[str], title: str, intro: Sequence[str],
+                 sections: Sequence[Section], *, stem: str = "report") -> tuple[Path, Path]:
+    """Write ``<out>/<stem>.html`` and ``<out>/<stem>.md`` atomically; returns both paths."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    html_path, md_path = out / f"{stem}.html", out / f"{stem}.md"
+    atomic_write_text(html_path, render_html(title, intro, sections))
+    atomic_write_text(md_path, render_markdown(title, intro, sections, out))
+    return html_path, md_path

@@ -1,0 +1,182 @@
+"""A sweep's results table: one row per run, read from its run directory.
+
+Steps to each target (the rule of ``rl.measure.returns``), the run-averaged noise scale
+per loss term, throughput; ``long_results`` gives one row per (run, target).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rl.runs.storage import (
+    atomic_write_bytes,
+    atomic_write_text,
+    load_metrics,
+)
+from rl.sweeps.settings import tkey
+from rl.sweeps.state import RunPlan, is_interrupted, read_json
+
+GNS_TERMS = ("total", "policy", "value")
+
+# Columns that measure speed, not learning: they differ between identical runs.
+TIMING_COLUMNS = ("sps_median",)
+
+
+def result_columns(targets: Iterable[float]) -> list[str]:
+    """Columns of the results table, in order."""
+    cols = ["run", "env", "rollout_batch_size", "num_envs", "num_steps", "lr", "seed",
+            "status", "iterations", "agent_steps", "episodes_total", "final_return_recent"]
+    for t in sorted(targets):
+        cols += [f"iterations_to_target_{tkey(t)}", f"agent_steps_to_target_{tkey(t)}"]
+    cols += [f"b_simple_{term}" for term in GNS_TERMS]
+    cols += ["gns_measurements", "sps_median", "message"]
+    return cols
+
+
+def _b_simple(metrics: pd.DataFrame, term: str) -> tuple[float, int]:
+    """Run-averaged B_simple = mean(trace_sigma) / mean(g2) over the measured rows (rows with
+    both estimates finite); NaN when not measured or when mean(g2) <= 0."""
+    g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
+    if g2_col not in metrics or tr_col not in metrics:
+        return math.nan, 0
+    g2 = pd.to_numeric(metrics[g2_col], errors="coerce").to_numpy(float)
+    tr = pd.to_numeric(metrics[tr_col], errors="coerce").to_numpy(float)
+    ok = np.isfinite(g2) & np.isfinite(tr)
+    if not ok.any():
+        return math.nan, 0
+    g2_mean, tr_mean = g2[ok].mean(), tr[ok].mean()
+    return (float(tr_mean / g2_mean) if g2_mean > 0 else math.nan), int(ok.sum())
+
+
+def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
+    """The results-table row of one run, from its run directory.
+
+    iterations_to_target_{t}: the first iteration whose ``return_recent`` >= t with at
+    least ``return_window`` games finished (NaN if never); agent_steps_to_target_{t}: the
+    agent steps at that iteration. b_simple_{term}: see ``_b_simple``. status: pending (no
+    run yet), running (started, not finished: in progress or interrupted by a kill),
+    interrupted (stopped by Ctrl-C), finished, failed.
+    """
+    path = Path(plan.run_dir)
+    status = read_json(path / "status.json")
+    row: dict[str, Any] = dict(
+        run=plan.name, env=plan.env, rollout_batch_size=plan.rollout_batch_size,
+        num_envs=plan.num_envs, num_steps=plan.num_steps, lr=plan.lr, seed=plan.seed,
+        status="pending" if status is None else ("interrupted" if is_interrupted(status)
+                                                 else status.get("state", "pending")),
+        message="" if status is None else str(status.get("message", "")),
+    )
+    metrics = load_metrics(path) if (path / "metrics.jsonl").exists() else pd.DataFrame()
+    window = int(plan.train.get("return_window", 20))
+    if len(metrics) and "return_recent" in metrics:
+        last = metrics.iloc[-1]
+        row.update(iterations=int(last["iteration"]), agent_steps=int(last["agent_steps"]),
+                   episodes_total=int(last["episodes_total"]),
+                   final_return_recent=float(last["return_recent"]))
+        ret = pd.to_numeric(metrics["return_recent"], errors="coerce").to_numpy(float)
+        enough = metrics["episodes_total"].to_numpy(float) >= window
+        for t in targets:
+            hit = np.flatnonzero(enough & (ret >= t))
+            it = float(metrics["iteration"].iloc[hit[0]]) if hit.size else math.nan
+            steps = float(metrics["agent_steps"].iloc[hit[0]]) if hit.size else math.nan
+            row[f"iterations_to_target_{tkey(t)}"] = it
+            row[f"agent_steps_to_target_{tkey(t)}"] = steps
+        n_measured = 0
+        for term in GNS_TERMS:
+            row[f"b_simple_{term}"], n = _b_simple(metrics, term)
+            n_measured = max(n_measured, n)
+        row["gns_measurements"] = n_measured
+        if "sps" in metrics:
+            row["sps_median"] = float(pd.to_numeric(metrics["sps"], errors="coerce").median())
+    columns = result_columns(targets)
+    return {c: row.get(c, math.nan) for c in columns}
+
+
+def results_table(plans: list[RunPlan], targets: Iterable[float],
+                  rows: Mapping[str, dict[str, Any]] | None = None) -> pd.DataFrame:
+    """One row per planned run (``result_columns``); ``rows`` caches rows by run name."""
+    targets = list(targets)
+    rows = dict(rows or {})
+    data = [rows.get(p.name) or run_row(p, targets) for p in plans]
+    df = pd.DataFrame(data, columns=result_columns(targets))
+    for col in ("iterations", "agent_steps", "episodes_total", "gns_measurements"):
+        df[col] = df[col].astype("float64")
+    df["message"] = df["message"].fillna("").astype(str)
+    return df
+
+
+def long_results(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per (run, target): env, target, rollout_batch_size, lr, seed,
+    iterations_to_target, agent_steps_to_target (NaN = not reached), plus num_envs,
+    num_steps, status, run and the b_simple_* columns. Feeds ``rl.analysis.fit.fit_from_runs``."""
+    prefix = "iterations_to_target_"
+    keys = [c[len(prefix):] for c in df.columns if c.startswith(prefix)]
+    keep = ["env", "rollout_batch_size", "lr", "seed", "num_envs", "num_steps", "status", "run",
+            *[f"b_simple_{t}" for t in GNS_TERMS]]
+    parts = []
+    for key in keys:
+        part = df[keep].copy()
+        part.insert(1, "target", float(key))
+        part["iterations_to_target"] = df[prefix + key].astype(float)
+        part["agent_steps_to_target"] = df[f"agent_steps_to_target_{key}"].astype(float)
+        parts.append(part)
+    cols = ["env", "target", "rollout_batch_size", "lr", "seed", "iterations_to_target",
+            "agent_steps_to_target", "num_envs", "num_steps", "status", "run",
+            *[f"b_simple_{t}" for t in GNS_TERMS]]
+    if not parts:
+        return pd.DataFrame(columns=cols)
+    out = pd.concat(parts, ignore_index=True)[cols]
+    return out.sort_values(["env", "target", "rollout_batch_size", "lr", "seed"],
+                           kind="stable").reset_index(drop=True)
+
+
+def write_results(out: str | os.PathLike[str], df: pd.DataFrame) -> None:
+    """results.csv, results.parquet and results_long.csv, each written atomically."""
+    out = Path(out)
+    atomic_write_text(out / "results.csv", df.to_csv(index=False))
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(out / "results.parquet", buf.getvalue())
+    atomic_write_text(out / "results_long.csv", long_results(df).to_csv(index=False))
+
+
+def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
+    """The results table of a sweep directory (parquet, else csv)."""
+    out = Path(out)
+    if (out / "results.parquet").exists():
+        return pd.read_parquet(out / "results.parquet")
+    if (out / "results.csv").exists():
+        return pd.read_csv(out / "results.csv", keep_default_na=True).fillna({"message": ""})
+    raise FileNotFoundError(
+        f"{out} holds no results.parquet or results.csv; is it a sweep directory? Run "
+        f"`rlscale sweep --out {out} ...` first"
+    )
+
+
+def b_simple_curve(metrics: pd.DataFrame, term: str, window: int = 10) -> pd.DataFrame:
+    """(return_recent, b_simple) along a run: the trainer's ``gns/{term}/b_simple_ema``
+    where present, else the ratio of window means of trace_sigma and g2 over the last
+    ``window`` measured iterations (NaN where the mean g2 <= 0)."""
+    ema = f"gns/{term}/b_simple_ema"
+    if ema in metrics:
+        y = pd.to_numeric(metrics[ema], errors="coerce")
+        keep = y.notna()
+        return pd.DataFrame({"return_recent": metrics.loc[keep, "return_recent"].astype(float),
+                             "b_simple": y[keep].astype(float)})
+    g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
+    if g2_col not in metrics or tr_col not in metrics:
+        return pd.DataFrame({"return_recent": [], "b_simple": []})
+    m = metrics[["return_recent", g2_col, tr_col]].apply(pd.to_numeric, errors="coerce")
+    m = m[m[g2_col].notna() & m[tr_col].notna()]
+    g2 = m[g2_col].rolling(window, min_periods=1).mean()
+    tr = m[tr_col].rolling(window, min_periods=1).mean()
+    return pd.DataFrame({"return_recent": m["return_recent"],
+                         "b_simple": (tr / g2).where(g2 > 0)})

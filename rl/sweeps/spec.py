@@ -1,0 +1,399 @@
+"""Read and check a sweep spec (TOML or flags), and plan its runs.
+
+``parse_spec`` names every problem of a spec at once, with the fix; ``plan_runs`` turns a
+spec into one ``RunPlan`` per run (or per PBT member). See docs/sweeps.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+try:  # Python 3.11+
+    import tomllib
+except ModuleNotFoundError:  # pragma: no cover - Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+from agents import PPOConfig
+from rl.sweeps.pbt import check_pbt_spec, parse_pbt_table, plan_members
+from rl.sweeps.settings import (
+    BACKENDS,
+    KNOWN_MAX_RETURN,
+    LR_RULES,
+    SCHEDULERS,
+    SPEC_KEYS,
+    SWEEP_SET_PPO,
+    SWEEP_SET_TRAIN,
+    Problems,
+    SweepSpec,
+    SweepSpecError,
+    as_count,
+    batch_shapes,
+    did_you_mean,
+    duplicates,
+    env_settings,
+    is_int,
+    is_number,
+    list_of,
+    preset_of,
+    resolve_env,
+    scaled_lr,
+    type_name,
+    type_ok,
+)
+from rl.sweeps.state import RunPlan, run_name
+from rl.train.config import PRESETS, TrainConfig
+
+
+def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSpec:
+    """Validate a spec given as a mapping (parsed TOML, or built from flags).
+
+    Every problem found is reported at once in a ``SweepSpecError``: unknown keys (with
+    close matches), wrong types, empty grids, duplicate values, batch sizes that the PPO
+    settings cannot split into minibatches, budgets smaller than a rollout, targets above
+    an environment's known maximum return (``KNOWN_MAX_RETURN``), unknown or sweep-set
+    fields in ``[ppo]`` / ``[train]``.
+    """
+
+    problems = Problems()
+    raw = dict(raw)
+    for key in raw:
+        if key not in SPEC_KEYS:
+            problems.add(
+                f"unknown key {key!r}{did_you_mean(key, SPEC_KEYS)} (known keys: "
+                f"{', '.join(SPEC_KEYS)})"
+            )
+    scheduler = raw.get("scheduler", "grid")
+    if scheduler not in SCHEDULERS:
+        problems.add(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
+        scheduler = "grid"
+    pbt = scheduler == "pbt"
+
+    # --- environments
+    env_kinds: dict[str, str] = {}
+    if "env" not in raw:
+        problems.add("env is missing: name the environment(s), e.g. env = \"CartPole\"")
+    else:
+        names = list_of(raw, "env", lambda v: isinstance(v, str) and v.strip(),
+                         "environment names", problems)
+        for name in names or []:
+            resolved = resolve_env(name, problems)
+            if resolved is None:
+                continue
+            canon, kind = resolved
+            if canon in env_kinds:
+                problems.add(
+                    f"env lists {canon!r} more than once (as {name!r}); list each environment once"
+                )
+            env_kinds[canon] = kind
+
+    preset = raw.get("preset")
+    if preset is not None and preset not in PRESETS:
+        problems.add(f"preset {preset!r} is unknown{did_you_mean(str(preset), PRESETS)}; "
+                     f"use one of {', '.join(PRESETS)}")
+        preset = None
+
+    # --- batch sizes
+    vary = raw.get("vary", "num_envs")
+    if vary not in ("num_envs", "num_steps"):
+        problems.add(f"vary must be 'num_envs' or 'num_steps', got {vary!r}")
+        vary = "num_envs"
+    fixed_key = "num_steps" if vary == "num_envs" else "num_envs"
+    factors: dict[str, list[int]] = {vary: [], fixed_key: []}
+    if vary not in raw and not pbt:  # PBT: one batch size, the preset's by default
+        problems.add(f"{vary} is missing: with vary = {vary!r} give the list of {vary} values "
+                     "(the batch sizes of the sweep)")
+    else:
+        got = list_of(raw, vary, lambda v: is_int(v) and v >= 1, "positive integers",
+                       problems)
+        factors[vary] = got or []
+    if fixed_key in raw:
+        got = list_of(raw, fixed_key, lambda v: is_int(v) and v >= 1, "positive integers",
+                       problems)
+        if got is not None and len(got) > 1:
+            problems.add(
+                f"{fixed_key} has {len(got)} values but vary = {vary!r} keeps it fixed; give "
+                f"one {fixed_key}, or set vary = {fixed_key!r} (and one {vary})"
+            )
+            got = None
+        factors[fixed_key] = got or []
+
+    # --- learning rates
+    if "lrs" in raw and "base_lr" in raw:
+        problems.add("give either lrs or base_lr, not both (base_lr = x means lrs = [x])")
+    lr_key = "base_lr" if "base_lr" in raw else "lrs"
+    lrs: list[float] = []
+    if lr_key in raw:
+        lrs = list_of(raw, lr_key, lambda v: is_number(v) and math.isfinite(v) and v > 0,
+                       "positive numbers", problems) or []
+        lrs = [float(v) for v in lrs]
+    lr_rule = raw.get("lr_rule", "constant")
+    if lr_rule not in LR_RULES:
+        problems.add(f"lr_rule {lr_rule!r} is unknown"
+                     f"{did_you_mean(str(lr_rule), LR_RULES)}; use one "
+                     f"of {', '.join(LR_RULES)}")
+        lr_rule = "constant"
+    base_batch_size = raw.get("base_batch_size")
+    if lr_rule != "constant":
+        if base_batch_size is None:
+            problems.add(f"lr_rule = {lr_rule!r} needs base_batch_size: the batch size (agent "
+                         "steps) at which the lrs are given, e.g. base_batch_size = 256")
+        elif not (is_int(base_batch_size) and base_batch_size >= 1):
+            problems.add(f"base_batch_size must be a positive integer, got {base_batch_size!r}")
+            base_batch_size = None
+        if not lrs and lr_key not in raw:
+            problems.add(f"lr_rule = {lr_rule!r} needs the learning rate(s) at base_batch_size: "
+                         "lrs = [...] or base_lr = x")
+    elif base_batch_size is not None:
+        problems.add("base_batch_size is only used with lr_rule = 'sqrt' or 'linear'; remove "
+                     "it or set lr_rule")
+        base_batch_size = None
+
+    # --- seeds, targets, budget
+    seeds: list[int] = [0]
+    if "seeds" in raw:
+        value = raw["seeds"]
+        if is_int(value) and not isinstance(value, list):
+            if value < 1:
+                problems.add(f"seeds = {value} runs nothing; give a count >= 1 or a list of seeds")
+            seeds = list(range(max(value, 0)))
+        else:
+            seeds = list_of(raw, "seeds", lambda v: is_int(v) and v >= 0,
+                             "non-negative integers", problems, allow_scalar=False) or []
+    targets: list[float] = []
+    if pbt and raw.get("targets") in (None, []):
+        pass  # optional with PBT: members train their whole budget; targets are only reported
+    elif "targets" not in raw:
+        problems.add("targets is missing: give the return(s) to reach, e.g. targets = [200]")
+    else:
+        targets = [float(t) for t in list_of(
+            raw, "targets", lambda v: is_number(v) and math.isfinite(v), "finite numbers",
+            problems) or []]
+    for env, _kind in env_kinds.items():
+        known = KNOWN_MAX_RETURN.get(env)
+        if known is None:
+            continue
+        top, why = known
+        over = [t for t in targets if t > top]
+        if over:
+            problems.add(
+                f"target(s) {', '.join(f'{t:g}' for t in over)} can never be reached on {env}: "
+                f"its return is at most {top:g} by definition ({why}); use targets <= {top:g}"
+            )
+    budget = None
+    if "budget" in raw:
+        budget = as_count(raw["budget"])
+        if budget is None or budget < 1:
+            problems.add(f"budget must be a positive number of agent steps (e.g. 40000 or "
+                         f"'40k'), got {raw['budget']!r}")
+            budget = None
+
+    # --- execution
+    parallel = raw.get("parallel", 1)
+    if not (is_int(parallel) and parallel >= 1):
+        problems.add(f"parallel must be a positive integer, got {parallel!r}")
+        parallel = 1
+    backend = raw.get("backend", "local")
+    if backend not in BACKENDS:
+        problems.add(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
+        backend = "local"
+    address = raw.get("address")
+    if address is not None and not isinstance(address, str):
+        problems.add(f"address must be a string (e.g. 'ray://head:10001' or 'auto'), got "
+                     f"{address!r}")
+    cpus = raw.get("cpus_per_trial", 1)
+    if not (is_int(cpus) and cpus >= 1):
+        problems.add(f"cpus_per_trial must be a positive integer, got {cpus!r}")
+        cpus = 1
+    retry_failed = raw.get("retry_failed", False)
+    if not isinstance(retry_failed, bool):
+        problems.add(f"retry_failed must be true or false, got {retry_failed!r}")
+        retry_failed = False
+    out = raw.get("out")
+    if out is None:
+        problems.add("out is missing: name the sweep directory, e.g. out = \"results/sweeps/x\"")
+    elif not isinstance(out, str) or not out.strip():
+        problems.add(f"out must be a directory path, got {out!r}")
+
+    # --- overrides
+    overrides: dict[str, dict[str, Any]] = {}
+    for table, cls, sweep_set in (("ppo", PPOConfig, SWEEP_SET_PPO),
+                                  ("train", TrainConfig, SWEEP_SET_TRAIN)):
+        value = raw.get(table, {})
+        if not isinstance(value, Mapping):
+            problems.add(f"{table} must be a table of {cls.__name__} fields, got {value!r}")
+            overrides[table] = {}
+            continue
+        hints = typing.get_type_hints(cls)
+        fields = [f.name for f in dataclasses.fields(cls) if f.init]
+        good = {}
+        for key, v in value.items():
+            if key in sweep_set:
+                problems.add(f"{table}.{key} is set by the sweep for every run; use the "
+                             f"sweep key {sweep_set[key]} instead")
+            elif key not in fields:
+                problems.add(f"{table}.{key} is not a {cls.__name__} field"
+                             f"{did_you_mean(key, fields)} (fields: {', '.join(fields)})")
+            elif not type_ok(v, hints[key]):
+                problems.add(f"{table}.{key} = {v!r} has the wrong type; expected "
+                             f"{type_name(hints[key])}")
+            else:
+                good[key] = float(v) if hints[key] is float else v
+        overrides[table] = good
+
+    pbt_settings: dict[str, Any] = {}
+    if pbt:
+
+        preset_lr = PPOConfig(**{**PRESETS[preset or preset_of(env_kinds)][1],
+                                 **overrides["ppo"]}).learning_rate
+        pbt_settings = parse_pbt_table(raw.get("pbt", {}), preset_lr, problems.add)
+        # PBT controls the lr: constant unless the spec asks for the annealing schedule.
+        overrides["ppo"].setdefault("anneal_lr", False)
+    elif raw.get("pbt"):
+        problems.add("the pbt table is only used with scheduler = 'pbt' (flag --scheduler pbt);"
+                     " set it or remove the table")
+
+    spec = SweepSpec(
+        env=list(env_kinds), targets=targets, out=str(out) if isinstance(out, str) else "",
+        vary=vary, num_envs=factors["num_envs"], num_steps=factors["num_steps"], lrs=lrs,
+        lr_rule=lr_rule, base_batch_size=base_batch_size, seeds=seeds, budget=budget,
+        preset=preset, parallel=parallel, backend=backend,
+        address=address if isinstance(address, str) else None, cpus_per_trial=cpus,
+        retry_failed=retry_failed, ppo=overrides["ppo"], train=overrides["train"],
+        scheduler=scheduler, pbt=pbt_settings,
+    )
+    if pbt and not problems:
+
+        check_pbt_spec(spec, raw, problems.add)
+    # Batch sizes and full run configs, only once the pieces are sound.
+    if not problems:
+        _check_runs(spec, env_kinds, problems)
+    if problems:
+        raise SweepSpecError(problems, source)
+    return spec
+
+
+def _check_runs(spec: SweepSpec, env_kinds: Mapping[str, str], problems: Problems) -> None:
+    """Build every run's configs and validate them (batch sizes, budget, overrides)."""
+
+    for env in env_kinds:
+        train_base, ppo_base = env_settings(spec, env)
+        shapes = batch_shapes(spec, train_base)
+        budget = spec.budget or TrainConfig(**train_base).total_agent_steps
+        for ne, ns in shapes:
+            b = ne * ns
+            where = f"batch size {b} (num_envs={ne} x num_steps={ns}) on {env}"
+            lrs = spec.lrs or [PPOConfig(**ppo_base).learning_rate]
+            try:
+                PPOConfig(**{**ppo_base, "learning_rate": lrs[0]}).validate(b)
+            except (TypeError, ValueError) as exc:
+                problems.add(f"{where}: {exc}")
+            if budget < b:
+                continue  # reported once per env below
+            try:
+                TrainConfig(**{**train_base, "env": env, "num_envs": ne, "num_steps": ns,
+                               "total_agent_steps": budget}).validate()
+            except (TypeError, ValueError) as exc:
+                problems.add(f"{where}: {exc}")
+            scaled = [scaled_lr(spec, lr, b) for lr in lrs]
+            if len(set(scaled)) < len(scaled):
+                problems.add(f"{where}: the lrs {lrs} give equal learning rates after the "
+                             f"{spec.lr_rule} rule and rounding to 6 digits; use distinct lrs")
+        bs = [ne * ns for ne, ns in shapes]
+        short = sorted(b for b in bs if b > budget)
+        if short:
+            problems.add(
+                f"budget {budget} agent steps is less than one rollout of batch size(s) "
+                f"{', '.join(map(str, short))} on {env}; raise budget to at least {max(bs)} "
+                "(runs need many rollouts to reach a target)"
+            )
+        if duplicates(bs):
+            problems.add(f"batch sizes {duplicates(bs)} occur more than once on {env}")
+
+
+def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None,
+              *, default_out: str | None = None) -> SweepSpec:
+    """Read a TOML spec, apply ``overrides`` (e.g. from flags), validate."""
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise SweepSpecError([f"not valid TOML: {exc}"], str(path)) from None
+    raw = merge_spec(raw, overrides or {})
+    if "out" not in raw and default_out is not None:
+        raw["out"] = default_out
+    return parse_spec(raw, source=str(path))
+
+
+def merge_spec(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``over``; the ``ppo`` / ``train`` / ``pbt`` tables are merged key
+    by key (and ``pbt.hyperparams`` name by name)."""
+    out = dict(base)
+    for key, value in over.items():
+        if key in ("ppo", "train", "pbt") and isinstance(value, Mapping) and \
+                isinstance(out.get(key), Mapping):
+            merged = {**out[key], **value}
+            old_hp, new_hp = out[key].get("hyperparams"), value.get("hyperparams")
+            if key == "pbt" and isinstance(old_hp, Mapping) and isinstance(new_hp, Mapping):
+                merged["hyperparams"] = {**old_hp, **new_hp}
+            out[key] = merged
+        else:
+            out[key] = value
+    return out
+
+
+def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
+    """The raw mapping that ``parse_spec`` turns back into ``spec`` (None values dropped)."""
+    raw = {k: v for k, v in spec.to_dict().items() if v is not None}
+    for key in ("num_envs", "num_steps"):
+        if not raw[key]:
+            del raw[key]
+    if not raw["lrs"]:
+        del raw["lrs"]
+    if raw.get("scheduler") == "pbt":
+        if not raw["targets"]:
+            del raw["targets"]
+        del raw["parallel"]  # = the population with PBT
+    else:
+        raw.pop("pbt", None)
+    return raw
+
+
+def plan_runs(spec: SweepSpec) -> list[RunPlan]:
+    """Every run of the sweep, ordered by env, then batch size (small first: those take the
+    most iterations, so they start first), lr, seed. A PBT spec's runs are its members
+    (``rl.sweeps.pbt.plan_members``)."""
+
+    if spec.scheduler == "pbt":
+
+        return plan_members(spec)
+
+    out = Path(spec.out).resolve()
+    plans = []
+    for env in spec.env:
+        train_base, ppo_base = env_settings(spec, env)
+        budget = spec.budget or TrainConfig(**train_base).total_agent_steps
+        lrs = sorted(spec.lrs) or [PPOConfig(**ppo_base).learning_rate]
+        shapes = sorted(batch_shapes(spec, train_base), key=lambda s: (s[0] * s[1], s))
+        for ne, ns in shapes:
+            for lr0 in lrs:
+                lr = scaled_lr(spec, lr0, ne * ns)
+                for seed in spec.seeds:
+                    name = run_name(env, ne, ns, lr, seed)
+                    run_dir = str(out / "runs" / name)
+                    train = {**train_base, "env": env, "num_envs": ne, "num_steps": ns,
+                             "seed": seed, "total_agent_steps": budget,
+                             "target_return": max(spec.targets), "run_dir": run_dir,
+                             "resume": False}
+                    ppo = {**ppo_base, "learning_rate": lr}
+                    # Through the dataclasses: every field explicit, defaults included.
+                    t_cfg, p_cfg = TrainConfig(**train), PPOConfig(**ppo)
+                    plans.append(RunPlan(name, env, ne, ns, lr, seed, run_dir,
+                                         dataclasses.asdict(t_cfg), dataclasses.asdict(p_cfg)))
+    names = [p.name for p in plans]
+    assert len(set(names)) == len(names), duplicates(names)
+    return plans

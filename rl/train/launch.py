@@ -1,0 +1,422 @@
+"""Start a training run: validate, build each rank's loop, and run it.
+
+``train(cfg, ppo, ...)`` is the one library entry: one process with a fixed batch by
+default; ``parallel=ParallelConfig(nproc=N)`` spawns N data-parallel processes (gloo on
+CPU, NCCL on CUDA, one GPU each), and under torchrun the calling process is one rank;
+``adaptive=AdaptiveConfig(...)`` lets the batch follow the noise scale; ``override``
+(PBT) puts other PPO hyperparameters in force. Every combination runs the same
+``rl.train.loop.Loop``. See docs/scale-out.md and docs/training-loop.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import math
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as tmp
+
+import envs
+from agents import PPOConfig, build_actor_critic, make_optimizer
+from rl.measure.returns import SmoothedReturn
+from rl.runs.storage import RunDir, load_metrics
+from rl.train.comm import DistComm, LocalComm
+from rl.train.config import (
+    RESUMABLE_CHANGES,
+    ParallelConfig,
+    PPOOverride,
+    TrainConfig,
+    TrainResult,
+    resolve_device,
+)
+from rl.train.hooks import (
+    Callback,
+    DebugDump,
+    LayoutColumns,
+    ProgressBar,
+    SchedulePlot,
+    SyncCheck,
+)
+from rl.train.loop import Loop
+from rl.train.parallel import DataParallel, OneProcess
+from rl.train.schedule import AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks, FixedBatch
+from rl.train.state import (
+    CHECKPOINT_KEYS,
+    TrainState,
+    distribute_checkpoint,
+    restore_env,
+    saved_chunks,
+)
+
+RANK_SEED_STRIDE = 1_000_003
+"""Rank r samples actions and minibatch orders from seed + RANK_SEED_STRIDE r."""
+
+TIMEOUT = datetime.timedelta(minutes=10)
+"""How long a rank waits for the others in a collective."""
+
+
+class PeerFailed(RuntimeError):
+    """Another rank failed first; its error is the one to report."""
+
+
+@dataclass
+class Launch:
+    """What every rank needs to build its loop (picklable: sent to spawned processes)."""
+
+    cfg: TrainConfig
+    ppo: PPOConfig
+    """The settings the run was started with (config.json's ``ppo``)."""
+    parallel: ParallelConfig
+    adaptive: AdaptiveConfig
+    override: PPOOverride | None = None
+    quiet: bool = True
+    on_iteration: Callable[[dict], None] | None = None
+    dump_dir: str | None = None
+    layout_columns: bool = False
+    """Rows carry world_size, num_envs and num_steps."""
+
+    @property
+    def ppo_in_force(self) -> PPOConfig:
+        return self.ppo if self.override is None else self.override.apply(self.ppo)
+
+    def config(self, world: int) -> dict[str, Any]:
+        """The run's config.json."""
+        config = {"train": dataclasses.asdict(self.cfg), "ppo": dataclasses.asdict(self.ppo)}
+        if world > 1:
+            config["parallel"] = dataclasses.asdict(self.parallel)
+        if self.adaptive.adaptive:
+            config["adaptive"] = dataclasses.asdict(self.adaptive)
+        return config
+
+
+def torchrun_env() -> tuple[int, int, int] | None:
+    """(rank, world_size, local_rank) when started by torchrun (its environment), else None."""
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        return None
+    rank, world = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+    return rank, world, int(os.environ.get("LOCAL_RANK", rank))
+
+
+def train(
+    cfg: TrainConfig,
+    ppo: PPOConfig,
+    *,
+    parallel: ParallelConfig | None = None,
+    adaptive: AdaptiveConfig | None = None,
+    override: PPOOverride | None = None,
+    on_iteration: Callable[[dict], None] | None = None,
+    quiet: bool = True,
+    debug_dump_dir: str | os.PathLike[str] | None = None,
+) -> TrainResult | None:
+    """Train PPO; everything is validated before any process or environment starts.
+
+    ``override``: PPO hyperparameters in force instead of ``ppo``'s (``PPOOverride``).
+    ``on_iteration(row)`` gets rank 0's rows (not with spawned processes). Returns the
+    run's result; None on ranks other than 0 under torchrun. ``debug_dump_dir``: each
+    data-parallel rank saves its rollout, parameters and row at every measured iteration.
+    """
+    parallel, adaptive = parallel or ParallelConfig(), adaptive or AdaptiveConfig()
+    layout = parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None
+    return _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet,
+                   debug_dump_dir, layout)
+
+
+def train_parallel(
+    cfg: TrainConfig,
+    ppo: PPOConfig,
+    parallel: ParallelConfig | None = None,
+    adaptive: AdaptiveConfig | None = None,
+    *,
+    quiet: bool = True,
+    on_iteration: Callable[[dict], None] | None = None,
+    debug_dump_dir: str | os.PathLike[str] | None = None,
+    override: PPOOverride | None = None,
+) -> TrainResult | None:
+    """``train`` whose rows always say how the batch is laid out (world_size, num_envs,
+    num_steps), also with one process and a fixed batch."""
+    return _launch(cfg, ppo, parallel or ParallelConfig(), adaptive or AdaptiveConfig(),
+                   override, on_iteration, quiet, debug_dump_dir, True)
+
+
+def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_dir,
+            layout) -> TrainResult | None:
+    parallel.validate()
+    launched = torchrun_env()
+    if launched is not None and parallel.nproc not in (1, launched[1]):
+        raise ValueError(f"--nproc {parallel.nproc} but torchrun started {launched[1]} "
+                         "processes; leave --nproc out under torchrun")
+    world = launched[1] if launched is not None else parallel.nproc
+    parallel = dataclasses.replace(parallel, nproc=world)
+    cfg = checked(cfg, ppo, parallel, adaptive, override)
+    launch = Launch(cfg, ppo, parallel, adaptive, override, quiet, on_iteration,
+                    None if dump_dir is None else str(dump_dir), layout)
+    if launched is not None:
+        rank, _, local_rank = launched
+        device = rank_device(cfg, local_rank)
+        own = world > 1 and not dist.is_initialized()
+        if own:
+            dist.init_process_group(_backend(parallel, device), timeout=TIMEOUT)
+        try:
+            result = run_rank(launch, rank, world, local_rank)
+        finally:
+            if own:
+                dist.destroy_process_group()
+        return result if rank == 0 else None
+    if world == 1:
+        return run_rank(launch, 0, 1, 0)
+    if on_iteration is not None:
+        raise ValueError("on_iteration is not available with spawned processes (nproc > 1); "
+                         "read the run's metrics.jsonl instead (or start the ranks with "
+                         "torchrun)")
+    _spawn(world, launch)
+    return _result_from(cfg.resolved_run_dir())
+
+
+def checked(cfg: TrainConfig, ppo: PPOConfig, parallel: ParallelConfig,
+            adaptive: AdaptiveConfig, override: PPOOverride | None = None) -> TrainConfig:
+    """Validate everything before a process or environment starts; fill the default run dir."""
+    cfg.validate()
+    ppo.validate(cfg.rollout_batch_size)
+    if override is not None:
+        override.apply(ppo).validate(cfg.rollout_batch_size)
+    adaptive.validate(cfg.gns_every)
+    world = parallel.nproc
+    if cfg.total_agent_steps < world * cfg.rollout_batch_size:
+        raise ValueError(
+            f"total_agent_steps={cfg.total_agent_steps} is less than one rollout of {world} "
+            f"ranks x {cfg.num_envs} envs x {cfg.num_steps} steps; raise --total-agent-steps"
+        )
+    if world > 1 and ppo.target_kl is not None:
+        raise ValueError("target_kl early stopping is not supported with --nproc > 1 (each "
+                         "rank would stop on its own KL); use --target-kl none")
+    if adaptive.adaptive:
+        BatchSchedule(adaptive, cfg.num_envs, cfg.num_steps, world)  # checks the bounds
+    device = resolve_device(cfg.device)
+    if world > 1 and parallel.dist_backend == "nccl" and device.type != "cuda":
+        raise ValueError("dist_backend nccl needs CUDA; use --dist-backend gloo on CPU")
+    if world > 1 and device.type == "cuda" and torchrun_env() is None \
+            and torch.cuda.device_count() < world:
+        raise ValueError(f"--nproc {world} on CUDA needs {world} GPUs, this machine has "
+                         f"{torch.cuda.device_count()}; use fewer processes or --device cpu")
+    if cfg.run_dir is None and (world > 1 or adaptive.adaptive):
+        base = cfg.resolved_run_dir()
+        suffix = (f"-dp{world}" if world > 1 else "") + ("-adaptive" if adaptive.adaptive else "")
+        cfg = dataclasses.replace(cfg, run_dir=str(base.with_name(base.name + suffix)))
+    return cfg
+
+
+def _backend(parallel: ParallelConfig, device: torch.device) -> str:
+    if parallel.dist_backend != "auto":
+        return parallel.dist_backend
+    return "nccl" if device.type == "cuda" else "gloo"
+
+
+def rank_device(cfg: TrainConfig, local_rank: int) -> torch.device:
+    """The device of the rank with this local rank (CUDA: one GPU per rank)."""
+    device = resolve_device(cfg.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", local_rank % max(1, torch.cuda.device_count()))
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return device
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _spawn(world: int, launch: Launch) -> None:
+    ctx = tmp.get_context("spawn")
+    errors = ctx.SimpleQueue()
+    threads = max(1, (os.cpu_count() or 1) // world)
+    port = _free_port()
+    try:
+        tmp.start_processes(_worker, args=(world, port, threads, errors, launch), nprocs=world,
+                            join=True, start_method="spawn")
+    except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
+        reports = []
+        while not errors.empty():
+            reports.append(errors.get())
+        reports.sort(key=lambda r: (r[1] == PeerFailed.__name__, r[0]))
+        if not reports:
+            raise RuntimeError(f"a data-parallel worker died: {exc}") from None
+        rank, kind, message, is_value_error = reports[0]
+        error_type = ValueError if is_value_error else RuntimeError
+        raise error_type(f"{message} (rank {rank}, {kind})") from None
+
+
+def _worker(rank: int, world: int, port: int, threads: int, errors, launch: Launch) -> None:
+    os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    os.environ["MASTER_PORT"] = str(port)
+    torch.set_num_threads(threads)
+    try:
+        device = rank_device(launch.cfg, rank)
+        dist.init_process_group(_backend(launch.parallel, device), rank=rank, world_size=world,
+                                timeout=TIMEOUT)
+        try:
+            run_rank(launch, rank, world, rank)
+        finally:
+            dist.destroy_process_group()
+    except BaseException as exc:
+        errors.put((rank, type(exc).__name__, str(exc), isinstance(exc, ValueError)))
+        raise
+
+
+def _result_from(run_dir: Path) -> TrainResult:
+    m = load_metrics(run_dir)
+    if m.empty:
+        return TrainResult(run_dir, 0, 0, math.nan, False)
+    last = m.iloc[-1]
+    return TrainResult(run_dir, int(last["iteration"]), int(last["agent_steps"]),
+                       float(last["return_recent"]), bool(last.get("reached_target", False)))
+
+
+def env_seed(cfg: TrainConfig, iteration: int, rank: int, num_envs: int) -> int:
+    """Rank r's base seed: seed + r num_envs at the start; derived from the iteration after."""
+    base = cfg.seed if iteration == 0 else (cfg.seed + 7919 * iteration) % 2**30
+    return base + rank * num_envs
+
+
+def make_env(cfg: TrainConfig, num_envs: int, seed: int):
+    return envs.make_vec(cfg.env, num_envs, seed, backend=cfg.backend, preset=cfg.env_preset)
+
+
+def run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainResult:
+    """Open the run (rank 0), load its checkpoint, build this rank's loop and run it."""
+    cfg = launch.cfg
+    device = rank_device(cfg, local_rank)
+    comm = DistComm(device) if world > 1 else LocalComm()
+    env = make_env(cfg, cfg.num_envs, env_seed(cfg, 0, rank, cfg.num_envs))
+    run = None
+    try:
+        torch.manual_seed(cfg.seed)
+        model = build_actor_critic(env.single_observation_space, env.single_action_space,
+                                   cfg.network).to(device)
+        comm.broadcast_params(model)
+        checkpoint, failure = None, None
+        if rank == 0:
+            try:
+                run = RunDir.open(cfg.resolved_run_dir(), launch.config(world),
+                                  resume=cfg.resume, may_differ=RESUMABLE_CHANGES)
+                checkpoint = run.load_latest_checkpoint(
+                    map_location="cpu", required=CHECKPOINT_KEYS) if cfg.resume else None
+                if cfg.resume and checkpoint is None:
+                    run.restart()  # killed before its first checkpoint: start over, drop rows
+            except Exception as exc:
+                failure = exc
+        message = comm.broadcast_object(None if failure is None else str(failure))
+        if failure is not None:
+            raise failure
+        if message is not None:
+            raise PeerFailed(f"rank 0 could not open the run directory: {message}")
+        resume = distribute_checkpoint(comm, checkpoint)
+    except BaseException:
+        env.close()
+        if run is not None:
+            run.close()
+        raise
+    threads = torch.get_num_threads()
+    try:
+        if cfg.torch_threads:
+            torch.set_num_threads(cfg.torch_threads)
+        result = build_loop(launch, comm, run, device, env, model, resume).run_loop()
+        # No rank leaves (and tears down its connections) while another still has messages
+        # in flight: gloo can abort a process that exits mid-transfer.
+        comm.barrier()
+        return result
+    except BaseException as exc:
+        if run is not None:
+            run.mark_failed(f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        if cfg.torch_threads:
+            torch.set_num_threads(threads)
+        if run is not None:
+            run.close()
+
+
+def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, env, model,
+               resume) -> Loop:
+    """This rank's loop: strategies, hooks and the state, continued from ``resume``."""
+    cfg, adaptive, world, rank = launch.cfg, launch.adaptive, comm.size, comm.rank
+    ppo = launch.ppo_in_force
+    try:
+        if adaptive.adaptive:
+            schedule = AdaptiveBatch(adaptive, cfg.num_envs, cfg.num_steps, world,
+                                     cfg.total_agent_steps, rank)
+            if schedule.chunked:
+                env = EnvChunks(env, functools.partial(make_env, cfg), cfg.num_envs, cfg.seed,
+                                rank, world)
+        else:
+            schedule = FixedBatch(cfg.num_envs, cfg.num_steps, world, cfg.total_agent_steps)
+        ranks = DataParallel(cfg, model, ppo, comm) if world > 1 else OneProcess(cfg, model, ppo)
+        if adaptive.adaptive and adaptive.batch_term not in ranks.terms:
+            raise ValueError(
+                f"batch_term {adaptive.batch_term!r} is not measured by the data-parallel "
+                f"estimate for this model/config (measured: {', '.join(ranks.terms)}); use "
+                "--batch-term total")
+        stride = RANK_SEED_STRIDE * rank
+        state = TrainState(
+            model=model, optimizer=make_optimizer(model, ppo), env=env,
+            sample_gen=torch.Generator(device=device).manual_seed(cfg.seed + stride),
+            perm_gen=torch.Generator(device=device).manual_seed(cfg.seed + 1 + stride),
+            returns=SmoothedReturn(cfg.return_window))
+        if resume is not None:
+            common, mine, iteration = resume
+            state.load(common, mine, iteration, cfg.resolved_run_dir())
+            ranks.load_state_dict(common.get("gns"))
+            schedule.load_state_dict(common.get("schedule"))
+            if run is not None:
+                run.truncate_metrics(after_iteration=iteration)
+            chunks = saved_chunks(mine.get("env_state"))
+            if isinstance(env, EnvChunks) and chunks:
+                env.reset()  # then as many chunks as were saved, to write them into
+                env.set_active(chunks)
+            state.env = restore_env(env, mine, lambda: _fresh_env(launch, schedule, rank,
+                                                                  iteration))
+            if state.env is env:
+                state.next_obs = mine["next_obs"].to(device)
+    except BaseException:
+        env.close()
+        raise
+    hooks = []
+    if launch.layout_columns:
+        hooks.append(LayoutColumns())
+    if world > 1:
+        hooks.append(SyncCheck())
+    if launch.dump_dir:
+        hooks.append(DebugDump(launch.dump_dir))
+    if rank == 0 and not launch.quiet:
+        hooks.append(ProgressBar(schedule.total_steps))
+    if rank == 0 and launch.on_iteration is not None:
+        hooks.append(Callback(launch.on_iteration))
+    if adaptive.adaptive:
+        hooks.append(SchedulePlot())
+    columns = {} if launch.override is None else launch.override.row_columns(ppo)
+    return Loop(cfg, ppo, state, device, schedule=schedule, ranks=ranks, run=run, hooks=hooks,
+                columns=columns, resumed=resume is not None)
+
+
+def _fresh_env(launch: Launch, schedule, rank: int, iteration: int):
+    """Fresh environments (a resume whose checkpoint could not hold them)."""
+    cfg = launch.cfg
+    if not (schedule.adaptive and schedule.chunked):
+        n = schedule.shape[0]
+        return make_env(cfg, n, env_seed(cfg, iteration, rank, n))
+    e0 = cfg.num_envs
+    seed = env_seed(cfg, iteration, 0, e0)
+    env = EnvChunks(make_env(cfg, e0, seed + rank * e0), functools.partial(make_env, cfg), e0,
+                    seed, rank, schedule.world)
+    env.set_active(schedule.shape[0] // e0)
+    return env

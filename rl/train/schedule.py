@@ -1,0 +1,439 @@
+"""The rollout batch size along a run: fixed, or adaptive (B grows as sqrt(B_simple)).
+
+``FixedBatch`` and ``AdaptiveBatch`` are the loop's batch-schedule strategies: the
+learning rate in force, when the budget is spent, and (adaptive) the new rollout shape
+after a measured iteration. ``BatchSchedule`` is the adaptive rule itself (McCandlish et
+al. 2018, Appendix D), ``EnvChunks`` the environments it grows and pauses in chunks, and
+``plot_schedule`` its figure. See docs/adaptive-batch.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+
+from agents import PPOConfig, learning_rate_at
+from rl.measure.gns import GNSTracker
+from rl.runs.storage import load_metrics, save_figure
+from rl.train.rollout import RolloutBuffer, to_device
+
+PLOT_FILE = "batch_schedule.png"
+_HYSTERESIS = math.log(1.1)
+
+
+@dataclass
+class AdaptiveConfig:
+    """The rollout batch-size schedule (rl/train/schedule.py)."""
+
+    batch_schedule: Literal["fixed", "adaptive"] = "fixed"
+    """fixed, or adaptive: B grows as sqrt(measured B_simple) (needs --gns-every > 0)."""
+    batch_axis: Literal["num_envs", "num_steps"] = "num_envs"
+    """Adaptive: the factor of B = num_envs x num_steps that changes (in multiples of its start)."""
+    batch_max: int | None = None
+    """Adaptive: largest rollout batch in agent steps, all ranks (default: 16 x the start; the
+    start, num_envs x num_steps, is the smallest)."""
+    batch_scale: float | None = None
+    """Adaptive: c in B = c sqrt(B_simple) (default: calibrated so B starts where it is)."""
+    batch_lr_rule: Literal["constant", "sqrt", "linear"] = "constant"
+    """Adaptive: learning rate x (B / B_start) ** p with p = 0, 1/2, 1."""
+    batch_term: Literal["total", "policy", "value"] = "total"
+    """Adaptive: the loss term whose noise scale the batch follows."""
+    batch_beta: float = 0.8
+    """Adaptive: EMA factor of the schedule's noise-scale smoother (per measurement)."""
+    batch_warmup: int = 3
+    """Adaptive: measurements before the first change (and the calibration of c)."""
+
+    @property
+    def adaptive(self) -> bool:
+        return self.batch_schedule == "adaptive"
+
+    def validate(self, gns_every: int | None = None) -> None:
+        if self.batch_schedule not in ("fixed", "adaptive"):
+            raise ValueError(f"batch_schedule must be fixed or adaptive, got "
+                             f"{self.batch_schedule!r}")
+        if not self.adaptive:
+            return
+        if gns_every is not None and gns_every < 1:
+            raise ValueError("--batch-schedule adaptive follows the measured noise scale: "
+                             "set --gns-every to a positive number of iterations (e.g. 2)")
+        v = self.batch_max
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"batch_max must be a positive integer or None, got {v!r}")
+        if self.batch_scale is not None and not (self.batch_scale > 0
+                                                 and math.isfinite(self.batch_scale)):
+            raise ValueError(f"batch_scale must be > 0, got {self.batch_scale}")
+        if not 0.0 <= self.batch_beta < 1.0:
+            raise ValueError(f"batch_beta must be in [0, 1), got {self.batch_beta}")
+        if isinstance(self.batch_warmup, bool) or not isinstance(self.batch_warmup, int) \
+                or self.batch_warmup < 1:
+            raise ValueError(f"batch_warmup must be an integer >= 1, got {self.batch_warmup!r}")
+        for name, choices in (("batch_axis", ("num_envs", "num_steps")),
+                              ("batch_lr_rule", ("constant", "sqrt", "linear")),
+                              ("batch_term", ("total", "policy", "value"))):
+            if getattr(self, name) not in choices:
+                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+
+
+_LR_POWER = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
+
+
+def ladder(top: int) -> list[int]:
+    """Batch multiples 1, 2, 3, 4, 6, 8, 12, 16, 24, ... up to ``top``."""
+    out, k = [1], 2
+    while k <= top:
+        out += [k] + ([k * 3 // 2] if k * 3 // 2 <= top else [])
+        k *= 2
+    return out
+
+
+class BatchSchedule:
+    """The adaptive schedule's state: current rollout shape, smoother, calibration.
+
+    ``shape`` is (num_envs, num_steps) per rank; the rollout batch is
+    ``world_size x num_envs x num_steps``. Call ``observe(g2, trace_sigma)`` after every
+    measured iteration; it returns the new shape when the batch should change (applied from
+    the next iteration), else None.
+    """
+
+    def __init__(self, cfg: AdaptiveConfig, num_envs: int, num_steps: int,
+                 world_size: int = 1):
+        cfg.validate()
+        self.cfg = cfg
+        self.world_size = int(world_size)
+        self.start_shape = (int(num_envs), int(num_steps))
+        self.shape = self.start_shape
+        self.start_batch = self.world_size * num_envs * num_steps
+        self.lo = self.start_batch
+        self.hi = cfg.batch_max or 16 * self.start_batch
+        if self.hi < self.start_batch:
+            raise ValueError(
+                f"batch_max={self.hi} is below the starting rollout batch {self.start_batch} "
+                "(agent steps, all ranks; the start is the smallest batch): raise --batch-max or "
+                "start from a smaller num_envs / num_steps"
+            )
+        self.levels = ladder(self.hi // self.start_batch)
+        self.tracker = GNSTracker(beta=cfg.batch_beta, window=1)
+        self.scale = cfg.batch_scale
+        self.target = math.nan
+        self.changes = 0
+
+    # --- reading -----------------------------------------------------------------------------
+
+    @property
+    def batch_size(self) -> int:
+        return self.world_size * self.shape[0] * self.shape[1]
+
+    @property
+    def level(self) -> int:
+        """k: the batch is k x the starting batch."""
+        return self.batch_size // self.start_batch
+
+    def shape_at(self, level: int) -> tuple[int, int]:
+        e, t = self.start_shape
+        return (level * e, t) if self.cfg.batch_axis == "num_envs" else (e, level * t)
+
+    @property
+    def b_simple(self) -> float:
+        return self.tracker.ema_b_simple
+
+    def lr_factor(self) -> float:
+        return (self.batch_size / self.start_batch) ** _LR_POWER[self.cfg.batch_lr_rule]
+
+    def learning_rate(self, lr0: float, anneal: bool, agent_steps: int, total: int) -> float:
+        """lr0 x (1 - agent_steps / total if annealed) x (B / B_start) ** p."""
+        frac = 1.0 - agent_steps / total if anneal else 1.0
+        return lr0 * frac * self.lr_factor()
+
+    def columns(self) -> dict[str, float]:
+        return {"adaptive/b_simple": self.b_simple, "adaptive/target_batch_size": self.target,
+                "adaptive/scale": math.nan if self.scale is None else float(self.scale)}
+
+    # --- the rule ------------------------------------------------------------------------------
+
+    def observe(self, g2: float, trace_sigma: float) -> tuple[int, int] | None:
+        """Feed one measurement; the new (num_envs, num_steps) if the batch changes, else None."""
+        if not (math.isfinite(g2) and math.isfinite(trace_sigma)):
+            return None
+        self.tracker.update(g2, trace_sigma)
+        noise = self.b_simple
+        if self.tracker.count < self.cfg.batch_warmup or not (noise > 0):
+            return None
+        if self.scale is None:  # calibrate once: B* = the current batch at this noise scale
+            self.scale = self.batch_size / math.sqrt(noise)
+        self.target = self.scale * math.sqrt(noise)
+        wanted = min(max(self.target, self.lo), self.hi)
+        best = min(self.levels, key=lambda k: abs(math.log(k * self.start_batch / wanted)))
+        current = abs(math.log(self.batch_size / wanted))
+        if best == self.level or abs(math.log(best * self.start_batch / wanted)) \
+                > current - _HYSTERESIS:
+            return None
+        self.shape = self.shape_at(best)
+        self.changes += 1
+        return self.shape
+
+    # --- checkpoint ----------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"shape": list(self.shape), "start_shape": list(self.start_shape),
+                "scale": self.scale, "target": self.target, "changes": self.changes,
+                "tracker": self.tracker.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state["start_shape"]) != self.start_shape:
+            raise ValueError(f"the checkpoint's schedule started at {state['start_shape']}, "
+                             f"this run at {list(self.start_shape)}")
+        self.shape = tuple(int(x) for x in state["shape"])
+        self.scale = state["scale"]
+        self.target = float(state["target"])
+        self.changes = int(state["changes"])
+        self.tracker.load_state_dict(state["tracker"])
+
+
+# --------------------------------------------------------------------------------------------
+# Environments in chunks (the num_envs axis)
+# --------------------------------------------------------------------------------------------
+
+
+class EnvChunks:
+    """A vector env made of chunks of ``chunk_envs`` environments, of which the first
+    ``active`` are stepped (the ``envs`` vector-env interface: reset, step, close, spaces,
+    ``frames_per_step``).
+
+    Chunk j of rank r is ``make(chunk_envs, seed + (j x world + r) x chunk_envs)``: chunk 0 is
+    the rank's starting env; with one rank and a backend that seeds env i with seed + i (all
+    but ``gym-vector``, whose envs share one generator), k chunks hold the environments one
+    vector env of k x chunk_envs seeded ``seed`` would hold. ``set_active(k)`` changes the
+    prefix and returns its observations: new chunks are reset, paused ones continue their games.
+    """
+
+    def __init__(self, first, make: Callable[[int, int], Any], chunk_envs: int, seed: int,
+                 rank: int = 0, world: int = 1):
+        self.make, self.chunk_envs, self.seed = make, int(chunk_envs), int(seed)
+        self.rank, self.world = int(rank), int(world)
+        self.chunks = [first]
+        self.last_obs: list[np.ndarray | None] = [None]
+        self.active = 1
+        self.single_observation_space = first.single_observation_space
+        self.single_action_space = first.single_action_space
+        self.frames_per_step = first.frames_per_step
+
+    @property
+    def checkpointable(self) -> bool:
+        """Whether every chunk's state can be saved (``rl.runs.envstate``)."""
+        return all(getattr(chunk, "checkpointable", False) for chunk in self.chunks)
+
+    @property
+    def num_envs(self) -> int:
+        return self.active * self.chunk_envs
+
+    def chunk_seed(self, j: int) -> int:
+        return self.seed + (j * self.world + self.rank) * self.chunk_envs
+
+    def reset(self, **kwargs):
+        outs = [self.chunks[j].reset(**kwargs) for j in range(self.active)]
+        for j, (obs, _) in enumerate(outs):
+            self.last_obs[j] = obs
+        return np.concatenate([o for o, _ in outs]), _concat_info([i for _, i in outs])
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        outs = [self.chunks[j].step(actions[j * self.chunk_envs:(j + 1) * self.chunk_envs])
+                for j in range(self.active)]
+        for j, out in enumerate(outs):
+            self.last_obs[j] = out[0]
+        obs, reward, terminated, truncated, info = zip(*outs, strict=True)
+        return (np.concatenate(obs), np.concatenate(reward), np.concatenate(terminated),
+                np.concatenate(truncated), _concat_info(info))
+
+    def set_active(self, k: int) -> np.ndarray:
+        """Step the first ``k`` chunks from now on; their current observations."""
+        while len(self.chunks) < k:
+            chunk = self.make(self.chunk_envs, self.chunk_seed(len(self.chunks)))
+            obs, _ = chunk.reset()
+            self.chunks.append(chunk)
+            self.last_obs.append(obs)
+        self.active = k
+        return np.concatenate(self.last_obs[:k])
+
+    def close(self) -> None:
+        for chunk in self.chunks:
+            chunk.close()
+
+
+def _concat_info(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    return {key: np.concatenate([i[key] for i in infos]) for key in infos[0]}
+
+
+# --------------------------------------------------------------------------------------------
+# The loop's batch-schedule strategies
+# --------------------------------------------------------------------------------------------
+
+
+class FixedBatch:
+    """One rollout shape for the whole run; the lr anneals by PPO iteration."""
+
+    adaptive = False
+
+    def __init__(self, num_envs: int, num_steps: int, world: int, total_agent_steps: int):
+        self.shape = (num_envs, num_steps)
+        self.world = world
+        self.total_iterations = total_agent_steps // self.batch_size
+
+    @property
+    def batch_size(self) -> int:
+        return self.world * self.shape[0] * self.shape[1]
+
+    @property
+    def total_steps(self) -> int:
+        """Agent steps the run will take (for the progress display)."""
+        return self.total_iterations * self.batch_size
+
+    def learning_rate(self, ppo: PPOConfig, iteration: int, agent_steps: int) -> float:
+        return learning_rate_at(ppo, iteration, self.total_iterations)
+
+    def fits(self, iteration: int, agent_steps: int) -> bool:
+        """Whether the next iteration fits in the budget."""
+        return iteration < self.total_iterations
+
+    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+        """The new (num_envs, num_steps) after this iteration's row, or None: never."""
+        return None
+
+    def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return None
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        pass
+
+
+class AdaptiveBatch:
+    """``BatchSchedule`` in the loop: the lr anneals by agent steps; the batch follows the
+    measured noise scale of its term, rank 0 deciding for every rank."""
+
+    adaptive = True
+
+    def __init__(self, cfg: AdaptiveConfig, num_envs: int, num_steps: int, world: int,
+                 total_agent_steps: int, rank: int = 0):
+        self.schedule = BatchSchedule(cfg, num_envs, num_steps, world)
+        self.world, self.rank, self.total = world, rank, total_agent_steps
+        self.start_envs = num_envs
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.schedule.shape
+
+    @property
+    def batch_size(self) -> int:
+        return self.schedule.batch_size
+
+    @property
+    def total_steps(self) -> int:
+        return self.total
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the environments come in chunks (the batch varies num_envs)."""
+        return self.schedule.cfg.batch_axis == "num_envs"
+
+    def learning_rate(self, ppo: PPOConfig, iteration: int, agent_steps: int) -> float:
+        return self.schedule.learning_rate(ppo.learning_rate, ppo.anneal_lr, agent_steps,
+                                           self.total)
+
+    def fits(self, iteration: int, agent_steps: int) -> bool:
+        return agent_steps + self.batch_size <= self.total
+
+    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+        term = self.schedule.cfg.batch_term
+        decision = None
+        if f"gns/{term}/g2" in gns_row:
+            decision = self.schedule.observe(gns_row[f"gns/{term}/g2"],
+                                             gns_row[f"gns/{term}/trace_sigma"])
+        if comm.size > 1:  # rank 0 decides; every rank applies the same decision
+            decision, state = comm.broadcast_object(
+                (decision, self.schedule.state_dict()) if comm.rank == 0 else None)
+            self.schedule.load_state_dict(state)
+        row.update(self.schedule.columns())
+        return decision
+
+    def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
+        """Apply the new shape: activate env chunks (num_envs) and reallocate the buffer."""
+        if self.chunked:
+            next_obs = to_device(env.set_active(self.shape[0] // self.start_envs), device)
+        return next_obs, RolloutBuffer(self.shape[1], self.shape[0], next_obs, device)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.schedule.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any] | None) -> None:
+        if state is not None:
+            self.schedule.load_state_dict(state)
+
+
+# --------------------------------------------------------------------------------------------
+# Plot
+# --------------------------------------------------------------------------------------------
+
+
+def read_run_config(run_dir: str | Path) -> dict[str, Any]:
+    """A run directory's config.json ({} when missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / "config.json").read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def plot_schedule(run_dir: str | Path, out: str | Path | None = None) -> Path:
+    """Rollout batch size and B_simple against PPO iteration, as a png (returns its path).
+
+    Top: the rollout batch (agent steps) and the schedule's target B*. Bottom (log scale): the
+    smoothed B_simple the schedule follows and the single-iteration estimates of that term
+    (positive ones; negative single estimates are normal and are not drawn).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
+    from matplotlib.figure import Figure  # lazy: slow import, figures only
+
+    run_dir = Path(run_dir)
+    m = load_metrics(run_dir)
+    term = read_run_config(run_dir).get("adaptive", {}).get("batch_term", "total")
+    fig = Figure(figsize=(8, 6), layout="constrained")
+    FigureCanvasAgg(fig)
+    top, bottom = fig.subplots(2, 1, sharex=True)
+    it = m["iteration"].to_numpy(float)
+    top.step(it, m["rollout_batch_size"].to_numpy(float), where="pre", color="C0",
+             label="rollout batch size B")
+    if "adaptive/target_batch_size" in m:
+        top.plot(it, pd.to_numeric(m["adaptive/target_batch_size"], errors="coerce"), "--",
+                 color="C1", lw=1, label="target c sqrt(B_simple) (before bounds, rounding)")
+    top.set_yscale("log")
+    top.set_ylabel("agent steps per rollout")
+    top.legend(fontsize=8)
+    single = f"gns/{term}/b_simple"
+    if single in m:
+        y = pd.to_numeric(m[single], errors="coerce")
+        keep = y > 0
+        bottom.plot(it[keep.to_numpy()], y[keep], ".", color="0.6", ms=3,
+                    label=f"single estimates ({term} loss)")
+    if "adaptive/b_simple" in m:
+        y = pd.to_numeric(m["adaptive/b_simple"], errors="coerce")
+        keep = (y > 0).to_numpy()
+        bottom.plot(it[keep], y[keep], color="C2", label="smoothed B_simple (schedule input)")
+    bottom.set_yscale("log")
+    bottom.set_xlabel("PPO iteration")
+    bottom.set_ylabel("B_simple (agent steps)")
+    bottom.legend(fontsize=8)
+    fig.suptitle(f"{run_dir.name}: adaptive rollout batch, B ~ sqrt(B_simple)", fontsize=10)
+    path = Path(out) if out is not None else run_dir / PLOT_FILE
+    save_figure(fig, path, dpi=90)
+    return path
+
