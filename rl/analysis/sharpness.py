@@ -31,7 +31,7 @@ import envs
 from agents import PPOConfig, build_actor_critic
 from agents.ppo import normalize_advantages, ppo_loss
 from rl.measure.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
-from rl.runs.storage import CONFIG_FILE, RunDir, save_figure
+from rl.runs.storage import CONFIG_FILE, RunDir, load_checkpoint_file, save_figure
 from rl.sweeps.results import read_results
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
@@ -221,8 +221,12 @@ class SharpnessConfig:
 SHARPNESS_COLUMNS = ["term", "repeat", "samples", "loss", "top_eigenvalue", "eigen_iterations"]
 
 
-def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, dict, int]:
-    """(model with the final checkpoint's weights, config.json, checkpoint iteration)."""
+def load_policy(run_dir: str | Path, device: str = "cpu", *,
+                checkpoint: str | Path | None = None) -> tuple[nn.Module, dict, int]:
+    """(model with the checkpoint's weights, config.json, checkpoint iteration).
+
+    ``checkpoint``: a ``ckpt_*.pt`` file of this run (default: its latest good checkpoint).
+    """
     path = Path(run_dir)
     if not (path / CONFIG_FILE).exists():
         raise FileNotFoundError(f"{path} holds no {CONFIG_FILE}; is it a run directory "
@@ -231,7 +235,10 @@ def load_policy(run_dir: str | Path, device: str = "cpu") -> tuple[nn.Module, di
     if "train" not in config or "ppo" not in config:
         raise ValueError(f"{path / CONFIG_FILE} is not a PPO run's config (no train/ppo "
                          "sections); sharpness needs a run of `rlscale train`")
-    loaded = RunDir(path).load_latest_checkpoint(map_location=device)
+    if checkpoint is not None:
+        loaded = load_checkpoint_file(checkpoint, map_location=device)
+    else:
+        loaded = RunDir(path).load_latest_checkpoint(map_location=device)
     if loaded is None:
         raise FileNotFoundError(f"{path} has no loadable checkpoint; train it (or resume it) "
                                 "until a checkpoint is written")

@@ -1,4 +1,4 @@
-"""``rlscale gns``: gradient-noise-scale studies. Subcommands: ``supervised``, ``run``."""
+"""``rlscale gns``: noise-scale studies (``supervised``, ``run``, ``checkpoints``)."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 from rich.progress import Progress
 
+from rl.analysis.checkpoint_noise import CheckpointNoiseConfig, run_checkpoint_noise
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.output import CLIError, console, err_console, print_table
 from rl.measure.ppo_noise import noise_scale_by_segment
@@ -131,6 +132,71 @@ def cmd_run(args) -> int:
     return 0
 
 
+def plot_checkpoints(table, path: Path, title: str) -> Path:
+    """B_simple per checkpoint and term against agent steps (95% bars), and the return."""
+    import matplotlib  # lazy: slow import, figures only
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # lazy: slow import, figures only
+
+    finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
+    finite = finite[np.isfinite(finite)]
+    cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for term, part in table.groupby("term", sort=False):
+        x = part["agent_steps"].to_numpy(float)
+        b = np.nan_to_num(part["b_simple"].to_numpy(float), nan=cap)
+        lo = np.nan_to_num(part["b_simple_lo"].to_numpy(float), nan=0.0)
+        hi = np.nan_to_num(part["b_simple_hi"].to_numpy(float), nan=cap, posinf=cap)
+        ax.errorbar(x, b, yerr=[np.maximum(b - lo, 0), np.maximum(hi - b, 0)], fmt="o-",
+                    capsize=3, label=term)
+    ax.set_yscale("log")
+    ax.set_xlabel("agent steps at the checkpoint")
+    ax.set_ylabel("B_simple (agent steps)")
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    first = table[table["term"] == table["term"].iloc[0]]
+    twin = ax.twinx()
+    twin.plot(first["agent_steps"], first["return_recent"], "k--", lw=1)
+    twin.set_ylabel("smoothed return (dashed)")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    save_figure(fig, path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def cmd_checkpoints(args) -> int:
+    try:
+        cfg = dataclass_from_args(args, CheckpointNoiseConfig)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
+    run = RunDir(args.run_dir)
+    if not run.config_path.exists():
+        raise CLIError(f"{args.run_dir} has no config.json: point RUN_DIR at a training run "
+                       "directory (rlscale train --run-dir ...)")
+    out = Path(args.out) if args.out else Path("results/gns/checkpoints") / run.path.name
+    with Progress(console=err_console, transient=True, disable=args.quiet) as bar:
+        task = bar.add_task("checkpoints", total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            table = run_checkpoint_noise(run.path, out, cfg, progress=progress)
+        except (FileNotFoundError, ValueError) as err:
+            raise CLIError(str(err)) from None
+    shown = table[["iteration", "agent_steps", "return_recent", "term", "samples", "b_simple",
+                   "b_simple_lo", "b_simple_hi", "negative_g2_fraction", "seconds"]]
+    print_table(shown, title=f"{run.path}: B_simple at checkpoints, measuring batch "
+                f"{cfg.measuring_batch_size:,} x {cfg.repeats} repeats")
+    plot_checkpoints(table, out / "checkpoints.png", f"{run.path.name}: B_simple at checkpoints "
+                     f"(batch {cfg.measuring_batch_size:,} x {cfg.repeats})")
+    console.print("B_simple in agent steps; 95% Fieller intervals over the repeats (hi = inf: "
+                  f"mean |G|^2 not resolved above zero); seconds per checkpoint. results: {out}")
+    return 0
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "gns",
@@ -170,3 +236,20 @@ def add_parser(sub) -> None:
     sp.add_argument("--out", metavar="DIR",
                     help="results folder (default results/gns/run/<run name>)")
     sp.set_defaults(func=cmd_run)
+
+    sp = gsub.add_parser(
+        "checkpoints",
+        help="B_simple at a run's checkpoints, on fresh rollouts larger than its batch",
+        description="Loads each checkpoint of a training run, plays --repeats fresh rollouts "
+        "of --num-envs x --num-steps agent steps with its policy (after --warmup-rollouts "
+        "discarded ones) and reports policy, value and total B_simple with a 95% Fieller "
+        "interval over the repeats, beside the run's return at that checkpoint. Use it where "
+        "the run's own measurements (rlscale gns run) are not resolved because B_simple is far "
+        "above the rollout batch. A rerun with the same --out continues where it stopped.",
+    )
+    sp.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
+    add_dataclass_args(sp, CheckpointNoiseConfig, title="measurement")
+    sp.add_argument("--out", metavar="DIR",
+                    help="results folder (default results/gns/checkpoints/<run name>)")
+    sp.add_argument("--quiet", action="store_true", help="no progress display")
+    sp.set_defaults(func=cmd_checkpoints)

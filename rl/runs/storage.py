@@ -6,6 +6,7 @@ See docs/run-directory.md for the full description.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import math
 import numbers
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import torch
 
 __all__ = [
     "RunDir",
@@ -32,6 +34,7 @@ __all__ = [
     "atomic_write_text",
     "clear_run_dir",
     "RunLock",
+    "load_checkpoint_file",
     "load_metrics",
     "lock_run_dir",
     "log_scalars",
@@ -175,9 +178,6 @@ except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
     fcntl = None
 
 _held: dict[str, list[int]] = {}  # resolved run dir -> [fd, holders in this process]
-import torch
-import io
-from torch.utils.tensorboard import SummaryWriter
 _held_guard = threading.Lock()
 
 
@@ -479,6 +479,32 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], may_differ: Iterable[
 
 
 # --------------------------------------------------------------------------- the run dir
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
+                         ) -> tuple[dict[str, Any], int]:
+    """(state, iteration) of one checkpoint file, read with ``weights_only=True``.
+
+    Raises ``UnsafeCheckpointError`` for a file that only a full unpickle could read, and
+    ``RunDirError`` for a file that is not a checkpoint of this format.
+    """
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds Python objects that only a full unpickle "
+            "could rebuild, and unpickling a file can run code. It is not a checkpoint of "
+            f"this version (format {_CKPT_FORMAT}): either an older rlscale wrote it (finish "
+            "that run with the version that started it) or it was not written by rlscale. "
+            "Move it out of the checkpoints folder to resume from an older checkpoint, or "
+            "start a new run."
+        ) from None
+    if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
+            or not isinstance(payload.get("state"), dict)):
+        raise RunDirError(f"{path} is not a checkpoint written by rl.runs.storage")
+    return payload["state"], int(payload["iteration"])
 
 
 class RunDir:
@@ -785,24 +811,7 @@ class RunDir:
         return target
 
     def _load_checkpoint_file(self, path: Path, map_location: Any) -> tuple[dict[str, Any], int]:
-
-        try:
-            payload = torch.load(path, map_location=map_location, weights_only=True)
-        except pickle.UnpicklingError as err:
-            if "weights only" not in str(err).lower():
-                raise
-            raise UnsafeCheckpointError(
-                f"refusing to load {path}: it holds Python objects that only a full unpickle "
-                "could rebuild, and unpickling a file can run code. It is not a checkpoint of "
-                f"this version (format {_CKPT_FORMAT}): either an older rlscale wrote it (finish "
-                "that run with the version that started it) or it was not written by rlscale. "
-                "Move it out of the checkpoints folder to resume from an older checkpoint, or "
-                "start a new run."
-            ) from None
-        if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
-                or not isinstance(payload.get("state"), dict)):
-            raise RunDirError(f"{path} is not a checkpoint written by rl.runs.storage")
-        return payload["state"], int(payload["iteration"])
+        return load_checkpoint_file(path, map_location)
 
     def load_latest_checkpoint(
         self, map_location: Any = None, *, required: Iterable[str] = ()
@@ -856,6 +865,7 @@ class RunDir:
         drops the earlier process's events at and after that step.
         """
         if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter  # lazy: tensorboard is slow to import
 
             self._writer = SummaryWriter(log_dir=str(self.tb_dir), purge_step=purge_step)
         return self._writer
