@@ -18,7 +18,7 @@ from rl.sweeps.executors import run_sweep  # noqa: E402
 from rl.sweeps.results import TIMING_COLUMNS, read_results, result_columns  # noqa: E402
 from rl.sweeps.spec import load_spec, plan_runs  # noqa: E402
 from rl.sweeps.state import read_events  # noqa: E402
-from tests.rl.test_sweep import write_spec  # noqa: E402
+from tests.rl.sweeps.test_sweep import write_spec  # noqa: E402
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 

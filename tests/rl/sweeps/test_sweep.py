@@ -27,7 +27,7 @@ from rl.sweeps.spec import load_spec, parse_spec, plan_runs
 from rl.sweeps.state import classify_run, read_events
 from rl.train.config import TrainConfig
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 HAS_GNS = "gns_every" in {f.name for f in dataclasses.fields(TrainConfig)}
 
 # The test sweep: classic preset, B = num_envs x 32 = 64 ... 1024 agent steps (B_crit of
@@ -483,7 +483,7 @@ def test_a_dead_worker_marks_no_run_failed(tmp_path, monkeypatch):
     """A worker that dies takes the pool down: every run it leaves is reported interrupted
     (to resume or start on the next sweep), none failed, and no run directory changes."""
     import rl.sweeps.executors
-    from tests.rl.crash_worker import die
+    from tests.rl.sweeps.crash_worker import die
 
     spec = parse_spec({**BASE, "num_envs": [2, 4, 8], "out": str(tmp_path)})
     plans = plan_runs(spec)
