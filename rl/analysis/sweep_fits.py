@@ -74,7 +74,6 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
 
 
 def _fit_object(row: Mapping[str, Any]):
-
     ok = bool(row["ok"])
     return CriticalBatchFit(ok, "ok" if ok else "failed", str(row["reason"]),
                             s_min=float(row["s_min"]), e_min=float(row["e_min"]),
@@ -91,7 +90,6 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
     fit. Returns the paths written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure  # lazy: slow import, figures only
-
 
     paths = []
     for _, row in fits.iterrows():

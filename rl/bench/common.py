@@ -18,7 +18,6 @@ from rl.runs.storage import atomic_write_json, atomic_write_text
 
 
 def machine_info() -> dict:
-
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),

@@ -39,7 +39,6 @@ class EnvBenchConfig:
 
 
 def time_env(env_id: str, backend: str, num_envs: int, cfg: EnvBenchConfig) -> float:
-
     env = envs.make_vec(env_id, num_envs, seed=cfg.seed, backend=backend)
     try:
         env.reset()
@@ -59,7 +58,6 @@ def time_env(env_id: str, backend: str, num_envs: int, cfg: EnvBenchConfig) -> f
 
 def backends_for(env_id: str) -> list[str]:
     """Every backend that can run ``env_id``, its default first."""
-
 
     entry = envs.resolve(env_id)
     default = envs.default_backend(entry.kind, entry.target)

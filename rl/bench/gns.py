@@ -43,7 +43,6 @@ class GNSBenchConfig:
 
 
 def _cadences(cfg: GNSBenchConfig) -> list[int]:
-
     out = []
     for item in cfg.cadences.split(","):
         item = item.strip()
@@ -55,7 +54,6 @@ def _cadences(cfg: GNSBenchConfig) -> list[int]:
 
 
 def _time_run(env: str, iterations: int, every: int, cfg: GNSBenchConfig) -> dict:
-
     with tempfile.TemporaryDirectory() as tmp:
         tc = TrainConfig(env=env, num_envs=cfg.num_envs, num_steps=cfg.num_steps,
                          total_agent_steps=iterations * cfg.num_envs * cfg.num_steps,
@@ -70,7 +68,6 @@ def _time_run(env: str, iterations: int, every: int, cfg: GNSBenchConfig) -> dic
 
 
 def bench_gns(cfg: GNSBenchConfig, progress=None) -> pd.DataFrame:
-
     env_names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
     iters = [int(n) for n in cfg.iterations.split(",") if n.strip()]
     if len(iters) != len(env_names):

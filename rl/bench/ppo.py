@@ -86,7 +86,6 @@ def parse_configs(text: str) -> list[tuple[str, int, int]]:
 
 
 def _ours(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
-
     stamps: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         tc = TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed, device=cfg.device,
@@ -101,14 +100,12 @@ def _ours(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
 def _gns_off() -> dict:
     """Measure plain PPO: no noise-scale measurement, where the trainer has it."""
 
-
     return {"gns_every": 0} if "gns_every" in {f.name for f in fields(TrainConfig)} else {}
 
 
 def _sb3(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
     from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
     from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
-
 
     network = "nature" if envs.resolve(env).kind == "atari" else "mlp"
     venv = make_sb3_env(TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed))
@@ -133,12 +130,10 @@ IMPLS = {"ours": _ours, "sb3": _sb3}
 
 
 def _default_threads() -> int:
-
     return torch.get_num_threads()
 
 
 def bench_ppo(cfg: PPOBenchConfig, progress=None) -> pd.DataFrame:
-
     impls = [i.strip() for i in cfg.impls.split(",") if i.strip()]
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:

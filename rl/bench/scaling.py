@@ -56,14 +56,12 @@ class ScalingBenchConfig:
 
 
 def _env_only(env: str, n: int, cfg: ScalingBenchConfig) -> float:
-
     steps = cfg.num_steps * cfg.iterations
     bench = EnvBenchConfig(env=env, steps=steps, warmup_steps=min(20, steps), seed=cfg.seed)
     return time_env(env, cfg.backend, n, bench)
 
 
 def _end_to_end(env: str, n: int, cfg: ScalingBenchConfig) -> dict:
-
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tc = TrainConfig(env=env, num_envs=n, num_steps=cfg.num_steps, seed=cfg.seed,
@@ -86,7 +84,6 @@ def _end_to_end(env: str, n: int, cfg: ScalingBenchConfig) -> dict:
 def _overlap(env: str, n: int, mode: str, cfg: ScalingBenchConfig) -> float:
     """Agent steps/s of inference + envpool stepping, synchronous or asynchronous."""
     import envpool  # lazy: optional backend
-
 
     entry = envs.resolve(env)
     if entry.kind != "atari":
@@ -128,7 +125,6 @@ def _overlap(env: str, n: int, mode: str, cfg: ScalingBenchConfig) -> float:
 
 
 def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
-
     names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
     counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
     if not names or not counts:
@@ -154,7 +150,6 @@ def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
     spread = {(c["env"], c["num_envs"], c["kind"]): (min(s), max(s))
               for c, s in zip(configs, samples, strict=True)}
     by_e2e = {(c["env"], c["num_envs"]): extra[id(c)] for c in configs if c["kind"] == "e2e"}
-
 
     rows = []
     for env in names:

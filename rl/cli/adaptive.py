@@ -10,7 +10,6 @@ from rl.runs.storage import atomic_write_text
 
 
 def cmd_compare(args) -> int:
-
     targets = [float(t) for t in args.targets.split(",") if t.strip()]
     for r in args.runs:
         if not (Path(r) / "metrics.jsonl").exists():

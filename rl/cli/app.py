@@ -34,7 +34,6 @@ COMMAND_MODULES = [train_cmd, adaptive_cmd, gns_cmd, sweep_cmd, compare_cmd, sha
 
 
 def cmd_envs(args) -> int:
-
     errors = load_entry_points()
     entries = envs.list_envs()
     if args.kind:
@@ -59,8 +58,6 @@ def cmd_envs(args) -> int:
 
 
 def cmd_bench(args) -> int:
-
-
     cfg_cls, run = bench.SUITES[args.suite]
     cfg = dataclass_from_args(args, cfg_cls)
     with Progress(console=err_console, transient=True, disable=args.quiet) as progress:
@@ -108,7 +105,6 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envs", help="list the environments available and where they come from")
     p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
     p.set_defaults(func=cmd_envs)
-
 
     p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
     bsub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)

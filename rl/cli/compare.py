@@ -36,7 +36,6 @@ def default_out(suite: str | None, preset: str) -> Path:
 
 
 def plan_from_args(args: argparse.Namespace):
-
     ov = Overrides(
         sweep_games=args.sweep_games, noise_games=args.noise_games, num_envs=args.num_envs,
         num_steps=args.num_steps, lrs=args.lrs, seeds=args.seeds, targets=args.targets,
@@ -54,7 +53,6 @@ def plan_from_args(args: argparse.Namespace):
 
 def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False) -> int:
     """Run (or reuse) the study of ``plan``, print the headline table and where the report is."""
-
 
     table = describe_plan(plan)
     if dry_run or not quiet:
@@ -122,7 +120,6 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_parser(sub) -> None:
-
     suites = "; ".join(f"{k}: {v.description} ({', '.join(v.games)})" for k, v in SUITES.items())
     p = sub.add_parser(
         "compare",

@@ -39,8 +39,6 @@ def default_out(cfg: SupervisedConfig) -> Path:
 
 
 def cmd_supervised(args) -> int:
-
-
     cfg = dataclass_from_args(args, SupervisedConfig)
     out = Path(args.out) if args.out else default_out(cfg)
     with Progress(console=err_console, transient=True, disable=args.quiet) as bar:
@@ -82,7 +80,6 @@ def plot_segments(table, path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # lazy: slow import, figures only
 
-
     finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
     finite = finite[np.isfinite(finite)]
     cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
@@ -111,7 +108,6 @@ def plot_segments(table, path: Path, title: str) -> Path:
 
 
 def cmd_run(args) -> int:
-
     run = RunDir(args.run_dir)
     if not run.metrics_path.exists():
         raise CLIError(f"{args.run_dir} has no metrics.jsonl: point RUN_DIR at a training run "

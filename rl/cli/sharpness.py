@@ -19,10 +19,10 @@ from rl.analysis.sharpness import (
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.output import CLIError, console, print_table
 from rl.runs.storage import CONFIG_FILE, atomic_write_text
+from rl.sweeps.results import SHARPNESS_FILE, read_results, write_results
 
 
 def cmd_sharpness(args) -> int:
-
     cfg = dataclass_from_args(args, SharpnessConfig)
     path = Path(args.path)
     values = ["loss", "top_eigenvalue", *eps_columns(cfg.eps_values)]
@@ -34,7 +34,7 @@ def cmd_sharpness(args) -> int:
         seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
         df = sweep_sharpness(path, cfg, seeds=seeds, lr=args.lr)
         keys = ["term", "rollout_batch_size"]
-        out = Path(args.out) if args.out else path / "sharpness.csv"
+        out = Path(args.out) if args.out else path / SHARPNESS_FILE
         png = plot_sharpness(out.with_suffix(".png"), df, x="rollout_batch_size",
                              title=f"{path.name}: sharpness of the PPO loss at the final "
                                    f"checkpoint, {cfg.num_envs * cfg.num_steps} fresh samples "
@@ -45,6 +45,9 @@ def cmd_sharpness(args) -> int:
                        "directory (no sweep.json); give the folder `rlscale train --run-dir` "
                        "or `rlscale sweep` wrote")
     atomic_write_text(out, df.to_csv(index=False))
+    if keys != ["term"] and out == path / SHARPNESS_FILE:
+        write_results(path, read_results(path))  # the sweep table gains the sharpness columns
+        console.print(f"sweep table with sharpness columns: {path / 'results.csv'}")
     print_table(summarize_repeats(df, keys, values),
                 title=f"sharpness (mean and standard error over {cfg.repeats} rollouts of "
                       f"{cfg.num_envs * cfg.num_steps} agent steps; power iteration <= "

@@ -118,12 +118,10 @@ def spec_from_args(args: argparse.Namespace):
 
 
 def _stored_spec(state: dict[str, Any]):
-
     return SweepSpec(**state["spec"])
 
 
 def cmd_sweep(args) -> int:
-
     spec = spec_from_args(args)
     if spec.scheduler == "pbt":
         return _cmd_pbt(spec, args)
@@ -168,8 +166,6 @@ def cmd_sweep(args) -> int:
 
 
 def _cmd_pbt(spec, args) -> int:
-
-
     cfg = PBTConfig.from_dict(spec.pbt)
     if args.dry_run:
         members = plan_members(spec)
@@ -188,7 +184,6 @@ def _cmd_pbt(spec, args) -> int:
         if not args.quiet:
             err_console.print(msg, highlight=False)
 
-
     table = run_sweep(spec, log=log)
     _print_pbt(member_summary(table, sorted(spec.targets)[-1:]), spec.out)
     statuses = member_statuses(plan_members(spec))
@@ -202,7 +197,6 @@ def _cmd_pbt(spec, args) -> int:
 
 
 def _print_pbt(summary, out) -> None:
-
     if summary.empty:
         console.print(f"no member of {out} has metrics yet")
         return
@@ -253,8 +247,6 @@ def check_fit_options(n_boot: int, ci: float, range_factor: float) -> None:
 
 
 def cmd_fit(args) -> int:
-
-
     check_fit_options(args.n_boot, args.ci, args.range_factor)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():

@@ -26,7 +26,6 @@ def configs_from_args(args: argparse.Namespace) -> tuple[TrainConfig, PPOConfig]
 
 
 def cmd_train(args) -> int:
-
     cfg, ppo = configs_from_args(args)
     parallel = dataclass_from_args(args, ParallelConfig)
     adaptive = dataclass_from_args(args, AdaptiveConfig)

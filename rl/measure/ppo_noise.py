@@ -326,7 +326,6 @@ def noise_scale_by_segment(metrics, segments: int = 4, terms=TERMS):
     ``negative_g2_fraction`` and ``return_recent`` (its mean over the segment's iterations).
     """
 
-
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise ValueError(f"segments must be a positive integer, got {segments!r}")
     rows = []

@@ -52,7 +52,6 @@ def make_sb3_env(cfg: TrainConfig):
     )
     from stable_baselines3.common.vec_env import VecFrameStack  # lazy: slow import, SB3 runs only
 
-
     entry = envs.resolve(cfg.env)
     if entry.kind == "atari":
         import ale_py  # lazy: registers ALE envs (SB3 Atari)

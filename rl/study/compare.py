@@ -289,7 +289,6 @@ def canonical_game(game: str) -> str:
 
 
 def available_cores() -> int:
-
     return cores()
 
 
@@ -496,7 +495,6 @@ class _SharedPoolExecutor:
         self.submitted = threading.Event()
 
     def run(self, plans, on_done) -> None:
-
         try:
             futures = {self.pool.submit(run_one, p.to_dict(), None, self.retry_failed): p
                        for p in plans}
@@ -620,7 +618,6 @@ class _Monitor:
 
 
 def _check_conflicts(parts: list[Part]) -> None:
-
     conflicts = []
     for part in parts:
         for p in plan_runs(part.spec):
@@ -644,7 +641,6 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
     Finished runs are skipped, interrupted ones resumed (``rl.sweeps.executors.run_sweep``).
     Returns {"tables": {(kind, game): results table}, "supervised": summary or None}.
     """
-
 
     console = console or Console(stderr=True)
     out = Path(plan.out)
@@ -742,7 +738,6 @@ def _row(source: str, kind: str, task: str, quantity: str, value: float = math.n
 
 
 def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
-
     runs = plan_runs(part.spec)
     table = results_table(runs, part.spec.targets)
     n = plan_g.noise
@@ -823,7 +818,6 @@ def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
 
 
 def _sweep_rows(game: str, part: Part, n_boot: int, ci: float = 0.9) -> tuple[list[dict], Any]:
-
     table = results_table(plan_runs(part.spec), part.spec.targets)
     fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci)
     rows = []
@@ -1022,7 +1016,6 @@ def measure_study_sharpness(plan: StudyPlan) -> None:
 
 
 def _sharpness_rows(task: str, kind: str, path: Path, x: str, unit: str) -> list[dict]:
-
     if not path.exists():
         return []
     df = pd.read_csv(path)

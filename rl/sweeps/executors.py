@@ -72,7 +72,6 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
     marked the run failed); KeyboardInterrupt propagates.
     """
 
-
     plan = plan if isinstance(plan, RunPlan) else RunPlan.from_dict(plan)
     if threads:
         torch.set_num_threads(int(threads))
@@ -127,7 +126,6 @@ def _watch_parent(parent: int) -> None:
 
 
 def init_worker(threads: int, parent: int) -> None:
-
     torch.set_num_threads(threads)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="watch-sweep-process").start()

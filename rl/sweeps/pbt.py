@@ -530,7 +530,6 @@ def _member_trainable(config: dict[str, Any], *, plans: dict[str, dict[str, Any]
                       hyperparams: list[str], interval: int, threads: int) -> None:
     from ray import tune  # lazy: optional extra
 
-
     name = tune.get_context().get_trial_name()
     if name not in plans:
         raise RuntimeError(f"trial {name!r} is not a member of this population ({list(plans)})")
@@ -645,7 +644,6 @@ def run_pbt(spec, *, log: Callable[[str], None] | None = None) -> pd.DataFrame:
 
 
 def member_statuses(members: Iterable) -> dict[str, str]:
-
     return {m.name: (RunDir(m.run_dir).read_status() or {}).get("state", "pending")
             for m in members}
 
@@ -732,7 +730,6 @@ exploit: the first row after an exploit."""
 
 
 def _member_names(out: Path) -> list[str]:
-
     state = read_sweep_state(out) or {}
     names = [r["name"] for r in state.get("runs", [])]
     if names:
@@ -801,7 +798,6 @@ def plot_pbt(table: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     from matplotlib import colormaps  # lazy: slow import, figures only
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure  # lazy: slow import, figures only
-
 
     panels = [("lr", "learning rate in force", True), ("ent_coef", "ent_coef", False),
               ("clip_coef", "clip_coef", False), ("return", "return_recent (smoothed)", False),

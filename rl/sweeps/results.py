@@ -138,9 +138,34 @@ def long_results(df: pd.DataFrame) -> pd.DataFrame:
                            kind="stable").reset_index(drop=True)
 
 
+SHARPNESS_FILE = "sharpness.csv"
+"""Per-repeat sharpness of a sweep's runs, written by ``rlscale sharpness SWEEP_DIR``."""
+
+
+def with_sharpness(df: pd.DataFrame, out: str | os.PathLike[str]) -> pd.DataFrame:
+    """``df`` with per-run sharpness columns from ``<out>/sharpness.csv`` where it exists:
+    ``top_eigenvalue_{policy,value}`` and ``eps_sharpness_{policy,value}`` (the first eps
+    measured), each the mean over the repeats; NaN for runs not measured. Columns already in
+    ``df`` are replaced, so the table follows the latest measurement."""
+    path = Path(out) / SHARPNESS_FILE
+    if not path.exists() or "run" not in df.columns:
+        return df
+    sharp = pd.read_csv(path)
+    eps_cols = [c for c in sharp.columns if c.startswith("eps_sharpness_")]
+    if sharp.empty or not {"run", "term", "top_eigenvalue"} <= set(sharp.columns) or not eps_cols:
+        return df
+    means = sharp.groupby(["run", "term"])[["top_eigenvalue", eps_cols[0]]].mean()
+    means = means.rename(columns={eps_cols[0]: "eps_sharpness"}).unstack("term")
+    means.columns = [f"{name}_{term}" for name, term in means.columns]
+    df = df.drop(columns=[c for c in means.columns if c in df.columns])
+    return df.merge(means, how="left", left_on="run", right_index=True)
+
+
 def write_results(out: str | os.PathLike[str], df: pd.DataFrame) -> None:
-    """results.csv, results.parquet and results_long.csv, each written atomically."""
+    """results.csv, results.parquet and results_long.csv, each written atomically (with the
+    sharpness columns where the sweep's runs were measured, ``with_sharpness``)."""
     out = Path(out)
+    df = with_sharpness(df, out)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     buf = io.BytesIO()
     df.to_parquet(buf, index=False)
@@ -149,12 +174,14 @@ def write_results(out: str | os.PathLike[str], df: pd.DataFrame) -> None:
 
 
 def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
-    """The results table of a sweep directory (parquet, else csv)."""
+    """The results table of a sweep directory (parquet, else csv), with the sharpness
+    columns where the runs were measured (``with_sharpness``)."""
     out = Path(out)
     if (out / "results.parquet").exists():
-        return pd.read_parquet(out / "results.parquet")
+        return with_sharpness(pd.read_parquet(out / "results.parquet"), out)
     if (out / "results.csv").exists():
-        return pd.read_csv(out / "results.csv", keep_default_na=True).fillna({"message": ""})
+        df = pd.read_csv(out / "results.csv", keep_default_na=True).fillna({"message": ""})
+        return with_sharpness(df, out)
     raise FileNotFoundError(
         f"{out} holds no results.parquet or results.csv; is it a sweep directory? Run "
         f"`rlscale sweep --out {out} ...` first"

@@ -254,7 +254,6 @@ def env_settings(spec: SweepSpec, env: str) -> tuple[dict, dict]:
 
 
 def batch_shapes(spec: SweepSpec, train_base: Mapping[str, Any]) -> list[tuple[int, int]]:
-
     default = TrainConfig(**{k: v for k, v in train_base.items()
                              if k in ("num_envs", "num_steps")})
     envs_ = spec.num_envs or [default.num_envs]
