@@ -8,9 +8,7 @@ episodes, all environments) as our trainer, stopping at the same target.
 
 from __future__ import annotations
 
-import math
 import time
-from collections import deque
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -32,6 +30,7 @@ from rl.measure.ppo_noise import (
     split_columns,
     tracker_columns,
 )
+from rl.measure.returns import SmoothedReturn
 from rl.train.config import TrainConfig
 
 
@@ -77,7 +76,7 @@ def train_sb3(cfg: TrainConfig, ppo: PPOConfig, *, device: str = "cpu") -> SB3Re
     venv = make_sb3_env(cfg)
     model = PPO(sb3_policy_name(network), venv, seed=cfg.seed, device=device, verbose=0,
                 **sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=network))
-    recent: deque[float] = deque(maxlen=cfg.return_window)
+    recent = SmoothedReturn(cfg.return_window)
     state = {"reached": False, "iterations": 0}
 
     class Harness(BaseCallback):
@@ -88,14 +87,12 @@ def train_sb3(cfg: TrainConfig, ppo: PPOConfig, *, device: str = "cpu") -> SB3Re
                 return False  # first step of the rollout after the target: stop
             for info in self.locals["infos"]:
                 if "episode" in info:  # SB3's Monitor: one finished game
-                    recent.append(float(info["episode"]["r"]))
+                    recent.extend([float(info["episode"]["r"])])
             return True
 
         def _on_rollout_end(self) -> None:
             state["iterations"] += 1
-            state["reached"] = (cfg.target_return is not None
-                                and len(recent) == cfg.return_window
-                                and float(np.mean(recent)) >= cfg.target_return)
+            state["reached"] = recent.reached(cfg.target_return)
 
     start = time.perf_counter()
     model.learn(total_timesteps=cfg.total_agent_steps,
@@ -104,7 +101,7 @@ def train_sb3(cfg: TrainConfig, ppo: PPOConfig, *, device: str = "cpu") -> SB3Re
     return SB3Result(
         iterations=state["iterations"],
         agent_steps=state["iterations"] * cfg.rollout_batch_size,
-        return_recent=float(np.mean(recent)) if recent else math.nan,
+        return_recent=recent.mean,
         reached_target=state["reached"],
         wall_time_s=time.perf_counter() - start,
     )

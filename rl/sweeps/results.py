@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rl.measure.ppo_noise import TERMS
+from rl.measure.returns import first_reach
 from rl.runs.storage import (
     atomic_write_bytes,
     atomic_write_text,
@@ -24,10 +26,12 @@ from rl.runs.storage import (
 from rl.sweeps.settings import tkey
 from rl.sweeps.state import RunPlan, is_interrupted, read_json
 
-GNS_TERMS = ("total", "policy", "value")
+GNS_TERMS = TERMS
+"""Loss terms of the noise-scale columns (the measured terms, ``rl.measure.ppo_noise``)."""
 
-# Columns that measure speed, not learning: they differ between identical runs.
-TIMING_COLUMNS = ("sps_median",)
+RESULT_TIMING_COLUMNS = ("sps_median",)
+"""Results-table columns that measure speed, not learning: they differ between identical
+runs (the metrics rows' own are ``rl.train.config.TIMING_COLUMNS``)."""
 
 
 def result_columns(targets: Iterable[float]) -> list[str]:
@@ -81,12 +85,10 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
         row.update(iterations=int(last["iteration"]), agent_steps=int(last["agent_steps"]),
                    episodes_total=int(last["episodes_total"]),
                    final_return_recent=float(last["return_recent"]))
-        ret = pd.to_numeric(metrics["return_recent"], errors="coerce").to_numpy(float)
-        enough = metrics["episodes_total"].to_numpy(float) >= window
         for t in targets:
-            hit = np.flatnonzero(enough & (ret >= t))
-            it = float(metrics["iteration"].iloc[hit[0]]) if hit.size else math.nan
-            steps = float(metrics["agent_steps"].iloc[hit[0]]) if hit.size else math.nan
+            hit = first_reach(metrics, t, window)
+            it = math.nan if hit is None else float(metrics["iteration"].iloc[hit])
+            steps = math.nan if hit is None else float(metrics["agent_steps"].iloc[hit])
             row[f"iterations_to_target_{tkey(t)}"] = it
             row[f"agent_steps_to_target_{tkey(t)}"] = steps
         n_measured = 0

@@ -23,8 +23,7 @@ import pytest
 from rl.analysis.sweep_fits import fit_sweep
 from rl.runs.storage import load_metrics
 from rl.sweeps.executors import run_sweep
-from rl.sweeps.results import TIMING_COLUMNS as SWEEP_TIMING_COLUMNS
-from rl.sweeps.results import read_results
+from rl.sweeps.results import RESULT_TIMING_COLUMNS, read_results
 from rl.sweeps.spec import load_spec
 from rl.train.config import TIMING_COLUMNS
 
@@ -160,7 +159,7 @@ def test_sweep_survives_20_sigkills_and_fits_the_same(tmp_path):
     done = subprocess.run(cmd, cwd=ROOT, env=ENV, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
     table = read_results(tmp_path / "cut")
-    timing = list(SWEEP_TIMING_COLUMNS)
+    timing = list(RESULT_TIMING_COLUMNS)
     assert (table["status"] == "finished").all()
     pd.testing.assert_frame_equal(table.drop(columns=timing), ref.drop(columns=timing),
                                   check_exact=False, rtol=1e-9)

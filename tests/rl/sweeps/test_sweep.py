@@ -21,7 +21,13 @@ import pytest
 from rl.analysis.sweep_fits import fit_sweep
 from rl.runs.storage import RunDir, load_metrics
 from rl.sweeps.executors import LocalExecutor, run_sweep
-from rl.sweeps.results import TIMING_COLUMNS, long_results, read_results, result_columns, run_row
+from rl.sweeps.results import (
+    RESULT_TIMING_COLUMNS,
+    long_results,
+    read_results,
+    result_columns,
+    run_row,
+)
 from rl.sweeps.settings import SweepSpecError, SweepStateError
 from rl.sweeps.spec import load_spec, parse_spec, plan_runs
 from rl.sweeps.state import classify_run, read_events
@@ -355,8 +361,8 @@ def test_restarting_a_finished_sweep_runs_nothing(cartpole_sweep):
     assert sum(e["event"] == "skip" for e in new) == 10
     after = {p.name: (p / "metrics.jsonl").stat().st_mtime_ns for p in runs.iterdir()}
     assert after == before
-    pd.testing.assert_frame_equal(again.drop(columns=list(TIMING_COLUMNS)),
-                                  table.drop(columns=list(TIMING_COLUMNS)))
+    pd.testing.assert_frame_equal(again.drop(columns=list(RESULT_TIMING_COLUMNS)),
+                                  table.drop(columns=list(RESULT_TIMING_COLUMNS)))
 
 
 def _statuses(out: Path) -> dict[str, dict]:
@@ -433,7 +439,7 @@ def test_sigkill_mid_sweep_then_restart_matches_uninterrupted(cartpole_sweep, tm
     assert set(started) == {p.name for p in plan_runs(ref_spec)} - finished
 
     table = read_results(out)
-    timing = list(TIMING_COLUMNS)
+    timing = list(RESULT_TIMING_COLUMNS)
     assert list(table.columns) == list(ref_table.columns)
     assert list(table["run"]) == list(ref_table["run"])
     assert (table["status"] == "finished").all()

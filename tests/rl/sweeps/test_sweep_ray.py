@@ -15,7 +15,7 @@ ray = pytest.importorskip(
 pytest.importorskip("ray.tune", reason="ray is installed without Tune: pip install 'ray[tune]'")
 
 from rl.sweeps.executors import run_sweep  # noqa: E402
-from rl.sweeps.results import TIMING_COLUMNS, read_results, result_columns  # noqa: E402
+from rl.sweeps.results import RESULT_TIMING_COLUMNS, read_results, result_columns  # noqa: E402
 from rl.sweeps.spec import load_spec, plan_runs  # noqa: E402
 from rl.sweeps.state import read_events  # noqa: E402
 from tests.rl.sweeps.test_sweep import write_spec  # noqa: E402
@@ -58,6 +58,6 @@ def test_ray_sweep_gives_the_same_table(local_ray, tmp_path, tmp_path_factory):
     local = sorted(Path(tmp_path_factory.getbasetemp()).glob("sweep*/out/results.parquet"))
     if local:
         ref = pd.read_parquet(local[0])
-        timing = list(TIMING_COLUMNS)
+        timing = list(RESULT_TIMING_COLUMNS)
         pd.testing.assert_frame_equal(table.drop(columns=timing), ref.drop(columns=timing),
                                       check_exact=False, rtol=1e-9)
