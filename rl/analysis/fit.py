@@ -260,55 +260,21 @@ def fit_critical_batch(
     b, s, problem = _validate(batch_sizes, steps_to_target)
     if problem:
         return CriticalBatchFit(False, INVALID_INPUT, problem, n_points=int(b.size))
-    n_points = int(b.size)
-    distinct = np.unique(b)
-    n_distinct = int(distinct.size)
-    if n_distinct < 3:
-        return CriticalBatchFit(
-            False,
-            TOO_FEW_BATCH_SIZES,
-            f"only {n_distinct} distinct batch size(s) ({', '.join(f'{v:g}' for v in distinct)})"
-            f"; the two-parameter fit needs at least 3 that reached the target. Run more batch "
-            f"sizes, spread on both sides of the expected B_crit.",
-            n_points=n_points,
-            n_batch_sizes=n_distinct,
-        )
-
+    counts = dict(n_points=int(b.size), n_batch_sizes=int(np.unique(b).size))
+    if counts["n_batch_sizes"] < 3:
+        return _too_few_batch_sizes(np.unique(b), counts)
     log_b, log_s = np.log(b), np.log(s)
-    c_lo, c_hi = _c_bounds(log_b)
-    a0, c0 = _profile_fit_many(log_b, log_s[None, :], np.ones((1, n_points)), c_lo, c_hi)
-    # least_squares wants a start strictly inside the bounds.
-    eps = 1e-9
-    x0 = np.array([a0[0], np.clip(c0[0], c_lo + eps, c_hi - eps)])
-
-    def residuals(theta: np.ndarray) -> np.ndarray:
-        return log_s - theta[0] - _log1p_ratio(np.asarray(theta[1]), log_b)
-
-    def jacobian(theta: np.ndarray) -> np.ndarray:
-        return -np.column_stack([np.ones_like(log_b), expit(theta[1] - log_b)])
-
-    sol = least_squares(
-        residuals,
-        x0,
-        jac=jacobian,
-        bounds=([-np.inf, c_lo], [np.inf, c_hi]),
-        xtol=1e-14,
-        ftol=1e-14,
-        gtol=1e-14,
-    )
-    a, c = float(sol.x[0]), float(sol.x[1])
+    theta = _least_squares_fit(log_b, log_s)
+    a, c = float(theta[0]), float(theta[1])
     s_min, b_crit = float(np.exp(a)), float(np.exp(c))
     e_min = float(np.exp(a + c))
-    r = residuals(sol.x)
+    r = _residuals(theta, log_b, log_s)
     rms = float(np.sqrt(np.mean(r**2)))
-    counts = dict(n_points=n_points, n_batch_sizes=n_distinct)
 
     kind, reason = _range_verdict(b_crit, e_min, s_min, b.min(), b.max(), range_factor)
     if kind != OK:
         return CriticalBatchFit(False, kind, reason, rms_log=rms, **counts)
-
-    p = expit(c - log_b)
-    if np.std(p) < _MIN_SENSITIVITY_SPREAD:
+    if np.std(expit(c - log_b)) < _MIN_SENSITIVITY_SPREAD:
         return CriticalBatchFit(
             False,
             UNIDENTIFIABLE,
@@ -318,16 +284,61 @@ def fit_critical_batch(
             rms_log=rms,
             **counts,
         )
-
-    se = float("nan")
-    if n_points > 2:
-        jac = jacobian(sol.x)
-        cov = np.linalg.inv(jac.T @ jac) * float(r @ r) / (n_points - 2)
-        se = float(np.sqrt(cov[1, 1]))
     return CriticalBatchFit(
         True, OK, "", s_min=s_min, e_min=e_min, b_crit=b_crit, rms_log=rms,
-        log_b_crit_se=se, **counts,
+        log_b_crit_se=_log_b_crit_se(theta, log_b, r), **counts,
     )
+
+
+def _too_few_batch_sizes(distinct: np.ndarray, counts: dict[str, int]) -> CriticalBatchFit:
+    return CriticalBatchFit(
+        False,
+        TOO_FEW_BATCH_SIZES,
+        f"only {distinct.size} distinct batch size(s) ({', '.join(f'{v:g}' for v in distinct)})"
+        f"; the two-parameter fit needs at least 3 that reached the target. Run more batch "
+        f"sizes, spread on both sides of the expected B_crit.",
+        **counts,
+    )
+
+
+def _residuals(theta: np.ndarray, log_b: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+    """log S - log S_min - log(1 + B_crit / B), with theta = (log S_min, log B_crit)."""
+    return log_s - theta[0] - _log1p_ratio(np.asarray(theta[1]), log_b)
+
+
+def _jacobian(theta: np.ndarray, log_b: np.ndarray, _log_s: Any = None) -> np.ndarray:
+    """d residuals / d theta (``least_squares`` passes it the residuals' log S too)."""
+    return -np.column_stack([np.ones_like(log_b), expit(theta[1] - log_b)])
+
+
+def _least_squares_fit(log_b: np.ndarray, log_s: np.ndarray) -> np.ndarray:
+    """(log S_min, log B_crit): the grid start polished by ``least_squares``."""
+    c_lo, c_hi = _c_bounds(log_b)
+    a0, c0 = _profile_fit_many(log_b, log_s[None, :], np.ones((1, log_b.size)), c_lo, c_hi)
+    # least_squares wants a start strictly inside the bounds.
+    eps = 1e-9
+    x0 = np.array([a0[0], np.clip(c0[0], c_lo + eps, c_hi - eps)])
+    sol = least_squares(
+        _residuals,
+        x0,
+        jac=_jacobian,
+        bounds=([-np.inf, c_lo], [np.inf, c_hi]),
+        xtol=1e-14,
+        ftol=1e-14,
+        gtol=1e-14,
+        args=(log_b, log_s),
+    )
+    return sol.x
+
+
+def _log_b_crit_se(theta: np.ndarray, log_b: np.ndarray, r: np.ndarray) -> float:
+    """Standard error of log B_crit from the Jacobian at the fit (NaN with 2 points)."""
+    n_points = int(log_b.size)
+    if n_points <= 2:
+        return float("nan")
+    jac = _jacobian(theta, log_b)
+    cov = np.linalg.inv(jac.T @ jac) * float(r @ r) / (n_points - 2)
+    return float(np.sqrt(cov[1, 1]))
 
 
 # --------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from rl.cli import train as train_cmd
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.compare import run_and_report
 from rl.cli.output import CLIError, console, err_console, print_table
-from rl.study.compare import build_plan
+from rl.study.plan import build_plan
 
 # Modules that add their own subcommands: each defines add_parser(subparsers).
 COMMAND_MODULES = [train_cmd, adaptive_cmd, gns_cmd, sweep_cmd, compare_cmd, sharpness_cmd]

@@ -1,7 +1,8 @@
 """``rlscale compare``: noise scale and critical batch size of games, beside supervised learning.
 
-Suites, presets, the study directory and the results table: ``rl.study.compare``. A second
-invocation with the same settings reuses every finished run and only redoes the report.
+Suites: ``rl.study.suites``; the plan and study directory: ``rl.study.plan``; the results
+table: ``rl.study.results``. A second invocation with the same settings reuses every
+finished run and only redoes the report.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import time
 from pathlib import Path
 
 from rl.cli.output import console, err_console, print_table
-from rl.study.compare import PRESET_NAMES, SUITES, Overrides, build_plan, compare, describe_plan
+from rl.study.compare import compare
+from rl.study.plan import Overrides, build_plan, describe_plan
+from rl.study.suites import PRESET_NAMES, SUITES
 from rl.train.config import parse_count
 
 

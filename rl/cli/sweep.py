@@ -326,7 +326,7 @@ def add_parser(sub) -> None:
         "sweep stored in DIR. Lists are comma-separated: --num-envs 1,2,4,8. Spec keys: "
         "see rl/sweeps/ and examples/sweeps/cartpole.toml. --scheduler pbt --backend ray "
         "trains a population at one batch size with population based training instead "
-        "(rl/sweeps/pbt.py, docs/scale-out.md section 4).",
+        "(rl/sweeps/pbt/, docs/scale-out.md section 4).",
     )
     p.add_argument("spec", nargs="?", help="TOML spec file (optional if flags say it all)")
     g = p.add_argument_group("grid")

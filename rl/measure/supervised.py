@@ -299,87 +299,18 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
     model = build_model(cfg, data.num_features, data.num_classes)
     model.train()
     optimizer = _build_optimizer(cfg, model)
-
-    # Independent streams: shuffling and the measurement draws do not affect each other.
-    seeds = np.random.SeedSequence(cfg.seed).spawn(2)
-    shuffle_gen = torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0]))
-    gns_gen = torch.Generator().manual_seed(int(seeds[1].generate_state(1)[0]))
-
-    tracker = GNSTracker(beta=cfg.gns_beta, window=cfg.gns_window)
-    rows: list[dict[str, Any]] = []
-    g2_all: list[float] = []
-    trace_all: list[float] = []
-    pending_losses: list[float] = []
-
-    def record(step: int) -> None:
-        model.eval()
-        train_loss, _ = _evaluate(model, data.x_train, data.y_train)
-        test_loss, test_acc = _evaluate(model, data.x_test, data.y_test)
-        model.train()
-        idx = torch.randint(n_train, (cfg.gns_groups, cfg.gns_group_size), generator=gns_gen)
-        groups = [(data.x_train[i], data.y_train[i]) for i in idx]
-        sample = measure(model, batch_loss, groups, group_size=cfg.gns_group_size)
-        tracker.update(sample)
-        g2_all.append(sample.g2)
-        trace_all.append(sample.trace_sigma)
-        _, lower, upper = tracker.b_simple_interval()
-        row = {
-            "iteration": step,
-            "step": step,
-            "epoch": step / steps_per_epoch,
-            "samples": step * cfg.batch_size,
-            "batch_loss": float(np.mean(pending_losses)) if pending_losses else math.nan,
-            "train_loss": train_loss,
-            "test_loss": test_loss,
-            "test_acc": test_acc,
-            "g2": sample.g2,
-            "trace_sigma": sample.trace_sigma,
-            "b_simple": sample.b_simple,
-            "b_simple_ema": tracker.ema_b_simple,
-            "b_simple_mean": tracker.mean_b_simple,
-            "b_simple_lower": lower,
-            "b_simple_upper": upper,
-            "small_sq_norm": sample.small_sq_norm,
-            "big_sq_norm": sample.big_sq_norm,
-        }
-        pending_losses.clear()
-        rows.append(row)
-        if run_dir is not None:
-            run_dir.append_metrics(row)
-            run_dir.mark_running(step, step * cfg.batch_size)
-        if progress is not None:
-            progress(step, total_steps)
-
-    step = 0
-    order = torch.randperm(n_train, generator=shuffle_gen)
-    cursor = 0
-    while True:
+    shuffle_gen, gns_gen = _generators(cfg.seed)
+    recorder = _Recorder(cfg, data, model, gns_gen, steps_per_epoch, total_steps, run_dir,
+                         progress)
+    batches = _shuffled_batches(n_train, cfg.batch_size, shuffle_gen)
+    for step in range(total_steps + 1):
         if step % cfg.gns_every == 0 or step == total_steps:
-            record(step)
+            recorder.record(step)
         if step == total_steps:
             break
-        if cursor >= n_train:
-            order, cursor = torch.randperm(n_train, generator=shuffle_gen), 0
-        idx = order[cursor : cursor + cfg.batch_size]
-        cursor += cfg.batch_size
-        loss = batch_loss(model, (data.x_train[idx], data.y_train[idx]))
-        if not torch.isfinite(loss):
-            raise RuntimeError(f"non-finite training loss {loss.item()} at step {step}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        pending_losses.append(loss.item())
-        step += 1
+        recorder.pending_losses.append(_sgd_step(model, optimizer, data, next(batches), step))
 
-    metrics = pd.DataFrame.from_records(rows).drop(columns="iteration")
-    g2 = np.asarray(g2_all)
-    trace = np.asarray(trace_all)
-    n_meas = len(g2)
-    seg = max(1, round(SEGMENT_FRACTION * n_meas))
-    run_b, run_lo, run_hi = ratio_interval(g2, trace)
-    start_b, start_lo, start_hi = ratio_interval(g2[:seg], trace[:seg])
-    end_b, end_lo, end_hi = ratio_interval(g2[-seg:], trace[-seg:])
-    last = rows[-1]
+    metrics = pd.DataFrame.from_records(recorder.rows).drop(columns="iteration")
     summary: dict[str, Any] = {
         "dataset": cfg.dataset,
         "model": cfg.model,
@@ -391,10 +322,118 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
         "num_parameters": sum(p.numel() for p in model.parameters()),
         "steps": total_steps,
         "epochs": total_steps / steps_per_epoch,
-        "initial_train_loss": rows[0]["train_loss"],
-        "final_train_loss": last["train_loss"],
-        "final_test_loss": last["test_loss"],
-        "final_test_acc": last["test_acc"],
+        "initial_train_loss": recorder.rows[0]["train_loss"],
+        "final_train_loss": recorder.rows[-1]["train_loss"],
+        "final_test_loss": recorder.rows[-1]["test_loss"],
+        "final_test_acc": recorder.rows[-1]["test_acc"],
+        **_noise_summary(cfg, np.asarray(recorder.g2), np.asarray(recorder.trace)),
+        "seconds": time.perf_counter() - started,
+    }
+    return summary, metrics, model
+
+
+def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:
+    """(shuffling, measurement draws): independent streams, so neither affects the other."""
+    seeds = np.random.SeedSequence(seed).spawn(2)
+    return (torch.Generator().manual_seed(int(seeds[0].generate_state(1)[0])),
+            torch.Generator().manual_seed(int(seeds[1].generate_state(1)[0])))
+
+
+def _shuffled_batches(n_train: int, batch_size: int, gen: torch.Generator):
+    """Minibatch indices without end: the training set reshuffled at every pass."""
+    order, cursor = torch.randperm(n_train, generator=gen), 0
+    while True:
+        if cursor >= n_train:
+            order, cursor = torch.randperm(n_train, generator=gen), 0
+        yield order[cursor : cursor + batch_size]
+        cursor += batch_size
+
+
+def _sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset,
+              idx: torch.Tensor, step: int) -> float:
+    """One optimizer step on the examples ``idx``; returns the minibatch loss."""
+    loss = batch_loss(model, (data.x_train[idx], data.y_train[idx]))
+    if not torch.isfinite(loss):
+        raise RuntimeError(f"non-finite training loss {loss.item()} at step {step}")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss.item()
+
+
+class _Recorder:
+    """The measurement every ``gns_every`` steps: the loss on both splits, one noise-scale
+    sample, a metrics row (written to the run directory as it goes)."""
+
+    def __init__(self, cfg: SupervisedConfig, data: Dataset, model: nn.Module,
+                 gen: torch.Generator, steps_per_epoch: int, total_steps: int,
+                 run_dir: RunDir | None, progress):
+        self.cfg, self.data, self.model, self.gen = cfg, data, model, gen
+        self.steps_per_epoch, self.total_steps = steps_per_epoch, total_steps
+        self.run_dir, self.progress = run_dir, progress
+        self.tracker = GNSTracker(beta=cfg.gns_beta, window=cfg.gns_window)
+        self.rows: list[dict[str, Any]] = []
+        self.g2: list[float] = []
+        self.trace: list[float] = []
+        self.pending_losses: list[float] = []
+        """minibatch losses since the last row"""
+
+    def record(self, step: int) -> None:
+        cfg, data = self.cfg, self.data
+        self.model.eval()
+        train_loss, _ = _evaluate(self.model, data.x_train, data.y_train)
+        test_loss, test_acc = _evaluate(self.model, data.x_test, data.y_test)
+        self.model.train()
+        idx = torch.randint(int(data.x_train.shape[0]), (cfg.gns_groups, cfg.gns_group_size),
+                            generator=self.gen)
+        groups = [(data.x_train[i], data.y_train[i]) for i in idx]
+        sample = measure(self.model, batch_loss, groups, group_size=cfg.gns_group_size)
+        self.tracker.update(sample)
+        self.g2.append(sample.g2)
+        self.trace.append(sample.trace_sigma)
+        row = self._row(step, train_loss, test_loss, test_acc, sample)
+        self.pending_losses.clear()
+        self.rows.append(row)
+        if self.run_dir is not None:
+            self.run_dir.append_metrics(row)
+            self.run_dir.mark_running(step, step * cfg.batch_size)
+        if self.progress is not None:
+            self.progress(step, self.total_steps)
+
+    def _row(self, step: int, train_loss: float, test_loss: float, test_acc: float,
+             sample) -> dict[str, Any]:
+        _, lower, upper = self.tracker.b_simple_interval()
+        pending = self.pending_losses
+        return {
+            "iteration": step,
+            "step": step,
+            "epoch": step / self.steps_per_epoch,
+            "samples": step * self.cfg.batch_size,
+            "batch_loss": float(np.mean(pending)) if pending else math.nan,
+            "train_loss": train_loss,
+            "test_loss": test_loss,
+            "test_acc": test_acc,
+            "g2": sample.g2,
+            "trace_sigma": sample.trace_sigma,
+            "b_simple": sample.b_simple,
+            "b_simple_ema": self.tracker.ema_b_simple,
+            "b_simple_mean": self.tracker.mean_b_simple,
+            "b_simple_lower": lower,
+            "b_simple_upper": upper,
+            "small_sq_norm": sample.small_sq_norm,
+            "big_sq_norm": sample.big_sq_norm,
+        }
+
+
+def _noise_summary(cfg: SupervisedConfig, g2: np.ndarray, trace: np.ndarray) -> dict[str, Any]:
+    """The run's noise-scale entries of summary.json: the run-averaged B_simple and the
+    first / last ``SEGMENT_FRACTION`` of the measurements, with Fieller intervals."""
+    n_meas = len(g2)
+    seg = max(1, round(SEGMENT_FRACTION * n_meas))
+    run_b, run_lo, run_hi = ratio_interval(g2, trace)
+    start_b, start_lo, start_hi = ratio_interval(g2[:seg], trace[:seg])
+    end_b, end_lo, end_hi = ratio_interval(g2[-seg:], trace[-seg:])
+    return {
         "measurements": n_meas,
         "gns_small_batch": cfg.gns_group_size,
         "gns_big_batch": cfg.gns_groups * cfg.gns_group_size,
@@ -413,6 +452,4 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
         "b_simple_end_upper": end_hi,
         "b_simple_end_over_start": end_b / start_b if start_b > 0 else math.nan,
         "b_simple_unit": "training examples",
-        "seconds": time.perf_counter() - started,
     }
-    return summary, metrics, model

@@ -52,7 +52,7 @@ SPEC_KEYS: dict[str, str] = {
     "cpus_per_trial": "ray: CPUs per run (default 1); local runs get cores // parallel",
     "retry_failed": "rerun runs whose status is failed (default false: only interrupted ones)",
     "scheduler": "grid (default: every run of the grid) or pbt (population based training, "
-                 "backend ray; see rl/sweeps/pbt.py)",
+                 "backend ray; see rl/sweeps/pbt/)",
     "pbt": "table of PBT settings (scheduler = 'pbt'): population, perturbation_interval, "
            "quantile_fraction, resample_probability, metric, hyperparams",
     "ppo": "table of PPOConfig overrides",

@@ -19,7 +19,8 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from agents import PPOConfig
-from rl.sweeps.pbt import check_pbt_spec, parse_pbt_table, plan_members
+from rl.sweeps.pbt.config import check_pbt_spec, parse_pbt_table
+from rl.sweeps.pbt.members import plan_members
 from rl.sweeps.settings import (
     BACKENDS,
     KNOWN_MAX_RETURN,
@@ -61,43 +62,95 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
 
     problems = Problems()
     raw = dict(raw)
+    _check_keys(raw, problems)
+    scheduler = _scheduler(raw, problems)
+    pbt = scheduler == "pbt"
+    env_kinds = _envs(raw, problems)
+    preset = _preset(raw, problems)
+    vary, factors = _batch_factors(raw, pbt, problems)
+    lrs, lr_rule, base_batch_size = _learning_rates(raw, problems)
+    seeds = _seeds(raw, problems)
+    targets = _targets(raw, pbt, env_kinds, problems)
+    budget = _budget(raw, problems)
+    execution = _execution(raw, problems)
+    overrides = {table: _override_table(raw, table, cls, sweep_set, problems)
+                 for table, cls, sweep_set in (("ppo", PPOConfig, SWEEP_SET_PPO),
+                                               ("train", TrainConfig, SWEEP_SET_TRAIN))}
+    pbt_settings = _pbt_settings(raw, pbt, preset, env_kinds, overrides, problems)
+    spec = SweepSpec(
+        env=list(env_kinds), targets=targets, vary=vary, num_envs=factors["num_envs"],
+        num_steps=factors["num_steps"], lrs=lrs, lr_rule=lr_rule,
+        base_batch_size=base_batch_size, seeds=seeds, budget=budget, preset=preset,
+        ppo=overrides["ppo"], train=overrides["train"], scheduler=scheduler, pbt=pbt_settings,
+        **execution,
+    )
+    if pbt and not problems:
+        check_pbt_spec(spec, raw, problems.add)
+    # Batch sizes and full run configs, only once the pieces are sound.
+    if not problems:
+        _check_runs(spec, env_kinds, problems)
+    if problems:
+        raise SweepSpecError(problems, source)
+    return spec
+
+
+# --------------------------------------------------------------------------------------
+# The steps of parse_spec: each reads its keys of the raw spec, reports what is wrong to
+# ``problems`` and returns a usable value (a default where the given one is wrong).
+# --------------------------------------------------------------------------------------
+
+
+def _check_keys(raw: Mapping[str, Any], problems: Problems) -> None:
     for key in raw:
         if key not in SPEC_KEYS:
             problems.add(
                 f"unknown key {key!r}{did_you_mean(key, SPEC_KEYS)} (known keys: "
                 f"{', '.join(SPEC_KEYS)})"
             )
+
+
+def _scheduler(raw: Mapping[str, Any], problems: Problems) -> str:
     scheduler = raw.get("scheduler", "grid")
     if scheduler not in SCHEDULERS:
         problems.add(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {scheduler!r}")
         scheduler = "grid"
-    pbt = scheduler == "pbt"
+    return scheduler
 
-    # --- environments
+
+def _envs(raw: Mapping[str, Any], problems: Problems) -> dict[str, str]:
+    """{canonical environment name: kind}, in the spec's order."""
     env_kinds: dict[str, str] = {}
     if "env" not in raw:
         problems.add("env is missing: name the environment(s), e.g. env = \"CartPole\"")
-    else:
-        names = list_of(raw, "env", lambda v: isinstance(v, str) and v.strip(),
-                         "environment names", problems)
-        for name in names or []:
-            resolved = resolve_env(name, problems)
-            if resolved is None:
-                continue
-            canon, kind = resolved
-            if canon in env_kinds:
-                problems.add(
-                    f"env lists {canon!r} more than once (as {name!r}); list each environment once"
-                )
-            env_kinds[canon] = kind
+        return env_kinds
+    names = list_of(raw, "env", lambda v: isinstance(v, str) and v.strip(),
+                    "environment names", problems)
+    for name in names or []:
+        resolved = resolve_env(name, problems)
+        if resolved is None:
+            continue
+        canon, kind = resolved
+        if canon in env_kinds:
+            problems.add(
+                f"env lists {canon!r} more than once (as {name!r}); list each environment once"
+            )
+        env_kinds[canon] = kind
+    return env_kinds
 
+
+def _preset(raw: Mapping[str, Any], problems: Problems) -> str | None:
     preset = raw.get("preset")
     if preset is not None and preset not in PRESETS:
         problems.add(f"preset {preset!r} is unknown{did_you_mean(str(preset), PRESETS)}; "
                      f"use one of {', '.join(PRESETS)}")
         preset = None
+    return preset
 
-    # --- batch sizes
+
+def _batch_factors(raw: Mapping[str, Any], pbt: bool, problems: Problems
+                   ) -> tuple[str, dict[str, list[int]]]:
+    """(vary, {"num_envs": [...], "num_steps": [...]}): the varied factor's values and the
+    fixed one's (one value, or none for the preset's)."""
     vary = raw.get("vary", "num_envs")
     if vary not in ("num_envs", "num_steps"):
         problems.add(f"vary must be 'num_envs' or 'num_steps', got {vary!r}")
@@ -109,11 +162,11 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
                      "(the batch sizes of the sweep)")
     else:
         got = list_of(raw, vary, lambda v: is_int(v) and v >= 1, "positive integers",
-                       problems)
+                      problems)
         factors[vary] = got or []
     if fixed_key in raw:
         got = list_of(raw, fixed_key, lambda v: is_int(v) and v >= 1, "positive integers",
-                       problems)
+                      problems)
         if got is not None and len(got) > 1:
             problems.add(
                 f"{fixed_key} has {len(got)} values but vary = {vary!r} keeps it fixed; give "
@@ -121,15 +174,19 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
             )
             got = None
         factors[fixed_key] = got or []
+    return vary, factors
 
-    # --- learning rates
+
+def _learning_rates(raw: Mapping[str, Any], problems: Problems
+                    ) -> tuple[list[float], str, int | None]:
+    """(lrs, lr_rule, base_batch_size)."""
     if "lrs" in raw and "base_lr" in raw:
         problems.add("give either lrs or base_lr, not both (base_lr = x means lrs = [x])")
     lr_key = "base_lr" if "base_lr" in raw else "lrs"
     lrs: list[float] = []
     if lr_key in raw:
         lrs = list_of(raw, lr_key, lambda v: is_number(v) and math.isfinite(v) and v > 0,
-                       "positive numbers", problems) or []
+                      "positive numbers", problems) or []
         lrs = [float(v) for v in lrs]
     lr_rule = raw.get("lr_rule", "constant")
     if lr_rule not in LR_RULES:
@@ -152,18 +209,24 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         problems.add("base_batch_size is only used with lr_rule = 'sqrt' or 'linear'; remove "
                      "it or set lr_rule")
         base_batch_size = None
+    return lrs, lr_rule, base_batch_size
 
-    # --- seeds, targets, budget
-    seeds: list[int] = [0]
-    if "seeds" in raw:
-        value = raw["seeds"]
-        if is_int(value) and not isinstance(value, list):
-            if value < 1:
-                problems.add(f"seeds = {value} runs nothing; give a count >= 1 or a list of seeds")
-            seeds = list(range(max(value, 0)))
-        else:
-            seeds = list_of(raw, "seeds", lambda v: is_int(v) and v >= 0,
-                             "non-negative integers", problems, allow_scalar=False) or []
+
+def _seeds(raw: Mapping[str, Any], problems: Problems) -> list[int]:
+    if "seeds" not in raw:
+        return [0]
+    value = raw["seeds"]
+    if is_int(value) and not isinstance(value, list):
+        if value < 1:
+            problems.add(f"seeds = {value} runs nothing; give a count >= 1 or a list of seeds")
+        return list(range(max(value, 0)))
+    return list_of(raw, "seeds", lambda v: is_int(v) and v >= 0,
+                   "non-negative integers", problems, allow_scalar=False) or []
+
+
+def _targets(raw: Mapping[str, Any], pbt: bool, env_kinds: Mapping[str, str],
+             problems: Problems) -> list[float]:
+    """The target returns, each checked against the environments' known maximum return."""
     targets: list[float] = []
     if pbt and raw.get("targets") in (None, []):
         pass  # optional with PBT: members train their whole budget; targets are only reported
@@ -173,7 +236,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         targets = [float(t) for t in list_of(
             raw, "targets", lambda v: is_number(v) and math.isfinite(v), "finite numbers",
             problems) or []]
-    for env, _kind in env_kinds.items():
+    for env in env_kinds:
         known = KNOWN_MAX_RETURN.get(env)
         if known is None:
             continue
@@ -184,15 +247,23 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
                 f"target(s) {', '.join(f'{t:g}' for t in over)} can never be reached on {env}: "
                 f"its return is at most {top:g} by definition ({why}); use targets <= {top:g}"
             )
-    budget = None
-    if "budget" in raw:
-        budget = as_count(raw["budget"])
-        if budget is None or budget < 1:
-            problems.add(f"budget must be a positive number of agent steps (e.g. 40000 or "
-                         f"'40k'), got {raw['budget']!r}")
-            budget = None
+    return targets
 
-    # --- execution
+
+def _budget(raw: Mapping[str, Any], problems: Problems) -> int | None:
+    if "budget" not in raw:
+        return None
+    budget = as_count(raw["budget"])
+    if budget is None or budget < 1:
+        problems.add(f"budget must be a positive number of agent steps (e.g. 40000 or "
+                     f"'40k'), got {raw['budget']!r}")
+        return None
+    return budget
+
+
+def _execution(raw: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
+    """The SweepSpec fields of where and how the runs run: parallel, backend, address,
+    cpus_per_trial, retry_failed, out."""
     parallel = raw.get("parallel", 1)
     if not (is_int(parallel) and parallel >= 1):
         problems.add(f"parallel must be a positive integer, got {parallel!r}")
@@ -218,63 +289,51 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         problems.add("out is missing: name the sweep directory, e.g. out = \"results/sweeps/x\"")
     elif not isinstance(out, str) or not out.strip():
         problems.add(f"out must be a directory path, got {out!r}")
+    return dict(parallel=parallel, backend=backend,
+                address=address if isinstance(address, str) else None, cpus_per_trial=cpus,
+                retry_failed=retry_failed, out=str(out) if isinstance(out, str) else "")
 
-    # --- overrides
-    overrides: dict[str, dict[str, Any]] = {}
-    for table, cls, sweep_set in (("ppo", PPOConfig, SWEEP_SET_PPO),
-                                  ("train", TrainConfig, SWEEP_SET_TRAIN)):
-        value = raw.get(table, {})
-        if not isinstance(value, Mapping):
-            problems.add(f"{table} must be a table of {cls.__name__} fields, got {value!r}")
-            overrides[table] = {}
-            continue
-        hints = typing.get_type_hints(cls)
-        fields = [f.name for f in dataclasses.fields(cls) if f.init]
-        good = {}
-        for key, v in value.items():
-            if key in sweep_set:
-                problems.add(f"{table}.{key} is set by the sweep for every run; use the "
-                             f"sweep key {sweep_set[key]} instead")
-            elif key not in fields:
-                problems.add(f"{table}.{key} is not a {cls.__name__} field"
-                             f"{did_you_mean(key, fields)} (fields: {', '.join(fields)})")
-            elif not type_ok(v, hints[key]):
-                problems.add(f"{table}.{key} = {v!r} has the wrong type; expected "
-                             f"{type_name(hints[key])}")
-            else:
-                good[key] = float(v) if hints[key] is float else v
-        overrides[table] = good
 
-    pbt_settings: dict[str, Any] = {}
-    if pbt:
+def _override_table(raw: Mapping[str, Any], table: str, cls: type, sweep_set: Mapping[str, str],
+                    problems: Problems) -> dict[str, Any]:
+    """The valid fields of the ``[ppo]`` or ``[train]`` table (floats made float)."""
+    value = raw.get(table, {})
+    if not isinstance(value, Mapping):
+        problems.add(f"{table} must be a table of {cls.__name__} fields, got {value!r}")
+        return {}
+    hints = typing.get_type_hints(cls)
+    fields = [f.name for f in dataclasses.fields(cls) if f.init]
+    good = {}
+    for key, v in value.items():
+        if key in sweep_set:
+            problems.add(f"{table}.{key} is set by the sweep for every run; use the "
+                         f"sweep key {sweep_set[key]} instead")
+        elif key not in fields:
+            problems.add(f"{table}.{key} is not a {cls.__name__} field"
+                         f"{did_you_mean(key, fields)} (fields: {', '.join(fields)})")
+        elif not type_ok(v, hints[key]):
+            problems.add(f"{table}.{key} = {v!r} has the wrong type; expected "
+                         f"{type_name(hints[key])}")
+        else:
+            good[key] = float(v) if hints[key] is float else v
+    return good
 
-        preset_lr = PPOConfig(**{**PRESETS[preset or preset_of(env_kinds)][1],
-                                 **overrides["ppo"]}).learning_rate
-        pbt_settings = parse_pbt_table(raw.get("pbt", {}), preset_lr, problems.add)
-        # PBT controls the lr: constant unless the spec asks for the annealing schedule.
-        overrides["ppo"].setdefault("anneal_lr", False)
-    elif raw.get("pbt"):
-        problems.add("the pbt table is only used with scheduler = 'pbt' (flag --scheduler pbt);"
-                     " set it or remove the table")
 
-    spec = SweepSpec(
-        env=list(env_kinds), targets=targets, out=str(out) if isinstance(out, str) else "",
-        vary=vary, num_envs=factors["num_envs"], num_steps=factors["num_steps"], lrs=lrs,
-        lr_rule=lr_rule, base_batch_size=base_batch_size, seeds=seeds, budget=budget,
-        preset=preset, parallel=parallel, backend=backend,
-        address=address if isinstance(address, str) else None, cpus_per_trial=cpus,
-        retry_failed=retry_failed, ppo=overrides["ppo"], train=overrides["train"],
-        scheduler=scheduler, pbt=pbt_settings,
-    )
-    if pbt and not problems:
-
-        check_pbt_spec(spec, raw, problems.add)
-    # Batch sizes and full run configs, only once the pieces are sound.
-    if not problems:
-        _check_runs(spec, env_kinds, problems)
-    if problems:
-        raise SweepSpecError(problems, source)
-    return spec
+def _pbt_settings(raw: Mapping[str, Any], pbt: bool, preset: str | None,
+                  env_kinds: Mapping[str, str], overrides: dict[str, dict[str, Any]],
+                  problems: Problems) -> dict[str, Any]:
+    """The ``[pbt]`` table with PBT (which then keeps the lr constant unless the spec asks
+    for annealing); without PBT a non-empty table is a problem."""
+    if not pbt:
+        if raw.get("pbt"):
+            problems.add("the pbt table is only used with scheduler = 'pbt' (flag --scheduler "
+                         "pbt); set it or remove the table")
+        return {}
+    preset_lr = PPOConfig(**{**PRESETS[preset or preset_of(env_kinds)][1],
+                             **overrides["ppo"]}).learning_rate
+    settings = parse_pbt_table(raw.get("pbt", {}), preset_lr, problems.add)
+    overrides["ppo"].setdefault("anneal_lr", False)
+    return settings
 
 
 def _check_runs(spec: SweepSpec, env_kinds: Mapping[str, str], problems: Problems) -> None:

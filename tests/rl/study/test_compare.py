@@ -17,17 +17,10 @@ import pandas as pd
 import pytest
 
 from rl.cli import main
-from rl.study.compare import (
-    CITED,
-    CITED_LABEL,
-    RESULT_COLUMNS,
-    SUITES,
-    Overrides,
-    build_plan,
-    read_results_table,
-    study_parts,
-)
+from rl.study.plan import Overrides, build_plan, study_parts
 from rl.study.report import format_value, round_sig
+from rl.study.results import RESULT_COLUMNS, read_results_table
+from rl.study.suites import CITED, CITED_LABEL, SUITES
 
 # --------------------------------------------------------------------------------------
 # Fast: number formatting and plans

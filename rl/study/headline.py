@@ -1,0 +1,259 @@
+"""The study's headline: one row per task (B_simple, B_crit, final score) and its figure.
+
+Every number comes from the results table (``rl.study.results``), as printed; measured
+and cited values stay apart. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from rl.runs.storage import save_figure
+from rl.study.report import format_value
+from rl.study.results import GNS_TERMS
+from rl.study.suites import CITED_LABEL
+
+__all__ = [
+    "HEADLINE_COLUMNS",
+    "headline_b_crit",
+    "headline_b_simple",
+    "headline_table",
+    "pick_row",
+    "plot_summary",
+]
+
+HEADLINE_COLUMNS = ["source", "task", "unit", "B_simple total [95%]", "B_simple policy",
+                    "B_simple value", "B_simple total: start -> end", "B_crit [interval]",
+                    "B_crit target return", "final score", "reference"]
+
+
+def pick_row(df: pd.DataFrame, task: str, quantity: str, term: str = "") -> pd.Series | None:
+    """The first row of the results table for (task, quantity, term), or None."""
+    sel = df[(df["task"] == task) & (df["quantity"] == quantity) & (df["term"] == term)]
+    return None if sel.empty else sel.iloc[0]
+
+
+def _interval(r) -> str:
+    if r is None or (pd.isna(r["lo"]) and pd.isna(r["hi"])):
+        return ""
+    return f" [{format_value(r['lo'])}, {format_value(r['hi'])}]"
+
+
+def _value_or_range(r) -> str:
+    if r is None:
+        return "-"
+    if not pd.isna(r["value"]):
+        return format_value(r["value"])
+    if pd.isna(r["lo"]):
+        return "-"
+    if math.isinf(r["hi"]):
+        return f"> {format_value(r['lo'])}"
+    return f"{format_value(r['lo'])} to {format_value(r['hi'])}"
+
+
+def headline_b_crit(df: pd.DataFrame, task: str) -> pd.Series | None:
+    """The B_crit row shown for a task: the highest target whose fit is ok, else the
+    highest target."""
+    sel = df[(df["task"] == task) & (df["quantity"] == "b_crit") & (df["source"] == "measured")]
+    if sel.empty:
+        return None
+    ok = sel[sel["value"].notna()]
+    return (ok if len(ok) else sel).sort_values("target").iloc[-1]
+
+
+def headline_b_simple(df: pd.DataFrame, task: str, term: str) -> pd.Series | None:
+    """The B_simple row shown for a task: from the noise-scale runs, else from the sweep
+    runs (``b_simple_sweep`` at the headline B_crit's target)."""
+    r = pick_row(df, task, "b_simple", term)
+    if r is not None:
+        return r
+    sel = df[(df["task"] == task) & (df["quantity"] == "b_simple_sweep") & (df["term"] == term)]
+    bc = headline_b_crit(df, task)
+    if bc is not None:
+        sel = sel[sel["target"] == bc["target"]]
+    return None if sel.empty else sel.iloc[-1]
+
+
+def _b_simple_cell(r, interval: bool) -> str:
+    if r is None:
+        return "-"
+    text = _value_or_range(r) if not interval else (
+        "-" if pd.isna(r["value"]) else format_value(r["value"]) + _interval(r))
+    return text + (" (sweep runs)" if r["quantity"] == "b_simple_sweep" else "")
+
+
+def _cited_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
+    bs, bc = pick_row(df, task, "b_simple"), pick_row(df, task, "b_crit")
+    return {"source": "cited", "task": task, "unit": mine["unit"].iloc[0],
+            "B_simple total [95%]": _value_or_range(bs),
+            "B_simple policy": "", "B_simple value": "",
+            "B_simple total: start -> end": "",
+            "B_crit [interval]": _value_or_range(bc),
+            "B_crit target return": "", "final score": "",
+            "reference": mine["reference"].iloc[0]}
+
+
+def _b_crit_cells(df: pd.DataFrame, task: str) -> tuple[str, str]:
+    """(B_crit [interval], its target return) as shown."""
+    bc = headline_b_crit(df, task)
+    if bc is None:
+        return "no sweep", ""
+    if pd.isna(bc["value"]):
+        return "fit failed", format_value(bc["target"])
+    return format_value(bc["value"]) + _interval(bc), format_value(bc["target"])
+
+
+def _score_cell(df: pd.DataFrame, task: str) -> str:
+    final = pick_row(df, task, "final_return")
+    acc = pick_row(df, task, "final_test_accuracy")
+    return (f"return {format_value(final['value'])}" if final is not None else
+            f"test accuracy {format_value(acc['value'])}" if acc is not None else "")
+
+
+def _measured_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
+    tot = headline_b_simple(df, task, "total")
+    start, end = pick_row(df, task, "b_simple_start", "total"), \
+        pick_row(df, task, "b_simple_end", "total")
+    b_crit, b_target = _b_crit_cells(df, task)
+    unit = tot["unit"] if tot is not None else mine["unit"].iloc[0]
+    return {
+        "source": mine["source"].iloc[0], "task": task, "unit": unit,
+        "B_simple total [95%]": _b_simple_cell(tot, interval=True),
+        "B_simple policy": _b_simple_cell(headline_b_simple(df, task, "policy"), False),
+        "B_simple value": _b_simple_cell(headline_b_simple(df, task, "value"), False),
+        "B_simple total: start -> end": "-" if start is None else
+        f"{format_value(start['value'])} -> {format_value(end['value'])}",
+        "B_crit [interval]": b_crit, "B_crit target return": b_target,
+        "final score": _score_cell(df, task), "reference": "",
+    }
+
+
+def headline_table(df: pd.DataFrame) -> pd.DataFrame:
+    """One row per task, every number taken from the results table ``df`` (as strings)."""
+    rows = []
+    for task in dict.fromkeys(df["task"]):
+        mine = df[df["task"] == task]
+        if mine["source"].iloc[0] == "cited":
+            rows.append(_cited_row(df, task, mine))
+        else:
+            rows.append(_measured_row(df, task, mine))
+    return pd.DataFrame(rows, columns=HEADLINE_COLUMNS)
+
+
+# --------------------------------------------------------------------------------------
+# The summary figure
+# --------------------------------------------------------------------------------------
+
+_TERM_STYLE = {"total": ("o", "C0"), "policy": ("^", "C1"), "value": ("v", "C2")}
+
+
+class _Labels:
+    """Legend labels, each given once."""
+
+    def __init__(self):
+        self.used: set[str] = set()
+
+    def __call__(self, text: str) -> str | None:
+        if text in self.used:
+            return None
+        self.used.add(text)
+        return text
+
+
+def _errbar(ax, xi, r, **kw) -> bool:
+    """A value with its interval (an arrow up where the interval is open); False if none."""
+    v, lo, hi = r["value"], r["lo"], r["hi"]
+    if not (v > 0):
+        return False
+    lower = v - lo if lo == lo and lo > 0 else 0.0
+    upper = hi - v if hi == hi and math.isfinite(hi) else 0.0
+    yerr = [[max(lower, 0.0)], [max(upper, 0.0)]] if (lower or upper) else None
+    ax.errorbar([xi], [v], yerr=yerr, capsize=3, linestyle="none", **kw)
+    if hi == hi and math.isinf(hi):
+        ax.annotate("", xy=(xi, v * 6), xytext=(xi, v),
+                    arrowprops=dict(arrowstyle="->", color=kw.get("color", "k")))
+    return True
+
+
+def _plot_measured(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> None:
+    for i, term in enumerate(GNS_TERMS):
+        r = headline_b_simple(df, task, term)
+        if r is not None:
+            marker, color = _TERM_STYLE[term]
+            _errbar(ax, xt - 0.2 + 0.1 * i, r, marker=marker, color=color, markersize=7,
+                    label=lab(f"B_simple, {term} loss (measured, 95%)"))
+    bc = headline_b_crit(df, task)
+    if bc is not None and bc["value"] == bc["value"]:
+        _errbar(ax, xt + 0.2, bc, marker="s", color="C3", markersize=8,
+                label=lab("B_crit (measured, 90% seed bootstrap)"))
+
+
+def _plot_cited(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> None:
+    for quantity, marker, color, name in (("b_simple", "D", "0.25", "B_simple"),
+                                          ("b_crit", "s", "0.55", "B_crit")):
+        r = pick_row(df, task, quantity)
+        if r is None:
+            continue
+        xi = xt + (-0.12 if quantity == "b_simple" else 0.12)
+        label = lab(f"{name}, {CITED_LABEL}")
+        if r["value"] == r["value"]:
+            ax.scatter([xi], [r["value"]], marker=marker, facecolors="none",
+                       edgecolors=color, s=70, linewidths=1.6, label=label, zorder=3)
+            continue
+        lo, hi = r["lo"], r["hi"]
+        top = hi if math.isfinite(hi) else lo * 6
+        ax.plot([xi, xi], [lo, top], color=color, lw=2.2, label=label)
+        ax.scatter([xi], [lo], marker=marker, facecolors="none", edgecolors=color,
+                   s=50, linewidths=1.4, zorder=3)
+        if math.isfinite(hi):
+            ax.scatter([xi], [hi], marker=marker, facecolors="none",
+                       edgecolors=color, s=50, linewidths=1.4, zorder=3)
+        else:
+            ax.annotate("", xy=(xi, top), xytext=(xi, lo),
+                        arrowprops=dict(arrowstyle="->", color=color))
+
+
+def _finish_axes(ax, order: list[str]) -> None:
+    ax.set_yscale("log")
+    ax.set_xticks(range(len(order)))
+    ax.set_xticklabels(order, rotation=30, ha="right", fontsize=9)
+    ax.set_xlim(-0.5, len(order) - 0.5)
+    ax.set_ylabel("batch size: RL in agent steps, supervised in examples (Billion Word: tokens)",
+                  fontsize=8.5)
+    ax.set_title("Critical batch size and gradient noise scale: measured (left, blue) and "
+                 "cited (right, hollow markers)", fontsize=10)
+    ax.grid(True, axis="y", which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
+
+
+def plot_summary(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """B_simple (total, policy, value) and B_crit per task on a log axis: measured games,
+    the measured supervised reference, and the cited values (hollow markers, legend
+    ``CITED_LABEL``)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
+    from matplotlib.figure import Figure as MplFigure  # lazy: slow import, figures only
+
+    tasks = list(dict.fromkeys(df["task"]))
+    measured = [t for t in tasks if (df.loc[df["task"] == t, "source"] == "measured").all()]
+    cited = [t for t in tasks if t not in measured]
+    order = measured + cited
+    fig = MplFigure(figsize=(max(9.0, 1.05 * len(order) + 3), 5.6))
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    if measured:
+        ax.axvspan(-0.5, len(measured) - 0.5, color="#eef3fb", zorder=0)
+    if cited:
+        ax.axvspan(len(measured) - 0.5, len(order) - 0.5, color="#fbf6e9", zorder=0)
+    lab = _Labels()
+    for i, t in enumerate(order):
+        (_plot_measured if t in measured else _plot_cited)(ax, df, t, i, lab)
+    _finish_axes(ax, order)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, path, dpi=100)
+    return path

@@ -1,0 +1,353 @@
+"""The study's plan: a suite (or games) and a preset, with overrides, resolved per game.
+
+``build_plan`` gives a ``StudyPlan``; ``study_parts`` turns it into the sweeps of
+``rl.sweeps`` that run it, and fixes the study directory's layout. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import envs
+from rl.measure.supervised import SupervisedConfig
+from rl.study.suites import (
+    NO_TARGET,
+    PRESET_NAMES,
+    STUDY_PRESETS,
+    SUITES,
+    SWEEP_TARGETS,
+    Family,
+    NoiseRuns,
+    SweepGrid,
+)
+from rl.sweeps.executors import available_cores
+from rl.sweeps.settings import KNOWN_MAX_RETURN
+from rl.sweeps.spec import parse_spec, plan_runs
+
+__all__ = [
+    "SHARPNESS_FILE",
+    "GamePlan",
+    "Overrides",
+    "Part",
+    "StudyPlan",
+    "build_plan",
+    "canonical_game",
+    "describe_plan",
+    "family_of",
+    "slug",
+    "study_parts",
+    "supervised_dir",
+]
+
+SHARPNESS_FILE = "sharpness.csv"
+"""in each sweep directory and in supervised/: the sharpness measured at the end"""
+
+
+@dataclass
+class GamePlan:
+    """Everything the study does for one game."""
+
+    game: str
+    family: str
+    trainer_preset: str
+    sweep: SweepGrid | None
+    targets: tuple[float, ...]
+    noise: NoiseRuns | None
+    noise_target: float
+    ppo: dict[str, Any] = field(default_factory=dict)
+    train: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class StudyPlan:
+    """A resolved study: games, supervised reference, execution."""
+
+    out: str
+    suite: str
+    preset: str
+    games: list[GamePlan]
+    supervised: Any | None
+    """rl.measure.supervised.SupervisedConfig, or None for no supervised reference"""
+    parallel: int
+    device: str = "auto"
+    n_boot: int = 1000
+    retry_failed: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return json.loads(json.dumps(d, default=str))
+
+
+@dataclass
+class Overrides:
+    """Command-line overrides of a preset; None keeps the preset's value."""
+
+    sweep_games: Sequence[str] | str | None = None
+    noise_games: Sequence[str] | str | None = None
+    num_envs: Sequence[int] | None = None
+    num_steps: int | None = None
+    lrs: Sequence[float] | None = None
+    seeds: int | None = None
+    targets: Sequence[float] | None = None
+    budget: int | None = None
+    sweep_gns_every: int | None = None
+    noise_num_envs: int | None = None
+    noise_num_steps: int | None = None
+    noise_budget: int | None = None
+    noise_seeds: int | None = None
+    gns_every: int | None = None
+    supervised: bool = True
+    supervised_epochs: int | None = None
+    supervised_seed: int | None = None
+    parallel: int | None = None
+    device: str | None = None
+    n_boot: int | None = None
+    retry_failed: bool = False
+
+
+def family_of(game: str) -> str:
+    """classic, minatar or atari (by the environment's kind and name)."""
+
+    entry = envs.resolve(game)
+    if entry.kind == "atari":
+        return "atari"
+    if entry.name.lower().startswith("minatar"):
+        return "minatar"
+    return "classic"
+
+
+def canonical_game(game: str) -> str:
+    """The environment's canonical name, as the sweeps name it (``rlscale envs``)."""
+
+    entry = envs.resolve(game)
+    return f"gym:{entry.name}" if entry.kind == "gym" else entry.name
+
+
+# --------------------------------------------------------------------------------------
+# build_plan and its steps
+# --------------------------------------------------------------------------------------
+
+
+def _select(choice: Sequence[str] | str | None, games: Sequence[str],
+            default: Iterable[str], what: str) -> set[str]:
+    if choice is None:
+        return {g for g in games if g in set(default)}
+    if isinstance(choice, str):
+        if choice == "all":
+            return set(games)
+        if choice == "none":
+            return set()
+        choice = [c for c in choice.split(",") if c.strip()]
+    chosen = {canonical_game(c.strip()) for c in choice}
+    unknown = chosen - set(games)
+    if unknown:
+        raise ValueError(f"{what} names {', '.join(sorted(unknown))}, not among the study's "
+                         f"games ({', '.join(games)})")
+    return chosen
+
+
+def _check_choice(suite: str | None, games: Sequence[str] | None, preset: str) -> None:
+    if preset not in STUDY_PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESET_NAMES)}")
+    if suite is not None and suite not in SUITES:
+        raise ValueError(f"unknown suite {suite!r}; choose one of {', '.join(SUITES)}")
+    if not games and suite is None:
+        raise ValueError(f"name the games or a suite (--suite {'|'.join(SUITES)})")
+
+
+def _study_games(suite: str | None, games: Sequence[str] | None) -> list[str]:
+    """The canonical names of the study's games, each once."""
+    names = list(games) if games else list(SUITES[suite].games)
+    canon: list[str] = []
+    for g in names:
+        c = canonical_game(g)
+        if c in canon:
+            raise ValueError(f"game {c!r} is listed twice")
+        canon.append(c)
+    return canon
+
+
+def _default_sweep_games(suite: str | None, preset: str, canon: Sequence[str]) -> set[str]:
+    if suite is not None:
+        return {canonical_game(g) for g in SUITES[suite].sweep_games[preset]}
+    # loose games: sweeps where the preset makes them cheap (classic control on CPU)
+    return {g for g in canon if preset == "gpu" or family_of(g) == "classic"}
+
+
+def _sweep_grid(g: SweepGrid, ov: Overrides) -> SweepGrid:
+    return SweepGrid(
+        num_envs=tuple(ov.num_envs) if ov.num_envs else g.num_envs,
+        num_steps=ov.num_steps or g.num_steps,
+        lrs=tuple(float(x) for x in ov.lrs) if ov.lrs else g.lrs,
+        seeds=ov.seeds or g.seeds,
+        budget=ov.budget or g.budget,
+        gns_every=ov.sweep_gns_every if ov.sweep_gns_every is not None else g.gns_every,
+    )
+
+
+def _sweep_targets(game: str, ov: Overrides) -> tuple[float, ...]:
+    targets = tuple(float(t) for t in ov.targets) if ov.targets else \
+        SWEEP_TARGETS.get(game, ())
+    if not targets:
+        raise ValueError(f"no default target returns for {game}; give --targets")
+    return targets
+
+
+def _noise_runs(n: NoiseRuns, ov: Overrides) -> NoiseRuns:
+    return NoiseRuns(
+        num_envs=ov.noise_num_envs or n.num_envs,
+        num_steps=ov.noise_num_steps or n.num_steps,
+        budget=ov.noise_budget or n.budget,
+        gns_every=ov.gns_every or n.gns_every,
+        seeds=ov.noise_seeds or n.seeds,
+    )
+
+
+def _game_plan(game: str, family: str, fam: Family, ov: Overrides, *, sweep: bool,
+               noise: bool) -> GamePlan:
+    grid = _sweep_grid(fam.sweep, ov) if sweep else None
+    targets = _sweep_targets(game, ov) if sweep else ()
+    runs = _noise_runs(fam.noise, ov) if noise else None
+    noise_target = KNOWN_MAX_RETURN.get(game, (NO_TARGET, ""))[0]
+    return GamePlan(game, family, fam.trainer_preset, grid, targets, runs, noise_target,
+                    dict(fam.ppo), dict(fam.train))
+
+
+def _supervised_config(ov: Overrides) -> SupervisedConfig | None:
+    if not ov.supervised:
+        return None
+    kw: dict[str, Any] = {}
+    if ov.supervised_epochs:
+        kw["epochs"] = ov.supervised_epochs
+    if ov.supervised_seed is not None:
+        kw["seed"] = ov.supervised_seed
+    return SupervisedConfig(**kw)
+
+
+def build_plan(*, suite: str | None = None, games: Sequence[str] | None = None,
+               preset: str = "cpu-quick", out: str | os.PathLike[str] = "results/compare",
+               overrides: Overrides | None = None) -> StudyPlan:
+    """Resolve a suite (or a list of games) and a preset, with overrides, into a plan."""
+
+    ov = overrides or Overrides()
+    _check_choice(suite, games, preset)
+    canon = _study_games(suite, games)
+    default_sweeps = _default_sweep_games(suite, preset, canon)
+    sweep_games = _select(ov.sweep_games, canon, default_sweeps, "--sweep-games")
+    noise_games = _select(ov.noise_games, canon, canon, "--noise-games")
+    plans = []
+    for game in canon:
+        family = family_of(game)
+        plans.append(_game_plan(game, family, STUDY_PRESETS[preset][family], ov,
+                                sweep=game in sweep_games, noise=game in noise_games))
+    cores = available_cores()
+    parallel = ov.parallel or (cores if preset == "cpu-quick" else max(1, cores // 4))
+    return StudyPlan(out=str(out), suite=suite or "custom", preset=preset, games=plans,
+                     supervised=_supervised_config(ov), parallel=max(1, int(parallel)),
+                     device=ov.device or "auto", n_boot=ov.n_boot or 1000,
+                     retry_failed=ov.retry_failed)
+
+
+# --------------------------------------------------------------------------------------
+# The sweeps of the plan and the study directory
+# --------------------------------------------------------------------------------------
+
+
+def slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+@dataclass
+class Part:
+    """One sweep of the study: a game's critical-batch sweep or its noise-scale runs."""
+
+    kind: str  # "sweep" or "noise"
+    game: str
+    spec: Any  # rl.sweeps.settings.SweepSpec
+
+    @property
+    def out(self) -> Path:
+        return Path(self.spec.out)
+
+
+def _train_overrides(plan: StudyPlan, g: GamePlan, gns_every: int) -> dict[str, Any]:
+    train = {**g.train, "gns_every": gns_every}
+    if plan.device != "auto":
+        train["device"] = plan.device
+    return train
+
+
+def _noise_part(plan: StudyPlan, g: GamePlan) -> Part:
+    n = g.noise
+    raw = dict(env=g.game, num_envs=[n.num_envs], num_steps=n.num_steps,
+               seeds=n.seeds, targets=[g.noise_target], budget=n.budget,
+               preset=g.trainer_preset, parallel=plan.parallel,
+               retry_failed=plan.retry_failed, out=str(Path(plan.out) / "noise" / slug(g.game)),
+               ppo=dict(g.ppo), train=_train_overrides(plan, g, n.gns_every))
+    if "learning_rate" in raw["ppo"]:  # a family's lr: the sweep key sets it
+        raw["lrs"] = [raw["ppo"].pop("learning_rate")]
+    return Part("noise", g.game, parse_spec(raw, source=f"noise-scale runs of {g.game}"))
+
+
+def _sweep_part(plan: StudyPlan, g: GamePlan) -> Part:
+    s = g.sweep
+    raw = dict(env=g.game, num_envs=list(s.num_envs), num_steps=s.num_steps,
+               lrs=list(s.lrs), seeds=s.seeds, targets=list(g.targets),
+               budget=s.budget, preset=g.trainer_preset, parallel=plan.parallel,
+               retry_failed=plan.retry_failed, out=str(Path(plan.out) / "sweeps" / slug(g.game)),
+               ppo={**g.ppo, "anneal_lr": False},
+               train=_train_overrides(plan, g, s.gns_every))
+    raw["ppo"].pop("learning_rate", None)  # the sweep's lrs set it
+    return Part("sweep", g.game, parse_spec(raw, source=f"critical-batch sweep of {g.game}"))
+
+
+def study_parts(plan: StudyPlan) -> list[Part]:
+    """The sweeps of the study, validated (``rl.sweeps.settings.SweepSpecError`` lists problems)."""
+
+    parts = []
+    for g in plan.games:
+        if g.noise is not None:
+            parts.append(_noise_part(plan, g))
+        if g.sweep is not None:
+            parts.append(_sweep_part(plan, g))
+    return parts
+
+
+def supervised_dir(plan: StudyPlan) -> Path | None:
+    cfg = plan.supervised
+    if cfg is None:
+        return None
+    return Path(plan.out) / "supervised" / f"{cfg.dataset}-{cfg.model}-seed{cfg.seed}"
+
+
+def describe_plan(plan: StudyPlan) -> pd.DataFrame:
+    """One row per game: what the study runs (for --dry-run and the log)."""
+
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    rows = []
+    for g in plan.games:
+        s, n = g.sweep, g.noise
+        sweep_runs = len(plan_runs(parts[("sweep", g.game)].spec)) if s else 0
+        noise_runs = len(plan_runs(parts[("noise", g.game)].spec)) if n else 0
+        rows.append({
+            "game": g.game, "family": g.family,
+            "sweep B (agent steps)": "-" if s is None else
+            ", ".join(str(e * s.num_steps) for e in s.num_envs),
+            "sweep lrs": "-" if s is None else ", ".join(f"{x:g}" for x in s.lrs),
+            "targets": "-" if s is None else ", ".join(f"{t:g}" for t in g.targets),
+            "sweep budget": "-" if s is None else f"{s.budget:,}",
+            "sweep runs": sweep_runs,
+            "noise B": "-" if n is None else f"{n.num_envs}x{n.num_steps}",
+            "noise budget": "-" if n is None else f"{n.budget:,}",
+            "gns_every": "-" if n is None else n.gns_every,
+            "noise runs": noise_runs,
+        })
+    return pd.DataFrame(rows)

@@ -1,0 +1,399 @@
+"""The study's results table: one row per measured or cited number (``RESULT_COLUMNS``).
+
+Built from the study directory, never from memory, so a second invocation rebuilds the
+same table: noise-scale runs, sweep fits, power laws, sharpness, the supervised reference
+and the published values. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
+from rl.analysis.sharpness import summarize_repeats, trend
+from rl.analysis.sweep_fits import fit_sweep
+from rl.measure.ppo_noise import TERMS
+from rl.measure.supervised import SEGMENT_FRACTION, ratio_interval
+from rl.runs.storage import load_metrics
+from rl.study.plan import SHARPNESS_FILE, GamePlan, Part, StudyPlan, study_parts, supervised_dir
+from rl.study.report import round_sig
+from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
+from rl.sweeps.results import results_table
+from rl.sweeps.spec import plan_runs
+
+__all__ = [
+    "GNS_TERMS",
+    "RESULT_COLUMNS",
+    "collect_results",
+    "finalize_table",
+    "noise_metrics",
+    "power_laws",
+    "read_results_table",
+    "result_row",
+]
+
+RESULT_COLUMNS = ["source", "kind", "task", "quantity", "term", "target", "batch_size", "value",
+                  "lo", "hi", "unit", "n", "note", "reference"]
+TEXT_COLUMNS = ("source", "kind", "task", "quantity", "term", "unit", "note", "reference")
+_ROUNDED = ("target", "batch_size", "value", "lo", "hi")
+GNS_TERMS = TERMS
+"""loss terms of the noise-scale rows (``rl.measure.ppo_noise.TERMS``)"""
+
+
+def result_row(source: str, kind: str, task: str, quantity: str, value: float = math.nan, *,
+               term: str = "", target: float = math.nan, lo: float = math.nan,
+               hi: float = math.nan, unit: str = "", n: float = math.nan, note: str = "",
+               reference: str = "", batch_size: float = math.nan) -> dict:
+    """One row of the results table."""
+    return dict(source=source, kind=kind, task=task, quantity=quantity, term=term,
+                target=target, batch_size=batch_size, value=value, lo=lo, hi=hi, unit=unit,
+                n=n, note=note, reference=reference)
+
+
+# --------------------------------------------------------------------------------------
+# Noise-scale runs
+# --------------------------------------------------------------------------------------
+
+
+def noise_metrics(part: Part) -> list[pd.DataFrame]:
+    """The metrics of a part's runs that logged a return."""
+
+    out = []
+    for p in plan_runs(part.spec):
+        path = Path(p.run_dir)
+        if (path / "metrics.jsonl").exists():
+            m = load_metrics(path)
+            if "return_recent" in m:
+                out.append(m)
+    return out
+
+
+def _segments(metrics: list[pd.DataFrame], term: str) -> dict[str, list]:
+    """Per run, the (|G|^2, tr(Sigma)) measurements of ``term``: all of them, the first and
+    the last quarter, with the recent return over those quarters."""
+    seg: dict[str, list] = {"whole": [], "first": [], "last": [], "ret_first": [],
+                            "ret_last": []}
+    g2c, trc = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
+    for m in metrics:
+        if g2c not in m or trc not in m:
+            continue
+        sel = m[[g2c, trc, "return_recent"]].apply(pd.to_numeric, errors="coerce")
+        sel = sel[sel[g2c].notna() & sel[trc].notna()]
+        if sel.empty:
+            continue
+        g2, tr, ret = (sel[c].to_numpy(float) for c in (g2c, trc, "return_recent"))
+        seg["whole"].append((g2, tr))
+        k = max(1, round(SEGMENT_FRACTION * len(g2)))
+        seg["first"].append((g2[:k], tr[:k]))
+        seg["last"].append((g2[-k:], tr[-k:]))
+        seg["ret_first"].append(ret[:k])
+        seg["ret_last"].append(ret[-k:])
+    return seg
+
+
+def _pooled(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float, int]:
+    """(B_simple, lo, hi, measurements) over the pooled measurements of every run."""
+    g2 = np.concatenate([p[0] for p in pairs])
+    tr = np.concatenate([p[1] for p in pairs])
+    return (*ratio_interval(g2, tr), len(g2))
+
+
+def _b_simple_rows(game: str, term: str, seg: dict[str, list], status_note: str) -> list[dict]:
+    v, lo, hi, k = _pooled(seg["whole"])
+    rows = [result_row("measured", "rl", game, "b_simple", v, term=term, lo=lo, hi=hi,
+                       unit="agent steps", n=k,
+                       note="run-averaged: mean tr(Sigma) / mean |G|^2 over every "
+                            "measured iteration of the noise-scale runs; Fieller 95%"
+                            + status_note)]
+    for name, key, label in (("b_simple_start", "first", "first"),
+                             ("b_simple_end", "last", "last")):
+        v, lo, hi, k = _pooled(seg[key])
+        rows.append(result_row("measured", "rl", game, name, v, term=term, lo=lo, hi=hi,
+                               unit="agent steps", n=k,
+                               note=f"{label} quarter of each run's measurements; Fieller 95%"))
+    if term == "total":
+        for name, key, label in (("return_start", "ret_first", "first"),
+                                 ("return_end", "ret_last", "last")):
+            r = np.concatenate(seg[key])
+            r = r[np.isfinite(r)]
+            rows.append(result_row("measured", "rl", game, name,
+                                   float(r.mean()) if r.size else math.nan, unit="return",
+                                   n=int(r.size),
+                                   note=f"mean recent return over the {label} quarter of the "
+                                        "measured iterations"))
+    return rows
+
+
+def _noise_run_rows(game: str, table: pd.DataFrame, status_note: str) -> list[dict]:
+    steps = table["agent_steps"].astype(float)
+    final = table["final_return_recent"].astype(float)
+    return [
+        result_row("measured", "rl", game, "agent_steps", float(steps.mean()),
+                   unit="agent steps", n=int(steps.notna().sum()),
+                   note="trained per noise-scale run (mean)" + status_note),
+        result_row("measured", "rl", game, "final_return", float(final.mean()),
+                   unit="return", n=int(final.notna().sum()),
+                   note="mean return of the last games at the end of each noise-scale "
+                        "run (mean over runs)"),
+    ]
+
+
+def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
+    runs = plan_runs(part.spec)
+    table = results_table(runs, part.spec.targets)
+    n = plan_g.noise
+    rows = [result_row("measured", "rl", game, "rollout_batch_size", n.num_envs * n.num_steps,
+                       unit="agent steps",
+                       note=f"noise-scale runs: num_envs x num_steps = {n.num_envs} x "
+                            f"{n.num_steps}")]
+    metrics = noise_metrics(part)
+    settled = int(table["status"].isin(["finished", "failed"]).sum())
+    status_note = "" if settled == len(runs) else \
+        f"; {len(runs) - settled} of {len(runs)} runs not finished"
+    for term in GNS_TERMS:
+        seg = _segments(metrics, term)
+        if seg["whole"]:
+            rows += _b_simple_rows(game, term, seg, status_note)
+    if metrics:
+        rows += _noise_run_rows(game, table, status_note)
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Critical-batch sweeps, the supervised reference, published values
+# --------------------------------------------------------------------------------------
+
+
+def _sweep_rows(game: str, part: Part, n_boot: int, ci: float = 0.9) -> tuple[list[dict], Any]:
+    table = results_table(plan_runs(part.spec), part.spec.targets)
+    fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci)
+    rows = []
+    level = f"{ci:.0%}"
+    for _, f in fits.iterrows():
+        t = float(f["target"])
+        ok = bool(f["ok"])
+        tried = int(f["n_batch_sizes_tried"])
+        reached = int(f["n_batch_sizes"])
+        note = (f"fit ok, {level} seed bootstrap interval" if ok else
+                f"fit failed: {f['reason']}")
+        note += f"; {reached} of {tried} batch sizes reached the target"
+        rows.append(result_row("measured", "rl", game, "b_crit", f["b_crit"], target=t,
+                               lo=f["b_crit_lo"], hi=f["b_crit_hi"], unit="agent steps",
+                               n=reached, note=note))
+        rows.append(result_row("measured", "rl", game, "s_min", f["s_min"], target=t,
+                               lo=f["s_min_lo"], hi=f["s_min_hi"], unit="PPO iterations",
+                               n=reached, note=f"fit; {level} seed bootstrap" if ok else "no fit"))
+        rows.append(result_row("measured", "rl", game, "e_min", f["e_min"], target=t,
+                               lo=f["e_min_lo"], hi=f["e_min_hi"], unit="agent steps",
+                               n=reached, note=f"fit; {level} seed bootstrap" if ok else "no fit"))
+        for term in GNS_TERMS:
+            rows.append(result_row("measured", "rl", game, "b_simple_sweep",
+                                   f[f"b_simple_{term}"], term=term, target=t,
+                                   unit="agent steps", n=f["b_simple_runs"],
+                                   note="mean over the sweep runs at each batch size's best lr "
+                                        "of each run's run-averaged B_simple"))
+    return rows, (table, fits, per_batch)
+
+
+def _supervised_rows(summary: Mapping[str, Any], cfg) -> list[dict]:
+    task = f"{cfg.dataset} ({cfg.model})"
+    common = dict(unit="training examples")
+    desc = (f"{summary['gns_big_batch'] // summary['gns_small_batch']} groups of "
+            f"{summary['gns_small_batch']} examples per measurement")
+    rows = [result_row("measured", "supervised", task, "b_simple", summary["b_simple_run"],
+                       term="total", lo=summary["b_simple_run_lower"],
+                       hi=summary["b_simple_run_upper"], n=summary["measurements"],
+                       note=f"run-averaged, same estimator as RL ({desc}); Fieller 95%",
+                       **common)]
+    for key, label in (("start", "first"), ("end", "last")):
+        rows.append(result_row("measured", "supervised", task, f"b_simple_{key}",
+                               summary[f"b_simple_{key}"], term="total",
+                               lo=summary[f"b_simple_{key}_lower"],
+                               hi=summary[f"b_simple_{key}_upper"],
+                               n=summary["segment_measurements"],
+                               note=f"{label} quarter of the measurements; Fieller 95%",
+                               **common))
+    rows.append(result_row("measured", "supervised", task, "final_test_accuracy",
+                           summary["final_test_acc"], unit="fraction",
+                           note=f"after {summary['steps']} steps of {summary['batch_size']} "
+                                "examples"))
+    return rows
+
+
+def _cited_rows() -> list[dict]:
+    rows = []
+    for task, kind, b_crit, b_simple, unit, note in CITED:
+        for quantity, v in (("b_crit", b_crit), ("b_simple", b_simple)):
+            if isinstance(v, tuple):
+                lo, hi = v
+                rows.append(result_row("cited", kind, task, quantity, math.nan, lo=lo, hi=hi,
+                                       unit=unit, note=note, reference=CITED_REFERENCE))
+            else:
+                rows.append(result_row("cited", kind, task, quantity, float(v), unit=unit,
+                                       note=note, reference=CITED_REFERENCE))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# Power laws in performance and sharpness against batch size
+# (rl.analysis.scaling, rl.analysis.sharpness)
+# --------------------------------------------------------------------------------------
+
+
+def _law_note(r, what: str) -> str:
+    if not bool(r["ok"]):
+        return f"refused: {r['reason']}"
+    return (f"log-log least squares against the {what} over {int(r['n_points'])} points "
+            f"from {r['x_min']:.4g} to {r['x_max']:.4g}; 95% seed bootstrap "
+            f"({int(r['boot_failed'])} of {int(r['n_boot'])} replicates unusable)")
+
+
+def power_laws(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
+               n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """(tradeoff laws, their points, B_simple laws, their points) of a game; empty frames
+    where the game has no sweep or no noise-scale runs."""
+
+    empty = pd.DataFrame(columns=POWER_LAW_COLUMNS)
+    laws, pts, noise, noise_pts = empty, pd.DataFrame(), empty, pd.DataFrame()
+    if game in fits:
+        table, f, _ = fits[game]
+        laws, pts = tradeoff_power_laws(table, fits=f, n_boot=n_boot)
+    if ("noise", game) in parts:
+        metrics = noise_metrics(parts[("noise", game)])
+        if metrics:
+            noise, noise_pts = noise_scale_power_laws(game, metrics, n_boot=n_boot)
+    return laws, pts, noise, noise_pts
+
+
+def _power_law_rows(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
+                    n_boot: int) -> list[dict]:
+    laws, _, noise, _ = power_laws(game, parts, fits, n_boot)
+    rows = []
+    for _, r in laws.iterrows():
+        rows.append(result_row("measured", "rl", game, f"{r['quantity']}_exponent",
+                               r["exponent"], lo=r["exponent_lo"], hi=r["exponent_hi"],
+                               unit="exponent in the target return", n=r["n_points"],
+                               note=_law_note(r, "target return")))
+    for _, r in noise.iterrows():
+        rows.append(result_row("measured", "rl", game, "b_simple_exponent", r["exponent"],
+                               term=r["term"], lo=r["exponent_lo"], hi=r["exponent_hi"],
+                               unit="exponent in the smoothed return", n=r["n_points"],
+                               note=_law_note(r, "smoothed return (return bins of the "
+                                                 "noise-scale runs)")))
+    return rows
+
+
+def _sharpness_quantities(df: pd.DataFrame) -> tuple[dict[str, str], str]:
+    """({column: label} of the sharpness measures in ``df``, the eps-sharpness column)."""
+    eps_col = f"eps_sharpness_{SHARPNESS_EPS:g}"
+    quantities = {"top_eigenvalue": "top Hessian eigenvalue (largest magnitude)",
+                  eps_col: f"eps-sharpness, eps = {SHARPNESS_EPS:g}"}
+    if "gap" in df:
+        quantities["gap"] = "generalization gap, train - test accuracy"
+    return quantities, eps_col
+
+
+def _sharpness_rows(task: str, kind: str, path: Path, x: str, unit: str) -> list[dict]:
+    if not path.exists():
+        return []
+    df = pd.read_csv(path)
+    quantities, eps_col = _sharpness_quantities(df)
+    terms = sorted(df["term"].unique()) if "term" in df else [""]
+    what = ("fresh rollouts" if kind == "rl" else "training seeds")
+    rows = []
+    for term in terms:
+        d = df if term == "" else df[df["term"] == term]
+        summary = summarize_repeats(d, [x], list(quantities))
+        for col, label in quantities.items():
+            name = "eps_sharpness" if col == eps_col else col
+            reps = int(summary["repeats"].max())
+            for _, r in summary.iterrows():
+                se = r[f"{col}_se"]
+                rows.append(result_row(
+                    "measured", kind, task, name, r[col], term=term, batch_size=r[x],
+                    lo=r[col] - se, hi=r[col] + se, unit=unit, n=r["repeats"],
+                    note=f"{label}: mean +- 1 standard error over {reps} {what}"))
+            t = trend(d[x], d[col])
+            rows.append(result_row(
+                "measured", kind, task, f"{name}_trend", t["slope"], term=term, lo=t["lo"],
+                hi=t["hi"], unit="change per doubling of the batch size", n=t["n"],
+                note=f"{t['verdict']}: least-squares slope of the {label} against "
+                     f"log2(batch size) over every repeat; 95% t interval"))
+    return rows
+
+
+# --------------------------------------------------------------------------------------
+# The table
+# --------------------------------------------------------------------------------------
+
+
+def finalize_table(rows: list[dict]) -> pd.DataFrame:
+    """Rows -> the results table: RESULT_COLUMNS, numbers rounded as printed."""
+    df = pd.DataFrame(rows, columns=RESULT_COLUMNS)
+    for col in _ROUNDED:
+        df[col] = [round_sig(v) for v in pd.to_numeric(df[col], errors="coerce")]
+    df["n"] = pd.to_numeric(df["n"], errors="coerce").astype(float)
+    for col in TEXT_COLUMNS:
+        df[col] = df[col].fillna("").astype(str)
+    return df
+
+
+def _game_rows(plan: StudyPlan, g: GamePlan, parts: Mapping[tuple[str, str], Part],
+               fits: dict[str, Any]) -> list[dict]:
+    """A game's rows; its sweep fits go into ``fits``."""
+    rows: list[dict] = []
+    if ("noise", g.game) in parts:
+        rows += _noise_rows(g.game, g, parts[("noise", g.game)])
+    if ("sweep", g.game) in parts:
+        r, fits[g.game] = _sweep_rows(g.game, parts[("sweep", g.game)], plan.n_boot)
+        rows += r
+    rows += _power_law_rows(g.game, parts, fits, plan.n_boot)
+    if ("sweep", g.game) in parts:
+        rows += _sharpness_rows(g.game, "rl", parts[("sweep", g.game)].out / SHARPNESS_FILE,
+                                "rollout_batch_size", "agent steps")
+    return rows
+
+
+def _supervised_reference_rows(plan: StudyPlan, summary: Mapping | None) -> list[dict]:
+    sup_dir = supervised_dir(plan)
+    if sup_dir is None:
+        return []
+    rows = _sharpness_rows(f"{plan.supervised.dataset} ({plan.supervised.model})",
+                           "supervised", Path(plan.out) / "supervised" / SHARPNESS_FILE,
+                           "batch_size", "training examples")
+    if summary is None and (sup_dir / "summary.json").exists():
+        summary = json.loads((sup_dir / "summary.json").read_text())
+    if summary is not None:
+        rows += _supervised_rows(summary, plan.supervised)
+    return rows
+
+
+def collect_results(plan: StudyPlan, *, supervised_summary: Mapping | None = None
+                    ) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """The results table of a study, from its directories (not from memory: a second
+    invocation rebuilds the same table). Returns (table, sweep fits by game)."""
+    rows: list[dict] = []
+    fits: dict[str, Any] = {}
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    for g in plan.games:
+        rows += _game_rows(plan, g, parts, fits)
+    rows += _supervised_reference_rows(plan, supervised_summary)
+    rows += _cited_rows()
+    return finalize_table(rows), fits
+
+
+def read_results_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    for col in TEXT_COLUMNS:
+        df[col] = df[col].fillna("").astype(str)
+    for col in ("target", "batch_size", "value", "lo", "hi", "n"):
+        df[col] = pd.to_numeric(df[col], errors="coerce").astype(float)
+    return df[RESULT_COLUMNS]

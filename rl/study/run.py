@@ -1,0 +1,242 @@
+"""Running a study: every sweep's runs and the supervised reference in one process pool.
+
+Finished runs are reused, interrupted ones resumed, runs made with other settings refused
+(``rl.sweeps.executors.run_sweep`` per sweep, longest first); then the sharpness at the
+end of each sweep and of the supervised reference. See docs/study.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import (
+    FIRST_EXCEPTION,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
+from concurrent.futures import as_completed as futures_completed
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from rl.analysis.sharpness import SharpnessConfig, digits_sharpness, sweep_sharpness
+from rl.measure.supervised import SupervisedConfig, run_supervised
+from rl.runs.storage import atomic_write_json, atomic_write_text
+from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, study_parts, supervised_dir
+from rl.study.progress import StudyMonitor
+from rl.study.suites import DIGITS_SHARPNESS, STUDY_SHARPNESS
+from rl.sweeps.executors import available_cores, init_worker, run_one, run_sweep, stop_workers
+from rl.sweeps.settings import SweepStateError
+from rl.sweeps.spec import plan_runs
+from rl.sweeps.state import classify_run
+
+__all__ = ["measure_study_sharpness", "run_study"]
+
+_COST = {"atari": 30.0, "minatar": 3.0, "classic": 1.0}
+
+
+def _cost(part: Part, plan: StudyPlan) -> float:
+    """Rough agent-step cost of a part's longest run, for longest-first scheduling."""
+    fam = next(g.family for g in plan.games if g.game == part.game)
+    return _COST[fam] * float(part.spec.budget or 0)
+
+
+def _supervised_state(path: Path, cfg) -> str:
+    """new, finished or conflict (a finished run with other settings)."""
+    config_file, summary = path / "config.json", path / "summary.json"
+    if not config_file.exists():
+        return "new"
+    stored = json.loads(config_file.read_text(encoding="utf-8"))
+    planned = json.loads(json.dumps({"kind": "gns-supervised", **dataclasses.asdict(cfg)}))
+    if stored != planned:
+        return "conflict"
+    return "finished" if summary.exists() else "new"
+
+
+def _run_supervised_job(cfg_dict: dict[str, Any], out_dir: str) -> dict[str, Any]:
+    """Worker-process job: the supervised reference run (its summary)."""
+
+    return run_supervised(SupervisedConfig(**cfg_dict), out_dir).summary
+
+
+class _SharedPoolExecutor:
+    """An ``rl.sweeps.executors`` executor whose runs go to a process pool shared by the study."""
+
+    def __init__(self, pool: ProcessPoolExecutor, retry_failed: bool):
+        self.pool = pool
+        self.retry_failed = retry_failed
+        self.submitted = threading.Event()
+
+    def run(self, plans, on_done) -> None:
+        try:
+            futures = {self.pool.submit(run_one, p.to_dict(), None, self.retry_failed): p
+                       for p in plans}
+        finally:
+            self.submitted.set()
+        for fut in futures_completed(futures):
+            plan = futures[fut]
+            try:
+                summary = fut.result()
+            except Exception as exc:  # the worker died, or the pool was shut down
+                summary = dict(run=plan.name, action="", status="failed",
+                               message=f"worker process failed: {exc!r}")
+            on_done(plan, summary)
+
+
+def _check_conflicts(parts: list[Part]) -> None:
+    conflicts = []
+    for part in parts:
+        for p in plan_runs(part.spec):
+            action, detail = classify_run(p, retry_failed=part.spec.retry_failed)
+            if action == "conflict":
+                conflicts.append(f"{part.out.name} ({part.kind}) {p.name}: {detail}")
+    if conflicts:
+        raise SweepStateError(
+            f"{len(conflicts)} run(s) of this study's directory were made with other settings "
+            "than planned now:\n  " + "\n  ".join(conflicts[:10])
+            + ("\n  ..." if len(conflicts) > 10 else "")
+            + "\nUse another --out for the new settings, or the settings those runs were made "
+            "with (see study.json and each sweep.json)."
+        )
+
+
+def _prepare(plan: StudyPlan) -> tuple[list[Part], Path | None, str]:
+    """Check the study directory against the plan, then write study.json.
+
+    Returns (parts longest first, the supervised run's directory, its state)."""
+    out = Path(plan.out)
+    parts = study_parts(plan)
+    _check_conflicts(parts)
+    sup_dir = supervised_dir(plan)
+    sup_state = "none"
+    if sup_dir is not None:
+        sup_state = _supervised_state(sup_dir, plan.supervised)
+        if sup_state == "conflict":
+            raise ValueError(f"{sup_dir} holds a supervised run with other settings; use "
+                             "another --out")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out / "study.json", {"format": 1, **plan.to_dict()})
+    parts.sort(key=lambda p: -_cost(p, plan))
+    return parts, sup_dir, sup_state
+
+
+def _start_supervised(plan: StudyPlan, sup_dir: Path | None, sup_state: str,
+                      pool: ProcessPoolExecutor, monitor: StudyMonitor,
+                      say: Callable[[str], None]) -> tuple[dict[str, Any] | None, Future | None]:
+    """(the finished supervised run's summary, reused; or the future of its run)."""
+    if sup_state == "finished":
+        monitor.extra_done = 1
+        say(f"supervised reference: finished, reused ({sup_dir})")
+        return json.loads((sup_dir / "summary.json").read_text()), None
+    if sup_dir is None:
+        return None, None
+    if sup_dir.exists():
+        shutil.rmtree(sup_dir)  # an unfinished start: cheap to redo
+    return None, pool.submit(_run_supervised_job, dataclasses.asdict(plan.supervised),
+                             str(sup_dir))
+
+
+def _submit_sweeps(parts: list[Part], pool: ProcessPoolExecutor, sweeps: ThreadPoolExecutor,
+                   say: Callable[[str], None]) -> dict[Future, Part]:
+    """One thread per sweep; each puts its runs into the shared pool, in order."""
+    futures = {}
+    for part in parts:  # submit in order (longest first) into the shared pool
+        ex = _SharedPoolExecutor(pool, part.spec.retry_failed)
+        fut = sweeps.submit(run_sweep, part.spec, executor=ex, log=say)
+        futures[fut] = part
+        while not ex.submitted.wait(0.05) and not fut.done():
+            pass
+    return futures
+
+
+def _wait_all(futures: dict[Future, Part], sup_future: Future | None, sup_dir: Path | None,
+              monitor: StudyMonitor, say: Callable[[str], None]) -> dict[str, Any] | None:
+    """Wait for every sweep (a sweep's error is raised) and the supervised run (its failure
+    is logged); returns the supervised summary, or None."""
+    supervised = None
+    pending = set(futures) | ({sup_future} if sup_future else set())
+    while pending:
+        done, pending = wait(pending, timeout=1.0, return_when=FIRST_EXCEPTION)
+        for fut in done:
+            if fut is sup_future:
+                monitor.extra_done = 1
+                try:
+                    supervised = fut.result()
+                    say(f"supervised reference: finished ({sup_dir})")
+                except Exception as exc:  # the RL runs go on; the row is left out
+                    say(f"supervised reference failed: {type(exc).__name__}: {exc}")
+            else:
+                fut.result()  # raise a sweep's error here
+        monitor.tick()
+    return supervised
+
+
+def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
+              log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run (or continue) every sweep, noise-scale run and the supervised reference.
+
+    Finished runs are skipped, interrupted ones resumed (``rl.sweeps.executors.run_sweep``).
+    Returns {"tables": {(kind, game): results table}, "supervised": summary or None}.
+    """
+
+    console = console or Console(stderr=True)
+    parts, sup_dir, sup_state = _prepare(plan)
+    all_plans = [p for part in parts for p in plan_runs(part.spec)]
+    threads = max(1, available_cores() // plan.parallel)
+    monitor = StudyMonitor(all_plans, 1 if sup_dir is not None else 0, console, quiet)
+
+    def say(msg: str) -> None:
+        monitor.log(msg)
+        if log is not None:
+            log(msg)
+
+    say(f"study {Path(plan.out)}: {len(parts)} sweep(s), {len(all_plans)} PPO runs"
+        + (", 1 supervised run" if sup_dir is not None else "")
+        + f"; {plan.parallel} at once, {threads} torch thread(s) each")
+    pool = ProcessPoolExecutor(max_workers=plan.parallel, mp_context=mp.get_context("spawn"),
+                               initializer=init_worker, initargs=(threads, os.getpid()))
+    sweeps = ThreadPoolExecutor(max_workers=max(1, len(parts)),
+                                thread_name_prefix="study-sweep")
+    try:
+        with monitor:
+            supervised, sup_future = _start_supervised(plan, sup_dir, sup_state, pool,
+                                                       monitor, say)
+            futures = _submit_sweeps(parts, pool, sweeps, say)
+            waited = _wait_all(futures, sup_future, sup_dir, monitor, say)
+            supervised = waited if sup_future is not None else supervised
+    except BaseException:
+        stop_workers(pool)
+        sweeps.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    sweeps.shutdown(wait=True)
+    tables = {(part.kind, part.game): fut.result() for fut, part in futures.items()}
+    return {"tables": tables, "supervised": supervised}
+
+
+def measure_study_sharpness(plan: StudyPlan) -> None:
+    """sharpness.csv in every sweep directory (the finished runs of the lowest seed) and in
+    the supervised folder (digits at several batch sizes), unless already there."""
+
+    for part in study_parts(plan):
+        path = part.out / SHARPNESS_FILE
+        if part.kind != "sweep" or path.exists():
+            continue
+        try:
+            df = sweep_sharpness(part.out, SharpnessConfig(**STUDY_SHARPNESS), seeds=[0])
+        except ValueError:  # no finished runs: no sharpness rows
+            continue
+        atomic_write_text(path, df.to_csv(index=False))
+    sup = supervised_dir(plan)
+    if sup is not None and not (Path(plan.out) / "supervised" / SHARPNESS_FILE).exists():
+        df = digits_sharpness(**DIGITS_SHARPNESS, base=plan.supervised)
+        atomic_write_text(Path(plan.out) / "supervised" / SHARPNESS_FILE,
+                          df.to_csv(index=False))

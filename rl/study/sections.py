@@ -1,0 +1,254 @@
+"""The study's report: its sections (headline, trajectories, Pareto fronts, power laws,
+sharpness, the results table), written by ``rl.study.report``.
+
+Every number shown comes from the results table as written to results.csv. See
+docs/study.md and docs/scaling-laws.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rl.analysis.scaling import plot_power_laws
+from rl.analysis.sharpness import plot_sharpness
+from rl.analysis.sweep_fits import plot_b_simple, plot_fits
+from rl.runs.storage import atomic_write_text
+from rl.study.headline import headline_table, pick_row, plot_summary
+from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
+from rl.study.report import Figure, Section, format_value, write_report
+from rl.study.results import power_laws
+from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
+from rl.sweeps.results import results_table
+from rl.sweeps.spec import plan_runs
+
+__all__ = ["scaling_sections", "write_study_report"]
+
+POWER_LAW_QUANTITIES = ["b_crit_exponent", "s_min_exponent", "e_min_exponent", "b_simple_exponent"]
+
+
+def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
+                     ) -> tuple[list[Figure], list[Figure]]:
+    """(B_simple vs return figures, Pareto figures), from the sweep machinery's plots."""
+
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    trajectories, pareto = [], []
+    for g in plan.games:
+        for kind, what in (("noise", "noise-scale runs"), ("sweep", "sweep runs")):
+            part = parts.get((kind, g.game))
+            if part is None:
+                continue
+            table = results_table(plan_runs(part.spec), part.spec.targets)
+            for p in plot_b_simple(part.out, table):
+                trajectories.append(Figure(p, f"{g.game}: B_simple (policy, value, total loss; "
+                                              f"agent steps) against the recent return, {what}"))
+        if g.game in fits:
+            pareto += _pareto_figures(g.game, parts[("sweep", g.game)], fits[g.game])
+    return trajectories, pareto
+
+
+def _pareto_figures(game: str, part: Part, game_fits) -> list[Figure]:
+    """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
+    _, f, per_batch = game_fits
+    if len(f):
+        atomic_write_text(part.out / "fit.csv", f.to_csv(index=False))
+        atomic_write_text(part.out / "fit_per_batch.csv", per_batch.to_csv(index=False))
+    figures = []
+    for i in range(len(f)):
+        for p in plot_fits(part.out, f.iloc[[i]], per_batch):
+            figures.append(Figure(p, f"{game}, target return "
+                                     f"{format_value(f['target'].iloc[i])}: steps S (PPO "
+                                     "iterations) against samples E (agent steps), and "
+                                     "S, E against the batch size B"))
+    return figures
+
+
+def _intro(plan: StudyPlan) -> list[str]:
+    return [
+        f"Study of suite {plan.suite} with preset {plan.preset}. Every row is either "
+        "measured by this testbed (source = measured) or cited from the literature (source "
+        "= cited, McCandlish et al. 2018, Table 1); cited values are never mixed with "
+        "measured ones.",
+        "Units: RL batch sizes (B, B_simple, B_crit, E_min) are counted in agent steps, "
+        "environment transitions (for Atari, frames are four times the agent steps); S_min "
+        "in PPO iterations; supervised batch sizes in training examples. Cited values are "
+        "in the units of the paper.",
+    ]
+
+
+HEADLINE_NOTE = (
+    "B_simple: run-averaged gradient noise scale, mean tr(Sigma) / mean |G|^2 over "
+    "the measured iterations, with its Fieller interval (see the note column of the "
+    "results table). B_crit: critical batch size fitted from the sweep at the "
+    "highest target return with a successful fit, with its seed-bootstrap interval. "
+    "start -> end: B_simple over the first and the last quarter of the measurements.")
+
+
+def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
+                       ) -> tuple[Path, Path]:
+    """Plots, then report.html and report.md, from the results table ``df``."""
+    out = Path(plan.out)
+    summary_png = plot_summary(df, out / "plots" / "summary.png")
+    trajectories, pareto = _figure_sections(plan, df, fits)
+    sections = [
+        Section("Headline", tables=[(headline_table(df), "headline")], notes=[HEADLINE_NOTE],
+                figures=[Figure(summary_png, "B_crit and B_simple per game on a log axis, "
+                                             "beside the supervised reference (measured) and "
+                                             "the published values (" + CITED_LABEL + ")")]),
+    ]
+    if trajectories:
+        sections.append(Section("B_simple against return", figures=trajectories))
+    if pareto:
+        sections.append(Section("Pareto fronts of the critical-batch sweeps", figures=pareto))
+    sections += scaling_sections(plan, df, fits)
+    sections.append(Section(
+        "Results table", paragraphs=["Every number in this report comes from this table "
+                                     "(results.csv beside this page)."],
+        tables=[(df, "results")]))
+    title = "rlscale compare: critical batch size and gradient noise scale"
+    return write_report(out, title, _intro(plan), sections)
+
+
+# --------------------------------------------------------------------------------------
+# Power laws in performance and sharpness against batch size
+# --------------------------------------------------------------------------------------
+
+
+def _cell(r) -> str:
+    if pd.isna(r["value"]):
+        return "refused" if str(r["note"]).startswith("refused") else "-"
+    return f"{format_value(r['value'])} [{format_value(r['lo'])}, {format_value(r['hi'])}]"
+
+
+def _overlap(a, b) -> bool:
+    return not (a["hi"] < b["lo"] or b["hi"] < a["lo"])
+
+
+def _exponents_in_words(df: pd.DataFrame, game: str) -> str | None:
+    """B_crit's exponent beside B_simple's (total loss), and whether they differ."""
+    bc = pick_row(df, game, "b_crit_exponent")
+    bs = pick_row(df, game, "b_simple_exponent", "total")
+    if bc is None and bs is None:
+        return None
+    if bc is None or bs is None or pd.isna(bc["value"]) or pd.isna(bs["value"]):
+        return (f"{game}: no side-by-side comparison (a fit was refused or not "
+                "run; the reason is in the results table).")
+    flat = [name for name, r in (("B_crit", bc), ("B_simple", bs))
+            if not pd.isna(r["lo"]) and r["lo"] <= 0 <= r["hi"]]
+    if not _overlap(bc, bs):
+        verdict = ("the intervals do not overlap: B_crit and B_simple grow at "
+                   "different rates.")
+    elif flat:
+        verdict = (f"the intervals overlap, but {' and '.join(flat)}'s "
+                   f"{'contains' if len(flat) == 1 else 'contain'} 0: no growth is "
+                   "resolved there, so the two rates cannot be told apart.")
+    else:
+        verdict = "the intervals overlap: B_crit grows like B_simple within the noise."
+    return (f"{game}: B_crit against the target return has exponent "
+            f"{format_value(bc['value'])} [{format_value(bc['lo'])}, "
+            f"{format_value(bc['hi'])}], B_simple (total loss) against the "
+            f"smoothed return {format_value(bs['value'])} "
+            f"[{format_value(bs['lo'])}, {format_value(bs['hi'])}]: " + verdict)
+
+
+def _power_law_section(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any],
+                       parts: Mapping[tuple[str, str], Part]) -> Section | None:
+    out = Path(plan.out)
+    rows, words, figures = [], [], []
+    for g in plan.games:
+        mine = df[(df["task"] == g.game) & df["quantity"].isin(POWER_LAW_QUANTITIES)]
+        if mine.empty:
+            continue
+        rec = {"task": g.game}
+        for _, r in mine.iterrows():
+            rec[r["quantity"] + (f" ({r['term']})" if r["term"] else "")] = _cell(r)
+        rows.append(rec)
+        said = _exponents_in_words(df, g.game)
+        if said is not None:
+            words.append(said)
+        laws, pts, noise, noise_pts = power_laws(g.game, parts, fits, plan.n_boot)
+        if len(pts) or len(noise_pts):
+            path = plot_power_laws(out / "plots" / f"power_laws_{slug(g.game)}.png", g.game,
+                                   laws, pts, noise, noise_pts)
+            figures.append(Figure(path, f"{g.game}: B_crit, S_min, E_min against the target "
+                                        "return, and B_simple against the smoothed return, "
+                                        "log-log, with the fitted power laws"))
+    if not rows:
+        return None
+    return Section(
+        "Power laws in performance", paragraphs=words,
+        tables=[(pd.DataFrame(rows).fillna(""), "power-laws")], figures=figures,
+        notes=["Exponent k of y = c x^k, with its 95% seed-bootstrap interval; x is the "
+               "return itself (the target return for B_crit, S_min and E_min, the smoothed "
+               "return for B_simple), the same axis for both, so the exponents compare "
+               "directly. A fit is refused (with the reason in the results table) below 3 "
+               "points or when x spans less than a factor 2. See docs/scaling-laws.md."])
+
+
+def _sharpness_words(sharp: pd.DataFrame) -> list[str]:
+    words = []
+    for _, r in sharp.iterrows():
+        what = r["quantity"][: -len("_trend")].replace("_", " ")
+        term = f" ({r['term']} loss)" if r["term"] else ""
+        verdict = str(r["note"]).split(":")[0]
+        words.append(f"{r['task']}, {what}{term}: {verdict} (slope per doubling "
+                     f"{format_value(r['value'])}, 95% [{format_value(r['lo'])}, "
+                     f"{format_value(r['hi'])}]).")
+    return words
+
+
+def _sharpness_figures(plan: StudyPlan, parts: Mapping[tuple[str, str], Part]) -> list[Figure]:
+    out = Path(plan.out)
+    figures = []
+    for g in plan.games:
+        path = parts[("sweep", g.game)].out / SHARPNESS_FILE if ("sweep", g.game) in \
+            parts else None
+        if path is not None and path.exists():
+            figures.append(Figure(plot_sharpness(
+                out / "plots" / f"sharpness_{slug(g.game)}.png", pd.read_csv(path),
+                x="rollout_batch_size", title=f"{g.game}: PPO loss at the final checkpoint",
+                eps=SHARPNESS_EPS), f"{g.game}: sharpness of the PPO loss (policy, value) "
+                "at each sweep run's final checkpoint against the rollout batch size"))
+    sup = out / "supervised" / SHARPNESS_FILE
+    if sup.exists():
+        figures.append(Figure(plot_sharpness(
+            out / "plots" / "sharpness_digits.png", pd.read_csv(sup), x="batch_size",
+            title="digits: same epochs at every batch size", eps=SHARPNESS_EPS, gap=True),
+            "digits: sharpness of the training loss and the generalization gap against "
+            "the batch size (Keskar et al.'s claim: larger batches, sharper minima, "
+            "larger gap)"))
+    return figures
+
+
+def _sharpness_section(plan: StudyPlan, df: pd.DataFrame,
+                       parts: Mapping[tuple[str, str], Part]) -> Section | None:
+    sharp = df[df["quantity"].str.endswith("_trend")]
+    if not len(sharp):
+        return None
+    per_b = df[df["batch_size"].notna()]
+    table = per_b.assign(cell=[_cell(r) for _, r in per_b.iterrows()])[
+        ["task", "term", "quantity", "batch_size", "cell", "n"]].rename(
+        columns={"cell": "mean [+- 1 s.e.]", "n": "repeats"})
+    return Section(
+        "Sharpness against batch size", paragraphs=_sharpness_words(sharp),
+        tables=[(table, "sharpness")], figures=_sharpness_figures(plan, parts),
+        notes=["RL: the PPO loss at each sweep run's final checkpoint (seed 0), on fresh "
+               "rollouts of its policy; supervised: the training loss of the digits "
+               "classifier after the same number of epochs at each batch size (larger "
+               "batches take fewer steps and may not have converged). Top eigenvalue: "
+               "power iteration on Hessian-vector products; eps-sharpness: Keskar et "
+               "al.'s, by projected gradient ascent. Numbers of repeats, samples and "
+               "steps: the note column of the results table; see docs/sharpness.md."])
+
+
+def scaling_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
+                     ) -> list[Section]:
+    """The power-law exponents per game side by side, and sharpness against batch size,
+    with what they show in words; every number from the results table ``df``."""
+
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    sections = [_power_law_section(plan, df, fits, parts), _sharpness_section(plan, df, parts)]
+    return [s for s in sections if s is not None]
