@@ -15,19 +15,20 @@ from rich.table import Table
 import envs
 from envs.registry import load_entry_points
 from rl import bench
-from rl.cli import adaptive as adaptive_cmd
-from rl.cli import compare as compare_cmd
-from rl.cli import gns as gns_cmd
-from rl.cli import sharpness as sharpness_cmd
-from rl.cli import sweep as sweep_cmd
-from rl.cli import train as train_cmd
+from rl.cli.adaptive import add_parser as add_adaptive_parser
 from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
+from rl.cli.gns import add_parser as add_gns_parser
 from rl.cli.output import CLIError, console, err_console, print_table
+from rl.cli.sharpness import add_parser as add_sharpness_parser
+from rl.cli.sweep import add_parser as add_sweep_parser
+from rl.cli.train import add_parser as add_train_parser
 from rl.study.plan import build_plan
 
-# Modules that add their own subcommands: each defines add_parser(subparsers).
-COMMAND_MODULES = [train_cmd, adaptive_cmd, gns_cmd, sweep_cmd, compare_cmd, sharpness_cmd]
+# Each command module adds its own subcommands through its add_parser(subparsers).
+COMMAND_PARSERS = [add_train_parser, add_adaptive_parser, add_gns_parser, add_sweep_parser,
+                   add_compare_parser, add_sharpness_parser]
 
 
 # --- rlscale envs ------------------------------------------------------------------------
@@ -115,8 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no progress display")
         sp.set_defaults(func=cmd_bench)
 
-    for module in COMMAND_MODULES:
-        module.add_parser(sub)
+    for add_parser in COMMAND_PARSERS:
+        add_parser(sub)
 
     p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)",
                        description="A cpu-quick study (rlscale compare --suite demo): CartPole "

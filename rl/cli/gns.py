@@ -73,8 +73,10 @@ def cmd_supervised(args) -> int:
     return 0
 
 
-def plot_segments(table, path: Path, title: str) -> Path:
-    """B_simple per segment and term (95% bars; open-ended where unresolved), and the return."""
+def plot_b_simple(table, path: Path, title: str, *, x: str, xlabel: str,
+                  offsets=(0.0, 0.0, 0.0), line: str = "o") -> Path:
+    """B_simple per term against column ``x`` (95% bars; open-ended where unresolved), and
+    the smoothed return on a second axis."""
     import matplotlib  # lazy: slow import, figures only
 
     matplotlib.use("Agg")
@@ -84,21 +86,21 @@ def plot_segments(table, path: Path, title: str) -> Path:
     finite = finite[np.isfinite(finite)]
     cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for offset, (term, part) in zip((-0.15, 0.0, 0.15), table.groupby("term", sort=False),
-                                    strict=False):
-        x = part["segment"].to_numpy(float) + offset
+    for offset, (term, part) in zip(offsets, table.groupby("term", sort=False), strict=False):
+        xs = part[x].to_numpy(float) + offset
         b = part["b_simple"].to_numpy(float)
         lo = np.nan_to_num(part["b_simple_lo"].to_numpy(float), nan=0.0)
         hi = np.nan_to_num(part["b_simple_hi"].to_numpy(float), nan=cap, posinf=cap)
-        ax.errorbar(x, b, yerr=[b - lo, hi - b], fmt="o", capsize=3, label=term)
+        ax.errorbar(xs, b, yerr=[np.maximum(b - lo, 0), np.maximum(hi - b, 0)], fmt=line,
+                    capsize=3, label=term)
     ax.set_yscale("log")
-    ax.set_xlabel("segment of the run (measurements in order)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("B_simple (agent steps)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     first = table[table["term"] == table["term"].iloc[0]]
     twin = ax.twinx()
-    twin.plot(first["segment"], first["return_recent"], "k--", lw=1, label="return")
+    twin.plot(first[x], first["return_recent"], "k--", lw=1)
     twin.set_ylabel("smoothed return (dashed)")
     ax.legend(loc="upper left")
     fig.tight_layout()
@@ -122,44 +124,12 @@ def cmd_run(args) -> int:
     out = Path(args.out) if args.out else Path("results/gns/run") / run.path.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "gns_segments.csv", table.to_csv(index=False))
-    plot_segments(table, out / "gns_segments.png", f"{run.path.name}: B_simple per segment")
+    plot_b_simple(table, out / "gns_segments.png", f"{run.path.name}: B_simple per segment",
+                  x="segment", xlabel="segment of the run (measurements in order)",
+                  offsets=(-0.15, 0.0, 0.15))
     console.print("B_simple in agent steps; 95% Fieller intervals (hi = inf: mean |G|^2 not "
                   f"resolved above zero). results: {out}")
     return 0
-
-
-def plot_checkpoints(table, path: Path, title: str) -> Path:
-    """B_simple per checkpoint and term against agent steps (95% bars), and the return."""
-    import matplotlib  # lazy: slow import, figures only
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # lazy: slow import, figures only
-
-    finite = table[["b_simple", "b_simple_hi"]].to_numpy(float)
-    finite = finite[np.isfinite(finite)]
-    cap = 10 * float(finite.max()) if finite.size else 1e6  # where unbounded bars end
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for term, part in table.groupby("term", sort=False):
-        x = part["agent_steps"].to_numpy(float)
-        b = np.nan_to_num(part["b_simple"].to_numpy(float), nan=cap)
-        lo = np.nan_to_num(part["b_simple_lo"].to_numpy(float), nan=0.0)
-        hi = np.nan_to_num(part["b_simple_hi"].to_numpy(float), nan=cap, posinf=cap)
-        ax.errorbar(x, b, yerr=[np.maximum(b - lo, 0), np.maximum(hi - b, 0)], fmt="o-",
-                    capsize=3, label=term)
-    ax.set_yscale("log")
-    ax.set_xlabel("agent steps at the checkpoint")
-    ax.set_ylabel("B_simple (agent steps)")
-    ax.set_title(title, fontsize=10)
-    ax.grid(alpha=0.3)
-    first = table[table["term"] == table["term"].iloc[0]]
-    twin = ax.twinx()
-    twin.plot(first["agent_steps"], first["return_recent"], "k--", lw=1)
-    twin.set_ylabel("smoothed return (dashed)")
-    ax.legend(loc="upper left")
-    fig.tight_layout()
-    save_figure(fig, path, dpi=100)
-    plt.close(fig)
-    return path
 
 
 def cmd_checkpoints(args) -> int:
@@ -186,8 +156,9 @@ def cmd_checkpoints(args) -> int:
                    "b_simple_lo", "b_simple_hi", "negative_g2_fraction", "seconds"]]
     print_table(shown, title=f"{run.path}: B_simple at checkpoints, measuring batch "
                 f"{cfg.measuring_batch_size:,} x {cfg.repeats} repeats")
-    plot_checkpoints(table, out / "checkpoints.png", f"{run.path.name}: B_simple at checkpoints "
-                     f"(batch {cfg.measuring_batch_size:,} x {cfg.repeats})")
+    plot_b_simple(table, out / "checkpoints.png", f"{run.path.name}: B_simple at checkpoints "
+                  f"(batch {cfg.measuring_batch_size:,} x {cfg.repeats})", x="agent_steps",
+                  xlabel="agent steps at the checkpoint", line="o-")
     console.print("B_simple in agent steps; 95% Fieller intervals over the repeats (hi = inf: "
                   f"mean |G|^2 not resolved above zero); seconds per checkpoint. results: {out}")
     return 0

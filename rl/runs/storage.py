@@ -810,9 +810,6 @@ class RunDir:
         _fsync_dir(self.checkpoint_dir)
         return target
 
-    def _load_checkpoint_file(self, path: Path, map_location: Any) -> tuple[dict[str, Any], int]:
-        return load_checkpoint_file(path, map_location)
-
     def load_latest_checkpoint(
         self, map_location: Any = None, *, required: Iterable[str] = ()
     ) -> tuple[dict[str, Any], int] | None:
@@ -840,7 +837,7 @@ class RunDir:
                 warnings.warn(f"checkpoint {path} named in {LATEST_FILE} is missing", stacklevel=2)
                 continue
             try:
-                state, iteration = self._load_checkpoint_file(path, map_location)
+                state, iteration = load_checkpoint_file(path, map_location)
             except UnsafeCheckpointError:
                 raise
             except Exception as err:  # a torn or corrupt file: try the next one
