@@ -1,19 +1,24 @@
 #!/usr/bin/env bash
-# The prepared GPU check (one device call, under 10 minutes; see docs/learning-parity.md and
-# RESULTS.md). On the lent machine, from the repository root, with the wheels of
+# The prepared GPU check: one device call, at most about 7.5 minutes (each step has a limit).
+# On the lent machine (it has torch and pytest), from the repository root, with the wheels of
 # scripts/fetch_gpu_wheels.sh carried in .whl:
-#     bash scripts/gpu_check.sh            # writes logs and tables under $OUT
-# Here, to check the script itself on the CPU in a minute: DEVICE=cpu QUICK=1 OUT=/tmp/g bash scripts/gpu_check.sh
-# It runs, in order, each step bounded in time so that later steps still run:
-#   1. the GPU path of the trainer: Breakout 8x128 (ale-py backend: envpool is too large to
-#      carry) for 200k agent steps, fp32, then a few iterations with --bf16 and --compile;
-#   2. rlscale bench scaling on the device: end-to-end PPO against env-only stepping;
-#   3. the Breakout critical-batch sweep (examples/sweeps/breakout.toml) until the time is up;
-#      its folder comes back as a tarball to continue on any machine (rlscale sweep --out).
+#     bash scripts/gpu_check.sh                 # writes at most 8 files under $OUT
+# Dry run on the CPU at toy size (5 minutes on the 2-core development machine under load):
+#     DEVICE=cpu QUICK=1 OUT=/tmp/gpu_check bash scripts/gpu_check.sh
+# Steps, in order:
+#   1. the GPU tests (pytest -m gpu: PPO on CUDA for CartPole and Breakout, bf16 autocast,
+#      torch.compile, host-to-device copies, the noise scale on CUDA against the CPU's);
+#   2. a few minutes of Breakout 8x128 (ale-py backend: envpool is too large to carry) with
+#      the noise scale measured every iteration, and its per-segment table (rlscale gns run);
+#   3. rlscale bench scaling on the device at 64..512 environments;
+#   4. only with SWEEP_S set: the Breakout critical-batch sweep for that many seconds; its
+#      folder comes back as a tarball to continue anywhere (rlscale sweep --out).
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:?set OUT to a results folder}
+SWEEP_S=${SWEEP_S:-0}
 mkdir -p "$OUT"
+WORK=$(mktemp -d /tmp/gpu_check.XXXX)
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
     --target /tmp/site .whl/*.whl || exit 1
@@ -22,30 +27,50 @@ else
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 fi
 export PYTHONUNBUFFERED=1
-RL="python3 -c 'import sys; from rl.cli import main; sys.exit(main())'"
-if [ -n "${QUICK:-}" ]; then STEPS=4096; FEW=2048; SWEEP_S=40; BENCH="--num-envs 8 --iterations 1 --repeats 1"
-else STEPS=200k; FEW=8192; SWEEP_S=300; BENCH="--num-envs 8,32,128 --iterations 2 --repeats 2"; fi
-step() { echo "== $1"; shift; local t0=$SECONDS; "$@"; echo "== rc=$? in $((SECONDS - t0)) s"; }
+PY=${PY:-python3}
+RL="$PY -c 'import sys; from rl.cli import main; sys.exit(main())'"
+if [ -n "${QUICK:-}" ]; then
+  TRAIN_STEPS=8192; TRAIN_S=120; NUM_ENVS=8,16; BENCH_STEPS=8; BENCH_S=120
+else
+  TRAIN_STEPS=300k; TRAIN_S=120; NUM_ENVS=64,128,256,512; BENCH_STEPS=32; BENCH_S=120
+fi
+LOG="$OUT/log.txt"
+step() { echo "== $1" | tee -a "$LOG"; shift; local t0=$SECONDS
+         "$@" >>"$LOG" 2>&1; local rc=$?
+         echo "== rc=$rc in $((SECONDS - t0)) s" | tee -a "$LOG"; }
 
 {
   date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null
   lscpu | grep -E '^Model name|^CPU\(s\)'
-  python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
+  $PY -c 'import torch; print("torch", torch.__version__, "cuda", torch.cuda.is_available())'
   git log -1 --format='commit %H' 2>/dev/null
 } > "$OUT/machine.txt" 2>&1
 cat "$OUT/machine.txt"
 
-step "train fp32" timeout 150 bash -c "$RL train --env Breakout --backend ale --device $DEVICE \
-  --total-agent-steps $STEPS --gns-every 1 --run-dir /tmp/gpu/fp32 --quiet" 2>&1 | tee "$OUT/train.log"
-cp /tmp/gpu/fp32/metrics.jsonl "$OUT/train_fp32_metrics.jsonl" 2>/dev/null
-for opt in bf16 compile; do
-  [ "$DEVICE" = cpu ] && continue  # both are CUDA-only options
-  step "train $opt" timeout 90 bash -c "$RL train --env Breakout --backend ale --device $DEVICE \
-    --total-agent-steps $FEW --$opt --run-dir /tmp/gpu/$opt --quiet" 2>&1 | tee -a "$OUT/train.log"
-done
-step "bench scaling" timeout 120 bash -c "$RL bench scaling --envs Breakout --backend ale \
-  --device $DEVICE $BENCH --out $OUT --quiet" 2>&1 | tee "$OUT/bench.log"
-step "sweep" timeout "$SWEEP_S" bash -c "$RL sweep examples/sweeps/breakout.toml --parallel 4 \
-  --train device=$DEVICE --train backend=ale --out /tmp/gpu/sweep --quiet" 2>&1 | tail -40 > "$OUT/sweep.log"
-tar -czf "$OUT/sweep.tgz" -C /tmp/gpu sweep 2>/dev/null
+# 1. The GPU tests (on the CPU dry run they run on the CPU: RLSCALE_GPU_TEST_DEVICE).
+step "gpu tests" timeout 180 env RLSCALE_GPU_TEST_DEVICE="$DEVICE" $PY -m pytest -q -m gpu \
+  -p no:cacheprovider tests/rl/train/test_cuda.py tests/rl/measure/test_cuda_noise.py
+
+# 2. Breakout with the noise scale every iteration; the run stops at its time limit, and the
+#    metrics written so far are the result.
+step "train Breakout (noise scale every iteration)" timeout "$TRAIN_S" bash -c "$RL train \
+  --env Breakout --backend ale --device $DEVICE --num-envs 8 --num-steps 128 \
+  --total-agent-steps $TRAIN_STEPS --gns-every 1 --run-dir $WORK/breakout --quiet"
+cp "$WORK/breakout/metrics.jsonl" "$OUT/breakout_metrics.jsonl" 2>/dev/null
+step "gns run" bash -c "$RL gns run $WORK/breakout --out $WORK/gns"
+cp "$WORK"/gns/gns_segments.csv "$WORK"/gns/gns_segments.png "$OUT/" 2>/dev/null
+
+# 3. End-to-end PPO against env-only stepping on the device.
+step "bench scaling" timeout "$BENCH_S" bash -c "$RL bench scaling --envs Breakout --backend ale \
+  --device $DEVICE --num-envs $NUM_ENVS --num-steps $BENCH_STEPS --iterations 2 --repeats 1 \
+  --out $WORK/bench --quiet"
+cp "$WORK"/bench/scaling.csv "$WORK"/bench/scaling.json "$OUT/" 2>/dev/null
+
+# 4. Optional: the Breakout sweep.
+if [ "$SWEEP_S" -gt 0 ]; then
+  step "sweep" timeout "$SWEEP_S" bash -c "$RL sweep examples/sweeps/breakout.toml --parallel 4 \
+    --train device=$DEVICE --train backend=ale --out $WORK/sweep --quiet"
+  tar -czf "$OUT/sweep.tgz" -C "$WORK" sweep 2>/dev/null
+fi
+grep -E '[0-9]+ (passed|failed|error)' "$LOG" | tail -3  # the GPU tests' summary
 ls -la "$OUT"

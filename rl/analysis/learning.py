@@ -68,12 +68,18 @@ class LearningBenchConfig:
     """Bootstrap resamples of the seeds."""
     ci: float = 0.95
     """Confidence level of the intervals."""
+    span: int = 0
+    """Compare over the first this many agent steps, with the runs that reached it (0: the
+    longest span that every run reached)."""
 
     def validate(self) -> None:
         for name in ("num_envs", "num_steps", "total_agent_steps", "return_window", "n_boot"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.span, bool) or not isinstance(self.span, int) or self.span < 0:
+            raise ValueError(f"span must be an integer >= 0 (0: the span every run reached), "
+                             f"got {self.span!r}")
         if not 0.0 < self.ci < 1.0:
             raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {self.ci}")
         self.seed_list()
@@ -314,16 +320,24 @@ def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
 
 
 def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
-                 n_boot: int = 2000, seed: int = 0) -> tuple[pd.DataFrame, dict]:
+                 n_boot: int = 2000, seed: int = 0, span: int = 0
+                 ) -> tuple[pd.DataFrame, dict]:
     """Per implementation: seeds, final smoothed return and AUC with seed-bootstrap intervals.
 
     Runs are compared over the longest agent-step span every run has reached (the budget,
-    once all are finished). Returns (table, verdict) where verdict has ``span``,
-    ``verdict`` (parity / differ / undecided) and ``reason``.
+    once all are finished), or over the first ``span`` agent steps with only the runs that
+    reached it. Returns (table, verdict) where verdict has ``span``, ``verdict`` (parity /
+    differ / undecided), ``reason`` and ``left_out`` (runs short of ``span``).
     """
     if not runs:
         raise ValueError("no runs to compare: train some first (rlscale bench learning)")
-    span = int(min(df["agent_steps"].max() for df in runs.values()))
+    reached = {key: int(df["agent_steps"].max()) for key, df in runs.items()}
+    left_out = sorted(key for key, steps in reached.items() if steps < span)
+    if span and len(left_out) == len(runs):
+        raise ValueError(f"no run reached {span:,} agent steps (the longest reached "
+                         f"{max(reached.values()):,}); lower --span or train longer")
+    runs = {key: df for key, df in runs.items() if key not in left_out}
+    span = span or min(reached[key] for key in runs)
     rng = np.random.default_rng(seed)
     rows, intervals = [], {}
     for impl in IMPLS:
@@ -352,7 +366,8 @@ def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
         verdict = "parity" if all(overlaps.values()) else "differ"
         reason = "; ".join(f"{k}: intervals {'overlap' if v else 'do not overlap'}"
                            for k, v in overlaps.items())
-    return table, {"span": span, "verdict": verdict, "reason": reason}
+    return table, {"span": span, "verdict": verdict, "reason": reason,
+                   "left_out": [f"{impl}-seed{k}" for impl, k in left_out]}
 
 
 def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: str) -> Path:
@@ -395,11 +410,13 @@ def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
                 if progress is not None:
                     progress()
     runs = load_runs(cfg.runs_dir())
-    table, verdict = parity_table(runs, cfg.ci, cfg.n_boot)
+    table, verdict = parity_table(runs, cfg.ci, cfg.n_boot, span=cfg.span)
     table["verdict"] = verdict["verdict"]
+    short = (f" (left out, short of it: {', '.join(verdict['left_out'])})"
+             if verdict["left_out"] else "")
     table.attrs["note"] = (f"verdict: {verdict['verdict']} ({verdict['reason']}); compared "
-                           f"over the first {verdict['span']:,} agent steps; returns are "
-                           "full games, unclipped, smoothed over the last "
+                           f"over the first {verdict['span']:,} agent steps{short}; returns "
+                           "are full games, unclipped, smoothed over the last "
                            f"{cfg.return_window} games; plot: {cfg.runs_dir() / 'learning.png'}")
     plot_learning(runs, cfg.runs_dir() / "learning.png",
                   f"{cfg.env}: ours vs SB3 PPO, {cfg.num_envs}x{cfg.num_steps}, "

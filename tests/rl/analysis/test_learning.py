@@ -82,7 +82,14 @@ def test_parity_compares_over_the_span_every_run_reached():
     runs = _runs({"ours": [10, 10], "sb3": [10, 10]})
     runs[("sb3", 1)] = runs[("sb3", 1)].iloc[:20]  # a run still going
     _, v = parity_table(runs)
-    assert v["span"] == 20 * 1024
+    assert v["span"] == 20 * 1024 and v["left_out"] == []
+    # A longer span compares the runs that reached it and names the others.
+    table, v = parity_table(runs, span=30 * 1024)
+    assert v["span"] == 30 * 1024 and v["left_out"] == ["sb3-seed1"]
+    assert dict(zip(table["impl"], table["seeds"], strict=True)) == {"ours": 2, "sb3": 1}
+    assert v["verdict"] == "undecided"
+    with pytest.raises(ValueError, match="no run reached 40,960 agent steps"):
+        parity_table(runs, span=40 * 1024)
 
 
 def test_parity_table_without_runs_is_a_clear_error():
@@ -93,7 +100,7 @@ def test_parity_table_without_runs_is_a_clear_error():
 def test_config_errors():
     for kwargs, match in (({"seeds": "0,a"}, "seeds"), ({"seeds": "1,1"}, "distinct"),
                           ({"impls": "ours,rllib"}, "impls"), ({"ci": 1.5}, "ci"),
-                          ({"n_boot": 0}, "n_boot")):
+                          ({"n_boot": 0}, "n_boot"), ({"span": -1}, "span")):
         with pytest.raises(ValueError, match=match):
             LearningBenchConfig(**kwargs).validate()
 
