@@ -3,7 +3,7 @@
 ``rlscale bench learning`` trains both implementations (N seeds each) into resumable run
 directories ``<runs>/<impl>-seed<k>`` and compares the full-game unclipped return,
 smoothed over the last ``return_window`` games, against agent steps: the final smoothed
-return and the area under the curve, each with a bootstrap interval over seeds.
+return and the area under the curve, each with a t interval over seeds, and a Welch test.
 Protocol and what still differs between the two: docs/learning-parity.md.
 """
 
@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
+from scipy import stats
 
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
@@ -64,16 +65,15 @@ class LearningBenchConfig:
     ours (0.5 x mean squared error) does."""
     return_window: int = 20
     """Games in the smoothed return."""
-    n_boot: int = 2000
-    """Bootstrap resamples of the seeds."""
     ci: float = 0.95
-    """Confidence level of the intervals."""
+    """Confidence level of the intervals; the verdict's test runs at (1 - ci) / 2 per
+    measure."""
     span: int = 0
     """Compare over the first this many agent steps, with the runs that reached it (0: the
     longest span that every run reached)."""
 
     def validate(self) -> None:
-        for name in ("num_envs", "num_steps", "total_agent_steps", "return_window", "n_boot"):
+        for name in ("num_envs", "num_steps", "total_agent_steps", "return_window"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -299,10 +299,15 @@ def run_measures(df: pd.DataFrame, span: int) -> dict[str, float]:
             "games": float(df["episodes_total"].iloc[-1])}
 
 
-def bootstrap_mean_interval(values, ci: float, n_boot: int, rng: np.random.Generator):
-    """(mean, lo, hi): percentile bootstrap of the mean over the values (seeds).
+MEASURES = ("final_return", "auc_mean_return")
 
-    With fewer than 2 values the interval is undefined (nan, nan).
+
+def mean_interval(values, ci: float) -> tuple[float, float, float]:
+    """(mean, lo, hi): Student-t interval of the mean over the values (one per seed).
+
+    Exact for normal data at any number of seeds; a percentile bootstrap is not used because
+    with few seeds it undercovers badly (with 2 seeds its interval is the range of the two,
+    which holds the mean only half the time). Fewer than 2 values: (mean, nan, nan).
     """
     v = np.asarray(values, dtype=float)
     v = v[np.isfinite(v)]
@@ -310,24 +315,36 @@ def bootstrap_mean_interval(values, ci: float, n_boot: int, rng: np.random.Gener
         return math.nan, math.nan, math.nan
     if v.size < 2:
         return float(v.mean()), math.nan, math.nan
-    means = rng.choice(v, size=(n_boot, v.size), replace=True).mean(axis=1)
-    alpha = (1.0 - ci) / 2
-    return float(v.mean()), float(np.quantile(means, alpha)), float(np.quantile(means, 1 - alpha))
+    half = stats.t.ppf(0.5 + ci / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
+    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
 
 
-def _overlap(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    return a[0] <= b[1] and b[0] <= a[1]
+def welch_difference(a, b, ci: float) -> dict[str, float]:
+    """Welch's two-sample t-test of mean(b) - mean(a): the difference, its interval, p."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    diff = float(b.mean() - a.mean())
+    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+    se = math.sqrt(va + vb)
+    if se == 0.0:  # no spread at all: any difference is exact
+        return {"difference": diff, "lo": diff, "hi": diff, "p_value": float(diff == 0.0)}
+    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+    half = stats.t.ppf(0.5 + ci / 2, dof) * se
+    p = 2 * stats.t.sf(abs(diff) / se, dof)
+    return {"difference": diff, "lo": diff - half, "hi": diff + half, "p_value": float(p)}
 
 
 def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
-                 n_boot: int = 2000, seed: int = 0, span: int = 0
-                 ) -> tuple[pd.DataFrame, dict]:
-    """Per implementation: seeds, final smoothed return and AUC with seed-bootstrap intervals.
+                 span: int = 0) -> tuple[pd.DataFrame, dict]:
+    """Per implementation: seeds, final smoothed return and AUC with t intervals over seeds.
 
     Runs are compared over the longest agent-step span every run has reached (the budget,
     once all are finished), or over the first ``span`` agent steps with only the runs that
-    reached it. Returns (table, verdict) where verdict has ``span``, ``verdict`` (parity /
-    differ / undecided), ``reason`` and ``left_out`` (runs short of ``span``).
+    reached it. The verdict is Welch's t-test of each measure at level (1 - ci) / 2
+    (Bonferroni over the two measures): ``differ`` if either rejects, ``no difference
+    detected`` if neither does (with few seeds the test has little power: read the
+    difference intervals), ``undecided`` below 2 seeds per implementation. Returns (table,
+    verdict) where verdict has ``span``, ``verdict``, ``reason``, ``tests`` (per measure:
+    difference sb3 - ours, its ci interval, p) and ``left_out`` (runs short of ``span``).
     """
     if not runs:
         raise ValueError("no runs to compare: train some first (rlscale bench learning)")
@@ -338,35 +355,39 @@ def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
                          f"{max(reached.values()):,}); lower --span or train longer")
     runs = {key: df for key, df in runs.items() if key not in left_out}
     span = span or min(reached[key] for key in runs)
-    rng = np.random.default_rng(seed)
-    rows, intervals = [], {}
+    rows, per_seed = [], {}
     for impl in IMPLS:
         measures = [run_measures(df, span) for (i, _), df in sorted(runs.items()) if i == impl]
         if not measures:
             continue
         row = {"impl": impl, "seeds": len(measures), "agent_steps": span}
-        for key in ("final_return", "auc_mean_return"):
-            mean, lo, hi = bootstrap_mean_interval([m[key] for m in measures], ci, n_boot, rng)
+        for key in MEASURES:
+            per_seed[(impl, key)] = [m[key] for m in measures]
+            mean, lo, hi = mean_interval(per_seed[(impl, key)], ci)
             row.update({key: mean, f"{key}_lo": lo, f"{key}_hi": hi})
-            intervals[(impl, key)] = (lo, hi)
         row["games_per_run"] = float(np.mean([m["games"] for m in measures]))
         rows.append(row)
     table = pd.DataFrame(rows)
     impls = list(table["impl"])
+    tests: dict[str, dict[str, float]] = {}
     if impls != list(IMPLS):
         verdict = "undecided"
         reason = f"only {', '.join(impls)} has runs; both implementations are needed"
     elif table["seeds"].min() < 2:
         verdict = "undecided"
-        reason = ("seed intervals need >= 2 seeds per implementation (have "
+        reason = ("the test needs >= 2 seeds per implementation (have "
                   + ", ".join(f"{r.impl}: {r.seeds}" for r in table.itertuples()) + ")")
     else:
-        overlaps = {key: _overlap(intervals[("ours", key)], intervals[("sb3", key)])
-                    for key in ("final_return", "auc_mean_return")}
-        verdict = "parity" if all(overlaps.values()) else "differ"
-        reason = "; ".join(f"{k}: intervals {'overlap' if v else 'do not overlap'}"
-                           for k, v in overlaps.items())
-    return table, {"span": span, "verdict": verdict, "reason": reason,
+        level = (1.0 - ci) / len(MEASURES)
+        tests = {key: welch_difference(per_seed[("ours", key)], per_seed[("sb3", key)], ci)
+                 for key in MEASURES}
+        verdict = ("differ" if any(t["p_value"] < level for t in tests.values())
+                   else "no difference detected")
+        reason = "; ".join(
+            f"{key}: sb3 - ours = {t['difference']:.2f} [{t['lo']:.2f}, {t['hi']:.2f}], "
+            f"Welch p = {t['p_value']:.3f}" for key, t in tests.items()
+        ) + f" (differ: p < {level:g} for either)"
+    return table, {"span": span, "verdict": verdict, "reason": reason, "tests": tests,
                    "left_out": [f"{impl}-seed{k}" for impl, k in left_out]}
 
 
@@ -410,7 +431,7 @@ def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
                 if progress is not None:
                     progress()
     runs = load_runs(cfg.runs_dir())
-    table, verdict = parity_table(runs, cfg.ci, cfg.n_boot, span=cfg.span)
+    table, verdict = parity_table(runs, cfg.ci, span=cfg.span)
     table["verdict"] = verdict["verdict"]
     short = (f" (left out, short of it: {', '.join(verdict['left_out'])})"
              if verdict["left_out"] else "")
