@@ -67,10 +67,10 @@ class CheckpointNoiseConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if isinstance(self.warmup_rollouts, bool) or not isinstance(self.warmup_rollouts, int) \
-                or self.warmup_rollouts < 0:
-            raise ValueError(f"warmup_rollouts must be an integer >= 0, got "
-                             f"{self.warmup_rollouts!r}")
+        for name in ("warmup_rollouts", "seed"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
         if self.groups < 2 or self.num_envs % self.groups:
             raise ValueError(
                 f"groups must be >= 2 and divide num_envs (the split is along environments), got "

@@ -46,6 +46,31 @@ def interleaved(
     return samples
 
 
+def check_ints(cfg, positive: tuple[str, ...] = (), nonnegative: tuple[str, ...] = ()) -> None:
+    """ValueError naming the first of these fields of ``cfg`` that is not a positive (or
+    a >= 0) integer."""
+    for names, low, what in ((positive, 1, "a positive integer"),
+                             (nonnegative, 0, "an integer >= 0")):
+        for name in names:
+            v = getattr(cfg, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be {what}, got {v!r}")
+
+
+def int_list(cfg, name: str, example: str) -> list[int]:
+    """The positive integers of ``cfg``'s comma-separated text field ``name``; ValueError
+    naming it if there are none or one is not a positive integer."""
+    text = getattr(cfg, name)
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise ValueError(f"{name} must be comma-separated positive integers (e.g. {example}), "
+                         f"got {text!r}")
+    return values
+
+
 def write_results(df: pd.DataFrame, out_dir: Path, suite: str, config) -> Path:
     """Write ``<suite>.csv`` and ``<suite>.json`` (config + machine) atomically."""
 

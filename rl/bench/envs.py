@@ -13,7 +13,7 @@ import pandas as pd
 
 import envs
 from envs.make import _BACKEND_PACKAGES, ATARI_BACKENDS, GYM_BACKENDS
-from rl.bench.common import interleaved
+from rl.bench.common import check_ints, int_list, interleaved
 
 
 @dataclass
@@ -36,6 +36,10 @@ class EnvBenchConfig:
     """Untimed vector steps after reset."""
     seed: int = 0
     """Base seed."""
+
+    def validate(self) -> None:
+        check_ints(self, positive=("steps", "repeats"), nonnegative=("warmup_steps", "seed"))
+        int_list(self, "num_envs", "1,8,32")
 
 
 def time_env(env_id: str, backend: str, num_envs: int, cfg: EnvBenchConfig) -> float:
@@ -70,6 +74,7 @@ def backends_for(env_id: str) -> list[str]:
 
 
 def bench_envs(cfg: EnvBenchConfig, progress=None) -> pd.DataFrame:
+    cfg.validate()
     backends = [b.strip() for b in cfg.backends.split(",") if b.strip()] or backends_for(cfg.env)
     counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
     if not backends or not counts:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from agents import PPOConfig
-from rl.bench.common import interleaved
+from rl.bench.common import check_ints, int_list, interleaved
 from rl.runs.storage import load_metrics
 from rl.train.config import TrainConfig
 from rl.train.launch import train
@@ -41,6 +41,17 @@ class GNSBenchConfig:
     seed: int = 0
     """Seed of every run."""
 
+    def validate(self) -> None:
+        check_ints(self, positive=("num_envs", "num_steps", "repeats"), nonnegative=("seed",))
+        g = self.gns_groups
+        if isinstance(g, bool) or not isinstance(g, int) or g < 2:
+            raise ValueError(f"gns_groups must be an integer >= 2, got {g!r}")
+        int_list(self, "iterations", "40,3")
+        items = [c.strip() for c in self.cadences.split(",") if c.strip()]
+        if not items or not all(c == "default" or c.isdigit() for c in items):
+            raise ValueError(f"cadences must be comma-separated gns_every values, integers "
+                             f">= 0 or default (e.g. 0,default,1), got {self.cadences!r}")
+
 
 def _cadences(cfg: GNSBenchConfig) -> list[int]:
     out = []
@@ -68,6 +79,7 @@ def _time_run(env: str, iterations: int, every: int, cfg: GNSBenchConfig) -> dic
 
 
 def bench_gns(cfg: GNSBenchConfig, progress=None) -> pd.DataFrame:
+    cfg.validate()
     env_names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
     iters = [int(n) for n in cfg.iterations.split(",") if n.strip()]
     if len(iters) != len(env_names):

@@ -26,7 +26,7 @@ import torch
 
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
-from rl.bench.common import interleaved
+from rl.bench.common import check_ints, interleaved
 from rl.peers.sb3 import make_sb3_env
 from rl.train.config import TrainConfig
 from rl.train.launch import train
@@ -55,6 +55,9 @@ class PPOBenchConfig:
     none: the trainer's default, on for the CPU)."""
     seed: int = 0
     """Seed."""
+
+    def validate(self) -> None:
+        check_ints(self, positive=("iterations", "repeats"), nonnegative=("threads", "seed"))
 
 
 @contextlib.contextmanager
@@ -134,6 +137,7 @@ def _default_threads() -> int:
 
 
 def bench_ppo(cfg: PPOBenchConfig, progress=None) -> pd.DataFrame:
+    cfg.validate()
     impls = [i.strip() for i in cfg.impls.split(",") if i.strip()]
     unknown = sorted(set(impls) - set(IMPLS))
     if unknown:

@@ -17,7 +17,7 @@ import torch
 import envs
 from agents import PPOConfig, build_actor_critic
 from envs.atari import envpool_options, envpool_task, get_preset
-from rl.bench.common import interleaved
+from rl.bench.common import check_ints, int_list, interleaved
 from rl.bench.envs import EnvBenchConfig, time_env
 from rl.bench.ppo import torch_threads
 from rl.train.config import TrainConfig
@@ -53,6 +53,11 @@ class ScalingBenchConfig:
     """envpool Atari only: also time inference + stepping in sync vs async (batch N/2) mode."""
     seed: int = 0
     """Seed."""
+
+    def validate(self) -> None:
+        check_ints(self, positive=("num_steps", "iterations", "repeats"),
+                   nonnegative=("threads", "seed"))
+        int_list(self, "num_envs", "8,32,128")
 
 
 def _env_only(env: str, n: int, cfg: ScalingBenchConfig) -> float:
@@ -125,6 +130,7 @@ def _overlap(env: str, n: int, mode: str, cfg: ScalingBenchConfig) -> float:
 
 
 def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
+    cfg.validate()
     names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
     counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
     if not names or not counts:

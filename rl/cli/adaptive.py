@@ -5,16 +5,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from rl.analysis.adaptive import compare_with_fixed
+from rl.cli.args import finite_floats
 from rl.cli.output import console, print_table
 from rl.runs.storage import atomic_write_text
 
 
 def cmd_compare(args) -> int:
-    targets = [float(t) for t in args.targets.split(",") if t.strip()]
     for r in args.runs:
         if not (Path(r) / "metrics.jsonl").exists():
             raise FileNotFoundError(f"{r} is not a run directory (no metrics.jsonl)")
-    df = compare_with_fixed(Path(args.sweep_dir), args.runs, targets)
+    df = compare_with_fixed(Path(args.sweep_dir), args.runs, args.targets)
     print_table(df, title="adaptive vs fixed rollout batch (iterations = PPO iterations; "
                 "agent_steps = agent steps; medians over runs, inf = not reached by most)")
     if args.out:
@@ -34,6 +34,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a sweep's out directory")
     p.add_argument("runs", metavar="RUN_DIR", nargs="+", help="adaptive run directories")
-    p.add_argument("--targets", required=True, help="target returns, comma-separated")
+    p.add_argument("--targets", required=True, type=finite_floats, metavar="LIST",
+                   help="target returns, comma-separated")
     p.add_argument("--out", help="also write the table as csv here")
     p.set_defaults(func=cmd_compare)

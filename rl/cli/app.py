@@ -95,8 +95,15 @@ def cmd_demo(args) -> int:
 # --- parser ------------------------------------------------------------------------------
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse whose errors are one line: the problem, and where the options are listed."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="rlscale",
         description="RL scaling testbed: PPO on vectorized environments, gradient noise "
         "scale, critical batch size.",

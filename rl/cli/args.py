@@ -72,13 +72,60 @@ def _converter(tp, optional: bool, name: str):
         try:
             value = base(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {getattr(tp, '__name__', tp)}") from None
+            what = {int: "an integer", float: "a number"}.get(tp, getattr(tp, "__name__", tp))
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         return value
 
     convert.__name__ = getattr(tp, "__name__", "value")
     return convert
+
+
+def at_least(minimum: int, parse=int):
+    """argparse type: an integer >= ``minimum`` read by ``parse`` (``parse_count``: 60k)."""
+
+    def convert(text: str) -> int:
+        value = parse(text)  # ValueError: argparse says "invalid int value"
+        if value < minimum:
+            what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+            raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
+        return value
+
+    convert.__name__ = parse.__name__
+    return convert
+
+
+def finite_floats(text: str) -> list[float]:
+    """argparse type: comma-separated finite numbers (e.g. target returns 100,200)."""
+    try:
+        values = [float(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        values = []
+    if not values or not all(math.isfinite(v) for v in values):
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated finite numbers (e.g. 100,200), got {text!r}")
+    return values
+
+
+def seed_list(text: str) -> list[int]:
+    """argparse type: comma-separated seeds, integers >= 0 (e.g. 0,1,2)."""
+    try:
+        seeds = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers >= 0 (e.g. 0,1,2), got {text!r}")
+    return seeds
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite number > 0."""
+    value = float(text)  # ValueError: argparse says "invalid float value"
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
+    return value
 
 
 def add_dataclass_args(

@@ -11,6 +11,7 @@ import argparse
 import time
 from pathlib import Path
 
+from rl.cli.args import at_least, finite_floats
 from rl.cli.output import console, err_console, print_table
 from rl.study.compare import compare
 from rl.study.plan import Overrides, build_plan, describe_plan
@@ -22,12 +23,8 @@ def _ints(text: str) -> list[int]:
     return [int(parse_count(p)) for p in text.split(",") if p.strip()]
 
 
-def _floats(text: str) -> list[float]:
-    try:
-        return [float(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}"
-                                         ) from None
+# Counts are checked here, where the flag is known: the plan keeps a preset's value for a 0.
+_POSITIVE, _NONNEGATIVE, _POSITIVE_COUNT = at_least(1), at_least(0), at_least(1, parse_count)
 
 
 def _games(text: str) -> str | list[str]:
@@ -89,32 +86,35 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
     s = p.add_argument_group("sweep overrides (every swept game)")
     s.add_argument("--num-envs", dest="num_envs", type=_ints, metavar="LIST",
                    help="num_envs grid, comma-separated (B = num_envs x num_steps)")
-    s.add_argument("--num-steps", dest="num_steps", type=int, help="steps per env per rollout")
-    s.add_argument("--lrs", type=_floats, metavar="LIST", help="learning rates, comma-separated")
-    s.add_argument("--seeds", type=int, help="seeds per setting")
-    s.add_argument("--targets", type=_floats, metavar="LIST",
+    s.add_argument("--num-steps", dest="num_steps", type=_POSITIVE,
+                   help="steps per env per rollout")
+    s.add_argument("--lrs", type=finite_floats, metavar="LIST",
+                   help="learning rates, comma-separated")
+    s.add_argument("--seeds", type=_POSITIVE, help="seeds per setting")
+    s.add_argument("--targets", type=finite_floats, metavar="LIST",
                    help="target returns, comma-separated")
-    s.add_argument("--budget", type=parse_count, help="agent steps per sweep run (e.g. 60k)")
-    s.add_argument("--sweep-gns-every", dest="sweep_gns_every", type=int,
+    s.add_argument("--budget", type=_POSITIVE_COUNT, help="agent steps per sweep run (e.g. 60k)")
+    s.add_argument("--sweep-gns-every", dest="sweep_gns_every", type=_NONNEGATIVE,
                    help="noise-scale measurement interval in sweep runs (PPO iterations)")
     n = p.add_argument_group("noise-scale run overrides (every game)")
-    n.add_argument("--noise-num-envs", dest="noise_num_envs", type=int)
-    n.add_argument("--noise-num-steps", dest="noise_num_steps", type=int)
-    n.add_argument("--noise-budget", dest="noise_budget", type=parse_count,
+    n.add_argument("--noise-num-envs", dest="noise_num_envs", type=_POSITIVE)
+    n.add_argument("--noise-num-steps", dest="noise_num_steps", type=_POSITIVE)
+    n.add_argument("--noise-budget", dest="noise_budget", type=_POSITIVE_COUNT,
                    help="agent steps per noise-scale run (e.g. 400k)")
-    n.add_argument("--noise-seeds", dest="noise_seeds", type=int)
-    n.add_argument("--gns-every", dest="gns_every", type=int,
+    n.add_argument("--noise-seeds", dest="noise_seeds", type=_POSITIVE)
+    n.add_argument("--gns-every", dest="gns_every", type=_POSITIVE,
                    help="measure the noise scale every this many PPO iterations")
     r = p.add_argument_group("supervised reference (digits, rl.measure.supervised)")
     r.add_argument("--no-supervised", dest="no_supervised", action="store_true",
                    help="leave out the supervised reference run")
-    r.add_argument("--supervised-epochs", dest="supervised_epochs", type=int)
-    r.add_argument("--supervised-seed", dest="supervised_seed", type=int)
+    r.add_argument("--supervised-epochs", dest="supervised_epochs", type=_POSITIVE)
+    r.add_argument("--supervised-seed", dest="supervised_seed", type=_NONNEGATIVE)
     e = p.add_argument_group("execution")
-    e.add_argument("--parallel", type=int,
+    e.add_argument("--parallel", type=_POSITIVE,
                    help="runs at once (default: cpu-quick all cores, gpu cores / 4)")
     e.add_argument("--device", help="training device: auto (default), cpu, cuda")
-    e.add_argument("--n-boot", dest="n_boot", type=int, help="bootstrap replicates of the fits")
+    e.add_argument("--n-boot", dest="n_boot", type=_POSITIVE,
+                   help="bootstrap replicates of the fits")
     e.add_argument("--retry-failed", dest="retry_failed", action="store_true",
                    help="rerun runs that failed on their own (interrupted runs always resume)")
     e.add_argument("--dry-run", dest="dry_run", action="store_true",

@@ -16,7 +16,7 @@ from rl.analysis.sharpness import (
     summarize_repeats,
     sweep_sharpness,
 )
-from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.args import add_dataclass_args, dataclass_from_args, positive_float, seed_list
 from rl.cli.output import CLIError, console, print_table
 from rl.runs.storage import CONFIG_FILE, atomic_write_text
 from rl.sweeps.results import SHARPNESS_FILE, read_results, write_results
@@ -31,8 +31,7 @@ def cmd_sharpness(args) -> int:
         keys = ["term"]
         out = Path(args.out) if args.out else path / "sharpness.csv"
     elif (path / "sweep.json").exists() or (path / "results.csv").exists():
-        seeds = [int(s) for s in args.seeds.split(",")] if args.seeds else None
-        df = sweep_sharpness(path, cfg, seeds=seeds, lr=args.lr)
+        df = sweep_sharpness(path, cfg, seeds=args.seeds, lr=args.lr)
         keys = ["term", "rollout_batch_size"]
         out = Path(args.out) if args.out else path / SHARPNESS_FILE
         png = plot_sharpness(out.with_suffix(".png"), df, x="rollout_batch_size",
@@ -70,8 +69,9 @@ def add_parser(sub) -> None:
     )
     p.add_argument("path", metavar="PATH", help="a run directory or a sweep directory")
     add_dataclass_args(p, SharpnessConfig, title="measurement")
-    p.add_argument("--seeds", help="sweep: only these seeds, comma-separated (default all)")
-    p.add_argument("--lr", type=float, help="sweep: only runs with this learning rate")
+    p.add_argument("--seeds", type=seed_list, metavar="LIST",
+                   help="sweep: only these seeds, comma-separated (default all)")
+    p.add_argument("--lr", type=positive_float, help="sweep: only runs with this learning rate")
     p.add_argument("--out", help="per-repeat table (default PATH/sharpness.csv; the sweep plot "
                    "goes beside it as .png)")
     p.set_defaults(func=cmd_sharpness)

@@ -233,8 +233,11 @@ def _fmt(v: Any) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def check_fit_options(n_boot: int, ci: float, range_factor: float) -> None:
+def check_fit_options(n_boot: int, ci: float, range_factor: float, seed: int = 0) -> None:
     """ValueError naming the bad ``rlscale fit`` option and its valid range."""
+    if seed < 0:
+        raise ValueError(f"--seed seeds the bootstrap and must be an integer >= 0 (e.g. 0), "
+                         f"got {seed}")
     if n_boot < 1:
         raise ValueError(f"--n-boot must be a positive number of bootstrap replicates "
                          f"(e.g. 1000), got {n_boot}")
@@ -247,7 +250,7 @@ def check_fit_options(n_boot: int, ci: float, range_factor: float) -> None:
 
 
 def cmd_fit(args) -> int:
-    check_fit_options(args.n_boot, args.ci, args.range_factor)
+    check_fit_options(args.n_boot, args.ci, args.range_factor, args.seed)
     sweep_dir = Path(args.sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"{sweep_dir} is not a directory (give a sweep's out dir)")

@@ -171,6 +171,10 @@ class SupervisedConfig:
             raise ValueError(f"lr must be positive, got {self.lr}")
         if not 0.0 <= self.gns_beta < 1.0:
             raise ValueError(f"gns_beta must be in [0, 1), got {self.gns_beta}")
+        if not self.momentum >= 0:
+            raise ValueError(f"momentum must be >= 0 (0: plain sgd), got {self.momentum}")
+        if self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
     @property
     def learning_rate(self) -> float:

@@ -115,6 +115,8 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         if self.total_agent_steps < self.rollout_batch_size:
             raise ValueError(
                 f"total_agent_steps={self.total_agent_steps} is less than one rollout "

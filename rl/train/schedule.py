@@ -59,11 +59,7 @@ class AdaptiveConfig:
         if self.batch_schedule not in ("fixed", "adaptive"):
             raise ValueError(f"batch_schedule must be fixed or adaptive, got "
                              f"{self.batch_schedule!r}")
-        if not self.adaptive:
-            return
-        if gns_every is not None and gns_every < 1:
-            raise ValueError("--batch-schedule adaptive follows the measured noise scale: "
-                             "set --gns-every to a positive number of iterations (e.g. 2)")
+        # The numbers are checked with a fixed schedule too: a bad one is a typo either way.
         v = self.batch_max
         if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
             raise ValueError(f"batch_max must be a positive integer or None, got {v!r}")
@@ -80,6 +76,9 @@ class AdaptiveConfig:
                               ("batch_term", ("total", "policy", "value"))):
             if getattr(self, name) not in choices:
                 raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
+        if self.adaptive and gns_every is not None and gns_every < 1:
+            raise ValueError("--batch-schedule adaptive follows the measured noise scale: "
+                             "set --gns-every to a positive number of iterations (e.g. 2)")
 
 
 _LR_POWER = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
