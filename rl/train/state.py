@@ -11,6 +11,7 @@ resume. A one-process checkpoint is the same file with no per-rank part.
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -90,12 +91,30 @@ class TrainState:
 
         The environments are restored separately (``restore_env``)."""
         load_run_state(self.model, self.optimizer, common, run_path)
-        self.sample_gen.set_state(mine["sample_gen"])
-        self.perm_gen.set_state(mine["perm_gen"])
+        restore_generator(self.sample_gen, mine["sample_gen"], "action sampling")
+        restore_generator(self.perm_gen, mine["perm_gen"], "minibatch order")
         torch.set_rng_state(mine["torch_rng"])
         self.iteration = iteration
         self.agent_steps, self.episodes_total = common["agent_steps"], common["episodes_total"]
         self.returns.extend(common["recent_returns"])
+
+
+def restore_generator(gen: torch.Generator, saved: torch.Tensor, what: str) -> None:
+    """Set ``gen`` to a saved state; a state saved on another device type reseeds it.
+
+    The generators live on the learner's device, and a CPU generator's state (5,056 bytes)
+    does not fit a CUDA one (16 bytes) or the reverse, so a resume on another device
+    (``--device`` may change) reseeds from a hash of the saved state: deterministic, but
+    not the uninterrupted run's stream.
+    """
+    if saved.numel() == gen.get_state().numel():
+        gen.set_state(saved)
+        return
+    digest = hashlib.sha256(saved.cpu().numpy().tobytes()).digest()
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    warnings.warn(f"the {what} generator was saved on another device type than "
+                  f"{gen.device}; it continues reseeded from the saved state, so the resumed "
+                  "run is not bit-for-bit the uninterrupted one", stacklevel=2)
 
 
 def load_run_state(model, optimizer, state: Mapping[str, Any], path) -> None:

