@@ -17,10 +17,36 @@ import torch
 from rl.runs.storage import atomic_write_json, atomic_write_text
 
 
+def cpu_description(cpuinfo: str | None = None) -> dict:
+    """The CPU's model name, family/model numbers and bf16 hardware, from /proc/cpuinfo.
+
+    "AMD EPYC" alone names several generations, hence the family and model. ``bf16`` lists
+    the bfloat16 instruction sets present (amx_bf16, avx512_bf16): the CPUs where
+    ``--cpu-bf16`` can pay off.
+    """
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {"cpu_model": platform.processor() or None, "bf16": None}
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        if not line.strip():
+            break  # the first processor describes them all
+        key, _, value = line.partition(":")
+        fields.setdefault(key.strip(), value.strip())
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields and "model" in fields:
+        name += f" (family {fields['cpu family']}, model {fields['model']})"
+    flags = set(fields.get("flags", "").split())
+    return {"cpu_model": name, "bf16": sorted(flags & {"amx_bf16", "avx512_bf16"})}
+
+
 def machine_info() -> dict:
     info = {
         "platform": platform.platform(),
         "python": platform.python_version(),
+        **cpu_description(),
         "cpu_count": os.cpu_count(),
         "torch": torch.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
