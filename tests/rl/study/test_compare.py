@@ -319,7 +319,7 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
          "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}", "--enable-logging=stderr",
          "--v=0", f"--screenshot={shot}", "--window-size=1400,3000",
          (study / "report.html").resolve().as_uri()],
-        capture_output=True, text=True, timeout=180,
+        capture_output=True, text=True, timeout=900,  # a guard against a hung browser only
     )
     log = proc.stdout + proc.stderr
     assert proc.returncode == 0, log[-2000:]
