@@ -195,11 +195,14 @@ def prepare_network(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
     if uses_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)  # 4-D weights only; same parameters
     net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    # No weight-cast cache: the update's optimizer steps run inside the context, and a cached
+    # bf16 copy of a weight would keep serving the pre-step value (every minibatch of the
+    # update would then see the rollout's weights: PPO ratio 1, approx_kl 0).
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and
-                              device.type == "cuda")
+                              device.type == "cuda", cache_enabled=False)
     if cfg.cpu_bf16 and device.type == "cpu":
         model.register_forward_hook(outputs_to_fp32)
-        autocast = torch.autocast("cpu", dtype=torch.bfloat16)
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
     return net, autocast
 
 

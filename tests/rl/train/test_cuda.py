@@ -72,6 +72,8 @@ def test_bf16_autocast_and_compile_options_train(tmp_path, accelerator, option):
     result = train(cfg, ppo)
     assert result.iterations == 3
     _assert_finite(cfg.run_dir, 3)
+    # Each minibatch sees the previous optimizer steps (no stale bf16 weight copies).
+    assert (load_metrics(cfg.run_dir)["approx_kl"] > 0).all()
 
     # What the option does to the network the loop runs (the run above exercised it).
     net, autocast = prepare_network(cfg, torch.nn.Linear(2, 2).to(accelerator), accelerator)

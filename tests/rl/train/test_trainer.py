@@ -307,3 +307,17 @@ def test_bad_options_and_filesystem_failures_are_one_line_errors(tmp_path, capsy
     assert main([*TINY, "--run-dir", str(tmp_path / "full")]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "No space left on device" in err and "free some disk space" in err
+
+
+def test_bf16_update_sees_its_own_steps(tmp_path):
+    """Under cpu_bf16 each minibatch must see the weights of the optimizer steps before it.
+
+    The update runs inside the loop's autocast context; with autocast's weight-cast cache on,
+    every forward pass reused the first bf16 copy of the weights: the PPO ratio stayed 1
+    (approx_kl and clip_fraction exactly 0 at every iteration) and Breakout barely learned.
+    """
+    cfg, ppo = cartpole(tmp_path / "run", total_agent_steps=3 * 256, gns_every=0,
+                        cpu_bf16=True, device="cpu")
+    train(cfg, ppo)
+    df = load_metrics(tmp_path / "run")
+    assert len(df) == 3 and (df["approx_kl"] > 0).all(), df["approx_kl"].tolist()
