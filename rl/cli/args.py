@@ -96,28 +96,25 @@ def at_least(minimum: int, parse=int):
     return convert
 
 
-def finite_floats(text: str) -> list[float]:
-    """argparse type: comma-separated finite numbers (e.g. target returns 100,200)."""
+def _number_list(text: str, parse, ok, what: str) -> list:
+    """Comma-separated values read by ``parse``; ArgumentTypeError unless all are ``ok``."""
     try:
-        values = [float(p) for p in text.split(",") if p.strip()]
+        values = [parse(p) for p in text.split(",") if p.strip()]
     except ValueError:
         values = []
-    if not values or not all(math.isfinite(v) for v in values):
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated finite numbers (e.g. 100,200), got {text!r}")
+    if not values or not all(ok(v) for v in values):
+        raise argparse.ArgumentTypeError(f"expected comma-separated {what}, got {text!r}")
     return values
+
+
+def finite_floats(text: str) -> list[float]:
+    """argparse type: comma-separated finite numbers (e.g. target returns 100,200)."""
+    return _number_list(text, float, math.isfinite, "finite numbers (e.g. 100,200)")
 
 
 def seed_list(text: str) -> list[int]:
     """argparse type: comma-separated seeds, integers >= 0 (e.g. 0,1,2)."""
-    try:
-        seeds = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        seeds = []
-    if not seeds or min(seeds) < 0:
-        raise argparse.ArgumentTypeError(
-            f"expected comma-separated integers >= 0 (e.g. 0,1,2), got {text!r}")
-    return seeds
+    return _number_list(text, int, lambda v: v >= 0, "integers >= 0 (e.g. 0,1,2)")
 
 
 def positive_float(text: str) -> float:
