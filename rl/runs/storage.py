@@ -43,6 +43,7 @@ __all__ = [
 ]
 
 CONFIG_FILE = "config.json"
+_CREATING = re.compile(rf"\.{re.escape(CONFIG_FILE)}\..+\.tmp")  # create's temp file
 STATUS_FILE = "status.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
@@ -574,7 +575,7 @@ class RunDir:
         run._lock = lock_run_dir(run.path)
         try:
             run._check_free()
-            remove_temp_files(run.path)
+            remove_temp_files(run.path)  # a killed creator's config temp file
             # Link a complete temp file into place: fails if config.json appeared meanwhile.
             fd, tmp_name = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp",
                                             dir=run.path)
@@ -603,14 +604,19 @@ class RunDir:
         return run
 
     def _check_free(self) -> None:
-        """RunDirError unless the directory is missing or holds nothing but the lock file."""
-        if self.config_path.exists():
+        """RunDirError unless the directory is missing or holds nothing but the lock file
+        (and a creator's config temp file: another process is creating this run, and the
+        lock then names it, or one was killed doing so, and ``create`` removes its file)."""
+        # One listing, then config.json checked in it too: a racing creator may link its
+        # config between two looks, and must then be reported as a run, not as clutter.
+        entries = [e.name for e in self.path.iterdir()] if self.path.is_dir() else []
+        if CONFIG_FILE in entries or self.config_path.exists():
             raise RunDirError(
                 f"run dir {self.path} already holds a run (it has {CONFIG_FILE}); refusing to "
                 "overwrite it. Use a new --run-dir, or pass --resume with the same config "
                 "to continue that run."
             )
-        if self.path.is_dir() and any(e.name != LOCK_FILE for e in self.path.iterdir()):
+        if any(name != LOCK_FILE and not _CREATING.fullmatch(name) for name in entries):
             raise RunDirError(
                 f"run dir {self.path} is not empty and holds no {CONFIG_FILE}; refusing to "
                 "start a run there. Use a new or empty --run-dir."

@@ -182,7 +182,7 @@ def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
     if (out / "results.parquet").exists():
         return with_sharpness(pd.read_parquet(out / "results.parquet"), out)
     if (out / "results.csv").exists():
-        df = pd.read_csv(out / "results.csv", keep_default_na=True).fillna({"message": ""})
+        df = pd.read_csv(out / "results.csv", dtype={"message": object}).fillna({"message": ""})
         return with_sharpness(df, out)
     raise FileNotFoundError(
         f"{out} holds no results.parquet or results.csv; is it a sweep directory? Run "

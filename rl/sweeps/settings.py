@@ -54,7 +54,7 @@ SPEC_KEYS: dict[str, str] = {
     "scheduler": "grid (default: every run of the grid) or pbt (population based training, "
                  "backend ray; see rl/sweeps/pbt/)",
     "pbt": "table of PBT settings (scheduler = 'pbt'): population, perturbation_interval, "
-           "quantile_fraction, resample_probability, metric, hyperparams",
+           "quantile_fraction, resample_probability, metric, synchronous, hyperparams",
     "ppo": "table of PPOConfig overrides",
     "train": "table of TrainConfig overrides",
 }

@@ -59,6 +59,12 @@ class PBTConfig:
     metric: Literal["return_recent", "return_mean"] = "return_recent"
     """PBT: the score members are ranked by: return_recent (mean return of the last
     return_window games) or return_mean (games finished in the iteration)."""
+    synchronous: bool = False
+    """PBT: every member waits at each perturbation point until all live members reach it,
+    then the bottom fraction copies the top (Tune's synch mode: a decision at every
+    interval, independent of timing; members idle while the slowest catches up). False:
+    asynchronous, each member decides alone against the others' latest scores, as in
+    Jaderberg et al. 2017."""
     hyperparams: dict[str, dict[str, list[float]]] = field(default_factory=dict)
     """Perturbed hyperparameters: name -> {"log": [low, high]}, {"uniform": [low, high]} or
     {"values": [v1, v2, ...]}; empty: the defaults (``default_hyperparams``)."""
@@ -169,6 +175,10 @@ def parse_pbt_table(value: Any, preset_lr: float, add: Callable[[str], None]) ->
     if metric not in METRICS:
         add(f"pbt.metric must be one of {', '.join(METRICS)} (metrics columns of the trainer),"
             f" got {metric!r}")
+    synchronous = value.get("synchronous", defaults.synchronous)
+    if not isinstance(synchronous, bool):
+        add(f"pbt.synchronous must be true or false (flag --synchronous / --no-synchronous), "
+            f"got {synchronous!r}")
     raw_hp = value.get("hyperparams")
     hyperparams: dict[str, dict] = {}
     if raw_hp is None:
@@ -190,7 +200,7 @@ def parse_pbt_table(value: Any, preset_lr: float, add: Callable[[str], None]) ->
     out.update(population=population, perturbation_interval=interval,
                quantile_fraction=float(quantile) if is_finite_number(quantile) else quantile,
                resample_probability=float(resample) if is_finite_number(resample) else resample,
-               metric=metric, hyperparams=hyperparams)
+               metric=metric, synchronous=synchronous, hyperparams=hyperparams)
     return out
 
 

@@ -207,7 +207,7 @@ def _tune_population(spec, cfg: PBTConfig, members: list, log: Callable[[str], N
         time_attr="iteration",  # our PPO iteration: it continues from the donor's on exploit
         metric=cfg.metric, mode="max", perturbation_interval=cfg.perturbation_interval,
         hyperparam_mutations=_mutations(cfg), quantile_fraction=cfg.quantile_fraction,
-        resample_probability=cfg.resample_probability,
+        resample_probability=cfg.resample_probability, synch=cfg.synchronous,
         perturbation_factors=PERTURBATION_FACTORS, custom_explore_fn=_Clip(ranges),
     )
     names = [m.name for m in members]

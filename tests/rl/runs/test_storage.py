@@ -478,8 +478,38 @@ def test_two_racing_creators_exactly_one_wins(tmp_path):
     assert sum(o == "created" for o in outcomes) == 1, outcomes
     refused = [o for o in outcomes if o != "created"]
     assert all(o.startswith("refused RunDirError") for o in refused), outcomes
-    assert all("in use by process" in o or "already holds a run" in o for o in refused)
+    assert all("in use by process" in o or "already holds a run" in o for o in refused), outcomes
     assert json.loads((run_path / "config.json").read_text())["who"].startswith("p")
+
+
+def test_a_creator_in_progress_is_named_not_taken_for_clutter(tmp_path):
+    # What a racing creator sees between the winner's lock and its config link: the lock
+    # and the winner's config temp file. It must name the winner, not call the dir cluttered.
+    run_path = tmp_path / "run"
+    holder = _holder(tmp_path, run_path, "lock")
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        (run_path / ".config.json.k2x9_q.tmp").write_text("{")
+        with pytest.raises(RunDirError, match=rf"in use by process {holder.pid}\b"):
+            RunDir.create(run_path, CONFIG)
+    finally:
+        holder.kill()
+        holder.wait()
+        holder.stdin.close()
+        holder.stdout.close()
+    # The creator was killed: its temp file goes, the run is created.
+    RunDir.create(run_path, CONFIG).close()
+    assert sorted(p.name for p in run_path.iterdir()) == [".lock", "config.json"]
+
+
+@pytest.mark.parametrize("clutter", ["notes.txt", ".results.json.k2x9_q.tmp", ".config.json"])
+def test_create_refuses_a_directory_with_anything_else(tmp_path, clutter):
+    run_path = tmp_path / "run"
+    run_path.mkdir()
+    (run_path / clutter).write_text("x")
+    with pytest.raises(RunDirError, match="is not empty and holds no config.json"):
+        RunDir.create(run_path, CONFIG)
+    assert [p.name for p in run_path.iterdir()] == [clutter]  # untouched: no lock file made
 
 
 def test_clear_run_dir_keeps_the_lock(tmp_path):

@@ -81,6 +81,7 @@ def problems_of(**changes) -> str:
     (dict(pbt={"quantile_fraction": 0.75}), "pbt.quantile_fraction must be in (0, 0.5]"),
     (dict(pbt={"resample_probability": -0.1}), "pbt.resample_probability must be in [0, 1]"),
     (dict(pbt={"perturbation_interval": 0}), "pbt.perturbation_interval must be a positive"),
+    (dict(pbt={"synchronous": "yes"}), "pbt.synchronous must be true or false"),
     (dict(pbt={"metric": "return"}), "pbt.metric must be one of return_recent, return_mean"),
     (dict(pbt={"populaton": 3}), "pbt.populaton is not a PBT setting; did you mean 'population'"),
     (dict(pbt={"perturbation_interval": 10}), "fewer than 2 perturbation intervals (20)"),
@@ -111,8 +112,8 @@ def test_pbt_spec_defaults_round_trip_and_members(tmp_path):
     assert cfg.hyperparams == {"learning_rate": {"log": [1e-4, 1e-2]},
                                "ent_coef": {"values": [0.0, 0.001, 0.003, 0.01, 0.03]},
                                "clip_coef": {"uniform": [0.1, 0.3]}}
-    assert (cfg.quantile_fraction, cfg.resample_probability, cfg.metric) == \
-        (0.25, 0.25, "return_recent")
+    assert (cfg.quantile_fraction, cfg.resample_probability, cfg.metric, cfg.synchronous) == \
+        (0.25, 0.25, "return_recent", False)
     assert spec.parallel == 3 and spec.ppo["anneal_lr"] is False and spec.targets == []
     assert parse_spec(spec_to_raw(spec)) == spec
     # Annealing is kept when the spec asks for it (it then multiplies PBT's lr).
@@ -320,7 +321,11 @@ def test_member_continues_from_a_donor_checkpoint(tmp_path, one_torch_thread):
 @pytest.fixture(scope="module")
 def population(tmp_path_factory):
     """Two CartPole members, 30 PPO iterations of 128 agent steps each, perturbation every
-    3 iterations, noise scale every 2 iterations, on a local 2-CPU Ray instance."""
+    3 iterations, noise scale every 2 iterations, on a local 2-CPU Ray instance.
+
+    Synchronous PBT: the members meet at every perturbation point, so the weaker one copies
+    the stronger at each (asynchronous decisions depend on which member reaches a point
+    first: on a loaded machine one member can run ahead and no exploit happen at all)."""
     ray = pytest.importorskip("ray", reason="ray is not importable: pip install -e '.[ray]'")
     pytest.importorskip("ray.tune", reason="ray is installed without Tune")
     from rl.sweeps.executors import run_sweep
@@ -330,7 +335,7 @@ def population(tmp_path_factory):
     spec = parse_spec(pbt_raw(out, budget=128 * 30, targets=[100],
                               pbt={"population": 2, "perturbation_interval": 3,
                                    "quantile_fraction": 0.5, "resample_probability": 0.0,
-                                   "hyperparams": HYPER}))
+                                   "synchronous": True, "hyperparams": HYPER}))
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
         table = run_sweep(spec, log=lambda msg: None)
@@ -371,6 +376,9 @@ def test_population_perturbs_exploits_and_measures(population):
     # a neighbour in the list).
     exploits = [e for e in events if e["event"] == "exploit"]
     assert exploits, "no member copied another's checkpoint"
+    # Synchronous: the weaker member copies the stronger at every perturbation point before
+    # the last iteration, whatever the timing.
+    assert set(range(3, 30, 3)) <= {e["donor_iteration"] for e in exploits}, exploits
     metrics = {m: load_metrics(out / "runs" / m).set_index("iteration")
                for m in ("m00", "m01")}
     # A member can copy the same donor checkpoint twice (the donor has not reached its next
