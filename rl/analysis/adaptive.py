@@ -17,7 +17,7 @@ import pandas as pd
 
 from rl.analysis.fit import best_per_batch
 from rl.measure.returns import first_reach
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.sweeps.results import long_results, read_results
 from rl.train.schedule import read_run_config
 

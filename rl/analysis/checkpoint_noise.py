@@ -29,7 +29,9 @@ from agents import PPOConfig
 from rl.analysis.sharpness import load_policy
 from rl.measure.gns import ratio_interval
 from rl.measure.ppo_noise import TERMS, measure_rollout, plan_split, ppo_gns_loss, rollout_groups
-from rl.runs.storage import RunDir, atomic_write_json, atomic_write_text, load_metrics
+from rl.runs.files import atomic_write_json, atomic_write_text
+from rl.runs.metrics import load_metrics
+from rl.runs.storage import RunDir
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
 

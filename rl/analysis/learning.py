@@ -24,7 +24,9 @@ from scipy import stats
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
 from rl.peers.sb3 import make_sb3_env
-from rl.runs.storage import RunDir, load_metrics, log_scalars, save_figure
+from rl.runs.files import save_figure
+from rl.runs.metrics import load_metrics, log_scalars
+from rl.runs.storage import RunDir
 from rl.train.config import PRESETS, RESUMABLE_CHANGES, TrainConfig, preset_for, resolve_device
 from rl.train.launch import train
 

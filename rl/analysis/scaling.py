@@ -24,7 +24,7 @@ from scipy import stats
 
 from rl.analysis.fit import best_per_batch, critical_batch_replicates, draw_seeds, fit_from_runs
 from rl.measure.gns import ratio_interval
-from rl.runs.storage import save_figure
+from rl.runs.files import save_figure
 from rl.sweeps.results import GNS_TERMS, long_results
 
 __all__ = [

@@ -31,7 +31,10 @@ import envs
 from agents import PPOConfig, build_actor_critic
 from agents.ppo import normalize_advantages, ppo_loss
 from rl.measure.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
-from rl.runs.storage import CONFIG_FILE, RunDir, load_checkpoint_file, save_figure
+from rl.runs.checkpoints import load_checkpoint_file
+from rl.runs.files import save_figure
+from rl.runs.layout import CONFIG_FILE
+from rl.runs.storage import RunDir
 from rl.sweeps.results import read_results
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device

@@ -23,10 +23,8 @@ from rl.analysis.fit import (
     plot_pareto,
     plot_steps_and_samples,
 )
-from rl.runs.storage import (
-    load_metrics,
-    save_figure,
-)
+from rl.runs.files import save_figure
+from rl.runs.metrics import load_metrics
 from rl.sweeps.results import GNS_TERMS, b_simple_curve, long_results
 from rl.sweeps.settings import tkey
 

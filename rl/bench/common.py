@@ -14,7 +14,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from rl.runs.storage import atomic_write_json, atomic_write_text
+from rl.runs.files import atomic_write_json, atomic_write_text
 
 
 def cpu_description(cpuinfo: str | None = None) -> dict:

@@ -13,7 +13,7 @@ import pandas as pd
 
 from agents import PPOConfig
 from rl.bench.common import check_ints, int_list, interleaved
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.train.config import TrainConfig
 from rl.train.launch import train
 

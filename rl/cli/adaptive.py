@@ -7,7 +7,7 @@ from pathlib import Path
 from rl.analysis.adaptive import compare_with_fixed
 from rl.cli.args import finite_floats
 from rl.cli.output import console, print_table
-from rl.runs.storage import atomic_write_text
+from rl.runs.files import atomic_write_text
 
 
 def cmd_compare(args) -> int:

@@ -15,7 +15,8 @@ from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.output import CLIError, console, err_console, print_table
 from rl.measure.ppo_noise import noise_scale_by_segment
 from rl.measure.supervised import SupervisedConfig, run_supervised
-from rl.runs.storage import RunDir, atomic_write_text, save_figure
+from rl.runs.files import atomic_write_text, save_figure
+from rl.runs.storage import RunDir
 
 
 def _fmt(value: float) -> str:

@@ -18,7 +18,8 @@ from rl.analysis.sharpness import (
 )
 from rl.cli.args import add_dataclass_args, dataclass_from_args, positive_float, seed_list
 from rl.cli.output import CLIError, console, print_table
-from rl.runs.storage import CONFIG_FILE, atomic_write_text
+from rl.runs.files import atomic_write_text
+from rl.runs.layout import CONFIG_FILE
 from rl.sweeps.results import SHARPNESS_FILE, read_results, write_results
 
 

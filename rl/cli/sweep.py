@@ -17,7 +17,7 @@ import pandas as pd
 from rl.analysis.sweep_fits import fit_sweep, plot_b_simple, plot_fits
 from rl.cli.args import add_dataclass_args, explicit_fields
 from rl.cli.output import console, err_console, print_table
-from rl.runs.storage import atomic_write_text
+from rl.runs.files import atomic_write_text
 from rl.sweeps.executors import run_sweep
 from rl.sweeps.pbt import (
     PBTConfig,

@@ -20,7 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from rl.measure.gns import GNSTracker, measure, ratio_interval
-from rl.runs.storage import RunDir, RunDirError, atomic_write_json
+from rl.runs.errors import RunDirError
+from rl.runs.files import atomic_write_json
+from rl.runs.storage import RunDir
 
 __all__ = [
     "DATASETS",
@@ -260,7 +262,7 @@ def run_supervised(
         out_dir: if given, a new or empty directory that receives ``config.json``,
             ``metrics.jsonl`` (one row per measurement, appended as the run goes),
             ``summary.json`` and ``status.json``. An existing non-empty directory is refused
-            (``rl.runs.storage.RunDirError``, a ValueError) before anything is trained.
+            (``rl.runs.errors.RunDirError``, a ValueError) before anything is trained.
         progress: called as ``progress(steps_done, total_steps)`` after each measurement.
 
     Returns:

@@ -1,21 +1,14 @@
-"""The run directory of one training run: its on-disk layout and nothing else.
-
-See docs/run-directory.md for the full description.
-"""
+"""The run directory of one training run (``RunDir``): create or resume it, its status,
+metrics rows and checkpoints. See docs/run-directory.md for the full description."""
 
 from __future__ import annotations
 
 import contextlib
-import io
 import json
-import math
-import numbers
 import os
-import pickle
 import re
 import shutil
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Iterable, Mapping
@@ -25,425 +18,32 @@ from typing import Any
 import pandas as pd
 import torch
 
-__all__ = [
-    "RunDir",
-    "RunDirError",
-    "UnsafeCheckpointError",
-    "atomic_write_bytes",
-    "atomic_write_json",
-    "atomic_write_text",
-    "clear_run_dir",
-    "RunLock",
-    "load_checkpoint_file",
-    "load_metrics",
-    "lock_run_dir",
-    "log_scalars",
-    "remove_temp_files",
-    "save_figure",
-]
+from rl.runs.checkpoints import (
+    CHECKPOINT_FORMAT,
+    UnsafeCheckpointError,
+    check_plain,
+    load_checkpoint_file,
+)
+from rl.runs.errors import RunDirError
+from rl.runs.files import atomic_file, atomic_write_json, atomic_write_text, fsync_dir, read_json
+from rl.runs.layout import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    LATEST_FILE,
+    LOCK_FILE,
+    METRICS_FILE,
+    STATUS_FILE,
+    TB_DIR,
+)
+from rl.runs.lock import RunLock, lock_run_dir, remove_temp_files
+from rl.runs.metrics import encode_metrics_row, load_metrics, parse_metrics_lines
 
-CONFIG_FILE = "config.json"
+__all__ = ["RunDir", "flatten_config"]
+
 _CREATING = re.compile(rf"\.{re.escape(CONFIG_FILE)}\..+\.tmp")  # create's temp file
-STATUS_FILE = "status.json"
-METRICS_FILE = "metrics.jsonl"
-CHECKPOINT_DIR = "checkpoints"
-LATEST_FILE = "latest.json"
-TB_DIR = "tb"
-LOCK_FILE = ".lock"
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
-_CKPT_FORMAT = 2
-_CKPT_FORMATS_READ = (1, 2)  # format 1 differs only in what the trainer put in "state"
 _STATES = ("running", "finished", "failed")
-
-
-class RunDirError(ValueError):
-    """A run directory cannot be used the way it was asked to be."""
-
-
-class UnsafeCheckpointError(RunDirError):
-    """A checkpoint file that could only be loaded by running arbitrary code (refused)."""
-
-
-_PLAIN = (str, int, float, bool, type(None))
-
-
-def _check_plain(value: Any, where: str) -> None:
-    """TypeError unless ``value`` is tensors and plain values all the way down."""
-
-    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
-        return
-    if type(value) in (dict,) or isinstance(value, Mapping) and type(value).__module__ in (
-            "collections", "builtins"):
-        for key, item in value.items():
-            if type(key) not in _PLAIN:
-                raise TypeError(f"checkpoint {where} has a key of type {type(key).__name__}")
-            _check_plain(item, f"{where}[{key!r}]")
-        return
-    if type(value) in (list, tuple):
-        for i, item in enumerate(value):
-            _check_plain(item, f"{where}[{i}]")
-        return
-    raise TypeError(
-        f"checkpoint {where} is a {type(value).__module__}.{type(value).__qualname__}; a "
-        "checkpoint holds only tensors and plain values (convert it, e.g. float(x) or "
-        "torch.as_tensor(x))"
-    )
-
-
-# --------------------------------------------------------------------------- atomic writes
-
-
-def _fsync_dir(directory: Path) -> None:
-    """Make a rename or a new file name in ``directory`` durable (no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # e.g. Windows cannot open a directory
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@contextlib.contextmanager
-def _atomic_file(path: str | os.PathLike[str]):
-    """Yield a binary file object; on success it replaces ``path`` atomically and durably.
-
-    On any exception the temp file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    directory = path.parent
-    directory.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if hasattr(os, "fchmod"):
-                os.fchmod(fd, 0o644)  # mkstemp makes 0600; run files are meant to be shared
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    _fsync_dir(directory)
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
-    """Replace ``path`` with ``data`` atomically: temp file, fsync, os.replace, fsync dir."""
-    with _atomic_file(path) as f:
-        f.write(data)
-
-
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Replace ``path`` with UTF-8 ``text`` atomically."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
-    """Replace ``path`` with ``obj`` as JSON (sorted keys, indent 2) atomically.
-
-    ``obj`` must be plain JSON (dict, list, str, number, bool, None); the caller converts
-    dataclasses and the like. NaN/inf are written as Python's ``NaN``/``Infinity``.
-    """
-    atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2) + "\n")
-
-
-def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:
-    """Write a matplotlib figure to ``path`` atomically (rendered in memory, then replaced).
-
-    The format follows the suffix, as ``fig.savefig`` does. Returns the path.
-    """
-
-    path = Path(path)
-    buf = io.BytesIO()
-    fig.savefig(buf, format=path.suffix.lstrip(".") or "png", **savefig_kwargs)
-    atomic_write_bytes(path, buf.getvalue())
-    return path
-
-
-def _read_json(path: Path) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
-# --------------------------------------------------------------------------- the run lock
-
-try:
-    import fcntl
-except ImportError:  # pragma: no cover - not POSIX: no cross-process lock
-    fcntl = None
-
-_held: dict[str, list[int]] = {}  # resolved run dir -> [fd, holders in this process]
-_held_guard = threading.Lock()
-
-
-def _lock_holder(fd: int) -> str:
-    try:
-        text = os.pread(fd, 64, 0).decode("ascii", "replace").strip()
-    except OSError:
-        text = ""
-    return text if text.isdigit() else "unknown"
-
-
-class RunLock:
-    """This process's hold on one run directory's lock (see ``lock_run_dir``)."""
-
-    def __init__(self, key: str, path: Path) -> None:
-        self._key = key
-        self.path = path
-        self.released = False
-
-    def release(self) -> None:
-        """Give the hold back; the lock itself goes when this process's last hold does."""
-        if self.released:
-            return
-        self.released = True
-        with _held_guard:
-            entry = _held.get(self._key)
-            if entry is None:
-                return
-            entry[1] -= 1
-            if entry[1] == 0:
-                del _held[self._key]
-                os.close(entry[0])  # releases the flock
-
-    def __enter__(self) -> RunLock:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.release()
-
-
-def lock_run_dir(path: str | os.PathLike[str], *, wait: bool = False) -> RunLock:
-    """Hold the exclusive lock of run directory ``path`` (created if missing).
-
-    The lock is an ``flock`` on ``<path>/.lock``, which names the holder's PID. It is
-    re-entrant within a process and released by ``RunLock.release`` (or the ``with``
-    block's end) once every hold of this process is given back, or by the kernel when the
-    process dies. Another process holding it: ``RunDirError`` naming its PID, or, with
-    ``wait``, block until it is free.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    key = os.path.realpath(path)
-    with _held_guard:
-        entry = _held.get(key)
-        if entry is not None:
-            entry[1] += 1
-            return RunLock(key, path)
-        fd = os.open(path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            if fcntl is not None:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    if not wait:
-                        holder = _lock_holder(fd)
-                        raise RunDirError(
-                            f"run dir {path} is in use by process {holder} (it holds "
-                            f"{path / LOCK_FILE}); wait for that process to end (or stop it: "
-                            f"kill {holder}), or use another --run-dir"
-                        ) from None
-                    fcntl.flock(fd, fcntl.LOCK_EX)
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
-        except BaseException:
-            os.close(fd)
-            raise
-        _held[key] = [fd, 1]
-    return RunLock(key, path)
-
-
-def clear_run_dir(path: str | os.PathLike[str]) -> None:
-    """Remove everything in run directory ``path`` but its lock file (to start it over).
-
-    The caller holds the run's lock (``lock_run_dir``), which stays valid.
-    """
-    path = Path(path)
-    if not path.is_dir():
-        return
-    for entry in path.iterdir():
-        if entry.name == LOCK_FILE:
-            continue
-        if entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
-        else:
-            entry.unlink()
-
-
-def remove_temp_files(directory: str | os.PathLike[str]) -> int:
-    """Remove the temp files (``.<name>.<random>.tmp``) of killed writers in ``directory``.
-
-    Only for a directory whose writers are known to be gone (the caller holds the run's
-    lock). Returns how many were removed.
-    """
-    removed = 0
-    try:
-        entries = list(Path(directory).iterdir())
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.name.startswith(".") and entry.name.endswith(".tmp") and entry.is_file():
-            with contextlib.suppress(FileNotFoundError):
-                entry.unlink()
-                removed += 1
-    return removed
-
-
-# --------------------------------------------------------------------------- metrics
-
-
-def _plain(value: Any) -> Any:
-    """json.dumps fallback: numpy / torch scalars and arrays become Python values."""
-    for attr in ("item", "tolist"):
-        fn = getattr(value, attr, None)
-        if fn is not None:
-            try:
-                return fn()
-            except (TypeError, ValueError, RuntimeError):
-                continue
-    raise TypeError(f"metrics value {value!r} of type {type(value).__name__} is not JSON")
-
-
-def _encode_row(row: Mapping[str, Any]) -> str:
-    if "iteration" not in row:
-        raise RunDirError("a metrics row needs an integer 'iteration' key")
-    iteration = row["iteration"]
-    if isinstance(iteration, bool) or not isinstance(iteration, numbers.Integral):
-        raise RunDirError(f"metrics 'iteration' must be an integer, got {iteration!r}")
-    row = {**row, "iteration": int(iteration)}
-    line = json.dumps(row, default=_plain, allow_nan=True, separators=(",", ":"))
-    if "\n" in line:  # json.dumps escapes newlines in strings; this cannot happen
-        raise AssertionError("encoded metrics row spans lines")
-    return line + "\n"
-
-
-def _parse_metrics_lines(
-    path: Path, problems: list[str] | None = None
-) -> list[tuple[int, str, dict[str, Any]]]:
-    """(iteration, raw line, row) for every complete, parseable line of a metrics file.
-
-    A torn final line (crash mid-append) is left out; an unparseable line elsewhere is left
-    out too. Each left-out line is described in ``problems`` when a list is given, else
-    unparseable lines (not a torn tail) are warned about.
-    """
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return []
-    # What follows the last b"\n" is b"" for a complete file, else a torn last line (the
-    # row being written when the process died): it is dropped here.
-    lines = data.split(b"\n")
-    complete = lines[:-1]
-    if lines[-1].strip() and problems is not None:
-        problems.append(f"{path}:{len(lines)}: torn last line (no newline at its end)")
-    rows = []
-    for lineno, raw in enumerate(complete, start=1):
-        if not raw.strip():
-            continue
-        try:
-            text = raw.decode("utf-8")
-            row = json.loads(text)
-            iteration = row["iteration"]
-            if isinstance(iteration, bool) or not isinstance(iteration, int):
-                raise TypeError("iteration is not an integer")
-        except (UnicodeDecodeError, ValueError, TypeError, KeyError) as err:
-            message = f"{path}:{lineno}: unreadable metrics line ({err})"
-            if problems is not None:
-                problems.append(message)
-            else:
-                warnings.warn(f"skipping {message}", stacklevel=3)
-            continue
-        rows.append((iteration, text, row))
-    return rows
-
-
-def _run_finished(metrics_path: Path) -> bool:
-    try:
-        status = _read_json(metrics_path.parent / STATUS_FILE)
-    except (OSError, ValueError):
-        return False
-    return isinstance(status, dict) and status.get("state") == "finished"
-
-
-def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
-    """Load ``metrics.jsonl`` (or a run directory holding one) into a DataFrame.
-
-    One row per iteration, sorted by ``iteration``; where an iteration occurs more than
-    once, the last occurrence in the file wins. Keys missing from a row are NaN. A missing
-    file gives an empty frame with an ``iteration`` column.
-
-    Damaged lines: in a run that is not finished (its status.json next to the file says
-    so) a torn last line is the row being written when the process died and is ignored,
-    and an unreadable line elsewhere is skipped with a warning. In a finished run every
-    row was complete, so either one is a ``RunDirError``: dropping it would silently change
-    the results.
-    """
-    path = Path(path)
-    if path.is_dir():
-        path = path / METRICS_FILE
-    problems: list[str] = []
-    parsed = _parse_metrics_lines(path, problems)
-    if problems and _run_finished(path):
-        raise RunDirError(
-            f"the finished run's metrics are damaged: {'; '.join(problems[:3])}"
-            + (f" (and {len(problems) - 3} more)" if len(problems) > 3 else "")
-            + ". A finished run writes only whole rows, so the file was changed afterwards "
-            "(e.g. a cut-short copy): restore it from the original run directory, or delete "
-            "the damaged lines by hand to accept losing those rows."
-        )
-    for message in problems:
-        if "torn last line" not in message:
-            warnings.warn(f"skipping {message}", stacklevel=2)
-    rows = [row for _, _, row in parsed]
-    if not rows:
-        return pd.DataFrame({"iteration": pd.Series([], dtype="int64")})
-    latest: dict[int, dict[str, Any]] = {}
-    for row in rows:
-        latest.pop(row["iteration"], None)  # re-insert so that file order stays "last wins"
-        latest[row["iteration"]] = row
-    frame = pd.DataFrame.from_records(list(latest.values()))
-    columns = ["iteration"] + [c for c in frame.columns if c != "iteration"]
-    frame = frame[columns].sort_values("iteration", kind="stable").reset_index(drop=True)
-    frame["iteration"] = frame["iteration"].astype("int64")
-    return frame
-
-
-# --------------------------------------------------------------------------- tensorboard
-
-
-def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
-    """Write every finite numeric value of ``row`` to ``writer`` under its key at ``step``.
-
-    Keys containing "/" group into sections in TensorBoard. Booleans, strings, None and
-    non-finite numbers are skipped. Returns the number of scalars written.
-    """
-    written = 0
-    for key, value in row.items():
-        if isinstance(value, bool) or value is None:
-            continue
-        if not isinstance(value, numbers.Real):
-            item = getattr(value, "item", None)  # numpy / torch 0-d values
-            try:
-                value = item() if item is not None else None
-            except (TypeError, ValueError, RuntimeError):
-                value = None
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
-                continue
-        value = float(value)
-        if not math.isfinite(value):
-            continue
-        writer.add_scalar(str(key), value, global_step=step)
-        written += 1
-    return written
-
-
-# --------------------------------------------------------------------------- config diff
 
 
 def _to_json(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -479,37 +79,8 @@ def _config_diff(old: dict[str, Any], new: dict[str, Any], may_differ: Iterable[
     return [k for k in differing if not is_allowed(k)]
 
 
-# --------------------------------------------------------------------------- the run dir
-
-
-def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
-                         ) -> tuple[dict[str, Any], int]:
-    """(state, iteration) of one checkpoint file, read with ``weights_only=True``.
-
-    Raises ``UnsafeCheckpointError`` for a file that only a full unpickle could read, and
-    ``RunDirError`` for a file that is not a checkpoint of this format.
-    """
-    try:
-        payload = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only" not in str(err).lower():
-            raise
-        raise UnsafeCheckpointError(
-            f"refusing to load {path}: it holds Python objects that only a full unpickle "
-            "could rebuild, and unpickling a file can run code. It is not a checkpoint of "
-            f"this version (format {_CKPT_FORMAT}): either an older rlscale wrote it (finish "
-            "that run with the version that started it) or it was not written by rlscale. "
-            "Move it out of the checkpoints folder to resume from an older checkpoint, or "
-            "start a new run."
-        ) from None
-    if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
-            or not isinstance(payload.get("state"), dict)):
-        raise RunDirError(f"{path} is not a checkpoint written by rl.runs.storage")
-    return payload["state"], int(payload["iteration"])
-
-
 class RunDir:
-    """One training run's directory. See the module docstring for the layout.
+    """One training run's directory. See docs/run-directory.md for the layout.
 
     ``RunDir(path)`` only wraps a path (for reading a finished run). A training process
     gets its ``RunDir`` from ``RunDir.create`` (new run) or ``RunDir.open_for_resume``
@@ -596,8 +167,8 @@ class RunDir:
             finally:
                 with contextlib.suppress(OSError):
                     os.unlink(tmp_name)
-            _fsync_dir(run.path)
-            _fsync_dir(run.path.parent)
+            fsync_dir(run.path)
+            fsync_dir(run.path.parent)
         except BaseException:
             run.close()
             raise
@@ -657,7 +228,7 @@ class RunDir:
         run = self
         remove_temp_files(run.path)
         try:
-            stored = _read_json(run.config_path)
+            stored = read_json(run.config_path)
         except (OSError, ValueError) as err:
             raise RunDirError(f"cannot read {run.config_path}: {err}") from err
         differing = _config_diff(stored, cfg, may_differ)
@@ -691,7 +262,7 @@ class RunDir:
         return cls.create(path, config, keep=keep)
 
     def load_config(self) -> dict[str, Any]:
-        return _read_json(self.config_path)
+        return read_json(self.config_path)
 
     # ---------------------------------------------------------------- metrics
     def _repair_metrics_tail(self) -> None:
@@ -727,7 +298,7 @@ class RunDir:
         Values: numbers (NaN/inf allowed), strings, bools, None, lists, dicts; numpy and
         torch scalars are converted.
         """
-        line = _encode_row(row).encode("utf-8")
+        line = encode_metrics_row(row).encode("utf-8")
         if not self._metrics_checked:
             self._repair_metrics_tail()
         new_file = not self.metrics_path.exists()
@@ -743,7 +314,7 @@ class RunDir:
         finally:
             os.close(fd)
         if new_file:
-            _fsync_dir(self.path)
+            fsync_dir(self.path)
         self._metrics_checked = True
 
     def load_metrics(self) -> pd.DataFrame:
@@ -755,7 +326,7 @@ class RunDir:
         Used on resume from the checkpoint of iteration k: rows written after it will be
         produced again. Torn and unreadable lines are dropped too. Returns rows kept.
         """
-        rows = _parse_metrics_lines(self.metrics_path)
+        rows = parse_metrics_lines(self.metrics_path)
         if not rows and not self.metrics_path.exists():
             return 0
         kept = [text for iteration, text, _ in rows if iteration <= after_iteration]
@@ -794,9 +365,9 @@ class RunDir:
 
         iteration = int(iteration)
         target = self.checkpoint_path(iteration)
-        payload = {"format": _CKPT_FORMAT, "iteration": iteration, "state": dict(state)}
-        _check_plain(payload["state"], "state")
-        with _atomic_file(target) as f:
+        payload = {"format": CHECKPOINT_FORMAT, "iteration": iteration, "state": dict(state)}
+        check_plain(payload["state"], "state")
+        with atomic_file(target) as f:
             torch.save(payload, f)
         atomic_write_json(
             self.checkpoint_dir / LATEST_FILE, {"iteration": iteration, "file": target.name}
@@ -813,7 +384,7 @@ class RunDir:
                 with contextlib.suppress(FileNotFoundError):
                     if self._lock is not None or time.time() - entry.stat().st_mtime > 60:
                         entry.unlink()
-        _fsync_dir(self.checkpoint_dir)
+        fsync_dir(self.checkpoint_dir)
         return target
 
     def load_latest_checkpoint(
@@ -829,7 +400,7 @@ class RunDir:
         """
         candidates: list[Path] = []
         try:
-            pointer = _read_json(self.checkpoint_dir / LATEST_FILE)
+            pointer = read_json(self.checkpoint_dir / LATEST_FILE)
             name = pointer["file"]
             if isinstance(name, str) and _CKPT_RE.match(name):
                 candidates.append(self.checkpoint_dir / name)
@@ -927,7 +498,7 @@ class RunDir:
 
     def read_status(self) -> dict[str, Any] | None:
         try:
-            return _read_json(self.status_path)
+            return read_json(self.status_path)
         except (FileNotFoundError, ValueError):
             return None
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rl.runs.storage import atomic_write_text
+from rl.runs.files import atomic_write_text
 from rl.study.headline import headline_table, plot_summary
 from rl.study.plan import (
     GamePlan,

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rl.runs.storage import save_figure
+from rl.runs.files import save_figure
 from rl.study.report import format_value
 from rl.study.results import GNS_TERMS
 from rl.study.suites import CITED_LABEL

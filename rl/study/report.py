@@ -24,7 +24,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rl.runs.storage import atomic_write_text
+from rl.runs.files import atomic_write_text
 
 __all__ = [
     "SIGNIFICANT_DIGITS",

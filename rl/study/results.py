@@ -22,7 +22,7 @@ from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
 from rl.measure.ppo_noise import TERMS
 from rl.measure.supervised import SEGMENT_FRACTION, ratio_interval
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.study.plan import SHARPNESS_FILE, GamePlan, Part, StudyPlan, study_parts, supervised_dir
 from rl.study.report import round_sig
 from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS

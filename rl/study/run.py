@@ -29,7 +29,7 @@ from rich.console import Console
 
 from rl.analysis.sharpness import SharpnessConfig, digits_sharpness, sweep_sharpness
 from rl.measure.supervised import SupervisedConfig, run_supervised
-from rl.runs.storage import atomic_write_json, atomic_write_text
+from rl.runs.files import atomic_write_json, atomic_write_text
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, study_parts, supervised_dir
 from rl.study.progress import StudyMonitor
 from rl.study.suites import DIGITS_SHARPNESS, STUDY_SHARPNESS

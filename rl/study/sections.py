@@ -16,7 +16,7 @@ import pandas as pd
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits
-from rl.runs.storage import atomic_write_text
+from rl.runs.files import atomic_write_text
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
 from rl.study.report import Figure, Section, format_value, write_report

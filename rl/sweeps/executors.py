@@ -21,7 +21,8 @@ from typing import Any
 import pandas as pd
 import torch
 
-from rl.runs.storage import RunDir, clear_run_dir, lock_run_dir
+from rl.runs.lock import clear_run_dir, lock_run_dir
+from rl.runs.storage import RunDir
 from rl.sweeps.pbt import run_pbt
 from rl.sweeps.results import results_table, run_row, write_results
 from rl.sweeps.settings import SweepSpec, SweepStateError

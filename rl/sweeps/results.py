@@ -18,11 +18,8 @@ import pandas as pd
 
 from rl.measure.ppo_noise import TERMS
 from rl.measure.returns import first_reach
-from rl.runs.storage import (
-    atomic_write_bytes,
-    atomic_write_text,
-    load_metrics,
-)
+from rl.runs.files import atomic_write_bytes, atomic_write_text
+from rl.runs.metrics import load_metrics
 from rl.sweeps.settings import tkey
 from rl.sweeps.state import RunPlan, is_interrupted, read_json
 

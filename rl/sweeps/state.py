@@ -16,10 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from agents import PPOConfig
-from rl.runs.storage import (
-    atomic_write_json,
-    flatten_config,
-)
+from rl.runs.files import atomic_write_json
+from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec
 from rl.train.config import TrainConfig
 

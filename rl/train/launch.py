@@ -28,7 +28,8 @@ import torch.multiprocessing as tmp
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer
 from rl.measure.returns import SmoothedReturn
-from rl.runs.storage import RunDir, load_metrics
+from rl.runs.metrics import load_metrics
+from rl.runs.storage import RunDir
 from rl.train.comm import DistComm, LocalComm
 from rl.train.config import (
     RESUMABLE_CHANGES,

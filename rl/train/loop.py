@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from agents import PPOConfig, ppo_update, set_learning_rate
-from rl.runs.storage import RunDir, log_scalars
+from rl.runs.metrics import log_scalars
+from rl.runs.storage import RunDir
 from rl.train.config import (
     NonFiniteLossError,
     TrainConfig,

@@ -22,7 +22,8 @@ import torch
 
 from agents import PPOConfig, learning_rate_at
 from rl.measure.gns import GNSTracker
-from rl.runs.storage import load_metrics, save_figure
+from rl.runs.files import save_figure
+from rl.runs.metrics import load_metrics
 from rl.train.rollout import RolloutBuffer, to_device
 
 PLOT_FILE = "batch_schedule.png"

@@ -5,7 +5,7 @@ random generators, counters, the recent returns, the environments (as arrays whe
 can be saved, ``rl.runs.envstate``) and the observation in hand, plus the state of the
 noise-scale trackers and the batch schedule. Each data-parallel rank keeps its own
 generators and environments; rank 0 writes them all into one file (checkpoint format 2 of
-``rl.runs.storage``, loaded with ``weights_only=True``) and sends each rank its part on
+``rl.runs.checkpoints``, loaded with ``weights_only=True``) and sends each rank its part on
 resume. A one-process checkpoint is the same file with no per-rank part.
 """
 
@@ -21,7 +21,8 @@ import torch
 
 from rl.measure.returns import SmoothedReturn
 from rl.runs.envstate import EnvStateError, restore_env_state, saved_env_state
-from rl.runs.storage import RunDir, RunDirError
+from rl.runs.errors import RunDirError
+from rl.runs.storage import RunDir
 
 CHECKPOINT_KEYS = ("model", "optimizer", "sample_gen", "perm_gen", "torch_rng", "agent_steps",
                    "episodes_total", "recent_returns")

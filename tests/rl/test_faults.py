@@ -21,7 +21,7 @@ import pandas as pd
 import pytest
 
 from rl.analysis.sweep_fits import fit_sweep
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.sweeps.executors import run_sweep
 from rl.sweeps.results import RESULT_TIMING_COLUMNS, read_results
 from rl.sweeps.spec import load_spec

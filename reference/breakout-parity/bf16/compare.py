@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from rl.analysis.learning import mean_interval, run_measures, welch_difference
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 
 fp32_dir, bf16_dir, span, out = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 groups = {"fp32": sorted(fp32_dir.glob("ours-seed*")), "cpu_bf16": sorted(bf16_dir.glob("*-seed*"))}

@@ -21,14 +21,10 @@ import numpy as np
 import torch
 
 from agents import PPOConfig
-from rl.runs.storage import (
-    CHECKPOINT_DIR,
-    LATEST_FILE,
-    RunDir,
-    atomic_write_json,
-    clear_run_dir,
-    lock_run_dir,
-)
+from rl.runs.files import atomic_write_json
+from rl.runs.layout import CHECKPOINT_DIR, LATEST_FILE
+from rl.runs.lock import clear_run_dir, lock_run_dir
+from rl.runs.storage import RunDir
 from rl.sweeps.pbt.config import MEMBER_FILE, PBTConfig, member_name, round6
 from rl.sweeps.settings import batch_shapes, env_settings
 from rl.sweeps.state import RunPlan, append_event, read_sweep_state

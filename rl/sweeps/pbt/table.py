@@ -15,7 +15,8 @@ from typing import Any
 
 import pandas as pd
 
-from rl.runs.storage import atomic_write_bytes, atomic_write_text, load_metrics
+from rl.runs.files import atomic_write_bytes, atomic_write_text
+from rl.runs.metrics import load_metrics
 from rl.sweeps.state import read_sweep_state
 
 __all__ = ["PBT_COLUMNS", "member_summary", "pbt_table", "plot_pbt", "write_pbt_outputs"]

@@ -22,7 +22,7 @@ from rl.analysis.checkpoint_noise import (
 )
 from rl.analysis.sharpness import load_policy
 from rl.cli.app import main
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 
 
 @pytest.fixture(scope="module")

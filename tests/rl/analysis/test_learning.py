@@ -17,7 +17,7 @@ from rl.analysis.learning import (
     run_measures,
     train_sb3_run,
 )
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 
 pytest.importorskip("stable_baselines3")
 

@@ -17,7 +17,7 @@ from agents import PPOConfig, build_actor_critic, make_optimizer, ppo_loss, ppo_
 from agents.ppo import normalize_advantages
 from rl.measure.gns import GNSTracker, adam_preconditioner, measure
 from rl.measure.ppo_noise import TERMS, PPONoiseScale, RolloutSplit, check_settings, plan_split
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.train.config import PRESETS, TIMING_COLUMNS, TrainConfig
 from rl.train.gae import compute_gae
 from rl.train.launch import train

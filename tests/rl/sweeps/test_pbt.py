@@ -16,7 +16,7 @@ import pytest
 
 from agents import PPOConfig
 from rl.cli import main
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.sweeps.pbt import (
     PBT_COLUMNS,
     PBTConfig,

@@ -19,7 +19,8 @@ import pandas as pd
 import pytest
 
 from rl.analysis.sweep_fits import fit_sweep
-from rl.runs.storage import RunDir, load_metrics
+from rl.runs.metrics import load_metrics
+from rl.runs.storage import RunDir
 from rl.sweeps.executors import LocalExecutor, run_sweep
 from rl.sweeps.results import (
     RESULT_TIMING_COLUMNS,

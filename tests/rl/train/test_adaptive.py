@@ -13,7 +13,8 @@ import pytest
 
 from rl.analysis.adaptive import compare_with_fixed
 from rl.cli import main
-from rl.runs.storage import RunDir, load_metrics
+from rl.runs.metrics import load_metrics
+from rl.runs.storage import RunDir
 from rl.sweeps.results import result_columns, write_results
 from rl.train.config import TIMING_COLUMNS
 from rl.train.schedule import PLOT_FILE, AdaptiveConfig, BatchSchedule, EnvChunks

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from agents import PPOConfig
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.train.config import PRESETS, TrainConfig
 from rl.train.launch import train
 from rl.train.loop import prepare_network

@@ -9,7 +9,7 @@ import torch
 
 from agents import PPOConfig
 from envs.vector import VecEnv
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.train.config import PRESETS, TrainConfig
 from rl.train.gae import compute_gae
 from rl.train.launch import train

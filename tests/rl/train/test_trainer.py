@@ -12,7 +12,7 @@ import pytest
 
 from agents import PPOConfig
 from rl.cli import main
-from rl.runs.storage import load_metrics
+from rl.runs.metrics import load_metrics
 from rl.train import loop as loop_mod
 from rl.train.config import PRESETS, TIMING_COLUMNS, NonFiniteLossError, TrainConfig
 from rl.train.launch import train
@@ -244,7 +244,7 @@ def test_resume_refuses_crafted_incomplete_or_locked_runs(tmp_path, capsys):
     assert "lacks optimizer" in " ".join(capsys.readouterr().err.split())
 
     # Another process holds the run: refused, naming it.
-    code = ("import sys; from rl.runs.storage import lock_run_dir; lock_run_dir(sys.argv[1]); "
+    code = ("import sys; from rl.runs.lock import lock_run_dir; lock_run_dir(sys.argv[1]); "
             "print('held', flush=True); sys.stdin.readline()")
     holder = subprocess.Popen([sys.executable, "-c", code, str(base)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)

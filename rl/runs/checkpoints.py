@@ -1,0 +1,79 @@
+"""The checkpoint file format (tensors and plain values only) and its safe loading with
+``torch.load(weights_only=True)``. See docs/run-directory.md."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from rl.runs.errors import RunDirError
+
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "UnsafeCheckpointError",
+    "check_plain",
+    "load_checkpoint_file",
+]
+
+CHECKPOINT_FORMAT = 2
+_CKPT_FORMATS_READ = (1, 2)  # format 1 differs only in what the trainer put in "state"
+
+
+class UnsafeCheckpointError(RunDirError):
+    """A checkpoint file that could only be loaded by running arbitrary code (refused)."""
+
+
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def check_plain(value: Any, where: str) -> None:
+    """TypeError unless ``value`` is tensors and plain values all the way down."""
+
+    if isinstance(value, torch.Tensor) or type(value) in _PLAIN:
+        return
+    if type(value) in (dict,) or isinstance(value, Mapping) and type(value).__module__ in (
+            "collections", "builtins"):
+        for key, item in value.items():
+            if type(key) not in _PLAIN:
+                raise TypeError(f"checkpoint {where} has a key of type {type(key).__name__}")
+            check_plain(item, f"{where}[{key!r}]")
+        return
+    if type(value) in (list, tuple):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+        return
+    raise TypeError(
+        f"checkpoint {where} is a {type(value).__module__}.{type(value).__qualname__}; a "
+        "checkpoint holds only tensors and plain values (convert it, e.g. float(x) or "
+        "torch.as_tensor(x))"
+    )
+
+
+def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
+                         ) -> tuple[dict[str, Any], int]:
+    """(state, iteration) of one checkpoint file, read with ``weights_only=True``.
+
+    Raises ``UnsafeCheckpointError`` for a file that only a full unpickle could read, and
+    ``RunDirError`` for a file that is not a checkpoint of this format.
+    """
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only" not in str(err).lower():
+            raise
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds Python objects that only a full unpickle "
+            "could rebuild, and unpickling a file can run code. It is not a checkpoint of "
+            f"this version (format {CHECKPOINT_FORMAT}): either an older rlscale wrote it (finish "
+            "that run with the version that started it) or it was not written by rlscale. "
+            "Move it out of the checkpoints folder to resume from an older checkpoint, or "
+            "start a new run."
+        ) from None
+    if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
+            or not isinstance(payload.get("state"), dict)):
+        raise RunDirError(f"{path} is not a checkpoint written by rl.runs.storage")
+    return payload["state"], int(payload["iteration"])

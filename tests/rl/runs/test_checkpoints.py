@@ -1,0 +1,109 @@
+"""Tests for checkpoints (rl.runs.checkpoints, RunDir's): keep the last n, fallback, safe load."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+import torch
+
+from rl.runs import files
+from rl.runs.checkpoints import UnsafeCheckpointError
+from rl.runs.errors import RunDirError
+from rl.runs.storage import RunDir
+from tests.rl.runs.test_storage import CONFIG
+
+# --------------------------------------------------------------------------- checkpoints
+
+
+def test_checkpoint_keep_last_n_and_latest_pointer(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    assert run.load_latest_checkpoint() is None
+    for i in range(1, 6):
+        run.save_checkpoint({"w": torch.full((2,), float(i)), "step": i}, i)
+    assert run.list_checkpoints() == [4, 5]
+    assert json.loads((run.checkpoint_dir / "latest.json").read_text()) == {
+        "file": "ckpt_00000005.pt",
+        "iteration": 5,
+    }
+    state, iteration = run.load_latest_checkpoint(map_location="cpu")
+    assert iteration == 5 and state["step"] == 5 and torch.equal(state["w"], torch.full((2,), 5.0))
+
+    run3 = RunDir(tmp_path / "run", keep=3)
+    for i in range(6, 9):
+        run3.save_checkpoint({"step": i}, i)
+    assert run3.list_checkpoints() == [6, 7, 8]
+
+    # Resuming from an older checkpoint: files of the abandoned later iterations go away.
+    run3.save_checkpoint({"step": 7}, 7)
+    assert run3.list_checkpoints() == [6, 7]
+
+
+def test_latest_missing_or_corrupt_falls_back_to_newest_good(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG, keep=3)
+    for i in (1, 2, 3):
+        run.save_checkpoint({"step": i}, i)
+    latest = run.checkpoint_dir / "latest.json"
+
+    latest.unlink()
+    assert run.load_latest_checkpoint()[1] == 3
+
+    # The pointer names a corrupt (truncated) file: fall back to the newest good one.
+    files.atomic_write_json(latest, {"iteration": 3, "file": "ckpt_00000003.pt"})
+    data = run.checkpoint_path(3).read_bytes()
+    run.checkpoint_path(3).write_bytes(data[: len(data) // 2])
+    with pytest.warns(UserWarning, match="unloadable"):
+        state, iteration = run.load_latest_checkpoint()
+    assert (state, iteration) == ({"step": 2}, 2)
+
+    # The pointer names a missing file, and the pointer itself may be garbage.
+    files.atomic_write_json(latest, {"iteration": 9, "file": "ckpt_00000009.pt"})
+    with pytest.warns(UserWarning):
+        assert run.load_latest_checkpoint()[1] == 2
+    latest.write_text("{not json")
+    with pytest.warns(UserWarning):
+        assert run.load_latest_checkpoint()[1] == 2
+
+    # Hidden temp files of a killed writer are ignored.
+    (run.checkpoint_dir / ".ckpt_00000004.pt.abc.tmp").write_bytes(b"junk")
+    with pytest.warns(UserWarning):
+        assert run.load_latest_checkpoint()[1] == 2
+
+
+# --------------------------------------------------------------------------- safe loading
+
+
+class _RunsACommand:
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    run.save_checkpoint({"w": torch.ones(2)}, 1)
+    marker = tmp_path / "pwned"
+    torch.save({"format": 2, "iteration": 1, "state": {"x": _RunsACommand(marker)}},
+               run.checkpoint_path(1))  # replaces the real one
+    with pytest.raises(UnsafeCheckpointError, match=r"refusing to load .*ckpt_00000001"):
+        run.load_latest_checkpoint()
+    assert not marker.exists()
+    run.close()
+
+
+def test_checkpoint_state_must_be_plain_and_have_the_required_keys(tmp_path):
+    import numpy as np
+
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    with pytest.raises(TypeError, match=r"state\['r'\]\[0\] is a numpy"):
+        run.save_checkpoint({"r": [np.float64(1.0)]}, 1)
+    run.save_checkpoint({"model": {"w": torch.ones(1)}, "n": 3, "xs": [1.5, None],
+                         "t": (1, "a")}, 1)
+    state, it = run.load_latest_checkpoint(required=("model", "n"))
+    assert it == 1 and state["n"] == 3 and state["t"] == (1, "a")
+    with pytest.raises(RunDirError, match="lacks optimizer.*Move it out"):
+        run.load_latest_checkpoint(required=("model", "optimizer"))
+    run.close()
