@@ -26,6 +26,9 @@ from rl.train.config import TrainConfig
 SAME_RUN_MAY_DIFFER = ("train.resume", "train.run_dir", "train.device",
                        "train.checkpoint_every", "train.compile")
 
+TARGET_KEY = "train.target_return"
+"""The stopping target: a finished run serves a plan with a lower one (``serves_lower_target``)."""
+
 # Status messages of runs that were stopped from outside rather than failed.
 _INTERRUPTED = ("KeyboardInterrupt", "SystemExit")
 
@@ -87,6 +90,24 @@ def config_differences(stored: Mapping[str, Any], plan: RunPlan) -> list[str]:
     return diffs
 
 
+def serves_lower_target(stored: Mapping[str, Any], plan: RunPlan) -> bool:
+    """Whether a finished run stored with ``stored`` serves ``plan``, which asks for a lower
+    (or equal) target_return than the run stopped at, or the run had none.
+
+    The target only decides when a run stops: up to the planned target's first crossing the
+    run trained exactly as the planned run would, so its steps to every planned target are
+    the planned run's. It only trained further (its final return, run-averaged B_simple and
+    final-checkpoint sharpness cover that longer run). A higher planned target, or none,
+    would need training the run did not do.
+    """
+    old = (stored.get("train") or {}).get("target_return")
+    new = plan.train.get("target_return")
+    if new is None or isinstance(new, bool) or not isinstance(new, (int, float)):
+        return False
+    return old is None or (isinstance(old, (int, float)) and not isinstance(old, bool)
+                           and new <= old)
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
@@ -112,10 +133,16 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     if stored is None:
         return "new", ""
     diffs = config_differences(stored, plan)
-    if diffs:
-        return "conflict", "; ".join(diffs)
     status = read_json(path / "status.json")
     state = (status or {}).get("state")
+    if diffs and state == "finished" and diffs == [d for d in diffs if d.startswith(
+            TARGET_KEY + ":")] and serves_lower_target(stored, plan):
+        old = stored["train"]["target_return"]
+        return "finished", (f"{status.get('message', '')} (trained with target_return "
+                            f"{'none' if old is None else f'{old:g}'}, above the planned "
+                            f"{plan.train['target_return']:g}: reused)").lstrip()
+    if diffs:
+        return "conflict", "; ".join(diffs)
     if state == "finished":
         return "finished", str(status.get("message", ""))
     if state == "failed" and not is_interrupted(status):

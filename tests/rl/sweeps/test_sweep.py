@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -30,7 +31,7 @@ from rl.sweeps.results import (
     run_row,
 )
 from rl.sweeps.settings import SweepSpecError, SweepStateError
-from rl.sweeps.spec import load_spec, parse_spec, plan_runs
+from rl.sweeps.spec import load_spec, parse_spec, plan_runs, spec_to_raw
 from rl.sweeps.state import classify_run, read_events
 from rl.train.config import TrainConfig
 
@@ -288,6 +289,34 @@ def test_conflicting_run_dir_stops_the_sweep_before_anything_runs(tmp_path):
         run_sweep(spec)
 
 
+@pytest.mark.parametrize("stored_target, state, epochs, action", [
+    (20.0, "finished", 20, "finished"),  # stopped at a higher target: passed 10 on the way
+    (None, "finished", 20, "finished"),  # no target: trained its whole budget
+    (5.0, "finished", 20, "conflict"),   # stopped before the planned target: needs training
+    (20.0, "running", 20, "conflict"),   # unfinished: resuming would change when it stops
+    (20.0, "finished", 3, "conflict"),   # another setting differs too
+])
+def test_a_finished_run_serves_a_lower_target(tmp_path, stored_target, state, epochs, action):
+    spec = parse_spec({**BASE, "num_envs": [2], "targets": [5, 10], "out": str(tmp_path)})
+    (plan,) = plan_runs(spec)
+    stored = plan.stored_config()
+    stored["train"]["target_return"] = stored_target
+    stored["ppo"]["num_epochs"] = epochs
+    run = RunDir.create(plan.run_dir, stored)
+    if state == "finished":
+        run.mark_finished(iteration=3, agent_steps=192, message="reached target")
+    else:
+        run.mark_running(iteration=3, agent_steps=192)
+    run.close()
+    got, detail = classify_run(plan)
+    assert got == action, detail
+    if action == "finished":
+        assert detail.startswith("reached target (trained with target_return")
+        assert detail.endswith("above the planned 10: reused)")
+    else:
+        assert "stored" in detail and "planned" in detail
+
+
 def test_local_executor_shares_the_cores():
     assert LocalExecutor(2, cores=2).threads == 1
     assert LocalExecutor(3, cores=16).threads == 5
@@ -382,6 +411,30 @@ def _alive(pid: int) -> bool:
             return "\nState:\tZ" not in f.read()
     except FileNotFoundError:
         return False
+
+
+@pytest.mark.slow
+def test_lower_targets_reuse_a_finished_sweep(cartpole_sweep, tmp_path):
+    # Re-targeting a finished sweep below its highest target trains nothing: every run
+    # passed the new targets on its way, so their steps come from the stored metrics.
+    spec, table, _ = cartpole_sweep
+    out = tmp_path / "out"
+    shutil.copytree(spec.out, out)
+    lower = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [25, 50, 75]})
+    n_events = len(read_events(out))
+    again = run_sweep(lower)
+    new = read_events(out)[n_events:]
+    assert [e["event"] for e in new if e["event"] in ("start", "resume")] == []
+    assert sum(e["event"] == "skip" for e in new) == 10
+    assert (again["agent_steps_to_target_50"].fillna(-1) ==
+            table["agent_steps_to_target_50"].fillna(-1)).all()
+    reached_100 = table["agent_steps_to_target_100"].notna()
+    assert again.loc[reached_100, "agent_steps_to_target_75"].notna().all()
+    assert (again["agent_steps_to_target_25"] <= again["agent_steps_to_target_50"]).all()
+    # A higher target needs training these runs stopped short of: refused before anything runs.
+    higher = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [50, 150]})
+    with pytest.raises(SweepStateError, match="train.target_return: stored 100.0 != planned 150"):
+        run_sweep(higher)
 
 
 @pytest.mark.slow
