@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,21 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
         save_figure(fig, path, dpi=90)
         paths.append(path)
     return paths
+
+
+def remove_stale_fit_plots(out: str | os.PathLike[str], fits: pd.DataFrame) -> list[Path]:
+    """Remove the fit plots (``fit_<env>_<target>.png``) of the envs in ``fits`` for targets
+    it no longer has, as after re-targeting a sweep; returns the paths removed."""
+    removed = []
+    for env, rows in fits.groupby("env", sort=True):
+        slug = _slug(str(env))
+        keep = {f"fit_{slug}_{tkey(t)}.png" for t in rows["target"]}
+        plot = re.compile(rf"fit_{re.escape(slug)}_[-+0-9.e]+\.png")  # tkey's %g forms
+        for path in sorted(Path(out).glob(f"fit_{slug}_*.png")):
+            if plot.fullmatch(path.name) and path.name not in keep:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame) -> list[Path]:

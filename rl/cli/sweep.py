@@ -14,7 +14,12 @@ from typing import Any
 
 import pandas as pd
 
-from rl.analysis.sweep_fits import fit_sweep, plot_b_simple, plot_fits
+from rl.analysis.sweep_fits import (
+    fit_sweep,
+    plot_b_simple,
+    plot_fits,
+    remove_stale_fit_plots,
+)
 from rl.cli.args import add_dataclass_args, explicit_fields
 from rl.cli.output import console, err_console, print_table
 from rl.runs.files import atomic_write_text
@@ -310,6 +315,7 @@ def cmd_fit(args) -> int:
     written = [sweep_dir / "fit.csv", sweep_dir / "fit_per_batch.csv"]
     if not args.no_plots:
         written += plot_fits(sweep_dir, fits, per_batch)
+        remove_stale_fit_plots(sweep_dir, fits)
         b_plots = plot_b_simple(sweep_dir, df)
         if not b_plots:
             console.print("no noise-scale columns (gns/*) in the runs' metrics: no B_simple "

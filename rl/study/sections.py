@@ -15,7 +15,7 @@ import pandas as pd
 
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
-from rl.analysis.sweep_fits import plot_b_simple, plot_fits
+from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
 from rl.runs.files import atomic_write_text
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
@@ -63,6 +63,7 @@ def _pareto_figures(game: str, part: Part, game_fits) -> list[Figure]:
                                      f"{format_value(f['target'].iloc[i])}: steps S (PPO "
                                      "iterations) against samples E (agent steps), and "
                                      "S, E against the batch size B"))
+    remove_stale_fit_plots(part.out, f)
     return figures
 
 

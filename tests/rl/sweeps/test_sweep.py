@@ -431,6 +431,13 @@ def test_lower_targets_reuse_a_finished_sweep(cartpole_sweep, tmp_path):
     reached_100 = table["agent_steps_to_target_100"].notna()
     assert again.loc[reached_100, "agent_steps_to_target_75"].notna().all()
     assert (again["agent_steps_to_target_25"] <= again["agent_steps_to_target_50"]).all()
+    # The fit follows the new targets; the old targets' plots go.
+    from rl.cli import main
+
+    (out / "fit_CartPole_100.png").write_bytes(b"stale")
+    main(["fit", str(out), "--n-boot", "20"])
+    assert sorted(p.name for p in out.glob("fit_*.png")) == \
+        [f"fit_CartPole_{t}.png" for t in (25, 50, 75)]
     # A higher target needs training these runs stopped short of: refused before anything runs.
     higher = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [50, 150]})
     with pytest.raises(SweepStateError, match="train.target_return: stored 100.0 != planned 150"):
