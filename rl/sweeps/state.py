@@ -101,11 +101,8 @@ def serves_lower_target(stored: Mapping[str, Any], plan: RunPlan) -> bool:
     would need training the run did not do.
     """
     old = (stored.get("train") or {}).get("target_return")
-    new = plan.train.get("target_return")
-    if new is None or isinstance(new, bool) or not isinstance(new, (int, float)):
-        return False
-    return old is None or (isinstance(old, (int, float)) and not isinstance(old, bool)
-                           and new <= old)
+    new = plan.train.get("target_return")  # a finite number or None (TrainConfig checks it)
+    return new is not None and (old is None or (isinstance(old, (int, float)) and new <= old))
 
 
 def read_json(path: Path) -> Any:
@@ -135,8 +132,8 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     diffs = config_differences(stored, plan)
     status = read_json(path / "status.json")
     state = (status or {}).get("state")
-    if diffs and state == "finished" and diffs == [d for d in diffs if d.startswith(
-            TARGET_KEY + ":")] and serves_lower_target(stored, plan):
+    if diffs and state == "finished" and all(d.startswith(TARGET_KEY + ":") for d in diffs) \
+            and serves_lower_target(stored, plan):
         old = stored["train"]["target_return"]
         return "finished", (f"{status.get('message', '')} (trained with target_return "
                             f"{'none' if old is None else f'{old:g}'}, above the planned "
