@@ -14,6 +14,7 @@ from scipy.optimize import least_squares
 from scipy.special import expit
 
 __all__ = [
+    "B_CRIT_CI",
     "CriticalBatchFit",
     "FitError",
     "BootstrapResult",
@@ -39,6 +40,10 @@ _GRID_STEP = 0.05
 _MIN_SENSITIVITY_SPREAD = 1e-3
 
 # Failure kinds reported in CriticalBatchFit.kind.
+B_CRIT_CI = 0.95
+"""Default level of the seed-bootstrap intervals of B_crit, S_min and E_min (as the
+exponents and the noise scale's Fieller intervals)."""
+
 OK = "ok"
 INVALID_INPUT = "invalid_input"
 TOO_FEW_BATCH_SIZES = "too_few_batch_sizes"
@@ -455,7 +460,7 @@ def bootstrap_critical_batch(
     *,
     n_boot: int = 1000,
     seed: int | np.random.Generator = 0,
-    ci: float = 0.9,
+    ci: float = B_CRIT_CI,
     range_factor: float = 2.0,
 ) -> BootstrapResult:
     """Percentile bootstrap over seeds for B_crit, S_min and E_min.
@@ -617,7 +622,7 @@ def fit_from_runs(
     df: pd.DataFrame,
     n_boot: int = 1000,
     seed: int = 0,
-    ci: float = 0.9,
+    ci: float = B_CRIT_CI,
     *,
     range_factor: float = 2.0,
     min_reach_frac: float = 0.5,

@@ -22,7 +22,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from rl.analysis.fit import best_per_batch, critical_batch_replicates, draw_seeds, fit_from_runs
+from rl.analysis.fit import (
+    B_CRIT_CI,
+    best_per_batch,
+    critical_batch_replicates,
+    draw_seeds,
+    fit_from_runs,
+)
 from rl.measure.gns import ratio_interval
 from rl.runs.files import save_figure
 from rl.sweeps.results import GNS_TERMS, long_results
@@ -469,7 +475,8 @@ def plot_power_laws(path: str | os.PathLike[str], env: str, tradeoff: pd.DataFra
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
-    axes[0].set_title("critical-batch sweep: per-target fits (90% bootstrap bars)", fontsize=9)
+    axes[0].set_title(f"critical-batch sweep: per-target fits ({B_CRIT_CI:.0%} seed-bootstrap "
+                      "bars)", fontsize=9)
     axes[1].set_title("noise-scale runs: per return bin (Fieller 95% bars)", fontsize=9)
     fig.suptitle(f"{env}: power laws in performance (log-log)", fontsize=10)
     fig.tight_layout()

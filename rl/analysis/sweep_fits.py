@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 
 from rl.analysis.fit import (
+    B_CRIT_CI,
     FIT_COLUMNS,
     CriticalBatchFit,
     best_per_batch,
@@ -33,7 +34,7 @@ from rl.sweeps.settings import tkey
 _SETTLED = ("finished", "failed")
 
 
-def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = 0.9,
+def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = B_CRIT_CI,
               range_factor: float = 2.0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Critical batch size per (env, target) of a results table, with B_simple beside it.
 
@@ -129,10 +130,12 @@ def remove_stale_fit_plots(out: str | os.PathLike[str], fits: pd.DataFrame) -> l
     return removed
 
 
-def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame) -> list[Path]:
-    """One png per env: B_simple (policy, value, total; log scale) against return_recent,
-    one line per run coloured by batch size. Nothing is written for an env without
-    noise-scale measurements. Returns the paths written."""
+def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
+                  plot_dir: str | os.PathLike[str] | None = None) -> list[Path]:
+    """One png per env (into ``plot_dir``, default the sweep directory ``out`` whose runs
+    are read): B_simple (policy, value, total; log scale) against return_recent, one line
+    per run coloured by batch size. Nothing is written for an env without noise-scale
+    measurements. Returns the paths written."""
     from matplotlib import colormaps  # lazy: slow import, figures only
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.cm import ScalarMappable  # lazy: slow import, figures only
@@ -175,7 +178,7 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame) -> list[Path]:
         fig.colorbar(sm, ax=list(axes), label="rollout batch size B (agent steps)")
         fig.suptitle(f"{env}: noise scale against return (EMA, or ratio of window means)",
                      fontsize=10)
-        path = out / f"b_simple_{_slug(str(env))}.png"
+        path = Path(plot_dir or out) / f"b_simple_{_slug(str(env))}.png"
         save_figure(fig, path, dpi=90)
         paths.append(path)
     return paths

@@ -31,6 +31,25 @@ def _games(text: str) -> str | list[str]:
     return text if text in ("all", "none") else [p.strip() for p in text.split(",") if p.strip()]
 
 
+def _game_dir(text: str) -> tuple[str, str]:
+    game, sep, path = text.partition("=")
+    if not sep or not game.strip() or not path.strip():
+        raise argparse.ArgumentTypeError(f"expected GAME=DIR (e.g. Breakout=results/sweeps/"
+                                         f"breakout), got {text!r}")
+    return game.strip(), path.strip()
+
+
+def _game_dirs(pairs: list[tuple[str, str]] | None, flag: str) -> dict[str, str] | None:
+    if not pairs:
+        return None
+    dirs: dict[str, str] = {}
+    for game, path in pairs:
+        if game in dirs:
+            raise ValueError(f"{flag} gives {game} twice; give one directory per game")
+        dirs[game] = path
+    return dirs
+
+
 def default_out(suite: str | None, preset: str) -> Path:
     return Path("results/compare") / f"{suite or 'custom'}-{preset}"
 
@@ -45,6 +64,8 @@ def plan_from_args(args: argparse.Namespace):
         supervised=not args.no_supervised, supervised_epochs=args.supervised_epochs,
         supervised_seed=args.supervised_seed, parallel=args.parallel, device=args.device,
         n_boot=args.n_boot, retry_failed=args.retry_failed,
+        sweep_dirs=_game_dirs(args.sweep_dirs, "--sweep-dir"),
+        noise_dirs=_game_dirs(args.noise_dirs, "--noise-dir"),
     )
     out = args.out or default_out(args.suite if not args.games else None, args.preset)
     return build_plan(suite=args.suite, games=args.games or None, preset=args.preset, out=out,
@@ -83,6 +104,18 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
                    help="games that get a critical-batch sweep: comma-separated, all or none")
     g.add_argument("--noise-games", dest="noise_games", type=_games, metavar="GAMES",
                    help="games that get noise-scale runs: comma-separated, all (default) or none")
+    g.add_argument("--sweep-dir", dest="sweep_dirs", type=_game_dir, action="append",
+                   metavar="GAME=DIR",
+                   help="GAME's critical-batch sweep is the one stored in DIR (made by rlscale "
+                   "sweep or another study), with its own settings and targets: the sweep "
+                   "overrides below do not apply to it, unfinished runs are continued, fits "
+                   "and plots go to the study's stored/ folder. Repeatable. To re-target "
+                   "it: rlscale sweep --out DIR --targets LIST")
+    g.add_argument("--noise-dir", dest="noise_dirs", type=_game_dir, action="append",
+                   metavar="GAME=DIR",
+                   help="GAME's noise-scale runs are the ones stored in DIR (e.g. another "
+                   "study's noise/GAME: one batch size), with their own settings; the "
+                   "noise-scale overrides do not apply to them. Repeatable")
     s = p.add_argument_group("sweep overrides (every swept game)")
     s.add_argument("--num-envs", dest="num_envs", type=_ints, metavar="LIST",
                    help="num_envs grid, comma-separated (B = num_envs x num_steps)")

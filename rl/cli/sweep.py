@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from rl.analysis.fit import B_CRIT_CI
 from rl.analysis.sweep_fits import (
     fit_sweep,
     plot_b_simple,
@@ -34,9 +35,8 @@ from rl.sweeps.pbt import (
     write_pbt_outputs,
 )
 from rl.sweeps.results import read_results, results_table
-from rl.sweeps.settings import SweepSpec, SweepSpecError
-from rl.sweeps.spec import load_spec, merge_spec, parse_spec, plan_runs, spec_to_raw, tomllib
-from rl.sweeps.state import read_sweep_state
+from rl.sweeps.settings import SweepSpecError
+from rl.sweeps.spec import load_spec, parse_spec, plan_runs, stored_spec, tomllib
 
 # Flags that carry a list: comma-separated values.
 _LIST_FLAGS = ("env", "num_envs", "num_steps", "lrs", "targets")
@@ -114,16 +114,9 @@ def spec_from_args(args: argparse.Namespace):
         if not path.exists():
             raise FileNotFoundError(f"sweep spec {path} does not exist")
         return load_spec(path, over, default_out=str(Path("results/sweeps") / path.stem))
-    state = read_sweep_state(over["out"]) if "out" in over else None
-    if state is not None:
-        # `rlscale sweep --out DIR` continues the sweep stored there (flags still apply).
-        return parse_spec(merge_spec(spec_to_raw(_stored_spec(state)), over),
-                          source=f"{over['out']}/sweep.json + flags")
-    return parse_spec(over, source="sweep flags")
-
-
-def _stored_spec(state: dict[str, Any]):
-    return SweepSpec(**state["spec"])
+    # `rlscale sweep --out DIR` continues the sweep stored there (flags still apply).
+    stored = stored_spec(over["out"], over) if "out" in over else None
+    return stored if stored is not None else parse_spec(over, source="sweep flags")
 
 
 def cmd_sweep(args) -> int:
@@ -215,14 +208,12 @@ def _refreshed_results(sweep_dir: Path):
     """The results table rebuilt from the run directories (it may be newer than
     results.parquet if a sweep was killed), else the stored table."""
 
-    state = read_sweep_state(sweep_dir)
-    if state is not None:
-        try:
-            spec = _stored_spec(state)
-            spec.out = str(sweep_dir)
+    try:
+        spec = stored_spec(sweep_dir)
+        if spec is not None:
             return results_table(plan_runs(spec), spec.targets)
-        except (SweepSpecError, TypeError, KeyError, ValueError):
-            pass
+    except (SweepSpecError, TypeError, KeyError, ValueError):
+        pass
     return read_results(sweep_dir)
 
 
@@ -247,7 +238,7 @@ def check_fit_options(n_boot: int, ci: float, range_factor: float, seed: int = 0
         raise ValueError(f"--n-boot must be a positive number of bootstrap replicates "
                          f"(e.g. 1000), got {n_boot}")
     if not (math.isfinite(ci) and 0 < ci < 1):
-        raise ValueError(f"--ci is the interval level, between 0 and 1 (e.g. 0.9 for 90%), "
+        raise ValueError(f"--ci is the interval level, between 0 and 1 (e.g. 0.95 for 95%), "
                          f"got {ci}")
     if not (math.isfinite(range_factor) and range_factor >= 1):
         raise ValueError(f"--range-factor must be a finite number >= 1 (e.g. 2), got "
@@ -399,7 +390,8 @@ def add_parser(sub) -> None:
     f.add_argument("sweep_dir", metavar="SWEEP_DIR")
     f.add_argument("--n-boot", dest="n_boot", type=int, default=1000,
                    help="bootstrap replicates (default 1000)")
-    f.add_argument("--ci", type=float, default=0.9, help="interval level (default 0.9)")
+    f.add_argument("--ci", type=float, default=B_CRIT_CI,
+                   help=f"interval level (default {B_CRIT_CI:g})")
     f.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
     f.add_argument("--range-factor", dest="range_factor", type=float, default=2.0,
                    help="B_crit beyond [min B / f, max B * f] counts as a failed fit (default 2)")

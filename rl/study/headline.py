@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rl.analysis.fit import B_CRIT_CI
 from rl.runs.files import save_figure
 from rl.study.report import format_value
 from rl.study.results import GNS_TERMS
@@ -189,7 +190,7 @@ def _plot_measured(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> 
     bc = headline_b_crit(df, task)
     if bc is not None and bc["value"] == bc["value"]:
         _errbar(ax, xt + 0.2, bc, marker="s", color="C3", markersize=8,
-                label=lab("B_crit (measured, 90% seed bootstrap)"))
+                label=lab(f"B_crit (measured, {B_CRIT_CI:.0%} seed bootstrap)"))
 
 
 def _plot_cited(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> None:

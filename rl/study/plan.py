@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,10 +30,11 @@ from rl.study.suites import (
 )
 from rl.sweeps.executors import available_cores
 from rl.sweeps.settings import KNOWN_MAX_RETURN
-from rl.sweeps.spec import parse_spec, plan_runs
+from rl.sweeps.spec import parse_spec, plan_runs, stored_spec
 
 __all__ = [
     "SHARPNESS_FILE",
+    "STORED_SWEEPS",
     "GamePlan",
     "Overrides",
     "Part",
@@ -48,7 +49,10 @@ __all__ = [
 ]
 
 SHARPNESS_FILE = "sharpness.csv"
-"""in each sweep directory and in supervised/: the sharpness measured at the end"""
+"""in each sweep's analysis folder and in supervised/: the sharpness measured at the end"""
+STORED_SWEEPS = "stored"
+"""the study's folder for the analysis files of runs given by --sweep-dir / --noise-dir
+(stored/sweep/<game>, stored/noise/<game>)"""
 
 
 @dataclass
@@ -64,6 +68,12 @@ class GamePlan:
     noise_target: float
     ppo: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
+    sweep_dir: str | None = None
+    """an existing sweep directory that is this game's critical-batch sweep (``sweep`` is
+    then None: its settings are the ones stored in its sweep.json)"""
+    noise_dir: str | None = None
+    """an existing sweep directory that holds this game's noise-scale runs (``noise``
+    describes them, read from its sweep.json)"""
 
 
 @dataclass
@@ -111,6 +121,12 @@ class Overrides:
     device: str | None = None
     n_boot: int | None = None
     retry_failed: bool = False
+    sweep_dirs: Mapping[str, str] | None = None
+    """game -> an existing sweep directory (``rlscale sweep`` or another study's) that is
+    the game's critical-batch sweep, with the settings stored in its sweep.json"""
+    noise_dirs: Mapping[str, str] | None = None
+    """game -> an existing sweep directory at one batch size (another study's noise/GAME)
+    that holds the game's noise-scale runs, with their stored settings"""
 
 
 def family_of(game: str) -> str:
@@ -221,6 +237,44 @@ def _game_plan(game: str, family: str, fam: Family, ov: Overrides, *, sweep: boo
                     dict(fam.ppo), dict(fam.train))
 
 
+def _stored_dirs(dirs_by_name: Mapping[str, str] | None, games: Sequence[str], kind: str
+                 ) -> dict[str, tuple[str, Any]]:
+    """game -> (directory, its stored spec) of --sweep-dir (kind "sweep") or --noise-dir
+    ("noise"), each checked: a grid sweep of that game alone; noise-scale runs at one
+    batch size and learning rate."""
+    flag = f"--{kind}-dir"
+    found: dict[str, tuple[str, Any]] = {}
+    for name, path in (dirs_by_name or {}).items():
+        game = canonical_game(name)
+        if game in found:
+            raise ValueError(f"{flag} gives {game} twice; give one directory per game")
+        if game not in games:
+            raise ValueError(f"{flag} names {game}, not among the study's games "
+                             f"({', '.join(games)}); add it to the games")
+        spec = stored_spec(path)
+        if spec is None:
+            raise ValueError(f"{flag} {name}={path}: no sweep there (no {path}/sweep.json); "
+                             "give a directory written by rlscale sweep or rlscale compare")
+        if spec.scheduler != "grid" or spec.env != [game]:
+            what = "a PBT population" if spec.scheduler != "grid" else \
+                f"a sweep of {', '.join(spec.env)}"
+            raise ValueError(f"{flag} {name}={path} holds {what}, not runs of {game} alone")
+        runs = plan_runs(spec)
+        if kind == "noise" and len({(r.rollout_batch_size, r.lr) for r in runs}) != 1:
+            raise ValueError(f"{flag} {name}={path} holds runs at several batch sizes or "
+                             "learning rates; noise-scale runs have one of each (give it as "
+                             "--sweep-dir)")
+        found[game] = (str(path), spec)
+    return found
+
+
+def _stored_noise_runs(spec: Any) -> NoiseRuns:
+    """The NoiseRuns that a stored noise-scale sweep (one batch size) was made with."""
+    r = plan_runs(spec)[0]
+    return NoiseRuns(num_envs=r.num_envs, num_steps=r.num_steps, budget=int(spec.budget or 0),
+                     gns_every=int(r.train.get("gns_every") or 0), seeds=len(spec.seeds))
+
+
 def _supervised_config(ov: Overrides) -> SupervisedConfig | None:
     if not ov.supervised:
         return None
@@ -243,11 +297,21 @@ def build_plan(*, suite: str | None = None, games: Sequence[str] | None = None,
     default_sweeps = _default_sweep_games(suite, preset, canon)
     sweep_games = _select(ov.sweep_games, canon, default_sweeps, "--sweep-games")
     noise_games = _select(ov.noise_games, canon, canon, "--noise-games")
+    sweep_dirs = _stored_dirs(ov.sweep_dirs, canon, "sweep")
+    noise_dirs = _stored_dirs(ov.noise_dirs, canon, "noise")
     plans = []
     for game in canon:
         family = family_of(game)
-        plans.append(_game_plan(game, family, STUDY_PRESETS[preset][family], ov,
-                                sweep=game in sweep_games, noise=game in noise_games))
+        g = _game_plan(game, family, STUDY_PRESETS[preset][family], ov,
+                       sweep=game in sweep_games and game not in sweep_dirs,
+                       noise=game in noise_games and game not in noise_dirs)
+        if game in sweep_dirs:  # the stored sweep's own settings, targets included
+            g.sweep_dir, spec = sweep_dirs[game]
+            g.targets = tuple(spec.targets)
+        if game in noise_dirs:
+            g.noise_dir, spec = noise_dirs[game]
+            g.noise = _stored_noise_runs(spec)
+        plans.append(g)
     cores = available_cores()
     parallel = ov.parallel or (cores if preset == "cpu-quick" else max(1, cores // 4))
     return StudyPlan(out=str(out), suite=suite or "custom", preset=preset, games=plans,
@@ -272,10 +336,19 @@ class Part:
     kind: str  # "sweep" or "noise"
     game: str
     spec: Any  # rl.sweeps.settings.SweepSpec
+    stored_in: Path | None = None
+    """the study's folder for the analysis files of stored runs (--sweep-dir, --noise-dir),
+    which the study reads and continues but writes no fits, plots or sharpness into"""
 
     @property
     def out(self) -> Path:
+        """The sweep directory: its runs, results table and sweep.json."""
         return Path(self.spec.out)
+
+    @property
+    def analysis_dir(self) -> Path:
+        """Where the study writes the sweep's fits, plots and sharpness table."""
+        return self.stored_in if self.stored_in is not None else self.out
 
 
 def _train_overrides(plan: StudyPlan, g: GamePlan, gns_every: int) -> dict[str, Any]:
@@ -309,14 +382,28 @@ def _sweep_part(plan: StudyPlan, g: GamePlan) -> Part:
     return Part("sweep", g.game, parse_spec(raw, source=f"critical-batch sweep of {g.game}"))
 
 
+def _stored_part(plan: StudyPlan, g: GamePlan, kind: str) -> Part:
+    """A game's existing sweep or noise-scale runs: their stored settings; the study's
+    execution settings; the analysis in the study's folder."""
+    path = g.sweep_dir if kind == "sweep" else g.noise_dir
+    spec = stored_spec(path, {"parallel": plan.parallel, "retry_failed": plan.retry_failed})
+    if spec is None:
+        raise ValueError(f"{path} no longer holds a sweep (no sweep.json)")
+    return Part(kind, g.game, spec, Path(plan.out) / STORED_SWEEPS / kind / slug(g.game))
+
+
 def study_parts(plan: StudyPlan) -> list[Part]:
     """The sweeps of the study, validated (``rl.sweeps.settings.SweepSpecError`` lists problems)."""
 
     parts = []
     for g in plan.games:
-        if g.noise is not None:
+        if g.noise_dir is not None:
+            parts.append(_stored_part(plan, g, "noise"))
+        elif g.noise is not None:
             parts.append(_noise_part(plan, g))
-        if g.sweep is not None:
+        if g.sweep_dir is not None:
+            parts.append(_stored_part(plan, g, "sweep"))
+        elif g.sweep is not None:
             parts.append(_sweep_part(plan, g))
     return parts
 
@@ -334,18 +421,21 @@ def describe_plan(plan: StudyPlan) -> pd.DataFrame:
     parts = {(p.kind, p.game): p for p in study_parts(plan)}
     rows = []
     for g in plan.games:
-        s, n = g.sweep, g.noise
-        sweep_runs = len(plan_runs(parts[("sweep", g.game)].spec)) if s else 0
+        s, n = parts.get(("sweep", g.game)), g.noise
+        runs = plan_runs(s.spec) if s else []
         noise_runs = len(plan_runs(parts[("noise", g.game)].spec)) if n else 0
         rows.append({
             "game": g.game, "family": g.family,
             "sweep B (agent steps)": "-" if s is None else
-            ", ".join(str(e * s.num_steps) for e in s.num_envs),
-            "sweep lrs": "-" if s is None else ", ".join(f"{x:g}" for x in s.lrs),
-            "targets": "-" if s is None else ", ".join(f"{t:g}" for t in g.targets),
-            "sweep budget": "-" if s is None else f"{s.budget:,}",
-            "sweep runs": sweep_runs,
-            "noise B": "-" if n is None else f"{n.num_envs}x{n.num_steps}",
+            ", ".join(str(b) for b in sorted({r.rollout_batch_size for r in runs}))
+            + (" (stored)" if g.sweep_dir else ""),
+            "sweep lrs": "-" if s is None else ", ".join(f"{x:g}" for x in
+                                                          sorted({r.lr for r in runs})),
+            "targets": "-" if s is None else ", ".join(f"{t:g}" for t in s.spec.targets),
+            "sweep budget": "-" if s is None else f"{s.spec.budget:,}",
+            "sweep runs": len(runs),
+            "noise B": "-" if n is None else f"{n.num_envs}x{n.num_steps}"
+            + (" (stored)" if g.noise_dir else ""),
             "noise budget": "-" if n is None else f"{n.budget:,}",
             "gns_every": "-" if n is None else n.gns_every,
             "noise runs": noise_runs,

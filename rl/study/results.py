@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from rl.analysis.fit import B_CRIT_CI
 from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
@@ -172,7 +173,8 @@ def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
-def _sweep_rows(game: str, part: Part, n_boot: int, ci: float = 0.9) -> tuple[list[dict], Any]:
+def _sweep_rows(game: str, part: Part, n_boot: int,
+                ci: float = B_CRIT_CI) -> tuple[list[dict], Any]:
     table = results_table(plan_runs(part.spec), part.spec.targets)
     fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci)
     rows = []
@@ -357,8 +359,8 @@ def _game_rows(plan: StudyPlan, g: GamePlan, parts: Mapping[tuple[str, str], Par
         rows += r
     rows += _power_law_rows(g.game, parts, fits, plan.n_boot)
     if ("sweep", g.game) in parts:
-        rows += _sharpness_rows(g.game, "rl", parts[("sweep", g.game)].out / SHARPNESS_FILE,
-                                "rollout_batch_size", "agent steps")
+        sharpness = parts[("sweep", g.game)].analysis_dir / SHARPNESS_FILE
+        rows += _sharpness_rows(g.game, "rl", sharpness, "rollout_batch_size", "agent steps")
     return rows
 
 

@@ -25,6 +25,7 @@ from concurrent.futures import as_completed as futures_completed
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 from rich.console import Console
 
 from rl.analysis.sharpness import SharpnessConfig, digits_sharpness, sweep_sharpness
@@ -222,18 +223,32 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
     return {"tables": tables, "supervised": supervised}
 
 
+def _measured_runs(path: Path) -> set[str]:
+    """The runs a sharpness.csv holds (none if it is missing or unreadable)."""
+    try:
+        return set(pd.read_csv(path, usecols=["run"])["run"].astype(str))
+    except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
+        return set()
+
+
 def measure_study_sharpness(plan: StudyPlan) -> None:
-    """sharpness.csv in every sweep directory (the finished runs of the lowest seed) and in
-    the supervised folder (digits at several batch sizes), unless already there."""
+    """sharpness.csv in every sweep's analysis folder (the finished runs of seed 0) and in
+    the supervised folder (digits at several batch sizes), unless already measured. A sweep
+    is measured again when runs finished since (a study continued after an interruption)."""
 
     for part in study_parts(plan):
-        path = part.out / SHARPNESS_FILE
-        if part.kind != "sweep" or path.exists():
+        if part.kind != "sweep":
+            continue
+        path = part.analysis_dir / SHARPNESS_FILE
+        finished = {p.name for p in plan_runs(part.spec) if p.seed == 0
+                    and classify_run(p)[0] == "finished"}
+        if not finished or finished <= _measured_runs(path):
             continue
         try:
             df = sweep_sharpness(part.out, SharpnessConfig(**STUDY_SHARPNESS), seeds=[0])
         except ValueError:  # no finished runs: no sharpness rows
             continue
+        path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, df.to_csv(index=False))
     sup = supervised_dir(plan)
     if sup is not None and not (Path(plan.out) / "supervised" / SHARPNESS_FILE).exists():

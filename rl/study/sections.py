@@ -42,7 +42,7 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
             if part is None:
                 continue
             table = results_table(plan_runs(part.spec), part.spec.targets)
-            for p in plot_b_simple(part.out, table):
+            for p in plot_b_simple(part.out, table, plot_dir=part.analysis_dir):
                 trajectories.append(Figure(p, f"{g.game}: B_simple (policy, value, total loss; "
                                               f"agent steps) against the recent return, {what}"))
         if g.game in fits:
@@ -54,16 +54,16 @@ def _pareto_figures(game: str, part: Part, game_fits) -> list[Figure]:
     """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
     _, f, per_batch = game_fits
     if len(f):
-        atomic_write_text(part.out / "fit.csv", f.to_csv(index=False))
-        atomic_write_text(part.out / "fit_per_batch.csv", per_batch.to_csv(index=False))
+        atomic_write_text(part.analysis_dir / "fit.csv", f.to_csv(index=False))
+        atomic_write_text(part.analysis_dir / "fit_per_batch.csv", per_batch.to_csv(index=False))
     figures = []
     for i in range(len(f)):
-        for p in plot_fits(part.out, f.iloc[[i]], per_batch):
+        for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch):
             figures.append(Figure(p, f"{game}, target return "
                                      f"{format_value(f['target'].iloc[i])}: steps S (PPO "
                                      "iterations) against samples E (agent steps), and "
                                      "S, E against the batch size B"))
-    remove_stale_fit_plots(part.out, f)
+    remove_stale_fit_plots(part.analysis_dir, f)
     return figures
 
 
@@ -205,7 +205,7 @@ def _sharpness_figures(plan: StudyPlan, parts: Mapping[tuple[str, str], Part]) -
     out = Path(plan.out)
     figures = []
     for g in plan.games:
-        path = parts[("sweep", g.game)].out / SHARPNESS_FILE if ("sweep", g.game) in \
+        path = parts[("sweep", g.game)].analysis_dir / SHARPNESS_FILE if ("sweep", g.game) in \
             parts else None
         if path is not None and path.exists():
             figures.append(Figure(plot_sharpness(

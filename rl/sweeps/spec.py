@@ -46,7 +46,7 @@ from rl.sweeps.settings import (
     type_name,
     type_ok,
 )
-from rl.sweeps.state import RunPlan, run_name
+from rl.sweeps.state import RunPlan, read_sweep_state, run_name
 from rl.train.config import PRESETS, TrainConfig
 
 
@@ -386,6 +386,23 @@ def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None 
     if "out" not in raw and default_out is not None:
         raw["out"] = default_out
     return parse_spec(raw, source=str(path))
+
+
+def stored_spec(out: str | os.PathLike[str],
+                overrides: Mapping[str, Any] | None = None) -> SweepSpec | None:
+    """The spec of the sweep stored in ``out`` (its ``sweep.json``) updated by ``overrides``
+    and validated, with ``out`` as its directory wherever the sweep was made; None if ``out``
+    holds no sweep.json."""
+    state = read_sweep_state(out)
+    if state is None:
+        return None
+    try:
+        raw = spec_to_raw(SweepSpec(**state["spec"]))
+    except (KeyError, TypeError) as exc:
+        raise SweepSpecError([f"sweep.json holds no readable spec ({exc!r}); was it made by "
+                              "rlscale sweep?"], f"{out}/sweep.json") from None
+    raw = merge_spec(raw, {"out": str(out), **(overrides or {})})
+    return parse_spec(raw, source=f"{out}/sweep.json" + (" + overrides" if overrides else ""))
 
 
 def merge_spec(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:

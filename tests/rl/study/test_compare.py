@@ -340,3 +340,100 @@ def test_report_renders_in_headless_chromium(study, tmp_path):
     assert nonwhite > 0.05, nonwhite
     assert colors > 1000, colors
     assert saturated > 5000, saturated
+
+
+# --------------------------------------------------------------------------------------
+# A stored sweep as a game's critical-batch sweep (--sweep-dir)
+# --------------------------------------------------------------------------------------
+
+
+def _stored_cartpole_sweep(path: Path) -> Path:
+    """sweep.json of a CartPole sweep, as `rlscale sweep` writes it before training."""
+    from rl.sweeps.spec import parse_spec, plan_runs
+    from rl.sweeps.state import write_sweep_state
+
+    spec = parse_spec(dict(env="CartPole", num_envs=[1, 2], num_steps=32, lrs=[1e-3], seeds=2,
+                           targets=[40, 60], budget=2048, out=str(path)))
+    path.mkdir(parents=True)
+    write_sweep_state(spec, plan_runs(spec))
+    return path
+
+
+def test_a_stored_sweep_keeps_its_settings_and_gets_its_own_analysis_folder(tmp_path):
+    stored = _stored_cartpole_sweep(tmp_path / "elsewhere" / "cartpole")
+    ov = Overrides(sweep_dirs={"cartpole": str(stored)}, num_envs=[4, 8], targets=[-150],
+                   supervised=False, noise_games="none")
+    plan = build_plan(games=["CartPole", "Acrobot"], out=tmp_path / "study", overrides=ov)
+    cart, acrobot = plan.games
+    assert cart.sweep_dir == str(stored) and cart.sweep is None
+    assert cart.targets == (40.0, 60.0)  # the stored sweep's, not --targets
+    assert acrobot.sweep is not None and acrobot.sweep.num_envs == (4, 8)  # overrides apply
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    part = parts[("sweep", "CartPole")]
+    assert part.out == stored and part.spec.num_envs == [1, 2] and part.spec.parallel == \
+        plan.parallel
+    assert part.analysis_dir == tmp_path / "study" / "stored" / "sweep" / "CartPole"
+    assert parts[("sweep", "Acrobot")].analysis_dir == parts[("sweep", "Acrobot")].out
+    assert json.loads(json.dumps(plan.to_dict()))["games"][0]["sweep_dir"] == str(stored)
+
+
+def test_bad_sweep_dirs_are_named(tmp_path, capsys):
+    stored = _stored_cartpole_sweep(tmp_path / "cartpole")
+    with pytest.raises(ValueError, match="no sweep there"):
+        build_plan(games=["CartPole"], out=tmp_path / "s",
+                   overrides=Overrides(sweep_dirs={"CartPole": str(tmp_path / "nothing")}))
+    with pytest.raises(ValueError, match="not among the study's games"):
+        build_plan(games=["Acrobot"], out=tmp_path / "s",
+                   overrides=Overrides(sweep_dirs={"CartPole": str(stored)}))
+    with pytest.raises(ValueError, match="holds a sweep of CartPole, not runs of .*Acrobot"):
+        build_plan(games=["CartPole", "Acrobot"], out=tmp_path / "s",
+                   overrides=Overrides(sweep_dirs={"Acrobot": str(stored)}))
+    for bad in ("CartPole", "=dir", "CartPole="):
+        with pytest.raises(SystemExit):
+            main(["compare", "CartPole", "--sweep-dir", bad, "--dry-run"])
+        assert "GAME=DIR" in capsys.readouterr().err
+    assert main(["compare", "CartPole", "--sweep-dir", f"CartPole={stored}", "--sweep-dir",
+                 f"CartPole={stored}", "--dry-run", "--out", str(tmp_path / "s")]) == 2
+    assert "twice" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="several batch sizes"):  # a sweep: no noise runs
+        build_plan(games=["CartPole"], out=tmp_path / "s",
+                   overrides=Overrides(noise_dirs={"CartPole": str(stored)}))
+    with pytest.raises(ValueError, match="twice"):
+        build_plan(games=["CartPole"], out=tmp_path / "s",
+                   overrides=Overrides(sweep_dirs={"CartPole": str(stored),
+                                                   "cartpole": str(stored)}))
+    assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.slow
+def test_a_study_reads_stored_runs_without_training_or_writing_into_them(study, tmp_path):
+    sweep, noise = study / "sweeps" / "CartPole", study / "noise" / "MinAtar-Breakout"
+
+    def files(d):
+        return {p: p.stat().st_mtime for p in (d / "runs").rglob("*") if p.is_file()}
+
+    runs_before = {**files(sweep), **files(noise)}
+    fit_before = (sweep / "fit.csv").read_text()
+    events_before = {d: (d / "events.jsonl").read_text().splitlines() for d in (sweep, noise)}
+    out = tmp_path / "second"
+    assert main(["compare", "CartPole", "MinAtar-Breakout", "--sweep-dir", f"CartPole={sweep}",
+                 "--noise-dir", f"MinAtar-Breakout={noise}", "--noise-games", "none",
+                 "--no-supervised", "--n-boot", "50", "--out", str(out), "--quiet"]) == 0
+    for d, before in events_before.items():
+        new = [json.loads(x)["event"] for x in
+               (d / "events.jsonl").read_text().splitlines()[len(before):]]
+        assert "start" not in new and "resume" not in new and "skip" in new, d
+    assert {**files(sweep), **files(noise)} == runs_before
+    assert (sweep / "fit.csv").read_text() == fit_before  # the analysis went to the study
+    assert (out / "stored" / "sweep" / "CartPole" / "fit.csv").exists()
+    assert (out / "stored" / "sweep" / "CartPole" / "sharpness.csv").exists()
+    assert list((out / "stored" / "noise" / "MinAtar-Breakout").glob("*.png"))
+    assert not (out / "sweeps").exists() and not (out / "noise").exists()
+    first, second = (read_results_table(d / "results.csv") for d in (study, out))
+    cols = ["task", "quantity", "term", "target", "value", "lo", "hi", "n"]
+    for task, quantities in (("CartPole", ["b_crit"]),
+                             ("MinAtar-Breakout", ["b_simple", "rollout_batch_size"])):
+        same = [d[(d["task"] == task) & d["quantity"].isin(quantities)][cols]
+                .reset_index(drop=True) for d in (first, second)]
+        assert len(same[0]) >= 2
+        pd.testing.assert_frame_equal(*same)  # same runs, same bootstrap: the same numbers
