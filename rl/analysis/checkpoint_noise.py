@@ -63,13 +63,16 @@ class CheckpointNoiseConfig:
     """seed of the measurement environments and action sampling (the same for every checkpoint)"""
     device: str = "cpu"
     """device of the measurement"""
+    torch_threads: int = 0
+    """torch CPU threads while measuring (0: torch's default); 1 is often fastest for small
+    networks on a few shared cores"""
 
     def __post_init__(self) -> None:
         for name in ("num_envs", "num_steps", "groups", "repeats", "every"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup_rollouts", "seed"):
+        for name in ("warmup_rollouts", "seed", "torch_threads"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 0:
                 raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
@@ -164,7 +167,9 @@ def run_checkpoint_noise(run_dir: str | Path, out: str | Path, cfg: CheckpointNo
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     settings = {"run_dir": str(Path(run_dir).resolve()), **dataclasses.asdict(cfg)}
-    settings.pop("checkpoint_dir"), settings.pop("every")
+    # Which checkpoints, and how many threads: neither changes what is measured, so a rerun
+    # may change them.
+    settings.pop("checkpoint_dir"), settings.pop("every"), settings.pop("torch_threads")
     settings_path = out / "settings.json"
     if settings_path.exists():
         old = json.loads(settings_path.read_text())
@@ -186,6 +191,9 @@ def run_checkpoint_noise(run_dir: str | Path, out: str | Path, cfg: CheckpointNo
     todo = [(i, p) for i, p in chosen if i not in measured]
     env = envs.make_vec(train["env"], cfg.num_envs, cfg.seed, backend=train.get("backend"),
                         preset=train.get("env_preset")) if todo else None
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
     try:
         for k, (iteration, path) in enumerate(todo):
             if progress:
@@ -206,6 +214,8 @@ def run_checkpoint_noise(run_dir: str | Path, out: str | Path, cfg: CheckpointNo
         if progress:
             progress(len(todo), len(todo))
     finally:
+        if cfg.torch_threads:
+            torch.set_num_threads(threads)
         if env is not None:
             env.close()
     summary = summarize(done[done["iteration"].isin([i for i, _ in chosen])])

@@ -39,7 +39,11 @@ class EnvBenchConfig:
 
     def validate(self) -> None:
         check_ints(self, positive=("steps", "repeats"), nonnegative=("warmup_steps", "seed"))
-        int_list(self, "num_envs", "1,8,32")
+        self.env_counts()
+
+    def env_counts(self) -> list[int]:
+        """The environment counts of ``num_envs`` (ValueError naming it unless positive)."""
+        return int_list(self, "num_envs", "1,8,32")
 
 
 def time_env(env_id: str, backend: str, num_envs: int, cfg: EnvBenchConfig) -> float:
@@ -76,7 +80,7 @@ def backends_for(env_id: str) -> list[str]:
 def bench_envs(cfg: EnvBenchConfig, progress=None) -> pd.DataFrame:
     cfg.validate()
     backends = [b.strip() for b in cfg.backends.split(",") if b.strip()] or backends_for(cfg.env)
-    counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
+    counts = cfg.env_counts()
     if not backends or not counts:
         raise ValueError("bench envs needs at least one backend and one num_envs")
     configs = [{"backend": b, "num_envs": n} for n in counts for b in backends]

@@ -46,19 +46,24 @@ class GNSBenchConfig:
         g = self.gns_groups
         if isinstance(g, bool) or not isinstance(g, int) or g < 2:
             raise ValueError(f"gns_groups must be an integer >= 2, got {g!r}")
-        int_list(self, "iterations", "40,3")
+        self.iteration_counts()
+        self.gns_everies()
+
+    def iteration_counts(self) -> list[int]:
+        """The PPO iterations of ``iterations``, one per env (ValueError unless positive)."""
+        return int_list(self, "iterations", "40,3")
+
+    def gns_everies(self) -> list[int]:
+        """The gns_every values of ``cadences``, "default" read as TrainConfig's."""
         items = [c.strip() for c in self.cadences.split(",") if c.strip()]
         if not items or not all(c == "default" or c.isdigit() for c in items):
             raise ValueError(f"cadences must be comma-separated gns_every values, integers "
                              f">= 0 or default (e.g. 0,default,1), got {self.cadences!r}")
+        return [TrainConfig().gns_every if c == "default" else int(c) for c in items]
 
 
 def _cadences(cfg: GNSBenchConfig) -> list[int]:
-    out = []
-    for item in cfg.cadences.split(","):
-        item = item.strip()
-        if item:
-            out.append(TrainConfig().gns_every if item == "default" else int(item))
+    out = cfg.gns_everies()
     if 0 not in out:
         raise ValueError("bench gns needs cadence 0 (measurement off) as its reference")
     return out
@@ -81,7 +86,7 @@ def _time_run(env: str, iterations: int, every: int, cfg: GNSBenchConfig) -> dic
 def bench_gns(cfg: GNSBenchConfig, progress=None) -> pd.DataFrame:
     cfg.validate()
     env_names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
-    iters = [int(n) for n in cfg.iterations.split(",") if n.strip()]
+    iters = cfg.iteration_counts()
     if len(iters) != len(env_names):
         raise ValueError(f"give one iteration count per environment: envs={cfg.envs!r}, "
                          f"iterations={cfg.iterations!r}")

@@ -57,7 +57,11 @@ class ScalingBenchConfig:
     def validate(self) -> None:
         check_ints(self, positive=("num_steps", "iterations", "repeats"),
                    nonnegative=("threads", "seed"))
-        int_list(self, "num_envs", "8,32,128")
+        self.env_counts()
+
+    def env_counts(self) -> list[int]:
+        """The environment counts of ``num_envs`` (ValueError naming it unless positive)."""
+        return int_list(self, "num_envs", "8,32,128")
 
 
 def _env_only(env: str, n: int, cfg: ScalingBenchConfig) -> float:
@@ -132,7 +136,7 @@ def _overlap(env: str, n: int, mode: str, cfg: ScalingBenchConfig) -> float:
 def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
     cfg.validate()
     names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
-    counts = [int(n) for n in cfg.num_envs.split(",") if n.strip()]
+    counts = cfg.env_counts()
     if not names or not counts:
         raise ValueError("bench scaling needs at least one environment and one num_envs")
     kinds = ["env_only", "e2e"] + (["sync", "async"] if cfg.overlap_probe else [])

@@ -20,7 +20,7 @@ from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
 from rl.cli.gns import add_parser as add_gns_parser
-from rl.cli.output import CLIError, console, err_console, print_table
+from rl.cli.output import CLIError, console, err_console, print_error, print_table
 from rl.cli.sharpness import add_parser as add_sharpness_parser
 from rl.cli.sweep import add_parser as add_sweep_parser
 from rl.cli.train import add_parser as add_train_parser
@@ -174,13 +174,13 @@ def main(argv: list[str] | None = None) -> int:
         err_console.print("interrupted")
         return 130
     except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
-        err_console.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
+        print_error("error", str(exc))
         return 2
     except OSError as exc:  # disk full, read-only or missing directory, a file in the way
-        err_console.print(f"[red]error:[/] {escape(describe_os_error(exc))}", highlight=False)
+        print_error("error", describe_os_error(exc))
         return 2
     except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
-        err_console.print(f"[red]failed:[/] {escape(str(exc))}", highlight=False)
+        print_error("failed", str(exc))
         return 1
 
 

@@ -5,15 +5,27 @@ from __future__ import annotations
 import sys
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 # Tables are often read from logs: do not squeeze them to 80 columns when not on a terminal.
 console = Console(width=None if sys.stdout.isatty() else 160)
-err_console = Console(stderr=True)
+# Messages in logs and pipes are grepped: one line each, however long (rich would wrap at 80).
+err_console = Console(stderr=True, soft_wrap=not sys.stderr.isatty())
 
 
 class CLIError(Exception):
     """A user error: printed as one clear line, exit status 2."""
+
+
+def print_error(label: str, message: str) -> None:
+    """``label: message`` on stderr (label in red), the message taken literally (no markup).
+
+    Wrapped to the window on a terminal, one line elsewhere. Decided at each call, not at
+    import, because wrappers and pytest's capsys swap sys.stderr after import.
+    """
+    err_console.print(f"[red]{label}:[/] {escape(message)}", highlight=False,
+                      soft_wrap=not err_console.is_terminal)
 
 
 def format_number(v: float) -> str:

@@ -1,22 +1,25 @@
-"""The checkpoint file format (tensors and plain values only) and its safe loading with
-``torch.load(weights_only=True)``. See docs/run-directory.md."""
+"""The checkpoint file format (tensors and plain values only): its atomic writing and its
+safe loading with ``torch.load(weights_only=True)``. See docs/run-directory.md."""
 
 from __future__ import annotations
 
 import os
 import pickle
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from rl.runs.errors import RunDirError
+from rl.runs.files import atomic_file
 
 __all__ = [
     "CHECKPOINT_FORMAT",
     "UnsafeCheckpointError",
     "check_plain",
     "load_checkpoint_file",
+    "write_checkpoint_file",
 ]
 
 CHECKPOINT_FORMAT = 2
@@ -53,6 +56,22 @@ def check_plain(value: Any, where: str) -> None:
     )
 
 
+def write_checkpoint_file(path: str | os.PathLike[str], state: Mapping[str, Any],
+                          iteration: int) -> Path:
+    """Write ``state`` as the checkpoint of ``iteration`` to ``path``, atomically and durably.
+
+    ``state`` may hold only tensors and plain values (see ``check_plain``); anything else is
+    a ``TypeError`` before the file is touched, rather than a file that cannot be loaded.
+    Returns ``path`` as a ``Path``.
+    """
+    path = Path(path)
+    payload = {"format": CHECKPOINT_FORMAT, "iteration": int(iteration), "state": dict(state)}
+    check_plain(payload["state"], "state")
+    with atomic_file(path) as f:
+        torch.save(payload, f)
+    return path
+
+
 def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
                          ) -> tuple[dict[str, Any], int]:
     """(state, iteration) of one checkpoint file, read with ``weights_only=True``.
@@ -75,5 +94,5 @@ def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
         ) from None
     if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
             or not isinstance(payload.get("state"), dict)):
-        raise RunDirError(f"{path} is not a checkpoint written by rl.runs.storage")
+        raise RunDirError(f"{path} is not a checkpoint written by rl.runs.checkpoints")
     return payload["state"], int(payload["iteration"])

@@ -16,16 +16,14 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import torch
 
 from rl.runs.checkpoints import (
-    CHECKPOINT_FORMAT,
     UnsafeCheckpointError,
-    check_plain,
     load_checkpoint_file,
+    write_checkpoint_file,
 )
 from rl.runs.errors import RunDirError
-from rl.runs.files import atomic_file, atomic_write_json, atomic_write_text, fsync_dir, read_json
+from rl.runs.files import atomic_write_json, atomic_write_text, fsync_dir, read_json
 from rl.runs.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -364,11 +362,7 @@ class RunDir:
         """
 
         iteration = int(iteration)
-        target = self.checkpoint_path(iteration)
-        payload = {"format": CHECKPOINT_FORMAT, "iteration": iteration, "state": dict(state)}
-        check_plain(payload["state"], "state")
-        with atomic_file(target) as f:
-            torch.save(payload, f)
+        target = write_checkpoint_file(self.checkpoint_path(iteration), state, iteration)
         atomic_write_json(
             self.checkpoint_dir / LATEST_FILE, {"iteration": iteration, "file": target.name}
         )

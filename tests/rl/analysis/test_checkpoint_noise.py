@@ -21,6 +21,7 @@ from rl.analysis.checkpoint_noise import (
     summarize,
 )
 from rl.analysis.sharpness import load_policy
+from rl.cli import gns as gns_cli
 from rl.cli.app import main
 from rl.runs.metrics import load_metrics
 
@@ -123,12 +124,51 @@ def test_run_measures_the_chosen_checkpoints_and_a_rerun_continues(cartpole_run,
             **{**SMALL, "repeats": 4}, checkpoint_dir=str(archive)))
 
 
+def test_torch_threads_apply_while_measuring_and_a_rerun_may_change_them(cartpole_run, tmp_path,
+                                                                         one_torch_thread,
+                                                                         monkeypatch):
+    seen = []
+
+    def fake_measure(model, env, ppo, cfg):  # records the threads, skips the slow part
+        seen.append(torch.get_num_threads())
+        return [{"repeat": r, "term": term, "g2": 1.0 + r, "trace_sigma": 100.0,
+                 "b_simple": 100.0 / (1.0 + r)} for r in range(cfg.repeats) for term in cn.TERMS]
+
+    monkeypatch.setattr(cn, "measure_policy_noise", fake_measure)
+    first = tmp_path / "first"  # the run's first checkpoint alone
+    first.mkdir()
+    (first / "ckpt_00000004.pt").write_bytes(
+        (cartpole_run / "checkpoints" / "ckpt_00000004.pt").read_bytes())
+    out = tmp_path / "out"
+    run_checkpoint_noise(cartpole_run, out, CheckpointNoiseConfig(
+        **SMALL, torch_threads=2, checkpoint_dir=str(first)))
+    assert seen == [2] and torch.get_num_threads() == 1  # set for the measuring, then restored
+    # Threads change no measurement: a rerun with another count continues the same folder.
+    table = run_checkpoint_noise(cartpole_run, out, CheckpointNoiseConfig(**SMALL))
+    assert seen == [2, 1] and sorted(table["iteration"].unique()) == [4, 6]
+
+
+def test_cli_torch_threads_reaches_the_config(cartpole_run, tmp_path, monkeypatch):
+    got = []
+
+    def stop(run_dir, out, cfg, progress=None):
+        got.append(cfg)
+        raise FileNotFoundError("stopped before measuring")
+
+    monkeypatch.setattr(gns_cli, "run_checkpoint_noise", stop)
+    argv = ["gns", "checkpoints", str(cartpole_run), "--out", str(tmp_path / "o"), "--quiet"]
+    assert main([*argv, "--torch-threads", "1"]) == 2
+    assert main(argv) == 2
+    assert [cfg.torch_threads for cfg in got] == [1, 0]  # 0: torch's default
+
+
 @pytest.mark.parametrize("bad, match", [
     (dict(groups=3), "divide num_envs"),
     (dict(groups=1, num_envs=8), "groups must be >= 2"),
     (dict(repeats=2), "repeats must be >= 3"),
     (dict(num_steps=0), "num_steps must be a positive integer"),
     (dict(warmup_rollouts=-1), "warmup_rollouts"),
+    (dict(torch_threads=-1), "torch_threads must be an integer >= 0"),
 ])
 def test_bad_settings_are_refused(bad, match):
     with pytest.raises(ValueError, match=match):

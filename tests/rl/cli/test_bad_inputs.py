@@ -106,6 +106,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("gns checkpoints", "--warmup-rollouts"): NONNEG,
     ("gns checkpoints", "--every"): POS,
     ("gns checkpoints", "--seed"): NONNEG,
+    ("gns checkpoints", "--torch-threads"): NONNEG,
     # the sweep spec (rl.sweeps.spec) and PBTConfig
     ("sweep", "--num-envs"): POS,
     ("sweep", "--num-steps"): POS,

@@ -6,6 +6,7 @@ import sys
 import pandas as pd
 import pytest
 
+from rl.analysis.checkpoint_noise import CheckpointNoiseConfig
 from rl.cli.app import build_parser, main
 
 
@@ -76,6 +77,16 @@ def test_error_messages_keep_bracketed_text(capsys, monkeypatch):
     assert cli.main(["envs"]) == 2
     err = capsys.readouterr().err
     assert "'.[ray]'" in err and "[ppo] lr" in err
+
+
+def test_long_error_message_is_one_line_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """Logs and pipes are grepped: rich must not wrap the message at 80 columns there."""
+    with pytest.raises(ValueError) as info:
+        CheckpointNoiseConfig(groups=3)
+    message = str(info.value)
+    assert len(message) > 100
+    assert main(["gns", "checkpoints", str(tmp_path), "--groups", "3", "--quiet"]) == 2
+    assert f"error: {message}" in capsys.readouterr().err.splitlines()
 
 
 def argparse_ns(args, func):

@@ -5,11 +5,17 @@ from __future__ import annotations
 import json
 import os
 
+import numpy as np
 import pytest
 import torch
 
 from rl.runs import files
-from rl.runs.checkpoints import UnsafeCheckpointError
+from rl.runs.checkpoints import (
+    CHECKPOINT_FORMAT,
+    UnsafeCheckpointError,
+    load_checkpoint_file,
+    write_checkpoint_file,
+)
 from rl.runs.errors import RunDirError
 from rl.runs.storage import RunDir
 from tests.rl.runs.test_storage import CONFIG
@@ -71,6 +77,26 @@ def test_latest_missing_or_corrupt_falls_back_to_newest_good(tmp_path):
         assert run.load_latest_checkpoint()[1] == 2
 
 
+def test_written_checkpoint_file_reads_back_with_the_same_tensors_and_iteration(tmp_path):
+    state = {"model": {"w": torch.arange(6.0).reshape(2, 3), "b": torch.zeros(3)},
+             "step": 7, "lr": 2.5e-4}
+    path = write_checkpoint_file(tmp_path / "sub" / "ckpt.pt", state, 7)
+    assert path == tmp_path / "sub" / "ckpt.pt"
+    assert [p.name for p in path.parent.iterdir()] == ["ckpt.pt"]  # no temp file left
+    loaded, iteration = load_checkpoint_file(path)
+    assert iteration == 7 and loaded["step"] == 7 and loaded["lr"] == 2.5e-4
+    assert loaded["model"].keys() == state["model"].keys()
+    for name, tensor in state["model"].items():
+        assert torch.equal(loaded["model"][name], tensor)
+    # The payload on disk is the documented format (docs/run-directory.md).
+    raw = torch.load(path, weights_only=True)
+    assert raw.keys() == {"format", "iteration", "state"} and raw["format"] == CHECKPOINT_FORMAT
+
+    with pytest.raises(TypeError, match="numpy"):
+        write_checkpoint_file(tmp_path / "bad.pt", {"x": np.float64(1.0)}, 1)
+    assert not (tmp_path / "bad.pt").exists()
+
+
 # --------------------------------------------------------------------------- safe loading
 
 
@@ -95,8 +121,6 @@ def test_crafted_checkpoint_is_refused_and_runs_nothing(tmp_path):
 
 
 def test_checkpoint_state_must_be_plain_and_have_the_required_keys(tmp_path):
-    import numpy as np
-
     run = RunDir.create(tmp_path / "run", CONFIG)
     with pytest.raises(TypeError, match=r"state\['r'\]\[0\] is a numpy"):
         run.save_checkpoint({"r": [np.float64(1.0)]}, 1)
