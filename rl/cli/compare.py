@@ -72,7 +72,8 @@ def plan_from_args(args: argparse.Namespace):
                       overrides=ov)
 
 
-def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False) -> int:
+def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False,
+                   report_only: bool = False) -> int:
     """Run (or reuse) the study of ``plan``, print the headline table and where the report is."""
 
     table = describe_plan(plan)
@@ -83,7 +84,7 @@ def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False) -> int:
         console.print("dry run: nothing started")
         return 0
     t0 = time.perf_counter()
-    outcome = compare(plan, quiet=quiet, console=err_console)
+    outcome = compare(plan, quiet=quiet, console=err_console, train=not report_only)
     print_table(outcome.headline.drop(columns=["reference"]),
                 title="headline: B_simple and B_crit (RL: agent steps; supervised: training "
                 "examples; cited rows: McCandlish et al. 2018, Table 1)")
@@ -94,7 +95,8 @@ def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False) -> int:
 
 
 def cmd_compare(args) -> int:
-    return run_and_report(plan_from_args(args), quiet=args.quiet, dry_run=args.dry_run)
+    return run_and_report(plan_from_args(args), quiet=args.quiet, dry_run=args.dry_run,
+                          report_only=args.report_only)
 
 
 def add_study_args(p: argparse.ArgumentParser) -> None:
@@ -152,6 +154,10 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
                    help="rerun runs that failed on their own (interrupted runs always resume)")
     e.add_argument("--dry-run", dest="dry_run", action="store_true",
                    help="show what would run; start nothing")
+    e.add_argument("--report-only", dest="report_only", action="store_true",
+                   help="train and measure nothing: results.csv and the report from the runs "
+                   "as they are now (e.g. while they train in another process; unfinished "
+                   "runs stay out of the fits and are counted as such)")
     e.add_argument("--quiet", action="store_true", help="no progress display, no log lines")
 
 

@@ -24,7 +24,7 @@ from rl.study.plan import (
     study_parts,
 )
 from rl.study.results import RESULT_COLUMNS, collect_results, read_results_table
-from rl.study.run import measure_study_sharpness, run_study
+from rl.study.run import check_study, measure_study_sharpness, run_study
 from rl.study.sections import write_study_report
 from rl.study.suites import (
     CITED,
@@ -50,6 +50,7 @@ __all__ = [
     "StudyPlan",
     "SweepGrid",
     "build_plan",
+    "check_study",
     "collect_results",
     "compare",
     "describe_plan",
@@ -71,11 +72,19 @@ class StudyOutcome:
     report_md: Path
 
 
-def compare(plan: StudyPlan, *, quiet: bool = False, console=None) -> StudyOutcome:
-    """Run the study (reusing finished parts), write results.csv, then the report."""
-    ran = run_study(plan, quiet=quiet, console=console)
-    measure_study_sharpness(plan)
-    df, fits = collect_results(plan, supervised_summary=ran["supervised"])
+def compare(plan: StudyPlan, *, quiet: bool = False, console=None,
+            train: bool = True) -> StudyOutcome:
+    """Run the study (reusing finished parts), write results.csv, then the report.
+
+    ``train=False`` runs and measures nothing: the report of the runs as they are now (a
+    study whose runs still train elsewhere; unfinished runs stay out of the fits)."""
+    supervised = None
+    if train:
+        supervised = run_study(plan, quiet=quiet, console=console)["supervised"]
+        measure_study_sharpness(plan)
+    else:
+        check_study(plan)
+    df, fits = collect_results(plan, supervised_summary=supervised)
     out = Path(plan.out)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     # The report is rendered from the table as written (read back), never from memory.

@@ -393,7 +393,9 @@ def collect_results(plan: StudyPlan, *, supervised_summary: Mapping | None = Non
 
 
 def read_results_table(path: str | os.PathLike[str]) -> pd.DataFrame:
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    # Text columns as text even when empty (else read as float, and filled with "" below).
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""],
+                     dtype={col: object for col in TEXT_COLUMNS})
     for col in TEXT_COLUMNS:
         df[col] = df[col].fillna("").astype(str)
     for col in ("target", "batch_size", "value", "lo", "hi", "n"):

@@ -39,7 +39,7 @@ from rl.sweeps.settings import SweepStateError
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import classify_run
 
-__all__ = ["measure_study_sharpness", "run_study"]
+__all__ = ["check_study", "measure_study_sharpness", "run_study"]
 
 _COST = {"atari": 30.0, "minatar": 3.0, "classic": 1.0}
 
@@ -109,10 +109,11 @@ def _check_conflicts(parts: list[Part]) -> None:
         )
 
 
-def _prepare(plan: StudyPlan) -> tuple[list[Part], Path | None, str]:
-    """Check the study directory against the plan, then write study.json.
+def check_study(plan: StudyPlan) -> tuple[list[Part], Path | None, str]:
+    """Check the study's directories against the plan (runs with other settings are
+    refused, ``SweepStateError``), then write study.json.
 
-    Returns (parts longest first, the supervised run's directory, its state)."""
+    Returns (the parts, the supervised run's directory, its state: none, new or finished)."""
     out = Path(plan.out)
     parts = study_parts(plan)
     _check_conflicts(parts)
@@ -125,7 +126,6 @@ def _prepare(plan: StudyPlan) -> tuple[list[Part], Path | None, str]:
                              "another --out")
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "study.json", {"format": 1, **plan.to_dict()})
-    parts.sort(key=lambda p: -_cost(p, plan))
     return parts, sup_dir, sup_state
 
 
@@ -189,7 +189,8 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
     """
 
     console = console or Console(stderr=True)
-    parts, sup_dir, sup_state = _prepare(plan)
+    parts, sup_dir, sup_state = check_study(plan)
+    parts.sort(key=lambda p: -_cost(p, plan))  # longest first
     all_plans = [p for part in parts for p in plan_runs(part.spec)]
     threads = max(1, available_cores() // plan.parallel)
     monitor = StudyMonitor(all_plans, 1 if sup_dir is not None else 0, console, quiet)

@@ -437,3 +437,26 @@ def test_a_study_reads_stored_runs_without_training_or_writing_into_them(study, 
                 .reset_index(drop=True) for d in (first, second)]
         assert len(same[0]) >= 2
         pd.testing.assert_frame_equal(*same)  # same runs, same bootstrap: the same numbers
+
+
+def test_report_only_trains_nothing(tmp_path):
+    stored = _stored_cartpole_sweep(tmp_path / "cartpole")  # planned, nothing trained yet
+    out = tmp_path / "study"
+    assert main(["compare", "CartPole", "--sweep-dir", f"CartPole={stored}", "--noise-games",
+                 "none", "--no-supervised", "--report-only", "--out", str(out),
+                 "--quiet"]) == 0
+    assert not (stored / "runs").exists() and not (stored / "events.jsonl").exists()
+    df = read_results_table(out / "results.csv")
+    assert (out / "report.md").exists() and (out / "study.json").exists()
+    assert df[(df["source"] == "measured") & (df["quantity"] == "b_crit")]["value"].isna().all()
+
+
+@pytest.mark.slow
+def test_report_only_reports_the_same_numbers_without_running(study, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(study, copy)
+    (copy / "results.csv").unlink()
+    events = {p: p.read_text() for p in copy.glob("*/*/events.jsonl")}
+    assert main([*MINI, "--out", str(copy), "--report-only", "--quiet"]) == 0
+    assert {p: p.read_text() for p in copy.glob("*/*/events.jsonl")} == events  # no sweep ran
+    assert (copy / "results.csv").read_text() == (study / "results.csv").read_text()
