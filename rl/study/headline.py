@@ -101,11 +101,14 @@ def _cited_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
 def _b_crit_cells(df: pd.DataFrame, task: str) -> tuple[str, str]:
     """(B_crit [interval], its target return) as shown."""
     bc = headline_b_crit(df, task)
+    runs = pick_row(df, task, "sweep_runs_settled")
+    unsettled = "" if runs is None or runs["value"] >= runs["n"] else \
+        f" ({format_value(runs['value'])} of {format_value(runs['n'])} runs finished)"
     if bc is None:
-        return "no sweep", ""
+        return ("no sweep" if runs is None else "no fit yet") + unsettled, ""
     if pd.isna(bc["value"]):
-        return "fit failed", format_value(bc["target"])
-    return format_value(bc["value"]) + _interval(bc), format_value(bc["target"])
+        return "fit failed" + unsettled, format_value(bc["target"])
+    return format_value(bc["value"]) + _interval(bc) + unsettled, format_value(bc["target"])
 
 
 def _score_cell(df: pd.DataFrame, task: str) -> str:
@@ -120,7 +123,8 @@ def _measured_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
     start, end = pick_row(df, task, "b_simple_start", "total"), \
         pick_row(df, task, "b_simple_end", "total")
     b_crit, b_target = _b_crit_cells(df, task)
-    unit = tot["unit"] if tot is not None else mine["unit"].iloc[0]
+    units = mine.loc[mine["quantity"] != "sweep_runs_settled", "unit"]  # not "runs"
+    unit = tot["unit"] if tot is not None else units.iloc[0] if len(units) else "agent steps"
     return {
         "source": mine["source"].iloc[0], "task": task, "unit": unit,
         "B_simple total [95%]": _b_simple_cell(tot, interval=True),

@@ -177,7 +177,10 @@ def _sweep_rows(game: str, part: Part, n_boot: int,
                 ci: float = B_CRIT_CI) -> tuple[list[dict], Any]:
     table = results_table(plan_runs(part.spec), part.spec.targets)
     fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci)
-    rows = []
+    settled = int(table["status"].isin(["finished", "failed"]).sum())
+    rows = [result_row("measured", "rl", game, "sweep_runs_settled", settled, unit="runs",
+                       n=len(table), note=f"runs of the sweep finished (or failed) of {len(table)}"
+                       "; the fits use only these")]
     level = f"{ci:.0%}"
     for _, f in fits.iterrows():
         t = float(f["target"])

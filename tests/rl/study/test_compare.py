@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from rl.cli import main
+from rl.study.headline import headline_table
 from rl.study.plan import Overrides, build_plan, study_parts
 from rl.study.report import format_value, round_sig
 from rl.study.results import RESULT_COLUMNS, read_results_table
@@ -449,6 +450,9 @@ def test_report_only_trains_nothing(tmp_path):
     df = read_results_table(out / "results.csv")
     assert (out / "report.md").exists() and (out / "study.json").exists()
     assert df[(df["source"] == "measured") & (df["quantity"] == "b_crit")]["value"].isna().all()
+    head = headline_table(df).set_index("task")
+    assert head.loc["CartPole", "B_crit [interval]"] == "no fit yet (0 of 4 runs finished)"
+    assert head.loc["CartPole", "unit"] == "agent steps"
 
 
 @pytest.mark.slow
