@@ -440,7 +440,8 @@ def _draw(ax: Any, x: np.ndarray, y: np.ndarray, lo: np.ndarray, hi: np.ndarray,
 
 def plot_power_laws(path: str | os.PathLike[str], env: str, tradeoff: pd.DataFrame | None,
                     tradeoff_points: pd.DataFrame | None, noise: pd.DataFrame | None,
-                    noise_points: pd.DataFrame | None) -> Path:
+                    noise_points: pd.DataFrame | None, *,
+                    noise_source: str = "noise-scale runs") -> Path:
     """One PNG: B_crit, S_min, E_min against the target (left) and B_simple against the
     smoothed return (right), log-log, with the fitted lines; written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
@@ -477,7 +478,7 @@ def plot_power_laws(path: str | os.PathLike[str], env: str, tradeoff: pd.DataFra
             ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
     axes[0].set_title(f"critical-batch sweep: per-target fits ({B_CRIT_CI:.0%} seed-bootstrap "
                       "bars)", fontsize=9)
-    axes[1].set_title("noise-scale runs: per return bin (Fieller 95% bars)", fontsize=9)
+    axes[1].set_title(f"{noise_source}: per return bin (Fieller 95% bars)", fontsize=9)
     fig.suptitle(f"{env}: power laws in performance (log-log)", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -253,34 +253,49 @@ def _cited_rows() -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
-def _law_note(r, what: str) -> str:
+def _law_note(r, what: str, source: str = "") -> str:
     if not bool(r["ok"]):
-        return f"refused: {r['reason']}"
+        return f"refused: {r['reason']}" + (f" ({source})" if source else "")
     return (f"log-log least squares against the {what} over {int(r['n_points'])} points "
             f"from {r['x_min']:.4g} to {r['x_max']:.4g}; 95% seed bootstrap "
             f"({int(r['boot_failed'])} of {int(r['n_boot'])} replicates unusable)")
 
 
+NOISE_LAW_SOURCES = {"noise": "noise-scale runs", "sweep": "sweep runs, every batch size"}
+"""what a game's B_simple-against-return law rests on: its noise-scale runs, else (a game
+with a sweep only) the sweep's runs pooled, each measurement an estimate at that policy"""
+
+
+def noise_law_metrics(game: str, parts: Mapping[tuple[str, str], Part]
+                      ) -> tuple[str, list[pd.DataFrame]]:
+    """(the source label of NOISE_LAW_SOURCES, the runs' metrics) for the B_simple laws."""
+    for kind in NOISE_LAW_SOURCES:
+        if (kind, game) in parts:
+            metrics = noise_metrics(parts[(kind, game)])
+            if metrics:
+                return NOISE_LAW_SOURCES[kind], metrics
+    return "", []
+
+
 def power_laws(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
-               n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """(tradeoff laws, their points, B_simple laws, their points) of a game; empty frames
-    where the game has no sweep or no noise-scale runs."""
+               n_boot: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame, pd.DataFrame, str]:
+    """(tradeoff laws, their points, B_simple laws, their points, what the B_simple laws
+    rest on) of a game; empty frames where it has no sweep or no noise measurements."""
 
     empty = pd.DataFrame(columns=POWER_LAW_COLUMNS)
     laws, pts, noise, noise_pts = empty, pd.DataFrame(), empty, pd.DataFrame()
     if game in fits:
         table, f, _ = fits[game]
         laws, pts = tradeoff_power_laws(table, fits=f, n_boot=n_boot)
-    if ("noise", game) in parts:
-        metrics = noise_metrics(parts[("noise", game)])
-        if metrics:
-            noise, noise_pts = noise_scale_power_laws(game, metrics, n_boot=n_boot)
-    return laws, pts, noise, noise_pts
+    source, metrics = noise_law_metrics(game, parts)
+    if metrics:
+        noise, noise_pts = noise_scale_power_laws(game, metrics, n_boot=n_boot)
+    return laws, pts, noise, noise_pts, source
 
 
 def _power_law_rows(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapping[str, Any],
                     n_boot: int) -> list[dict]:
-    laws, _, noise, _ = power_laws(game, parts, fits, n_boot)
+    laws, _, noise, _, source = power_laws(game, parts, fits, n_boot)
     rows = []
     for _, r in laws.iterrows():
         rows.append(result_row("measured", "rl", game, f"{r['quantity']}_exponent",
@@ -291,8 +306,8 @@ def _power_law_rows(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapp
         rows.append(result_row("measured", "rl", game, "b_simple_exponent", r["exponent"],
                                term=r["term"], lo=r["exponent_lo"], hi=r["exponent_hi"],
                                unit="exponent in the smoothed return", n=r["n_points"],
-                               note=_law_note(r, "smoothed return (return bins of the "
-                                                 "noise-scale runs)")))
+                               note=_law_note(r, f"smoothed return (return bins of the "
+                                                 f"{source})", source)))
     return rows
 
 

@@ -170,10 +170,10 @@ def _power_law_section(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
         said = _exponents_in_words(df, g.game)
         if said is not None:
             words.append(said)
-        laws, pts, noise, noise_pts = power_laws(g.game, parts, fits, plan.n_boot)
+        laws, pts, noise, noise_pts, source = power_laws(g.game, parts, fits, plan.n_boot)
         if len(pts) or len(noise_pts):
             path = plot_power_laws(out / "plots" / f"power_laws_{slug(g.game)}.png", g.game,
-                                   laws, pts, noise, noise_pts)
+                                   laws, pts, noise, noise_pts, noise_source=source)
             figures.append(Figure(path, f"{g.game}: B_crit, S_min, E_min against the target "
                                         "return, and B_simple against the smoothed return, "
                                         "log-log, with the fitted power laws"))

@@ -266,6 +266,21 @@ def test_results_match_the_runs_they_came_from(study):
         for ours, theirs in (("value", "b_crit"), ("lo", "b_crit_lo"), ("hi", "b_crit_hi")):
             expected = round_sig(f[theirs])
             assert row[ours] == expected or (math.isnan(row[ours]) and math.isnan(expected))
+    # B_simple against the return: MinAtar-Breakout from its noise-scale run; CartPole,
+    # which has none here, from its sweep's runs, every batch size pooled.
+    from rl.analysis.scaling import noise_scale_power_laws
+    from rl.runs.metrics import load_metrics
+
+    laws = df.xs("b_simple_exponent", level="quantity")
+    assert laws.loc["MinAtar-Breakout"]["note"].str.contains("noise-scale runs").all()
+    cart = laws.loc["CartPole"]
+    assert len(cart) == 3 and cart["note"].str.contains("sweep runs, every batch size").all()
+    runs = sorted((study / "sweeps" / "CartPole" / "runs").iterdir())
+    mine, _ = noise_scale_power_laws("CartPole", [load_metrics(r) for r in runs], n_boot=50)
+    for _, r in mine.iterrows():  # the same fits (here refused: the returns span < 2x)
+        row = cart.loc[r["term"]]
+        assert row["n"] == r["n_points"] and (row["value"] == round_sig(r["exponent"])
+                                              or not r["ok"] and math.isnan(row["value"]))
     # Supervised reference: rl.measure.supervised's own summary.
     summary = json.loads(next((study / "supervised").glob("*/summary.json")).read_text())
     sup = value("digits (mlp)", "b_simple", "total")
