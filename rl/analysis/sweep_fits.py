@@ -47,14 +47,20 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
     at each batch size's best lr (every seed, every batch size whose best lr reached the
     target), of each run's run-averaged B_simple (mean trace_sigma / mean g2 over all its
     measured iterations, until it stopped); ``b_simple_runs`` counts the runs with a finite
-    value. NaN where the runs measured no noise scale.
+    value. Only runs whose rollouts were split along the environment axis count
+    (``gns_split`` "envs"): a run with fewer environments than groups is split in time, its
+    groups are correlated and its B_simple biased low (docs/noise-scale.md). NaN where no
+    such run measured the noise scale.
 
     Returns (fit table: rl.analysis.fit.FIT_COLUMNS + b_simple_total/policy/value, b_simple_runs,
     runs_used, runs_unsettled; per batch size table of rl.analysis.fit.best_per_batch).
     """
 
-    settled = df[df["status"].isin(_SETTLED)]
+    settled = df[df["status"].isin(_SETTLED)].copy()
     unsettled = df[~df["status"].isin(_SETTLED)]
+    if "gns_split" in settled:  # (tables written before the column: every run counts)
+        settled.loc[settled["gns_split"] != "envs", [f"b_simple_{t}" for t in GNS_TERMS]] = \
+            math.nan
     long = long_results(settled)
     extra = [*[f"b_simple_{t}" for t in GNS_TERMS], "b_simple_runs", "runs_used",
              "runs_unsettled"]

@@ -261,17 +261,29 @@ def _law_note(r, what: str, source: str = "") -> str:
             f"({int(r['boot_failed'])} of {int(r['n_boot'])} replicates unusable)")
 
 
-NOISE_LAW_SOURCES = {"noise": "noise-scale runs", "sweep": "sweep runs, every batch size"}
+NOISE_LAW_SOURCES = {"noise": "noise-scale runs",
+                     "sweep": "sweep runs, every batch size split by environments"}
 """what a game's B_simple-against-return law rests on: its noise-scale runs, else (a game
 with a sweep only) the sweep's runs pooled, each measurement an estimate at that policy"""
 
 
+def _env_split_rows(metrics: pd.DataFrame) -> pd.DataFrame:
+    """The rows measured on rollouts split along the environment axis (docs/noise-scale.md:
+    a split in time gives correlated groups and a B_simple biased low)."""
+    if "gns/split_envs" not in metrics:
+        return metrics
+    return metrics[pd.to_numeric(metrics["gns/split_envs"], errors="coerce") == 1]
+
+
 def noise_law_metrics(game: str, parts: Mapping[tuple[str, str], Part]
                       ) -> tuple[str, list[pd.DataFrame]]:
-    """(the source label of NOISE_LAW_SOURCES, the runs' metrics) for the B_simple laws."""
+    """(the source label of NOISE_LAW_SOURCES, the runs' metrics) for the B_simple laws.
+    Pooled sweep runs contribute only their measurements on environment-split rollouts."""
     for kind in NOISE_LAW_SOURCES:
         if (kind, game) in parts:
             metrics = noise_metrics(parts[(kind, game)])
+            if kind == "sweep":
+                metrics = [m for m in map(_env_split_rows, metrics) if len(m)]
             if metrics:
                 return NOISE_LAW_SOURCES[kind], metrics
     return "", []

@@ -38,7 +38,7 @@ def result_columns(targets: Iterable[float]) -> list[str]:
     for t in sorted(targets):
         cols += [f"iterations_to_target_{tkey(t)}", f"agent_steps_to_target_{tkey(t)}"]
     cols += [f"b_simple_{term}" for term in GNS_TERMS]
-    cols += ["gns_measurements", "sps_median", "message"]
+    cols += ["gns_measurements", "gns_split", "sps_median", "message"]
     return cols
 
 
@@ -57,12 +57,25 @@ def _b_simple(metrics: pd.DataFrame, term: str) -> tuple[float, int]:
     return (float(tr_mean / g2_mean) if g2_mean > 0 else math.nan), int(ok.sum())
 
 
+def gns_split(metrics: pd.DataFrame) -> str:
+    """How the run's measured rollouts were split into groups: "envs" (independent groups of
+    whole environments), "time" (blocks of steps: groups correlated, docs/noise-scale.md),
+    "mixed", or "" (nothing measured)."""
+    if "gns/split_envs" not in metrics:
+        return ""
+    split = pd.to_numeric(metrics["gns/split_envs"], errors="coerce").dropna()
+    if split.empty:
+        return ""
+    return "envs" if (split == 1).all() else "time" if (split == 0).all() else "mixed"
+
+
 def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
     """The results-table row of one run, from its run directory.
 
     iterations_to_target_{t}: the first iteration whose ``return_recent`` >= t with at
     least ``return_window`` games finished (NaN if never); agent_steps_to_target_{t}: the
-    agent steps at that iteration. b_simple_{term}: see ``_b_simple``. status: pending (no
+    agent steps at that iteration. b_simple_{term}: see ``_b_simple``; gns_split: see
+    ``gns_split``. status: pending (no
     run yet), running (started, not finished: in progress or interrupted by a kill),
     interrupted (stopped by Ctrl-C), finished, failed.
     """
@@ -93,6 +106,7 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
             row[f"b_simple_{term}"], n = _b_simple(metrics, term)
             n_measured = max(n_measured, n)
         row["gns_measurements"] = n_measured
+        row["gns_split"] = gns_split(metrics)
         if "sps" in metrics:
             row["sps_median"] = float(pd.to_numeric(metrics["sps"], errors="coerce").median())
     columns = result_columns(targets)
@@ -108,7 +122,8 @@ def results_table(plans: list[RunPlan], targets: Iterable[float],
     df = pd.DataFrame(data, columns=result_columns(targets))
     for col in ("iterations", "agent_steps", "episodes_total", "gns_measurements"):
         df[col] = df[col].astype("float64")
-    df["message"] = df["message"].fillna("").astype(str)
+    for col in ("message", "gns_split"):
+        df[col] = df[col].fillna("").astype(str)
     return df
 
 

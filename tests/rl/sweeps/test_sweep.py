@@ -278,6 +278,30 @@ def test_long_view_and_fit_failure_reason(tmp_path):
     assert "only 2 distinct batch size(s)" in fits.loc[0, "reason"]
 
 
+def test_b_simple_beside_b_crit_counts_only_environment_split_runs(tmp_path):
+    # 2 and 4 envs with 4 groups: the 2-env runs are split in time (correlated groups, a
+    # B_simple biased low), the 4-env runs by environment. Known values: 10 (time), 1000.
+    spec = parse_spec({**BASE, "num_envs": [2, 4, 8], "seeds": 1, "targets": [3],
+                       "out": str(tmp_path), "train": {"return_window": 1, "gns_groups": 4}})
+    plans = plan_runs(spec)
+    for p in plans:
+        split = 1 if p.num_envs % 4 == 0 else 0
+        trace = 1000.0 if split else 10.0
+        fake_run(p, [dict(iteration=i, agent_steps=i * p.rollout_batch_size, episodes_total=i,
+                          return_recent=float(i), **{"gns/split_envs": split,
+                          **{f"gns/{t}/g2": 1.0 for t in ("total", "policy", "value")},
+                          **{f"gns/{t}/trace_sigma": trace for t in ("total", "policy",
+                                                                       "value")}})
+                     for i in range(1, 6)])
+    from rl.sweeps.results import results_table
+
+    df = results_table(plans, spec.targets)
+    assert list(df["gns_split"]) == ["time", "envs", "envs"]
+    assert list(df["b_simple_total"]) == [10.0, 1000.0, 1000.0]  # each run's own value
+    fits, _ = fit_sweep(df, n_boot=10)
+    assert fits.loc[0, "b_simple_total"] == 1000.0 and fits.loc[0, "b_simple_runs"] == 2
+
+
 def test_conflicting_run_dir_stops_the_sweep_before_anything_runs(tmp_path):
     spec = parse_spec({**BASE, "num_envs": [2], "targets": [10], "out": str(tmp_path)})
     (plan,) = plan_runs(spec)
