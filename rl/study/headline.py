@@ -84,7 +84,7 @@ def _b_simple_cell(r, interval: bool) -> str:
         return "-"
     text = _value_or_range(r) if not interval else (
         "-" if pd.isna(r["value"]) else format_value(r["value"]) + _interval(r))
-    return text + (" (sweep runs)" if r["quantity"] == "b_simple_sweep" else "")
+    return text + (" (sweep runs)" if r["quantity"] == "b_simple_sweep" and text != "-" else "")
 
 
 def _cited_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
