@@ -1,15 +1,17 @@
 """Does the time split bias B_simple? The same rollouts measured three ways.
 
-A checkpoint's policy plays fresh Breakout rollouts of 8 envs x 128 steps. Each rollout is
-measured (rl.measure.ppo_noise, K = 8 groups) split
-  envs      by environment: 8 groups of 1 whole environment (independent groups),
-  time      in time: 8 blocks of 16 steps of all 8 environments,
+A checkpoint's policy plays fresh Breakout rollouts of N envs x 128 steps (N = 8 unless
+NUM_ENVS says). Each rollout is measured (rl.measure.ppo_noise, K = 8 groups) split
+  envs      by environment: 8 groups of N/8 whole environments (independent groups),
+  time      in time: 8 blocks of 16 steps of all N environments,
   time_1env in time within environment 0 alone: 8 blocks of 16 steps, as a 1-env run does;
 B_simple = ratio of the means over the repeats (Fieller 95%). Without a bias the three agree.
 
-    PYTHONPATH=. OMP_NUM_THREADS=1 python reference/gns-split/measure.py RUN_DIR [CKPT] OUT.csv
+    PYTHONPATH=. OMP_NUM_THREADS=1 [NUM_ENVS=64 REPEATS=8] python \
+        reference/gns-split/measure.py RUN_DIR [CKPT] OUT.csv
 """
 
+import os
 import sys
 import time
 
@@ -24,7 +26,8 @@ from rl.measure.ppo_noise import TERMS, RolloutSplit, measure_rollout, ppo_gns_l
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
 
-NUM_ENVS, NUM_STEPS, GROUPS, REPEATS, SEED = 8, 128, 8, 24, 2024
+NUM_ENVS, NUM_STEPS, GROUPS, SEED = int(os.environ.get("NUM_ENVS", 8)), 128, 8, 2024
+REPEATS = int(os.environ.get("REPEATS", 24))
 
 
 def main(run_dir: str, checkpoint: str | None, out: str) -> None:
