@@ -103,16 +103,19 @@ def plan_split(num_envs: int, num_steps: int, groups: int) -> RolloutSplit:
         raise ValueError(f"the noise scale needs at least 2 groups, got gns_groups={groups}")
     if num_envs % groups == 0:
         return RolloutSplit("envs", groups, num_envs // groups, num_steps)
-    if num_steps >= 2:
+    if num_envs >= 2:
+        # Fewer groups of whole environments rather than blocks of steps: blocks of one
+        # trajectory are correlated and bias B_simple low (reference/gns-split). Use the
+        # number of groups that leaves the fewest environments out, then the most groups.
+        k = max(range(2, min(groups, num_envs) + 1), key=lambda k: (k * (num_envs // k), k))
+        return RolloutSplit("envs", k, num_envs // k, num_steps)
+    if num_steps >= 2:  # one environment: only blocks of its steps are possible
         k = min(groups, num_steps)
         return RolloutSplit("time", k, num_envs, num_steps // k)
-    k = min(groups, num_envs)
-    if k < 2:
-        raise ValueError(
-            f"a rollout of {num_envs} env x {num_steps} step cannot be split into 2 groups for "
-            "the noise scale; use more environments or steps, or --gns-every 0"
-        )
-    return RolloutSplit("envs", k, num_envs // k, num_steps)
+    raise ValueError(
+        f"a rollout of {num_envs} env x {num_steps} step cannot be split into 2 groups for "
+        "the noise scale; use more environments or steps, or --gns-every 0"
+    )
 
 
 def check_settings(every: Any, groups: Any, num_envs: int | None = None,

@@ -41,14 +41,20 @@ def cartpole(run_dir, **kw) -> tuple[TrainConfig, PPOConfig]:
 def test_split_plan_prefers_environments_and_falls_back_to_time():
     assert plan_split(8, 128, 8) == RolloutSplit("envs", 8, 1, 128)
     assert plan_split(16, 32, 8) == RolloutSplit("envs", 8, 2, 32)
-    # Fewer environments than groups, or not divisible: K blocks along time (remainder unused).
-    assert plan_split(4, 128, 8) == RolloutSplit("time", 8, 4, 16)
-    assert plan_split(12, 100, 8) == RolloutSplit("time", 8, 12, 12)
-    assert plan_split(3, 5, 8) == RolloutSplit("time", 5, 3, 1)
-    # One step per environment: as many environment groups as there are environments.
+    # Fewer environments than groups, or not divisible: fewer groups of whole environments,
+    # leaving the fewest environments out, then the most groups.
+    assert plan_split(4, 128, 8) == RolloutSplit("envs", 4, 1, 128)
+    assert plan_split(2, 128, 8) == RolloutSplit("envs", 2, 1, 128)
+    assert plan_split(12, 100, 8) == RolloutSplit("envs", 6, 2, 100)
+    assert plan_split(3, 5, 8) == RolloutSplit("envs", 3, 1, 5)
     assert plan_split(5, 1, 8) == RolloutSplit("envs", 5, 1, 1)
-    split = plan_split(4, 128, 8)
-    assert (split.group_size, split.big_batch_size, split.split_envs) == (64, 512, 0)
+    assert plan_split(10, 16, 4) == RolloutSplit("envs", 2, 5, 16)  # all 10 used
+    assert plan_split(7, 16, 4) == RolloutSplit("envs", 3, 2, 16)  # 6 of 7 used
+    # One environment: K blocks along time (the remainder of the steps unused).
+    assert plan_split(1, 128, 8) == RolloutSplit("time", 8, 1, 16)
+    assert plan_split(1, 5, 8) == RolloutSplit("time", 5, 1, 1)
+    split = plan_split(1, 100, 8)
+    assert (split.group_size, split.big_batch_size, split.split_envs) == (12, 96, 0)
     with pytest.raises(ValueError, match="cannot be split"):
         plan_split(1, 1, 8)
     with pytest.raises(ValueError, match="gns_groups must be an integer >= 2"):
@@ -86,15 +92,15 @@ def test_train_run_writes_noise_scale_columns(tmp_path):
     assert (df["gns/split_envs"] == 1).all() and (df["gns/groups"] == 8).all()
     assert (df["gns/small_batch_size"] == 32).all() and (df["gns/big_batch_size"] == 256).all()
 
-    # num_envs < K: the time split is used and recorded; a sparser cadence leaves rows out.
-    cfg, ppo = cartpole(tmp_path / "b", num_envs=4, num_steps=32, total_agent_steps=128 * 5,
+    # One environment: the time split is used and recorded; a sparser cadence leaves rows out.
+    cfg, ppo = cartpole(tmp_path / "b", num_envs=1, num_steps=128, total_agent_steps=128 * 5,
                         gns_every=2)
     train(cfg, ppo)
     df = load_metrics(tmp_path / "b")
     measured = df[df["gns/groups"].notna()]
     assert list(measured["iteration"]) == [1, 3, 5]
     assert (measured["gns/split_envs"] == 0).all() and (measured["gns/groups"] == 8).all()
-    assert (measured["gns/small_batch_size"] == 16).all()  # 4 steps x 4 environments
+    assert (measured["gns/small_batch_size"] == 16).all()  # 16 steps x 1 environment
     assert np.isfinite(measured["gns/policy/g2"]).all()
     assert df.loc[df["gns/groups"].isna(), "gns/policy/g2"].isna().all()
 
@@ -219,14 +225,16 @@ def _assert_same(a, b):
 
 @pytest.mark.parametrize("preconditioned", [False, True])
 def test_measurement_equals_measure_by_hand_and_changes_nothing(preconditioned):
-    model, optimizer, ppo, buffer, adv, returns, mask = _rollout()
-    num_steps, num_envs = adv.shape
-    assert mask.min() == 0  # the rollout has masked auto-reset steps
-    cases = [  # (groups requested, explicit (steps, envs) index of every group)
-        (4, [(list(range(num_steps)), [2 * k, 2 * k + 1]) for k in range(4)]),  # by env
-        (3, [(list(range(8 * k, 8 * k + 8)), list(range(num_envs))) for k in range(3)]),  # time
+    eight, one = _rollout(num_envs=8), _rollout(num_envs=1, num_steps=48)
+    assert eight[-1].min() == 0 and one[-1].min() == 0  # masked auto-reset steps in both
+    steps = list(range(24))
+    cases = [  # (rollout, groups requested, explicit (steps, envs) index of every group)
+        (eight, 4, [(steps, [2 * k, 2 * k + 1]) for k in range(4)]),  # by env
+        (eight, 3, [(steps, [0, 1, 2, 3]), (steps, [4, 5, 6, 7])]),  # 2 groups of whole envs
+        (one, 3, [(list(range(16 * k, 16 * k + 16)), [0]) for k in range(3)]),  # 1 env: time
     ]
-    for groups, index in cases:
+    for rollout, groups, index in cases:
+        model, optimizer, ppo, buffer, adv, returns, mask = rollout
         before = _state(model, optimizer)
         gns = PPONoiseScale(every=1, groups=groups, preconditioned=preconditioned)
         row = gns.measure(model, optimizer, ppo, buffer, adv, returns, mask)
@@ -238,8 +246,8 @@ def test_measurement_equals_measure_by_hand_and_changes_nothing(preconditioned):
             for stat in ("g2", "trace_sigma"):
                 assert row[f"gns/{term}/{stat}"] == pytest.approx(
                     getattr(expected[term], stat), rel=1e-9), (groups, term, stat)
-        assert row["gns/groups"] == groups
-        assert row["gns/split_envs"] == int(groups == 4)
+        assert row["gns/groups"] == len(index)
+        assert row["gns/split_envs"] == int(rollout is eight)  # one environment: in time
         assert row["gns/small_batch_size"] == expected["total"].small_batch_size
         assert row["gns/preconditioned"] == int(preconditioned)
         assert gns.trackers["policy"].count == 1

@@ -69,13 +69,13 @@ def test_callback_logs_finite_noise_scale(algo, kw):
 
 def test_callback_cadence_time_fallback_and_preconditioning():
     cb = NoiseScaleCallback(groups=8, every=2, preconditioned=True)
-    model, cb, rows = _learn(PPO, rollouts=5, n_envs=4, callback=cb, n_steps=32, batch_size=64,
+    model, cb, rows = _learn(PPO, rollouts=5, n_envs=1, callback=cb, n_steps=128, batch_size=64,
                              n_epochs=1)
     # Rollouts 1, 3, 5 are due; the first has no Adam state yet and is skipped.
     assert [r.get("gns/skipped") for r in rows] == [1, None, None]
     for row in rows[1:]:
         assert row["gns/split_envs"] == 0 and row["gns/groups"] == 8
-        assert row["gns/small_batch_size"] == 4 * 4 and row["gns/preconditioned"] == 1
+        assert row["gns/small_batch_size"] == 16 and row["gns/preconditioned"] == 1
         assert np.isfinite(row["gns/policy/g2"])
     assert cb.trackers["total"].count == 2
     with pytest.raises(ValueError, match="Adam"):
