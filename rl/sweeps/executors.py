@@ -32,6 +32,11 @@ from rl.train.launch import train
 
 __all__ = ["LocalExecutor", "RayExecutor", "make_executor", "run_one", "run_sweep"]
 
+# Set in a worker process by its first SIGINT (the sweep is being stopped): the worker then
+# starts no further run. A process pool hands an idle worker the next queued run even after
+# the pool was shut down with its pending work cancelled (a few calls are already queued).
+_STOPPING = threading.Event()
+
 OnDone = Callable[[RunPlan, dict[str, Any]], None]
 
 
@@ -80,6 +85,9 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
                                    iterations=math.nan, agent_steps=math.nan,
                                    return_recent=math.nan, reached_target=False,
                                    seconds=0.0)
+    if _STOPPING.is_set():  # its run directory is not touched: a rerun starts it as new
+        summary.update(status="interrupted", message="not started: the sweep was stopped")
+        return summary
     with lock_run_dir(plan.run_dir, wait=True):
         action, detail = classify_run(plan, retry_failed=retry_failed)
         if action in ("finished", "failed", "conflict"):
@@ -126,8 +134,14 @@ def _watch_parent(parent: int) -> None:
             os._exit(3)
 
 
+def _stop_on_sigint(signum, frame) -> None:
+    _STOPPING.set()
+    raise KeyboardInterrupt
+
+
 def init_worker(threads: int, parent: int) -> None:
     torch.set_num_threads(threads)
+    signal.signal(signal.SIGINT, _stop_on_sigint)
     threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
                      name="watch-sweep-process").start()
 

@@ -585,3 +585,22 @@ def test_a_dead_worker_marks_no_run_failed(tmp_path, monkeypatch):
     assert {s["status"] for s in summaries} == {"interrupted"}
     assert all("run the sweep again" in s["message"] for s in summaries)
     assert not any(Path(p.run_dir).joinpath("status.json").exists() for p in plans)
+
+
+def test_a_stopping_worker_starts_no_further_run(tmp_path):
+    """A worker's first SIGINT (the sweep being stopped) marks it stopping: the run it trains
+    is interrupted as usual (KeyboardInterrupt), and a run the pool hands it afterwards is
+    reported interrupted without its run directory being touched."""
+    import rl.sweeps.executors as executors
+
+    (plan,) = plan_runs(parse_spec({**BASE, "num_envs": [2], "out": str(tmp_path)}))
+    assert not executors._STOPPING.is_set()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            executors._stop_on_sigint(signal.SIGINT, None)
+        assert executors._STOPPING.is_set()
+        summary = executors.run_one(plan)
+        assert summary["status"] == "interrupted" and "not started" in summary["message"]
+        assert not Path(plan.run_dir).exists() and not (tmp_path / "events.jsonl").exists()
+    finally:
+        executors._STOPPING.clear()
