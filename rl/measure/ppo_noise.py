@@ -200,6 +200,7 @@ class PPONoiseScale:
         self.groups = groups
         self.preconditioned = bool(preconditioned)
         self.trackers = {term: GNSTracker(beta=beta, window=window) for term in TERMS}
+        self._warned_time_split = False
 
     @classmethod
     def from_config(cls, cfg: Any) -> PPONoiseScale:
@@ -240,6 +241,12 @@ class PPONoiseScale:
                 return {"gns/skipped": 1}
             preconditioner = adam_preconditioner(optimizer)
         split = plan_split(buffer.num_envs, buffer.num_steps, self.groups)
+        if not split.split_envs and not self._warned_time_split:
+            self._warned_time_split = True
+            warnings.warn("with one environment the noise scale is measured on blocks of "
+                          "consecutive steps, which are correlated: B_simple comes out biased "
+                          "low (docs/noise-scale.md); measure with 2 or more environments",
+                          stacklevel=2)
         fields = {"obs": buffer.obs, "actions": buffer.actions, "logprobs": buffer.logprobs,
                   "values": buffer.values, "returns": returns}
         groups = rollout_groups(fields, advantages, mask, split)
