@@ -20,10 +20,10 @@ import torch
 
 import envs
 from agents import PPOConfig
+from rl.analysis.checkpoint_noise import measurement_rollout
 from rl.analysis.sharpness import load_policy
 from rl.measure.gns import ratio_interval
 from rl.measure.ppo_noise import TERMS, RolloutSplit, measure_rollout, ppo_gns_loss, rollout_groups
-from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
 
 NUM_ENVS, NUM_STEPS, GROUPS, SEED = int(os.environ.get("NUM_ENVS", 8)), 128, 8, 2024
@@ -46,12 +46,8 @@ def main(run_dir: str, checkpoint: str | None, out: str) -> None:
     rows, loss = [], ppo_gns_loss(ppo)
     for r in range(REPEATS):
         t0 = time.perf_counter()
-        next_obs, next_value, _ = collect(env, model, buffer, next_obs, generator, device)
-        adv, returns, mask = compute_gae(buffer.rewards, buffer.values, next_value,
-                                         buffer.terminated, buffer.truncated, buffer.autoreset,
-                                         ppo.gamma, ppo.gae_lambda)
-        fields = {"obs": buffer.obs, "actions": buffer.actions, "logprobs": buffer.logprobs,
-                  "values": buffer.values, "returns": returns}
+        next_obs, fields, adv, mask = measurement_rollout(env, model, buffer, next_obs,
+                                                          generator, device, ppo)
         for name, split in splits.items():
             if name == "time_1env":  # environment 0 alone, normalized on its own as in a 1-env run
                 f = {k: v[:, :1] for k, v in fields.items()}

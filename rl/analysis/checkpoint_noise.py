@@ -36,7 +36,7 @@ from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
 
 __all__ = ["CheckpointNoiseConfig", "checkpoint_files", "measure_policy_noise",
-           "run_checkpoint_noise", "summarize"]
+           "measurement_rollout", "run_checkpoint_noise", "summarize"]
 
 _CKPT = re.compile(r"^ckpt_(\d+)\.pt$")
 
@@ -97,6 +97,19 @@ def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
+def measurement_rollout(env, model: nn.Module, buffer: RolloutBuffer, next_obs, generator,
+                        device: torch.device, ppo: PPOConfig):
+    """Play one rollout into ``buffer`` and compute its GAE: (next_obs, fields for
+    ``rollout_groups``, advantages, mask), all (num_steps, num_envs, ...)."""
+    next_obs, next_value, _ = collect(env, model, buffer, next_obs, generator, device)
+    adv, returns, mask = compute_gae(buffer.rewards, buffer.values, next_value,
+                                     buffer.terminated, buffer.truncated, buffer.autoreset,
+                                     ppo.gamma, ppo.gae_lambda)
+    fields = {"obs": buffer.obs, "actions": buffer.actions, "logprobs": buffer.logprobs,
+              "values": buffer.values, "returns": returns}
+    return next_obs, fields, adv, mask
+
+
 def measure_policy_noise(model: nn.Module, env, ppo: PPOConfig, cfg: CheckpointNoiseConfig,
                          ) -> list[dict[str, float]]:
     """One row per repeat and term (repeat, term, g2, trace_sigma, b_simple) for ``model`` on
@@ -111,12 +124,8 @@ def measure_policy_noise(model: nn.Module, env, ppo: PPOConfig, cfg: CheckpointN
         next_obs, _, _ = collect(env, model, buffer, next_obs, generator, device)
     rows = []
     for r in range(cfg.repeats):
-        next_obs, next_value, _ = collect(env, model, buffer, next_obs, generator, device)
-        adv, returns, mask = compute_gae(buffer.rewards, buffer.values, next_value,
-                                         buffer.terminated, buffer.truncated, buffer.autoreset,
-                                         ppo.gamma, ppo.gae_lambda)
-        fields = {"obs": buffer.obs, "actions": buffer.actions, "logprobs": buffer.logprobs,
-                  "values": buffer.values, "returns": returns}
+        next_obs, fields, adv, mask = measurement_rollout(env, model, buffer, next_obs,
+                                                          generator, device, ppo)
         groups = rollout_groups(fields, adv, mask, split)
         samples = measure_rollout(model, ppo_gns_loss(ppo), groups, split)
         for term in TERMS:

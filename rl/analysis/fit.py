@@ -39,11 +39,11 @@ _GRID_STEP = 0.05
 # sizes, S_min and B_crit cannot be told apart (the two Jacobian columns are parallel).
 _MIN_SENSITIVITY_SPREAD = 1e-3
 
-# Failure kinds reported in CriticalBatchFit.kind.
 B_CRIT_CI = 0.95
 """Default level of the seed-bootstrap intervals of B_crit, S_min and E_min (as the
 exponents and the noise scale's Fieller intervals)."""
 
+# Failure kinds reported in CriticalBatchFit.kind.
 OK = "ok"
 INVALID_INPUT = "invalid_input"
 TOO_FEW_BATCH_SIZES = "too_few_batch_sizes"

@@ -39,17 +39,6 @@ def _game_dir(text: str) -> tuple[str, str]:
     return game.strip(), path.strip()
 
 
-def _game_dirs(pairs: list[tuple[str, str]] | None, flag: str) -> dict[str, str] | None:
-    if not pairs:
-        return None
-    dirs: dict[str, str] = {}
-    for game, path in pairs:
-        if game in dirs:
-            raise ValueError(f"{flag} gives {game} twice; give one directory per game")
-        dirs[game] = path
-    return dirs
-
-
 def default_out(suite: str | None, preset: str) -> Path:
     return Path("results/compare") / f"{suite or 'custom'}-{preset}"
 
@@ -64,8 +53,7 @@ def plan_from_args(args: argparse.Namespace):
         supervised=not args.no_supervised, supervised_epochs=args.supervised_epochs,
         supervised_seed=args.supervised_seed, parallel=args.parallel, device=args.device,
         n_boot=args.n_boot, retry_failed=args.retry_failed,
-        sweep_dirs=_game_dirs(args.sweep_dirs, "--sweep-dir"),
-        noise_dirs=_game_dirs(args.noise_dirs, "--noise-dir"),
+        sweep_dirs=args.sweep_dirs, noise_dirs=args.noise_dirs,
     )
     out = args.out or default_out(args.suite if not args.games else None, args.preset)
     return build_plan(suite=args.suite, games=args.games or None, preset=args.preset, out=out,

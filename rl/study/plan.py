@@ -121,12 +121,13 @@ class Overrides:
     device: str | None = None
     n_boot: int | None = None
     retry_failed: bool = False
-    sweep_dirs: Mapping[str, str] | None = None
+    sweep_dirs: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
     """game -> an existing sweep directory (``rlscale sweep`` or another study's) that is
-    the game's critical-batch sweep, with the settings stored in its sweep.json"""
-    noise_dirs: Mapping[str, str] | None = None
+    the game's critical-batch sweep, with the settings stored in its sweep.json (a mapping,
+    or (game, directory) pairs as given on the command line)"""
+    noise_dirs: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
     """game -> an existing sweep directory at one batch size (another study's noise/GAME)
-    that holds the game's noise-scale runs, with their stored settings"""
+    that holds the game's noise-scale runs, with their stored settings (as sweep_dirs)"""
 
 
 def family_of(game: str) -> str:
@@ -237,14 +238,15 @@ def _game_plan(game: str, family: str, fam: Family, ov: Overrides, *, sweep: boo
                     dict(fam.ppo), dict(fam.train))
 
 
-def _stored_dirs(dirs_by_name: Mapping[str, str] | None, games: Sequence[str], kind: str
-                 ) -> dict[str, tuple[str, Any]]:
+def _stored_dirs(given: Mapping[str, str] | Sequence[tuple[str, str]] | None,
+                 games: Sequence[str], kind: str) -> dict[str, tuple[str, Any]]:
     """game -> (directory, its stored spec) of --sweep-dir (kind "sweep") or --noise-dir
     ("noise"), each checked: a grid sweep of that game alone; noise-scale runs at one
     batch size and learning rate."""
     flag = f"--{kind}-dir"
     found: dict[str, tuple[str, Any]] = {}
-    for name, path in (dirs_by_name or {}).items():
+    pairs = given.items() if isinstance(given, Mapping) else (given or ())
+    for name, path in pairs:
         game = canonical_game(name)
         if game in found:
             raise ValueError(f"{flag} gives {game} twice; give one directory per game")

@@ -122,8 +122,8 @@ def results_table(plans: list[RunPlan], targets: Iterable[float],
     df = pd.DataFrame(data, columns=result_columns(targets))
     for col in ("iterations", "agent_steps", "episodes_total", "gns_measurements"):
         df[col] = df[col].astype("float64")
-    for col in ("message", "gns_split"):
-        df[col] = df[col].fillna("").astype(str)
+    for col in ("message", "gns_split"):  # text, also where every row is empty (NaN)
+        df[col] = df[col].astype(object).fillna("").astype(str)
     return df
 
 
