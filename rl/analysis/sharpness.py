@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -291,8 +291,8 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
     """Per repeat and PPO loss term: loss, top Hessian eigenvalue and eps-sharpness at the
     run's final checkpoint, on ``cfg.repeats`` fresh rollouts of ``num_envs x num_steps``.
 
-    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, iteration
-    (of the checkpoint), rollout_batch_size (of the run), run_dir.
+    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, power_iters,
+    iteration (of the checkpoint), rollout_batch_size (of the run), run_dir.
     """
     cfg = cfg or SharpnessConfig()
     model, config, iteration = load_policy(run_dir, cfg.device)
@@ -311,7 +311,8 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
             m = measure_sharpness(loss_fn, model, eps=cfg.eps_values, power_iters=cfg.power_iters,
                                   ascent_steps=cfg.ascent_steps, generator=gen)
             rows.append(dict(term=term, repeat=r, samples=cfg.num_envs * cfg.num_steps, **m,
-                             ascent_steps=cfg.ascent_steps, iteration=iteration,
+                             ascent_steps=cfg.ascent_steps, power_iters=cfg.power_iters,
+                             iteration=iteration,
                              rollout_batch_size=train["num_envs"] * train["num_steps"],
                              run_dir=str(run_dir)))
     return pd.DataFrame(rows)
@@ -390,10 +391,11 @@ def trend(x: Any, y: Any) -> dict[str, Any]:
 
 
 def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *,
-                    seeds: Sequence[int] | None = None, lr: float | None = None
-                    ) -> pd.DataFrame:
+                    seeds: Sequence[int] | None = None, lr: float | None = None,
+                    runs: Collection[str] | None = None) -> pd.DataFrame:
     """``run_sharpness`` for every finished run of a sweep directory (``rl.sweeps`` layout),
-    optionally only some seeds and one learning rate. Adds the run's name, seed and lr."""
+    optionally only some seeds, one learning rate, or the runs named in ``runs``. Adds the
+    run's name, seed and lr."""
     out = Path(sweep_dir)
     table = read_results(out)
     table = table[table["status"] == "finished"]
@@ -401,9 +403,11 @@ def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *
         table = table[table["seed"].isin(list(seeds))]
     if lr is not None:
         table = table[np.isclose(table["lr"].astype(float), lr)]
+    if runs is not None:
+        table = table[table["run"].astype(str).isin(list(runs))]
     if table.empty:
-        raise ValueError(f"{out} has no finished runs to measure (with the seeds and lr "
-                         "asked for); run or finish the sweep first")
+        raise ValueError(f"{out} has no finished runs to measure (with the seeds, lr and "
+                         "runs asked for); run or finish the sweep first")
     parts = []
     for _, r in table.sort_values(["rollout_batch_size", "seed"]).iterrows():
         df = run_sharpness(out / "runs" / str(r["run"]), cfg)

@@ -28,7 +28,12 @@ from typing import Any
 import pandas as pd
 from rich.console import Console
 
-from rl.analysis.sharpness import SharpnessConfig, digits_sharpness, sweep_sharpness
+from rl.analysis.sharpness import (
+    SharpnessConfig,
+    digits_sharpness,
+    eps_columns,
+    sweep_sharpness,
+)
 from rl.measure.supervised import SupervisedConfig, run_supervised
 from rl.runs.files import atomic_write_json, atomic_write_text
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, study_parts, supervised_dir
@@ -224,31 +229,47 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
     return {"tables": tables, "supervised": supervised}
 
 
-def _measured_runs(path: Path) -> set[str]:
-    """The runs a sharpness.csv holds (none if it is missing or unreadable)."""
+def _earlier_sharpness(path: Path, cfg: SharpnessConfig) -> pd.DataFrame:
+    """The rows of an earlier sharpness.csv measured with ``cfg``'s settings (empty where the
+    file is missing, unreadable or made with other settings: then every run is measured)."""
     try:
-        return set(pd.read_csv(path, usecols=["run"])["run"].astype(str))
+        df = pd.read_csv(path)
     except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
-        return set()
+        return pd.DataFrame()
+    settings = {"samples": cfg.num_envs * cfg.num_steps, "ascent_steps": cfg.ascent_steps,
+                "power_iters": cfg.power_iters}
+    needed = {"run", "term", "repeat", *settings, *eps_columns(cfg.eps_values)}
+    if df.empty or not needed <= set(df.columns) or any(
+            (df[col] != value).any() for col, value in settings.items()):
+        return pd.DataFrame()
+    repeats = df.groupby(["run", "term"])["repeat"].nunique()
+    return df[df["run"].isin(repeats[repeats == cfg.repeats].index.get_level_values("run"))]
 
 
 def measure_study_sharpness(plan: StudyPlan) -> None:
     """sharpness.csv in every sweep's analysis folder (the finished runs of seed 0) and in
-    the supervised folder (digits at several batch sizes), unless already measured. A sweep
-    is measured again when runs finished since (a study continued after an interruption)."""
+    the supervised folder (digits at several batch sizes), unless already measured. Runs
+    that finished since the last measurement (a sweep continued, or stored runs trained on
+    elsewhere) are measured and added; those measured before are kept, not measured again."""
 
+    cfg = SharpnessConfig(**STUDY_SHARPNESS)
     for part in study_parts(plan):
         if part.kind != "sweep":
             continue
         path = part.analysis_dir / SHARPNESS_FILE
         finished = {p.name for p in plan_runs(part.spec) if p.seed == 0
                     and classify_run(p)[0] == "finished"}
-        if not finished or finished <= _measured_runs(path):
+        earlier = _earlier_sharpness(path, cfg)
+        earlier = earlier[earlier["run"].isin(finished)] if not earlier.empty else earlier
+        todo = finished - set(earlier.get("run", []))
+        if not todo:
             continue
         try:
-            df = sweep_sharpness(part.out, SharpnessConfig(**STUDY_SHARPNESS), seeds=[0])
-        except ValueError:  # no finished runs: no sharpness rows
+            df = sweep_sharpness(part.out, cfg, seeds=[0], runs=todo)
+        except ValueError:  # not in the results table as finished yet: measured next time
             continue
+        df = pd.concat([earlier, df], ignore_index=True).sort_values(
+            ["rollout_batch_size", "run", "term", "repeat"], kind="stable")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, df.to_csv(index=False))
     sup = supervised_dir(plan)

@@ -115,6 +115,7 @@ def test_ppo_sharpness_at_a_runs_final_checkpoint(tmp_path, one_torch_thread):
     df = run_sharpness(run_dir, sc)
     assert len(df) == 4 and set(df["term"]) == {"policy", "value"}
     assert (df["samples"] == 128).all() and (df["rollout_batch_size"] == 64).all()
+    assert (df["power_iters"] == 8).all() and (df["ascent_steps"] == 4).all()
     assert df[["top_eigenvalue", "eps_sharpness_0.001", "eps_sharpness_0.0005"]].notna().all().all()
     # The max over the box is at least the loss at w; a larger box finds at least as much.
     assert (df["eps_sharpness_0.001"] >= -1e-9).all()
