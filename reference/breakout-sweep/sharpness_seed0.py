@@ -6,7 +6,8 @@ from rl.study.run import measure_study_sharpness
 
 D, M = "/work/atari/demo-9e18458", "/work/atari/study-minatar"
 argv = ["compare", "CartPole", "MinAtar-Breakout", "MinAtar-SpaceInvaders", "Breakout",
-        "--sweep-dir", f"CartPole={D}/sweeps/CartPole", "--noise-dir", f"CartPole={D}/noise/CartPole",
+        "--sweep-dir", f"CartPole={D}/sweeps/CartPole",
+        "--noise-dir", f"CartPole={D}/noise/CartPole",
         "--sweep-dir", f"MinAtar-Breakout={M}/sweeps/MinAtar-Breakout",
         "--noise-dir", f"MinAtar-Breakout={M}/noise/MinAtar-Breakout",
         "--noise-dir", f"MinAtar-SpaceInvaders={D}/noise/MinAtar-SpaceInvaders",

@@ -15,6 +15,8 @@ from scipy.special import expit
 
 __all__ = [
     "B_CRIT_CI",
+    "FEW_SEEDS",
+    "few_seeds_caveat",
     "CriticalBatchFit",
     "FitError",
     "BootstrapResult",
@@ -42,6 +44,23 @@ _MIN_SENSITIVITY_SPREAD = 1e-3
 B_CRIT_CI = 0.95
 """Default level of the seed-bootstrap intervals of B_crit, S_min and E_min (as the
 exponents and the noise scale's Fieller intervals)."""
+
+FEW_SEEDS = 3
+"""Below this many seeds at a batch size, a seed-bootstrap interval is flagged as too narrow."""
+
+
+def few_seeds_caveat(min_seeds: float) -> str:
+    """Why a seed-bootstrap interval is too narrow when some batch size of the fit has fewer
+    than ``FEW_SEEDS`` seeds ("" otherwise). Resampling n values with replacement keeps on
+    average (n - 1) / n of the variance of their mean: for 2 seeds {a, b} the resampled
+    mean is a, (a + b) / 2 or b with probabilities 1/4, 1/2, 1/4, variance (a - b)^2 / 8,
+    whose expectation is half the true variance of (a + b) / 2; for 1 seed it is 0."""
+    if not min_seeds < FEW_SEEDS:
+        return ""
+    return (f"only {min_seeds:g} seed(s) at some batch size: a seed bootstrap keeps on average "
+            f"(n - 1) / n of the variance of a mean of n seeds (half for 2, none for 1), so "
+            f"this interval is too narrow; run {FEW_SEEDS} or more seeds per batch size for "
+            "one to rely on")
 
 # Failure kinds reported in CriticalBatchFit.kind.
 OK = "ok"

@@ -52,8 +52,12 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
     groups are correlated and its B_simple biased low (docs/noise-scale.md). NaN where no
     such run measured the noise scale.
 
+    ``min_seeds``: the fewest seeds at any batch size that reached the target (at its best
+    lr); below ``rl.analysis.fit.FEW_SEEDS`` the interval is too narrow (``few_seeds_caveat``).
+
     Returns (fit table: rl.analysis.fit.FIT_COLUMNS + b_simple_total/policy/value, b_simple_runs,
-    runs_used, runs_unsettled; per batch size table of rl.analysis.fit.best_per_batch).
+    min_seeds, runs_used, runs_unsettled; per batch size table of
+    rl.analysis.fit.best_per_batch).
     """
 
     settled = df[df["status"].isin(_SETTLED)].copy()
@@ -62,7 +66,7 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
         settled.loc[settled["gns_split"] != "envs", [f"b_simple_{t}" for t in GNS_TERMS]] = \
             math.nan
     long = long_results(settled)
-    extra = [*[f"b_simple_{t}" for t in GNS_TERMS], "b_simple_runs", "runs_used",
+    extra = [*[f"b_simple_{t}" for t in GNS_TERMS], "b_simple_runs", "min_seeds", "runs_used",
              "runs_unsettled"]
     if long.empty:
         return pd.DataFrame(columns=[*FIT_COLUMNS, *extra]), pd.DataFrame()
@@ -74,6 +78,9 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
             v = mine[f"b_simple_{term}"].astype(float)
             fits.loc[i, f"b_simple_{term}"] = float(v.mean()) if v.notna().any() else math.nan
         fits.loc[i, "b_simple_runs"] = int(mine["b_simple_total"].astype(float).notna().sum())
+        used = per_batch[(per_batch["env"] == fit["env"]) & (per_batch["target"] == fit["target"])
+                         & per_batch["reached"].astype(bool)]
+        fits.loc[i, "min_seeds"] = int(used["n_seeds"].min()) if len(used) else math.nan
         fits.loc[i, "runs_used"] = int((settled["env"] == fit["env"]).sum())
         fits.loc[i, "runs_unsettled"] = int((unsettled["env"] == fit["env"]).sum())
     return fits[[*FIT_COLUMNS, *extra]], per_batch

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from rl.analysis.fit import B_CRIT_CI
+from rl.analysis.fit import B_CRIT_CI, few_seeds_caveat
 from rl.analysis.sweep_fits import (
     fit_sweep,
     plot_b_simple,
@@ -299,6 +299,9 @@ def cmd_fit(args) -> int:
     for _, row in fits[~fits["ok"].astype(bool)].iterrows():
         console.print(f"[red]fit failed[/] for {row['env']}, target {row['target']:g}: "
                       f"{row['reason']}", highlight=False)
+    for env, seeds in fits[fits["ok"].astype(bool)].groupby("env")["min_seeds"].min().items():
+        if few_seeds_caveat(seeds):
+            console.print(f"[yellow]note:[/] {env}: {few_seeds_caveat(seeds)}.", highlight=False)
     unsettled = int(fits["runs_unsettled"].max()) if len(fits) else 0
     if unsettled:
         console.print(f"[yellow]note:[/] {unsettled} run(s) are not finished (pending, "

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rl.analysis.fit import B_CRIT_CI
+from rl.analysis.fit import B_CRIT_CI, few_seeds_caveat
 from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
@@ -190,6 +190,8 @@ def _sweep_rows(game: str, part: Part, n_boot: int,
         note = (f"fit ok, {level} seed bootstrap interval" if ok else
                 f"fit failed: {f['reason']}")
         note += f"; {reached} of {tried} batch sizes reached the target"
+        if ok and few_seeds_caveat(f["min_seeds"]):
+            note += f"; {few_seeds_caveat(f['min_seeds'])}"
         rows.append(result_row("measured", "rl", game, "b_crit", f["b_crit"], target=t,
                                lo=f["b_crit_lo"], hi=f["b_crit_hi"], unit="agent steps",
                                n=reached, note=note))

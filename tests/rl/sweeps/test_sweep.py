@@ -300,6 +300,7 @@ def test_b_simple_beside_b_crit_counts_only_environment_split_runs(tmp_path):
     assert list(df["b_simple_total"]) == [10.0, 1000.0, 1000.0]  # each run's own value
     fits, _ = fit_sweep(df, n_boot=10)
     assert fits.loc[0, "b_simple_total"] == 1000.0 and fits.loc[0, "b_simple_runs"] == 2
+    assert fits.loc[0, "min_seeds"] == 1  # 1 seed: the fit's interval is flagged
 
 
 def test_conflicting_run_dir_stops_the_sweep_before_anything_runs(tmp_path):
