@@ -1,9 +1,9 @@
 #!/bin/bash
 # The cross-game study: CartPole, MinAtar-Breakout, MinAtar-SpaceInvaders, Breakout, digits,
-# from runs stored elsewhere (demo at 9e18458, MinAtar study, Breakout sweep); pinned at 60dfe32.
+# from runs stored elsewhere (demo at 9e18458, MinAtar study, Breakout sweep); pinned at 01e4fbc.
 # Usage: study_games.sh [--report-only]
 cd /work/atari
-export PYTHONPATH=/work/atari/src-60dfe32 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+export PYTHONPATH=/work/atari/src-01e4fbc OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 D=/work/atari/demo-9e18458; M=/work/atari/study-minatar
 nice -n 5 /work/main/.venv/bin/python -c "import sys; from rl.cli import main; sys.exit(main())" \
   compare CartPole MinAtar-Breakout MinAtar-SpaceInvaders Breakout \
