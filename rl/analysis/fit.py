@@ -62,6 +62,7 @@ def few_seeds_caveat(min_seeds: float) -> str:
             f"this interval is too narrow; run {FEW_SEEDS} or more seeds per batch size for "
             "one to rely on")
 
+
 # Failure kinds reported in CriticalBatchFit.kind.
 OK = "ok"
 INVALID_INPUT = "invalid_input"

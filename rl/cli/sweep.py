@@ -300,8 +300,8 @@ def cmd_fit(args) -> int:
         console.print(f"[red]fit failed[/] for {row['env']}, target {row['target']:g}: "
                       f"{row['reason']}", highlight=False)
     for env, seeds in fits[fits["ok"].astype(bool)].groupby("env")["min_seeds"].min().items():
-        if few_seeds_caveat(seeds):
-            console.print(f"[yellow]note:[/] {env}: {few_seeds_caveat(seeds)}.", highlight=False)
+        if caveat := few_seeds_caveat(seeds):
+            console.print(f"[yellow]note:[/] {env}: {caveat}.", highlight=False)
     unsettled = int(fits["runs_unsettled"].max()) if len(fits) else 0
     if unsettled:
         console.print(f"[yellow]note:[/] {unsettled} run(s) are not finished (pending, "

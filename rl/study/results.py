@@ -190,8 +190,8 @@ def _sweep_rows(game: str, part: Part, n_boot: int,
         note = (f"fit ok, {level} seed bootstrap interval" if ok else
                 f"fit failed: {f['reason']}")
         note += f"; {reached} of {tried} batch sizes reached the target"
-        if ok and few_seeds_caveat(f["min_seeds"]):
-            note += f"; {few_seeds_caveat(f['min_seeds'])}"
+        if ok and (caveat := few_seeds_caveat(f["min_seeds"])):
+            note += f"; {caveat}"
         rows.append(result_row("measured", "rl", game, "b_crit", f["b_crit"], target=t,
                                lo=f["b_crit_lo"], hi=f["b_crit_hi"], unit="agent steps",
                                n=reached, note=note))

@@ -29,6 +29,7 @@ import pandas as pd
 from rich.console import Console
 
 from rl.analysis.sharpness import (
+    PPO_TERMS,
     SharpnessConfig,
     digits_sharpness,
     eps_columns,
@@ -230,20 +231,23 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
 
 
 def _earlier_sharpness(path: Path, cfg: SharpnessConfig) -> pd.DataFrame:
-    """The rows of an earlier sharpness.csv measured with ``cfg``'s settings (empty where the
-    file is missing, unreadable or made with other settings: then every run is measured)."""
+    """The rows of an earlier sharpness.csv measured with ``cfg``'s settings, for the runs
+    with every term and repeat (no rows where the file is missing, unreadable or made with
+    other settings: then every run is measured)."""
+    none = pd.DataFrame(columns=["run"])
     try:
         df = pd.read_csv(path)
     except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
-        return pd.DataFrame()
+        return none
     settings = {"samples": cfg.num_envs * cfg.num_steps, "ascent_steps": cfg.ascent_steps,
                 "power_iters": cfg.power_iters}
     needed = {"run", "term", "repeat", *settings, *eps_columns(cfg.eps_values)}
     if df.empty or not needed <= set(df.columns) or any(
             (df[col] != value).any() for col, value in settings.items()):
-        return pd.DataFrame()
-    repeats = df.groupby(["run", "term"])["repeat"].nunique()
-    return df[df["run"].isin(repeats[repeats == cfg.repeats].index.get_level_values("run"))]
+        return none
+    want = {(term, r) for term in PPO_TERMS for r in range(cfg.repeats)}
+    have = {run: set(zip(g["term"], g["repeat"], strict=True)) for run, g in df.groupby("run")}
+    return df[df["run"].isin([run for run, pairs in have.items() if pairs == want])]
 
 
 def measure_study_sharpness(plan: StudyPlan) -> None:
@@ -260,15 +264,15 @@ def measure_study_sharpness(plan: StudyPlan) -> None:
         finished = {p.name for p in plan_runs(part.spec) if p.seed == 0
                     and classify_run(p)[0] == "finished"}
         earlier = _earlier_sharpness(path, cfg)
-        earlier = earlier[earlier["run"].isin(finished)] if not earlier.empty else earlier
-        todo = finished - set(earlier.get("run", []))
+        earlier = earlier[earlier["run"].isin(finished)]
+        todo = finished - set(earlier["run"])
         if not todo:
             continue
         try:
             df = sweep_sharpness(part.out, cfg, seeds=[0], runs=todo)
         except ValueError:  # not in the results table as finished yet: measured next time
             continue
-        df = pd.concat([earlier, df], ignore_index=True).sort_values(
+        df = pd.concat([d for d in (earlier, df) if len(d)], ignore_index=True).sort_values(
             ["rollout_batch_size", "run", "term", "repeat"], kind="stable")
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, df.to_csv(index=False))

@@ -63,3 +63,7 @@ def test_sharpness_measures_only_runs_finished_since_the_last_time(tmp_path, mon
     df[~((df["run"] == names[(4, 0)]) & (df["repeat"] == 1))].to_csv(path, index=False)
     study_run.measure_study_sharpness(plan)
     assert asked[-1] == {names[(4, 0)]} and len(pd.read_csv(path)) == 3 * 2 * cfg.repeats
+    df = pd.read_csv(path)
+    df[~((df["run"] == names[(2, 0)]) & (df["term"] == "value"))].to_csv(path, index=False)
+    study_run.measure_study_sharpness(plan)  # one term missing: that run again
+    assert asked[-1] == {names[(2, 0)]} and len(pd.read_csv(path)) == 3 * 2 * cfg.repeats
