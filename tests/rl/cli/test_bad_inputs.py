@@ -180,8 +180,8 @@ WORK = ("rl.train.launch.run_rank", "rl.train.launch._spawn", "envs.make_vec",
         "rl.bench.scaling.interleaved", "rl.analysis.learning.train_sb3_run",
         "rl.analysis.learning.load_runs", "rl.cli.adaptive.compare_with_fixed",
         "rl.cli.gns.run_supervised", "rl.cli.gns.print_table", "rl.cli.gns.run_checkpoint_noise",
-        "rl.cli.sweep.run_sweep", "rl.cli.sweep._refreshed_results",
-        "rl.cli.sweep.write_pbt_outputs", "rl.cli.compare.compare",
+        "rl.cli.sweep.run_sweep", "rl.cli.fit.refreshed_results",
+        "rl.cli.fit.write_pbt_outputs", "rl.cli.compare.compare",
         "rl.cli.sharpness.run_sharpness", "rl.cli.sharpness.sweep_sharpness")
 
 NUMERIC_TYPES = {"int", "float", "parse_count", "_ints", "finite_floats", "seed_list",

@@ -1,0 +1,164 @@
+"""``rlscale fit``: the critical batch size of a sweep (``rl.analysis.sweep_fits``).
+
+Definitions and the interval: docs/critical-batch.md.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rl.analysis.fit import B_CRIT_CI, few_seeds_caveat
+from rl.analysis.sweep_fits import (
+    fit_sweep,
+    plot_b_simple,
+    plot_fits,
+    remove_stale_fit_plots,
+)
+from rl.cli.output import console, print_table
+from rl.cli.sweep import print_pbt
+from rl.runs.files import atomic_write_text
+from rl.sweeps.pbt import is_pbt_sweep, member_summary, write_pbt_outputs
+from rl.sweeps.results import read_results, results_table
+from rl.sweeps.settings import SweepSpecError
+from rl.sweeps.spec import plan_runs, stored_spec
+
+
+def refreshed_results(sweep_dir: Path):
+    """The results table rebuilt from the run directories (it may be newer than
+    results.parquet if a sweep was killed), else the stored table."""
+
+    try:
+        spec = stored_spec(sweep_dir)
+        if spec is not None:
+            return results_table(plan_runs(spec), spec.targets)
+    except (SweepSpecError, TypeError, KeyError, ValueError):
+        pass
+    return read_results(sweep_dir)
+
+
+def _fmt(v: Any) -> str:
+    try:
+        v = float(v)
+    except (TypeError, ValueError):
+        return str(v)
+    if math.isnan(v):
+        return "-"
+    if math.isinf(v):
+        return "inf" if v > 0 else "-inf"
+    return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}"
+
+
+def check_fit_options(n_boot: int, ci: float, range_factor: float, seed: int = 0) -> None:
+    """ValueError naming the bad ``rlscale fit`` option and its valid range."""
+    if seed < 0:
+        raise ValueError(f"--seed seeds the bootstrap and must be an integer >= 0 (e.g. 0), "
+                         f"got {seed}")
+    if n_boot < 1:
+        raise ValueError(f"--n-boot must be a positive number of bootstrap replicates "
+                         f"(e.g. 1000), got {n_boot}")
+    if not (math.isfinite(ci) and 0 < ci < 1):
+        raise ValueError(f"--ci is the interval level, between 0 and 1 (e.g. 0.95 for 95%), "
+                         f"got {ci}")
+    if not (math.isfinite(range_factor) and range_factor >= 1):
+        raise ValueError(f"--range-factor must be a finite number >= 1 (e.g. 2), got "
+                         f"{range_factor}")
+
+
+def cmd_fit(args) -> int:
+    check_fit_options(args.n_boot, args.ci, args.range_factor, args.seed)
+    sweep_dir = Path(args.sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir} is not a directory (give a sweep's out dir)")
+
+    if is_pbt_sweep(sweep_dir):
+        # One batch size: no critical batch size to fit. Rebuild the PBT table and plot.
+        table = write_pbt_outputs(sweep_dir, plot=not args.no_plots)
+        if table.empty:
+            console.print(f"no member metrics in {sweep_dir}: nothing to tabulate")
+            return 1
+        console.print(f"{sweep_dir} is a PBT sweep (one batch size): there is no critical batch "
+                      "size to fit; the PBT table and plot were rebuilt from the members' runs")
+        print_pbt(member_summary(table), sweep_dir)
+        return 0
+    df = refreshed_results(sweep_dir)
+    fits, per_batch = fit_sweep(df, n_boot=args.n_boot, seed=args.seed, ci=args.ci,
+                                range_factor=args.range_factor)
+    if fits.empty:
+        console.print(f"no finished runs in {sweep_dir}: nothing to fit")
+        return 1
+    atomic_write_text(sweep_dir / "fit.csv", fits.to_csv(index=False))
+    atomic_write_text(sweep_dir / "fit_per_batch.csv", per_batch.to_csv(index=False))
+
+    level = f"{args.ci:.0%}"
+    shown = pd.DataFrame({
+        "env": fits["env"],
+        "target": fits["target"].astype(float),
+        "fit": ["ok" if ok else "FAILED" for ok in fits["ok"]],
+        "B_crit": [_fmt(v) for v in fits["b_crit"]],
+        f"B_crit {level} interval": [
+            "-" if not ok else f"[{_fmt(lo)}, {_fmt(hi)}]"
+            for ok, lo, hi in zip(fits["ok"], fits["b_crit_lo"], fits["b_crit_hi"], strict=True)
+        ],
+        "S_min": fits["s_min"].astype(float),
+        "E_min": fits["e_min"].astype(float),
+        "B_simple policy": fits["b_simple_policy"].astype(float),
+        "B_simple value": fits["b_simple_value"].astype(float),
+        "B_simple total": fits["b_simple_total"].astype(float),
+        "batch sizes": [f"{int(n)}/{int(t)}" for n, t in
+                        zip(fits["n_batch_sizes"], fits["n_batch_sizes_tried"], strict=True)],
+    })
+    print_table(shown, title=f"critical batch size, {sweep_dir}")
+    console.print(
+        "Units: B_crit, E_min and B_simple in agent steps; S_min in PPO iterations. B_crit "
+        f"interval: {level} seed bootstrap (inf = unbounded above). B_simple: mean over the "
+        "runs at each batch size's best lr (all seeds, batch sizes that reached the target) "
+        "of each run's run-averaged B_simple = mean(trace_sigma) / mean(g2) over its "
+        "measured iterations; '-' = not measured. 'batch sizes' = reached the target / tried."
+    )
+    for _, row in fits[~fits["ok"].astype(bool)].iterrows():
+        console.print(f"[red]fit failed[/] for {row['env']}, target {row['target']:g}: "
+                      f"{row['reason']}", highlight=False)
+    for env, seeds in fits[fits["ok"].astype(bool)].groupby("env")["min_seeds"].min().items():
+        if caveat := few_seeds_caveat(seeds):
+            console.print(f"[yellow]note:[/] {env}: {caveat}.", highlight=False)
+    unsettled = int(fits["runs_unsettled"].max()) if len(fits) else 0
+    if unsettled:
+        console.print(f"[yellow]note:[/] {unsettled} run(s) are not finished (pending, "
+                      "running or interrupted) and were left out; continue the sweep first.")
+    written = [sweep_dir / "fit.csv", sweep_dir / "fit_per_batch.csv"]
+    if not args.no_plots:
+        written += plot_fits(sweep_dir, fits, per_batch)
+        remove_stale_fit_plots(sweep_dir, fits)
+        b_plots = plot_b_simple(sweep_dir, df)
+        if not b_plots:
+            console.print("no noise-scale columns (gns/*) in the runs' metrics: no B_simple "
+                          "plot (set [train] gns_every > 0 in the spec)")
+        written += b_plots
+    console.print("wrote " + ", ".join(str(p) for p in written))
+    return 0 if fits["ok"].astype(bool).all() else 1
+
+
+
+def add_parser(sub) -> None:
+    f = sub.add_parser(
+        "fit",
+        help="critical batch size of a sweep: best lr per batch size, S(B), E(B), fit, plots",
+        description="Fit S(B) = S_min (1 + B_crit / B) per env and target from a sweep's "
+        "results (best lr per batch size, median over seeds), with a seed-bootstrap "
+        "interval, beside the run-averaged B_simple. Writes fit.csv, fit_per_batch.csv and "
+        "png plots into the sweep directory. Exit status 1 if any fit failed.",
+    )
+    f.add_argument("sweep_dir", metavar="SWEEP_DIR")
+    f.add_argument("--n-boot", dest="n_boot", type=int, default=1000,
+                   help="bootstrap replicates (default 1000)")
+    f.add_argument("--ci", type=float, default=B_CRIT_CI,
+                   help=f"interval level (default {B_CRIT_CI:g})")
+    f.add_argument("--seed", type=int, default=0, help="bootstrap RNG seed (default 0)")
+    f.add_argument("--range-factor", dest="range_factor", type=float, default=2.0,
+                   help="B_crit beyond [min B / f, max B * f] counts as a failed fit (default 2)")
+    f.add_argument("--no-plots", dest="no_plots", action="store_true", help="no png files")
+    f.set_defaults(func=cmd_fit)
