@@ -5,17 +5,24 @@ See docs/critical-batch.md for the full description.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 from scipy.optimize import least_squares
 from scipy.special import expit
 
 __all__ = [
     "B_CRIT_CI",
     "FEW_SEEDS",
+    "MIN_EACH_SIDE",
+    "LackOfFit",
+    "lack_of_fit",
+    "leave_one_out",
     "few_seeds_caveat",
     "CriticalBatchFit",
     "FitError",
@@ -59,9 +66,13 @@ def few_seeds_caveat(min_seeds: float) -> str:
         return ""
     return (f"only {min_seeds:g} seed(s) at some batch size: a seed bootstrap keeps on average "
             f"(n - 1) / n of the variance of a mean of n seeds (half for 2, none for 1), so "
-            f"this interval is too narrow; run {FEW_SEEDS} or more seeds per batch size for "
-            "one to rely on")
+            f"the seed-only interval is too narrow; run {FEW_SEEDS} or more seeds per batch "
+            "size for one to rely on (the profile interval does not resample seeds)")
 
+
+MIN_EACH_SIDE = 2
+"""A B_crit is a measured number only with at least this many distinct batch sizes at or
+above it and this many below it; otherwise the knee is not covered and it is a bound."""
 
 # Failure kinds reported in CriticalBatchFit.kind.
 OK = "ok"
@@ -70,6 +81,9 @@ TOO_FEW_BATCH_SIZES = "too_few_batch_sizes"
 B_CRIT_ABOVE_RANGE = "b_crit_above_range"
 B_CRIT_BELOW_RANGE = "b_crit_below_range"
 UNIDENTIFIABLE = "unidentifiable"
+LOWER_BOUND = "lower_bound"
+UPPER_BOUND = "upper_bound"
+TARGET_BELOW_FLOOR = "target_below_floor"
 
 
 class FitError(ValueError):
@@ -81,19 +95,32 @@ class FitError(ValueError):
 class CriticalBatchFit:
     """Result of ``fit_critical_batch``.
 
-    When ``ok`` is False the numeric estimates are NaN and ``reason`` says why (``kind`` is
-    a short machine-readable label: one of ``invalid_input``, ``too_few_batch_sizes``,
-    ``b_crit_above_range``, ``b_crit_below_range``, ``unidentifiable``). The reason quotes
-    the numbers the optimiser ran off to, where there were any.
+    ``ok`` is True only for a measured B_crit: a fit within the batch sizes' range with at
+    least ``MIN_EACH_SIDE`` distinct batch sizes at or above it and as many below it. When
+    ``ok`` is False the point estimates are NaN and ``reason`` says why (``kind`` is a short
+    label: ``invalid_input``, ``too_few_batch_sizes``, ``b_crit_above_range``,
+    ``b_crit_below_range``, ``unidentifiable``, ``lower_bound``, ``upper_bound``). Where the
+    data still bound B_crit on one side, ``bound`` is ">=" or "<=" and ``b_crit_bound`` its
+    value: the interval's end on that side (``lower_bound`` / ``upper_bound``, and the range
+    failures when the interval has that end).
 
     Attributes:
         s_min: minimum number of PPO iterations to the target (B -> infinity).
         e_min: minimum number of agent steps to the target (B -> 0).
         b_crit: E_min / S_min, in agent steps.
+        b_crit_lo, b_crit_hi, s_min_lo, s_min_hi, e_min_lo, e_min_hi: the profile interval
+            at level ``ci`` from the residuals of the fit (docs/critical-batch.md): it
+            carries every source of scatter of the points around the curve, seeds and lack
+            of fit alike. 0 or inf where the data do not bound that end. NaN without a fit.
+        ci: the level of those intervals.
+        b_crit_fitted: the least-squares B_crit whatever the verdict (NaN only when no fit
+            ran): what a refused fit ran off to, and the leave-one-out values.
+        bound, b_crit_bound: see above ("" and NaN for a measured B_crit or no bound).
+        n_at_or_above, n_below: distinct batch sizes at or above / below the fitted B_crit.
         rms_log: root-mean-square of the residuals log S_obs - log S_model.
         log_b_crit_se: asymptotic standard error of log B_crit from the fit's Jacobian,
             sigma_hat * sqrt([(J^T J)^-1]_cc) with sigma_hat^2 = RSS / (n_points - 2); NaN
-            when there are only two points. A rough guide; prefer the seed bootstrap.
+            when there are only two points. A rough guide; the profile interval is better.
         n_points: number of (B, S) points fitted (repeated batch sizes allowed).
         n_batch_sizes: number of distinct batch sizes among them.
     """
@@ -104,6 +131,18 @@ class CriticalBatchFit:
     s_min: float = float("nan")
     e_min: float = float("nan")
     b_crit: float = float("nan")
+    b_crit_lo: float = float("nan")
+    b_crit_hi: float = float("nan")
+    s_min_lo: float = float("nan")
+    s_min_hi: float = float("nan")
+    e_min_lo: float = float("nan")
+    e_min_hi: float = float("nan")
+    ci: float = float("nan")
+    b_crit_fitted: float = float("nan")
+    bound: str = ""
+    b_crit_bound: float = float("nan")
+    n_at_or_above: int = 0
+    n_below: int = 0
     rms_log: float = float("nan")
     log_b_crit_se: float = float("nan")
     n_points: int = 0
@@ -127,6 +166,12 @@ class CriticalBatchFit:
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def bound_text(self) -> str:
+        """'>= 1,234' / '<= 1,234' for a bound, '' otherwise."""
+        if not self.bound or not np.isfinite(self.b_crit_bound):
+            return ""
+        return f"{self.bound} {self.b_crit_bound:,.0f}"
 
 
 # --------------------------------------------------------------------------------------
@@ -213,16 +258,14 @@ def _range_verdict(
             f"S falls almost like 1/B over the whole range {b_lo:g}..{b_hi:g} (near-perfect "
             f"linear scaling): the fit puts B_crit at {b_crit:.3g} agent steps, more than "
             f"{range_factor:g}x the largest batch size. Only E_min (~{e_min:.3g} agent steps) "
-            f"is determined; B_crit is bounded below by roughly {b_hi * range_factor:.3g}. "
-            f"Add batch sizes above {b_hi:g} until S stops halving when B doubles."
+            f"is determined. Add batch sizes above {b_hi:g} until S stops halving when B doubles."
         )
     if b_crit < b_lo / range_factor:
         return B_CRIT_BELOW_RANGE, (
             f"S barely changes with B over the whole range {b_lo:g}..{b_hi:g}: the fit puts "
             f"B_crit at {b_crit:.3g} agent steps, less than 1/{range_factor:g} of the smallest "
-            f"batch size. Only S_min (~{s_min:.3g} PPO iterations) is determined; B_crit is "
-            f"bounded above by roughly {b_lo / range_factor:.3g}. Add batch sizes below "
-            f"{b_lo:g} until S grows when B shrinks."
+            f"batch size. Only S_min (~{s_min:.3g} PPO iterations) is determined. Add batch "
+            f"sizes below {b_lo:g} until S grows when B shrinks."
         )
     return OK, ""
 
@@ -252,7 +295,8 @@ def _validate(batch_sizes: Any, steps_to_target: Any) -> tuple[np.ndarray, np.nd
 
 
 def fit_critical_batch(
-    batch_sizes: Any, steps_to_target: Any, *, range_factor: float = 2.0
+    batch_sizes: Any, steps_to_target: Any, *, range_factor: float = 2.0,
+    ci: float = B_CRIT_CI, min_each_side: int = MIN_EACH_SIDE,
 ) -> CriticalBatchFit:
     """Fit S(B) = S_min (1 + B_crit / B) to steps-to-target measurements.
 
@@ -263,6 +307,9 @@ def fit_critical_batch(
         range_factor: a fitted B_crit below min(B) / range_factor or above
             max(B) * range_factor is reported as degenerate (only one side of the tradeoff
             was observed, so B_crit is an extrapolation bounded on one side only).
+        ci: level of the profile intervals.
+        min_each_side: distinct batch sizes needed at or above B_crit and below it for a
+            measured B_crit (``MIN_EACH_SIDE``); with fewer on one side it is a bound.
 
     Returns:
         CriticalBatchFit. Never raises for bad data: check ``ok`` / ``reason``, or call
@@ -274,13 +321,22 @@ def fit_critical_batch(
     the result does not depend on a hand-picked initial guess, then polishes with
     ``scipy.optimize.least_squares``. E_min = S_min * B_crit.
 
-    Degenerate data, reported with ``ok=False``:
+    The intervals are profile intervals from the residuals (``_profile_interval``): the
+    log B_crit values whose best fit has RSS <= RSS_min (1 + F(ci; 1, n - 2) / (n - 2)),
+    and the S_min and E_min those fits allow. The residual variance holds seed noise and
+    the scatter of batch sizes around the curve alike, so the interval widens with lack of
+    fit, which a seed bootstrap cannot see.
+
+    Not a measured B_crit (``ok=False``):
       * ``invalid_input``: NaN/inf/zero/negative values or mismatched shapes;
       * ``too_few_batch_sizes``: fewer than 3 distinct batch sizes (two parameters cannot be
         checked against two points);
       * ``b_crit_above_range``: all batch sizes far below B_crit (S ~ 1/B, E constant);
       * ``b_crit_below_range``: all batch sizes far above B_crit (S constant);
-      * ``unidentifiable``: batch sizes too close together to separate S_min from B_crit.
+      * ``unidentifiable``: batch sizes too close together to separate S_min from B_crit;
+      * ``lower_bound`` / ``upper_bound``: fewer than ``min_each_side`` batch sizes at or
+        above / below the fitted B_crit: the knee is not covered on that side, and B_crit
+        is reported as a bound (``bound``, ``b_crit_bound``), never as a number.
     """
     b, s, problem = _validate(batch_sizes, steps_to_target)
     if problem:
@@ -295,10 +351,19 @@ def fit_critical_batch(
     e_min = float(np.exp(a + c))
     r = _residuals(theta, log_b, log_s)
     rms = float(np.sqrt(np.mean(r**2)))
+    distinct = np.unique(b)
+    n_above = int((distinct >= b_crit).sum())
+    shared: dict[str, Any] = dict(
+        rms_log=rms, log_b_crit_se=_log_b_crit_se(theta, log_b, r), ci=ci,
+        b_crit_fitted=b_crit, n_at_or_above=n_above,
+        n_below=int(distinct.size - n_above), **_profile_interval(log_b, log_s, float(r @ r), ci),
+        **counts,
+    )
 
     kind, reason = _range_verdict(b_crit, e_min, s_min, b.min(), b.max(), range_factor)
     if kind != OK:
-        return CriticalBatchFit(False, kind, reason, rms_log=rms, **counts)
+        side = "lower" if kind == B_CRIT_ABOVE_RANGE else "upper"
+        return _bounded(kind, reason, side, shared)
     if np.std(expit(c - log_b)) < _MIN_SENSITIVITY_SPREAD:
         return CriticalBatchFit(
             False,
@@ -306,13 +371,38 @@ def fit_critical_batch(
             f"the batch sizes {b.min():g}..{b.max():g} are too close together to separate "
             f"S_min from B_crit (the model's sensitivity to B_crit hardly varies across "
             f"them). Use batch sizes spread over a factor of 16 or more around B_crit.",
-            rms_log=rms,
-            **counts,
+            **shared,
         )
-    return CriticalBatchFit(
-        True, OK, "", s_min=s_min, e_min=e_min, b_crit=b_crit, rms_log=rms,
-        log_b_crit_se=_log_b_crit_se(theta, log_b, r), **counts,
-    )
+    listed = ", ".join(f"{v:g}" for v in distinct)
+    if shared["n_at_or_above"] < min_each_side:
+        return _bounded(LOWER_BOUND, (
+            f"batch sizes at or above the fitted B_crit ({b_crit:,.0f} agent steps): only "
+            f"{shared['n_at_or_above']} of {distinct.size} ({listed}): the knee is not covered "
+            f"from above, so B_crit is a lower bound. Add batch sizes of {2 * distinct.max():g} and more "
+            f"(at least {min_each_side} at or above B_crit)."), "lower", shared)
+    if shared["n_below"] < min_each_side:
+        return _bounded(UPPER_BOUND, (
+            f"batch sizes below the fitted B_crit ({b_crit:,.0f} agent steps): only "
+            f"{shared['n_below']} of {distinct.size} ({listed}): the knee is not covered from "
+            f"below, so B_crit is an upper bound. Add batch sizes of {distinct.min() / 2:g} and less (at least "
+            f"{min_each_side} below B_crit)."), "upper", shared)
+    return CriticalBatchFit(True, OK, "", s_min=s_min, e_min=e_min, b_crit=b_crit, **shared)
+
+
+def _bounded(kind: str, reason: str, side: str, shared: dict[str, Any]) -> CriticalBatchFit:
+    """A refused fit that bounds B_crit on ``side`` by its interval's end, where it has one."""
+    value = shared["b_crit_lo"] if side == "lower" else shared["b_crit_hi"]
+    level = f"{shared['ci']:.0%}"
+    if side == "lower" and value > 0:
+        return CriticalBatchFit(False, kind, f"{reason} B_crit >= {value:,.0f} (the {level} "
+                                f"interval's lower end).", bound=">=", b_crit_bound=value,
+                                **shared)
+    if side == "upper" and np.isfinite(value):
+        return CriticalBatchFit(False, kind, f"{reason} B_crit <= {value:,.0f} (the {level} "
+                                f"interval's upper end).", bound="<=", b_crit_bound=value,
+                                **shared)
+    return CriticalBatchFit(False, kind, f"{reason} The {level} interval is unbounded on that "
+                            "side too: the data bound nothing.", **shared)
 
 
 def _too_few_batch_sizes(distinct: np.ndarray, counts: dict[str, int]) -> CriticalBatchFit:
@@ -364,6 +454,127 @@ def _log_b_crit_se(theta: np.ndarray, log_b: np.ndarray, r: np.ndarray) -> float
     jac = _jacobian(theta, log_b)
     cov = np.linalg.inv(jac.T @ jac) * float(r @ r) / (n_points - 2)
     return float(np.sqrt(cov[1, 1]))
+
+
+# Spacing of the grid over log B_crit on which the profile interval is read (natural-log
+# units): its ends are accurate to 0.2%.
+_PROFILE_STEP = 0.002
+
+
+def _profile_interval(log_b: np.ndarray, log_s: np.ndarray, rss_min: float,
+                      ci: float) -> dict[str, float]:
+    """Profile intervals of B_crit, S_min and E_min at level ``ci`` (docs/critical-batch.md).
+
+    The confidence region is {(a, c): RSS(a, c) <= T} with T = RSS_min (1 + F / (n - 2)),
+    F the ``ci`` quantile of F(1, n - 2): the usual F region of a least-squares fit, exact
+    for a model linear in its parameters with normal errors, and the standard profile
+    region otherwise. Since RSS is quadratic in a = log S_min, RSS(a, c) = RSS_p(c) +
+    n (a - a(c))^2 with a(c) the profiled optimum, so the region is, for each c with
+    RSS_p(c) <= T, the a within sqrt((T - RSS_p(c)) / n) of a(c). An end that reaches the
+    edge of the allowed range of c (e^10 beyond the batch sizes) is unbounded: B_crit
+    0 or inf, and the S_min or E_min that then run to 0.
+    """
+    keys = ("b_crit_lo", "b_crit_hi", "s_min_lo", "s_min_hi", "e_min_lo", "e_min_hi")
+    n = int(log_b.size)
+    if n <= 2 or not (0.0 < ci < 1.0):
+        return dict.fromkeys(keys, float("nan"))
+    c_lo, c_hi = _c_bounds(log_b)
+    grid = np.arange(c_lo, c_hi + _PROFILE_STEP / 2, _PROFILE_STEP)
+    r = log_s - _log1p_ratio(grid, log_b)  # (G, n)
+    a = r.mean(axis=1)
+    rss = ((r - a[:, None]) ** 2).sum(axis=1)
+    rss_min = min(rss_min, float(rss.min()))
+    df = n - 2
+    threshold = rss_min * (1.0 + float(stats.f.ppf(ci, 1, df)) / df)
+    inside = rss <= max(threshold, float(rss.min()))
+    idx = np.flatnonzero(inside)
+    first, last = int(idx[0]), int(idx[-1])
+    half = np.sqrt(np.maximum(threshold - rss[inside], 0.0) / n)
+    a_in, e_in = a[inside], a[inside] + grid[inside]
+    low_open, high_open = first == 0, last == grid.size - 1
+    return dict(
+        b_crit_lo=0.0 if low_open else float(np.exp(grid[first])),
+        b_crit_hi=math.inf if high_open else float(np.exp(grid[last])),
+        s_min_lo=0.0 if high_open else float(np.exp((a_in - half).min())),
+        s_min_hi=float(np.exp((a_in + half).max())),
+        e_min_lo=0.0 if low_open else float(np.exp((e_in - half).min())),
+        e_min_hi=float(np.exp((e_in + half).max())),
+    )
+
+
+@dataclass(frozen=True)
+class LackOfFit:
+    """The lack-of-fit F test of S(B) against the seeds (``lack_of_fit``).
+
+    Attributes:
+        f: mean square of the per-batch-size mean log S around the curve (weighted by
+            seeds) over the pooled seed variance of log S; about 1 when the batch sizes
+            scatter around the curve as much as their seeds explain.
+        df_batch: J - 2 (J batch sizes with at least one seed that reached the target).
+        df_seeds: sum over batch sizes of (seeds - 1).
+        p: P(F(df_batch, df_seeds) >= f): small when batch sizes disagree with the curve.
+        seed_sd: pooled sd of log S between seeds of one batch size.
+        batch_sd: sd of the batch sizes' own deviations from the curve beyond seed noise
+            (log units, method of moments, 0 when the seeds explain all the scatter).
+    """
+
+    f: float
+    df_batch: int
+    df_seeds: int
+    p: float
+    seed_sd: float
+    batch_sd: float
+
+
+def lack_of_fit(batch_sizes: Any, per_seed_steps: list[Any]) -> LackOfFit:
+    """Lack-of-fit F test of S(B) = S_min (1 + B_crit / B) against seed scatter.
+
+    Args:
+        batch_sizes: the distinct batch sizes B_j (agent steps).
+        per_seed_steps: for each B_j, the PPO iterations to the target of its seeds (NaN or
+            inf: did not reach; left out).
+
+    The curve is fitted to the mean log S of each batch size, weighted by its seeds n_j;
+    F = [sum_j n_j (mean_j - fit_j)^2 / (J - 2)] / s^2 with s^2 the pooled within-batch
+    variance of log S, on (J - 2, N - J) degrees of freedom. Under the model with
+    independent normal seed noise, F follows that F distribution. NaN without 3 batch
+    sizes or without two seeds at any batch size.
+    """
+    b = np.asarray(batch_sizes, dtype=float)
+    ys = []
+    for values in per_seed_steps:
+        v = np.asarray(values, dtype=float)
+        ys.append(np.log(v[np.isfinite(v) & (v > 0)]))
+    use = np.array([y.size > 0 for y in ys])
+    b, ys = b[use], [y for y, u in zip(ys, use, strict=True) if u]
+    n_j = np.array([y.size for y in ys], dtype=float)
+    df_batch, df_seeds = int(b.size) - 2, int((n_j - 1).sum())
+    nan = LackOfFit(math.nan, max(df_batch, 0), df_seeds, math.nan, math.nan, math.nan)
+    if df_batch < 1 or df_seeds < 1:
+        return nan
+    means = np.array([y.mean() for y in ys])
+    s2 = float(sum(((y - y.mean()) ** 2).sum() for y in ys) / df_seeds)
+    log_b = np.log(b)
+    a, c = _profile_fit_many(log_b, means[None, :], n_j[None, :], *_c_bounds(log_b))
+    fitted = a[0] + _log1p_ratio(c, log_b)[0]
+    ms_fit = float((n_j * (means - fitted) ** 2).sum() / df_batch)
+    f = ms_fit / s2 if s2 > 0 else math.inf
+    return LackOfFit(
+        f=f, df_batch=df_batch, df_seeds=df_seeds, p=float(stats.f.sf(f, df_batch, df_seeds)),
+        seed_sd=math.sqrt(s2), batch_sd=math.sqrt(max(0.0, (ms_fit - s2) / n_j.mean())),
+    )
+
+
+def leave_one_out(batch_sizes: Any, steps_to_target: Any, *, range_factor: float = 2.0,
+                  ci: float = B_CRIT_CI) -> dict[float, CriticalBatchFit]:
+    """The fit without each distinct batch size in turn: {left-out B: fit of the rest}.
+
+    A B_crit that holds up moves little when any one batch size is left out; compare each
+    fit's ``b_crit_fitted`` with the full fit's interval."""
+    b = np.asarray(batch_sizes, dtype=float)
+    s = np.asarray(steps_to_target, dtype=float)
+    return {float(v): fit_critical_batch(b[b != v], s[b != v], range_factor=range_factor, ci=ci)
+            for v in np.unique(b)}
 
 
 # --------------------------------------------------------------------------------------
@@ -544,6 +755,23 @@ def _check_columns(df: pd.DataFrame) -> None:
         raise ValueError(f"results table lacks columns {missing}; expected {list(RUN_COLUMNS)}")
 
 
+def _grid_seeds(runs: pd.DataFrame) -> set[Any]:
+    """The seeds that ran at every lr of one batch size (the lr grid's seeds; all seeds when
+    the lrs share none)."""
+    per_lr = [set(g["seed"]) for _, g in runs.groupby("lr", sort=True)]
+    common = set.intersection(*per_lr) if per_lr else set()
+    return common or set(runs["seed"])
+
+
+def _lr_edge(best_lr: float, lrs: list[float]) -> str:
+    """Where the best lr sits in the grid tried: 'untuned' (one lr), 'low', 'high' or ''."""
+    if len(lrs) < 2:
+        return "untuned"
+    if best_lr <= min(lrs):
+        return "low"
+    return "high" if best_lr >= max(lrs) else ""
+
+
 def best_per_batch(
     df: pd.DataFrame, *, min_reach_frac: float = 0.5
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -556,19 +784,25 @@ def best_per_batch(
         min_reach_frac: an lr is eligible only if the fraction of its seeds that reached
             the target is strictly greater than this (default: a strict majority).
 
-    Rule: a run that did not reach the target counts as +inf iterations. Among the
-    eligible learning rates, the one with the lowest median iterations_to_target over its
-    seeds wins; ties go to the higher reach fraction, then the smaller lr. With a strict
-    majority reaching, the median is finite. A learning rate that is fast on the seeds
-    that reach the target but fails on most seeds is therefore never chosen.
+    Rule: a run that did not reach the target counts as +inf iterations. The choice looks
+    only at the grid's seeds, those that ran at every lr of the batch size, so that the
+    extra seeds of a two-stage sweep (docs/sweeps.md) at one lr do not tilt it. Among the
+    eligible learning rates, the one with the lowest median iterations_to_target over the
+    grid seeds wins; ties go to the higher reach fraction, then the smaller lr. With a
+    strict majority reaching, the median is finite. A learning rate that is fast on the
+    seeds that reach the target but fails on most seeds is therefore never chosen. S at
+    the chosen lr is then the median over all of its seeds.
 
     Returns (per_batch, per_seed):
         per_batch: one row per (env, target, rollout_batch_size) with best_lr, n_seeds,
-            n_reached, reach_frac, s_median (median PPO iterations at best_lr),
-            e_median = rollout_batch_size x s_median (agent steps), agent_steps_median
-            (median of the agent_steps_to_target column, for cross-checking),
-            n_lrs, n_lrs_eligible, reached (bool) and reason (why not reached, else '').
-            Batch sizes with no eligible lr have best_lr, s_median, e_median = NaN.
+            n_reached, reach_frac, s_median (median PPO iterations at best_lr, all its
+            seeds), e_median = rollout_batch_size x s_median (agent steps),
+            agent_steps_median (median of the agent_steps_to_target column, for
+            cross-checking), n_lrs, n_lrs_eligible, lrs (the grid tried, comma-separated),
+            lr_edge ('untuned' for one lr, 'low' / 'high' when the best lr is the grid's
+            smallest / largest: extend the grid; '' inside it), reached (bool) and reason
+            (why not reached, else ''). Batch sizes with no eligible lr have best_lr,
+            s_median, e_median = NaN.
         per_seed: the input rows at each batch size's best lr, with a boolean ``reached``.
     """
     _check_columns(df)
@@ -578,45 +812,53 @@ def best_per_batch(
     )
     runs["_s"] = np.where(runs["reached"], runs["iterations_to_target"].astype(float), np.inf)
     runs["_e"] = np.where(runs["reached"], runs["agent_steps_to_target"].astype(float), np.inf)
-    per_lr = (
-        runs.groupby([*_GROUP, "lr"], sort=True)
-        .agg(
-            n_seeds=("_s", "size"),
-            n_reached=("reached", "sum"),
-            s_median=("_s", "median"),
-            agent_steps_median=("_e", "median"),
-        )
-        .reset_index()
-    )
-    per_lr["reach_frac"] = per_lr["n_reached"] / per_lr["n_seeds"]
-    per_lr["eligible"] = per_lr["reach_frac"] > min_reach_frac
+
+    def lr_table(g: pd.DataFrame) -> pd.DataFrame:
+        out = (g.groupby("lr", sort=True)
+               .agg(n_seeds=("_s", "size"), n_reached=("reached", "sum"),
+                    s_median=("_s", "median"), agent_steps_median=("_e", "median"))
+               .reset_index())
+        out["reach_frac"] = out["n_reached"] / out["n_seeds"]
+        out["eligible"] = out["reach_frac"] > min_reach_frac
+        return out
 
     rows = []
-    for key, g in per_lr.groupby(_GROUP, sort=True):
+    for key, g in runs.groupby(_GROUP, sort=True):
         env, target, bsz = key
-        base = dict(env=env, target=target, rollout_batch_size=bsz,
-                    n_lrs=len(g), n_lrs_eligible=int(g["eligible"].sum()))
-        ok = g[g["eligible"]]
+        lrs = sorted(float(v) for v in g["lr"].unique())
+        grid = lr_table(g[g["seed"].isin(_grid_seeds(g))])
+        every = lr_table(g).set_index("lr")
+        base = dict(env=env, target=target, rollout_batch_size=bsz, n_lrs=len(lrs),
+                    n_lrs_eligible=int(grid["eligible"].sum()),
+                    lrs=", ".join(f"{v:g}" for v in lrs))
+        ok = grid[grid["eligible"]]
         if ok.empty:
             rows.append(dict(
-                base, best_lr=np.nan, n_seeds=int(g["n_seeds"].max()), n_reached=0,
-                reach_frac=float(g["reach_frac"].max()), s_median=np.nan, e_median=np.nan,
-                agent_steps_median=np.nan, reached=False,
+                base, best_lr=np.nan, n_seeds=int(every["n_seeds"].max()), n_reached=0,
+                reach_frac=float(grid["reach_frac"].max()), s_median=np.nan, e_median=np.nan,
+                agent_steps_median=np.nan, lr_edge="", reached=False,
                 reason=f"no lr reached the target in more than {min_reach_frac:.0%} of its "
-                       f"seeds (best reach fraction {g['reach_frac'].max():.0%})",
+                       f"seeds (best reach fraction {grid['reach_frac'].max():.0%})",
             ))
             continue
-        best = ok.sort_values(["s_median", "reach_frac", "lr"],
-                              ascending=[True, False, True]).iloc[0]
+        best_lr = float(ok.sort_values(["s_median", "reach_frac", "lr"],
+                                       ascending=[True, False, True]).iloc[0]["lr"])
+        best = every.loc[best_lr]
+        reached = bool(best["reach_frac"] > min_reach_frac)
         rows.append(dict(
-            base, best_lr=float(best["lr"]), n_seeds=int(best["n_seeds"]),
+            base, best_lr=best_lr, n_seeds=int(best["n_seeds"]),
             n_reached=int(best["n_reached"]), reach_frac=float(best["reach_frac"]),
-            s_median=float(best["s_median"]), e_median=float(bsz) * float(best["s_median"]),
-            agent_steps_median=float(best["agent_steps_median"]), reached=True, reason="",
+            s_median=float(best["s_median"]) if reached else np.nan,
+            e_median=float(bsz) * float(best["s_median"]) if reached else np.nan,
+            agent_steps_median=float(best["agent_steps_median"]) if reached else np.nan,
+            lr_edge=_lr_edge(best_lr, lrs), reached=reached,
+            reason="" if reached else
+            f"the best lr of the grid seeds ({best_lr:g}) reached the target in "
+            f"{best['reach_frac']:.0%} of all its seeds, not more than {min_reach_frac:.0%}",
         ))
     columns = ["env", "target", "rollout_batch_size", "best_lr", "n_seeds", "n_reached",
                "reach_frac", "s_median", "e_median", "agent_steps_median", "n_lrs",
-               "n_lrs_eligible", "reached", "reason"]
+               "n_lrs_eligible", "lrs", "lr_edge", "reached", "reason"]
     per_batch = pd.DataFrame(rows, columns=columns)
 
     chosen = per_batch.loc[per_batch["reached"], [*_GROUP, "best_lr"]]
@@ -628,14 +870,20 @@ def best_per_batch(
 
 
 FIT_COLUMNS = [
-    "env", "target", "ok", "reason",
-    "b_crit", "b_crit_lo", "b_crit_hi",
+    "env", "target", "ok", "kind", "reason",
+    "b_crit", "b_crit_lo", "b_crit_hi", "bound", "b_crit_bound", "b_crit_fitted",
     "s_min", "s_min_lo", "s_min_hi",
     "e_min", "e_min_lo", "e_min_hi",
+    "b_crit_seed_lo", "b_crit_seed_hi",
+    "lof_f", "lof_df_batch", "lof_df_seeds", "lof_p", "seed_sd_log", "batch_sd_log",
+    "n_at_or_above", "n_below",
+    "b_crit_loo_min", "b_crit_loo_max", "loo_outside", "b_crit_leave_one_out",
+    "lr_untuned", "lr_at_edge",
     "rms_log", "log_b_crit_se",
     "n_batch_sizes", "n_batch_sizes_tried", "batch_sizes_not_reached",
     "n_boot", "boot_failed", "boot_fail_frac",
 ]
+"""Columns of ``fit_from_runs`` (fit.csv); described there."""
 
 
 def fit_from_runs(
@@ -646,24 +894,40 @@ def fit_from_runs(
     *,
     range_factor: float = 2.0,
     min_reach_frac: float = 0.5,
+    floors: Mapping[str, float] | None = None,
 ) -> pd.DataFrame:
     """Critical batch size per (env, target) from a table of runs.
 
     For each (env, target): ``best_per_batch`` chooses the lr per batch size; the batch
     sizes whose best lr reached the target enter ``fit_critical_batch`` with their median
-    S; ``bootstrap_critical_batch`` gives ``ci`` percentile intervals by resampling seeds.
+    S. A target at or below ``floors[env]`` (the return untrained play can reach by chance,
+    docs/sweeps.md) is refused before fitting.
 
     Returns one row per (env, target) with columns (``FIT_COLUMNS``):
-        env, target, ok, reason;
-        b_crit, b_crit_lo, b_crit_hi     -- agent steps;
-        s_min, s_min_lo, s_min_hi        -- PPO iterations;
-        e_min, e_min_lo, e_min_hi        -- agent steps;
+        env, target, ok (a measured B_crit), kind (``CriticalBatchFit.kind``), reason;
+        b_crit, b_crit_lo, b_crit_hi     -- agent steps; the ``ci`` profile interval, which
+                                            carries seed scatter and lack of fit alike;
+        bound, b_crit_bound              -- ">=" / "<=" and its value where B_crit is a bound;
+        b_crit_fitted                    -- the least-squares value whatever the verdict;
+        s_min, s_min_lo, s_min_hi        -- PPO iterations (profile interval);
+        e_min, e_min_lo, e_min_hi        -- agent steps (profile interval);
+        b_crit_seed_lo, b_crit_seed_hi   -- a percentile interval from resampling seeds
+                                            only (``bootstrap_critical_batch``): too narrow
+                                            when batch sizes scatter around the curve;
+        lof_f, lof_df_batch, lof_df_seeds, lof_p, seed_sd_log, batch_sd_log -- ``lack_of_fit``;
+        n_at_or_above, n_below           -- batch sizes on each side of the fitted B_crit;
+        b_crit_loo_min, b_crit_loo_max   -- range of the fitted B_crit leaving one batch
+                                            size out (``leave_one_out``); loo_outside: how
+                                            many of those fall outside [b_crit_lo,
+                                            b_crit_hi]; b_crit_leave_one_out: "B: value" each;
+        lr_untuned                       -- some batch size ran one lr only;
+        lr_at_edge                       -- batch sizes whose best lr is the grid's
+                                            smallest or largest ("512 (high)"): extend it;
         rms_log, log_b_crit_se           -- fit quality (natural-log units);
         n_batch_sizes (that reached the target and were fitted), n_batch_sizes_tried,
         batch_sizes_not_reached (comma-separated string);
         n_boot, boot_failed, boot_fail_frac -- see ``BootstrapResult``.
-    When ``ok`` is False the estimates and intervals are NaN, no bootstrap is run
-    (n_boot = 0), and ``reason`` says what went wrong and what data would fix it.
+    The seed bootstrap runs for measured B_crits only (n_boot = 0 otherwise).
     """
     per_batch, per_seed = best_per_batch(df, min_reach_frac=min_reach_frac)
     rng = np.random.default_rng(seed)
@@ -671,35 +935,60 @@ def fit_from_runs(
     for (env, target), g in per_batch.groupby(["env", "target"], sort=True):
         reached = g[g["reached"]].sort_values("rollout_batch_size")
         missed = g.loc[~g["reached"], "rollout_batch_size"].tolist()
+        edge = g[g["lr_edge"].isin(["low", "high"])]
         row: dict[str, Any] = {col: np.nan for col in FIT_COLUMNS}
         row.update(
             env=env, target=target, n_batch_sizes=len(reached), n_batch_sizes_tried=len(g),
             batch_sizes_not_reached=", ".join(f"{v:g}" for v in missed), n_boot=0,
-            boot_failed=0, boot_fail_frac=np.nan,
+            boot_failed=0, boot_fail_frac=np.nan, bound="", b_crit_leave_one_out="",
+            lr_untuned=bool((g["lr_edge"] == "untuned").any()),
+            lr_at_edge=", ".join(f"{b:g} ({e})" for b, e in
+                                 zip(edge["rollout_batch_size"], edge["lr_edge"], strict=True)),
         )
-        fit = fit_critical_batch(
-            reached["rollout_batch_size"].to_numpy(float), reached["s_median"].to_numpy(float),
-            range_factor=range_factor,
-        )
-        row.update(ok=fit.ok, reason=fit.reason, rms_log=fit.rms_log,
-                   log_b_crit_se=fit.log_b_crit_se)
+        floor = (floors or {}).get(env)
+        if floor is not None and float(target) <= floor:
+            row.update(ok=False, kind=TARGET_BELOW_FLOOR, reason=(
+                f"target {target:g} is not clearly above untrained play: the return that "
+                f"untrained play can reach by chance is {floor:.3g} (the sweep's floor, "
+                f"docs/sweeps.md); fit a higher target"))
+            rows.append(row)
+            continue
+        bs = reached["rollout_batch_size"].to_numpy(float)
+        s_med = reached["s_median"].to_numpy(float)
+        fit = fit_critical_batch(bs, s_med, range_factor=range_factor, ci=ci)
+        row.update({k: getattr(fit, k) for k in (
+            "ok", "kind", "reason", "b_crit", "b_crit_lo", "b_crit_hi", "bound", "b_crit_bound",
+            "b_crit_fitted", "s_min", "s_min_lo", "s_min_hi", "e_min", "e_min_lo",
+            "e_min_hi", "n_at_or_above", "n_below", "rms_log", "log_b_crit_se")})
+        if not fit.ok and fit.bound:  # a bound's interval is the bound, not a range
+            row.update({k: np.nan for k in ("b_crit_lo", "b_crit_hi", "s_min_lo", "s_min_hi",
+                                            "e_min_lo", "e_min_hi")})
         if fit.kind == TOO_FEW_BATCH_SIZES and missed:
             not_reached = row["batch_sizes_not_reached"]
             row["reason"] += f" Batch sizes that did not reach the target: {not_reached}."
+        mine = per_seed[(per_seed["env"] == env) & (per_seed["target"] == target)]
+        seeds = [mine.loc[mine["rollout_batch_size"] == v, "iterations_to_target"]
+                 .to_numpy(float) for v in bs]
+        if len(bs) >= 3:
+            lof = lack_of_fit(bs, seeds)
+            row.update(lof_f=lof.f, lof_df_batch=lof.df_batch, lof_df_seeds=lof.df_seeds,
+                       lof_p=lof.p, seed_sd_log=lof.seed_sd, batch_sd_log=lof.batch_sd)
+        if len(bs) >= 4 and np.isfinite(fit.b_crit_fitted):
+            loo = {v: f.b_crit_fitted for v, f in
+                   leave_one_out(bs, s_med, range_factor=range_factor, ci=ci).items()}
+            vals = np.array(list(loo.values()))
+            row.update(
+                b_crit_loo_min=float(np.nanmin(vals)), b_crit_loo_max=float(np.nanmax(vals)),
+                b_crit_leave_one_out="; ".join(f"{v:g}: {x:.4g}" for v, x in loo.items()),
+                loo_outside=int(((vals < fit.b_crit_lo) | (vals > fit.b_crit_hi)).sum())
+                if fit.ok else np.nan,
+            )
         if fit.ok:
-            mine = per_seed[(per_seed["env"] == env) & (per_seed["target"] == target)]
-            bs = reached["rollout_batch_size"].to_numpy(float)
-            seeds = [mine.loc[mine["rollout_batch_size"] == v, "iterations_to_target"]
-                     .to_numpy(float) for v in bs]
             boot = bootstrap_critical_batch(bs, seeds, n_boot=n_boot, seed=rng, ci=ci,
                                             range_factor=range_factor)
-            row.update(
-                b_crit=fit.b_crit, s_min=fit.s_min, e_min=fit.e_min,
-                b_crit_lo=boot.b_crit_lo, b_crit_hi=boot.b_crit_hi,
-                s_min_lo=boot.s_min_lo, s_min_hi=boot.s_min_hi,
-                e_min_lo=boot.e_min_lo, e_min_hi=boot.e_min_hi,
-                n_boot=boot.n_boot, boot_failed=boot.n_failed, boot_fail_frac=boot.fail_frac,
-            )
+            row.update(b_crit_seed_lo=boot.b_crit_lo, b_crit_seed_hi=boot.b_crit_hi,
+                       n_boot=boot.n_boot, boot_failed=boot.n_failed,
+                       boot_fail_frac=boot.fail_frac)
         rows.append(row)
     return pd.DataFrame(rows, columns=FIT_COLUMNS)
 

@@ -35,13 +35,16 @@ _SETTLED = ("finished", "failed")
 
 
 def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = B_CRIT_CI,
-              range_factor: float = 2.0) -> tuple[pd.DataFrame, pd.DataFrame]:
+              range_factor: float = 2.0, floors: Mapping[str, float] | None = None
+              ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Critical batch size per (env, target) of a results table, with B_simple beside it.
 
     Uses runs whose status is finished or failed (a failed run did not reach what it did
     not reach); pending, running and interrupted runs are left out and counted in
     ``runs_unsettled``. ``rl.analysis.fit.fit_from_runs`` picks the best lr per batch size, fits
-    S(B) and bootstraps seeds.
+    S(B) with its profile interval, tests the lack of fit, leaves each batch size out and
+    bootstraps seeds; targets at or below ``floors[env]`` (the untrained-play floor of the
+    sweep, docs/sweeps.md) are refused.
 
     The B_simple columns beside the fit (``b_simple_{term}``) are the mean, over the runs
     at each batch size's best lr (every seed, every batch size whose best lr reached the
@@ -70,7 +73,8 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
              "runs_unsettled"]
     if long.empty:
         return pd.DataFrame(columns=[*FIT_COLUMNS, *extra]), pd.DataFrame()
-    fits = fit_from_runs(long, n_boot=n_boot, seed=seed, ci=ci, range_factor=range_factor)
+    fits = fit_from_runs(long, n_boot=n_boot, seed=seed, ci=ci, range_factor=range_factor,
+                         floors=floors)
     per_batch, per_seed = best_per_batch(long)
     for i, fit in fits.iterrows():
         mine = per_seed[(per_seed["env"] == fit["env"]) & (per_seed["target"] == fit["target"])]
@@ -117,8 +121,12 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
         b, s = pts["rollout_batch_size"].to_numpy(float), pts["s_median"].to_numpy(float)
         plot_pareto(axes[0], fit, b, s)
         plot_steps_and_samples(axes[1:], fit, b, s)
-        ci = (f", B_crit interval [{row['b_crit_lo']:.3g}, {row['b_crit_hi']:.3g}]"
-              if fit.ok else f" -- fit failed: {str(row['reason'])[:90]}")
+        if fit.ok:
+            ci = f", B_crit interval [{row['b_crit_lo']:.3g}, {row['b_crit_hi']:.3g}]"
+        elif str(row.get("bound", "")) and math.isfinite(float(row["b_crit_bound"])):
+            ci = f": no measured B_crit, a bound: B_crit {row['bound']} {row['b_crit_bound']:.3g}"
+        else:
+            ci = f" -- no fit: {str(row['reason'])[:90]}"
         fig.suptitle(f"{row['env']}, target return {row['target']:g}: B in agent steps, "
                      f"S in PPO iterations{ci}", fontsize=10)
         fig.tight_layout()

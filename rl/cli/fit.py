@@ -68,6 +68,86 @@ def check_fit_options(n_boot: int, ci: float, range_factor: float, seed: int = 0
                          f"{range_factor}")
 
 
+def _interval(lo: Any, hi: Any) -> str:
+    return "-" if pd.isna(lo) or pd.isna(hi) else f"[{_fmt(lo)}, {_fmt(hi)}]"
+
+
+def _b_crit_cell(row: Any) -> str:
+    if bool(row["ok"]):
+        return _fmt(row["b_crit"])
+    if str(row["bound"]) and math.isfinite(float(row["b_crit_bound"])):
+        return f"{row['bound']} {_fmt(row['b_crit_bound'])}"
+    return "-"
+
+
+def fit_summary_table(fits: pd.DataFrame) -> pd.DataFrame:
+    """The table `rlscale fit` prints: one row per (env, target)."""
+    def lof(f: Any, p: Any) -> str:
+        return "-" if pd.isna(f) else f"{float(f):.3g} (p {float(p):.2g})"
+
+    return pd.DataFrame({
+        "env": fits["env"],
+        "target": fits["target"].astype(float),
+        "fit": ["ok" if ok else ("bound" if b else "FAILED")
+                for ok, b in zip(fits["ok"], fits["bound"].fillna(""), strict=True)],
+        "B_crit": [_b_crit_cell(r) for _, r in fits.iterrows()],
+        "interval": [_interval(r["b_crit_lo"], r["b_crit_hi"]) for _, r in fits.iterrows()],
+        "seed-only": [_interval(r["b_crit_seed_lo"], r["b_crit_seed_hi"])
+                      for _, r in fits.iterrows()],
+        "lack of fit F": [lof(f, p) for f, p in zip(fits["lof_f"], fits["lof_p"], strict=True)],
+        "leave one out": [_interval(lo, hi) for lo, hi in
+                          zip(fits["b_crit_loo_min"], fits["b_crit_loo_max"], strict=True)],
+        "S_min": fits["s_min"].astype(float),
+        "E_min": fits["e_min"].astype(float),
+        "B_simple policy": fits["b_simple_policy"].astype(float),
+        "B_simple value": fits["b_simple_value"].astype(float),
+        "B_simple total": fits["b_simple_total"].astype(float),
+        "batch sizes": [f"{int(n)}/{int(t)}" for n, t in
+                        zip(fits["n_batch_sizes"], fits["n_batch_sizes_tried"], strict=True)],
+    })
+
+
+LACK_OF_FIT_P = 0.05
+"""Below this p of the lack-of-fit test, `rlscale fit` says the batch sizes scatter around the
+curve more than their seeds explain."""
+
+
+def fit_notes(fits: pd.DataFrame) -> list[str]:
+    """What a reader of the fit must know: refused fits and why, lack of fit, fragile
+    leave-one-out values, an untuned or too small lr grid, too few seeds."""
+    notes = []
+    for _, row in fits.iterrows():
+        where = f"{row['env']}, target {float(row['target']):g}"
+        if not bool(row["ok"]):
+            label = "bound" if str(row["bound"]) else "fit failed"
+            notes.append(f"[red]{label}[/] for {where}: {row['reason']}")
+        if pd.notna(row["lof_p"]) and float(row["lof_p"]) < LACK_OF_FIT_P:
+            notes.append(
+                f"[yellow]lack of fit[/] at {where}: the batch sizes scatter around the curve "
+                f"more than their seeds explain (F {float(row['lof_f']):.3g} on "
+                f"{int(row['lof_df_batch'])}, {int(row['lof_df_seeds'])}; p "
+                f"{float(row['lof_p']):.2g}; batch sd {float(row['batch_sd_log']):.2g} against "
+                f"seed sd {float(row['seed_sd_log']):.2g} in log S): the seed-only interval is "
+                "too narrow; the profile interval carries it.")
+        if bool(row["ok"]) and pd.notna(row["loo_outside"]) and int(row["loo_outside"]) > 0:
+            notes.append(
+                f"[yellow]fragile[/] at {where}: leaving one batch size out moves B_crit "
+                f"outside its interval ({row['b_crit_leave_one_out']}).")
+    for env, rows in fits.groupby("env", sort=True):
+        edges = sorted({e for e in rows["lr_at_edge"].fillna("") if e})
+        if rows["lr_untuned"].astype(bool).any():
+            notes.append(f"[yellow]note:[/] {env}: one learning rate per batch size: S is not "
+                         "at each batch size's best lr (the definition of B_crit), which biases "
+                         "it low; give lrs a grid (docs/sweeps.md).")
+        elif edges:
+            notes.append(f"[yellow]note:[/] {env}: the best lr sits at the edge of its grid at "
+                         f"batch sizes {'; '.join(edges)}: extend the grid there.")
+        seeds = rows.loc[rows["ok"].astype(bool), "min_seeds"]
+        if len(seeds) and (caveat := few_seeds_caveat(seeds.min())):
+            notes.append(f"[yellow]note:[/] {env}: seed-only interval: {caveat}.")
+    return notes
+
+
 def cmd_fit(args) -> int:
     check_fit_options(args.n_boot, args.ci, args.range_factor, args.seed)
     sweep_dir = Path(args.sweep_dir)
@@ -94,37 +174,20 @@ def cmd_fit(args) -> int:
     atomic_write_text(sweep_dir / "fit_per_batch.csv", per_batch.to_csv(index=False))
 
     level = f"{args.ci:.0%}"
-    shown = pd.DataFrame({
-        "env": fits["env"],
-        "target": fits["target"].astype(float),
-        "fit": ["ok" if ok else "FAILED" for ok in fits["ok"]],
-        "B_crit": [_fmt(v) for v in fits["b_crit"]],
-        f"B_crit {level} interval": [
-            "-" if not ok else f"[{_fmt(lo)}, {_fmt(hi)}]"
-            for ok, lo, hi in zip(fits["ok"], fits["b_crit_lo"], fits["b_crit_hi"], strict=True)
-        ],
-        "S_min": fits["s_min"].astype(float),
-        "E_min": fits["e_min"].astype(float),
-        "B_simple policy": fits["b_simple_policy"].astype(float),
-        "B_simple value": fits["b_simple_value"].astype(float),
-        "B_simple total": fits["b_simple_total"].astype(float),
-        "batch sizes": [f"{int(n)}/{int(t)}" for n, t in
-                        zip(fits["n_batch_sizes"], fits["n_batch_sizes_tried"], strict=True)],
-    })
-    print_table(shown, title=f"critical batch size, {sweep_dir}")
+    print_table(fit_summary_table(fits), title=f"critical batch size, {sweep_dir}")
     console.print(
-        "Units: B_crit, E_min and B_simple in agent steps; S_min in PPO iterations. B_crit "
-        f"interval: {level} seed bootstrap (inf = unbounded above). B_simple: mean over the "
-        "runs at each batch size's best lr (all seeds, batch sizes that reached the target) "
-        "of each run's run-averaged B_simple = mean(trace_sigma) / mean(g2) over its "
-        "measured iterations; '-' = not measured. 'batch sizes' = reached the target / tried."
+        "Units: B_crit, E_min and B_simple in agent steps; S_min in PPO iterations. B_crit: "
+        "a number only where at least 2 batch sizes lie at or above it and 2 below, else a "
+        f"bound ('>='/'<='). Interval: {level} profile interval from the fit's residuals "
+        "(seed scatter and lack of fit alike; inf = unbounded above); seed-only: resampling "
+        "seeds, which misses lack of fit. Lack of fit: F = scatter of the batch sizes around "
+        "the curve over their seeds' scatter (about 1 when seeds explain it), with p. "
+        "Leave one out: the range of B_crit refitted without each batch size. B_simple: mean "
+        "over the runs at each batch size's best lr of each run's run-averaged B_simple; "
+        "'-' = not measured. 'batch sizes' = reached the target / tried."
     )
-    for _, row in fits[~fits["ok"].astype(bool)].iterrows():
-        console.print(f"[red]fit failed[/] for {row['env']}, target {row['target']:g}: "
-                      f"{row['reason']}", highlight=False)
-    for env, seeds in fits[fits["ok"].astype(bool)].groupby("env")["min_seeds"].min().items():
-        if caveat := few_seeds_caveat(seeds):
-            console.print(f"[yellow]note:[/] {env}: {caveat}.", highlight=False)
+    for note in fit_notes(fits):
+        console.print(note, highlight=False)
     unsettled = int(fits["runs_unsettled"].max()) if len(fits) else 0
     if unsettled:
         console.print(f"[yellow]note:[/] {unsettled} run(s) are not finished (pending, "
@@ -139,7 +202,8 @@ def cmd_fit(args) -> int:
                           "plot (set [train] gns_every > 0 in the spec)")
         written += b_plots
     console.print("wrote " + ", ".join(str(p) for p in written))
-    return 0 if fits["ok"].astype(bool).all() else 1
+    measured_or_bound = fits["ok"].astype(bool) | (fits["bound"].fillna("") != "")
+    return 0 if measured_or_bound.all() else 1
 
 
 
@@ -150,7 +214,8 @@ def add_parser(sub) -> None:
         description="Fit S(B) = S_min (1 + B_crit / B) per env and target from a sweep's "
         "results (best lr per batch size, median over seeds), with a seed-bootstrap "
         "interval, beside the run-averaged B_simple. Writes fit.csv, fit_per_batch.csv and "
-        "png plots into the sweep directory. Exit status 1 if any fit failed.",
+        "png plots into the sweep directory. Exit status 1 if some target has neither a measured "
+        "B_crit nor a bound.",
     )
     f.add_argument("sweep_dir", metavar="SWEEP_DIR")
     f.add_argument("--n-boot", dest="n_boot", type=int, default=1000,

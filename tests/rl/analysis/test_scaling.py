@@ -60,7 +60,7 @@ def test_fit_refuses_with_the_reason(x, y, match):
 # --------------------------------------------------------------------------------------
 
 TARGETS = (40.0, 80.0, 160.0, 320.0)
-BATCH = (16, 32, 64, 128, 256, 512, 1024)
+BATCH = (8, 16, 32, 64, 128, 256, 512, 1024)  # 2+ on each side of every B_crit (38..202)
 
 
 def synthetic_sweep(rng, *, k_crit=0.8, k_smin=0.5, seeds=6, sigma=0.15,
