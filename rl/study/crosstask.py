@@ -1,0 +1,263 @@
+"""B_crit against B_simple across tasks: the ratio per task and loss term, which term
+predicts B_crit best, as a prediction for a task outside the study, and the figure.
+
+See docs/study.md ("Across tasks").
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from rl.runs.files import save_figure
+
+__all__ = [
+    "POINT_COLUMNS",
+    "PREDICTION_CI",
+    "RatioPrediction",
+    "plot_crosstask",
+    "predict_ratio",
+    "ratio_table",
+    "verdict",
+]
+
+POINT_COLUMNS = ["task", "term", "target", "b_crit", "b_crit_lo", "b_crit_hi", "bound",
+                 "b_crit_bound", "b_simple", "b_simple_lo", "b_simple_hi"]
+"""One row per (task, loss term): B_crit at the task's headline target (a measured number
+with its interval, or a bound: ``bound`` '>=' / '<=' and ``b_crit_bound``) and the task's
+run-averaged B_simple of that term with its interval; both in agent steps (supervised
+tasks: examples)."""
+
+PREDICTION_CI = 0.9
+"""Level of the prediction interval of B_crit / B_simple for a new task."""
+
+
+def _finite_positive(x: Any) -> bool:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(v) and v > 0
+
+
+def ratio_table(points: pd.DataFrame) -> pd.DataFrame:
+    """B_crit / B_simple per (task, term), with an interval and whether it is measured.
+
+    ratio = B_crit / B_simple; its interval combines the two intervals at their ends
+    (lo = B_crit_lo / B_simple_hi, hi = B_crit_hi / B_simple_lo), which covers at least
+    the product of their levels when they are independent. ``measured`` is True when
+    B_crit is a measured number and B_simple finite and positive; for a bound, ``ratio``
+    is NaN and ``ratio_bound`` (with ``bound``) says what the bound implies.
+    """
+    rows = []
+    for _, p in points.iterrows():
+        row: dict[str, Any] = dict(task=p["task"], term=p["term"], target=p["target"],
+                                   bound=str(p.get("bound", "") or ""), ratio=math.nan,
+                                   lo=math.nan, hi=math.nan, ratio_bound=math.nan,
+                                   measured=False)
+        bs = p["b_simple"]
+        if _finite_positive(bs):
+            if _finite_positive(p["b_crit"]) and not row["bound"]:
+                bs_lo, bs_hi = float(p["b_simple_lo"]), float(p["b_simple_hi"])
+                row.update(
+                    ratio=float(p["b_crit"]) / float(bs), measured=True,
+                    lo=float(p["b_crit_lo"]) / bs_hi if bs_hi > 0 else 0.0,
+                    hi=float(p["b_crit_hi"]) / bs_lo if bs_lo > 0 else math.inf)
+            elif row["bound"] and _finite_positive(p["b_crit_bound"]):
+                row["ratio_bound"] = float(p["b_crit_bound"]) / float(bs)
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["task", "term", "target", "ratio", "lo", "hi", "bound",
+                                       "ratio_bound", "measured"])
+
+
+@dataclass(frozen=True)
+class RatioPrediction:
+    """How well one loss term's B_simple predicts B_crit across tasks (``predict_ratio``).
+
+    Attributes:
+        term: the loss term.
+        n_tasks: tasks with a measured B_crit and B_simple of this term.
+        ratio: geometric mean of B_crit / B_simple over them.
+        spread: sample sd of log(B_crit / B_simple) (natural log; NaN below 2 tasks).
+        lo, hi: prediction interval at level ``ci`` for the ratio of a task outside the
+            study: exp(mean +- t(ci; n - 1) spread sqrt(1 + 1/n)), valid if the tasks'
+            log ratios are a normal sample (NaN below 2 tasks).
+        ci: its level.
+        tasks: the tasks used.
+        bounds_consistent: the study's bounded tasks whose bound agrees with [lo, hi]
+            (a lower bound below hi, an upper bound above lo) over the bounded tasks.
+    """
+
+    term: str
+    n_tasks: int
+    ratio: float
+    spread: float
+    lo: float
+    hi: float
+    ci: float
+    tasks: tuple[str, ...]
+    bounds_consistent: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict_ratio(ratios: pd.DataFrame, term: str, ci: float = PREDICTION_CI) -> RatioPrediction:
+    """The ratio B_crit / B_simple of ``term`` across the measured tasks of ``ratios``
+    (``ratio_table``), and its prediction interval for a new task."""
+    mine = ratios[(ratios["term"] == term) & ratios["measured"].astype(bool)]
+    logs = np.log(mine["ratio"].to_numpy(float))
+    n = int(logs.size)
+    tasks = tuple(mine["task"])
+    if n == 0:
+        return RatioPrediction(term, 0, math.nan, math.nan, math.nan, math.nan, ci, tasks)
+    mean = float(logs.mean())
+    if n < 2:
+        return RatioPrediction(term, n, math.exp(mean), math.nan, math.nan, math.nan, ci, tasks)
+    sd = float(logs.std(ddof=1))
+    half = float(stats.t.ppf((1 + ci) / 2, n - 1)) * sd * math.sqrt(1 + 1 / n)
+    lo, hi = math.exp(mean - half), math.exp(mean + half)
+    bounded = ratios[(ratios["term"] == term) & ratios["ratio_bound"].notna()]
+    agree = sum((b["bound"] == ">=" and b["ratio_bound"] <= hi)
+                or (b["bound"] == "<=" and b["ratio_bound"] >= lo)
+                for _, b in bounded.iterrows())
+    return RatioPrediction(term, n, math.exp(mean), sd, lo, hi, ci, tasks,
+                           f"{agree} of {len(bounded)}" if len(bounded) else "")
+
+
+def verdict(predictions: Sequence[RatioPrediction], *, min_tasks: int = 3) -> str:
+    """Which term predicts B_crit best (the smallest spread of log B_crit / B_simple among
+    terms measured on at least ``min_tasks`` tasks), in one plain statement with numbers."""
+    usable = [p for p in predictions if p.n_tasks >= max(min_tasks, 2) and
+              math.isfinite(p.spread)]
+    if not usable:
+        counts = ", ".join(f"{p.term}: {p.n_tasks}" for p in predictions)
+        return (f"No verdict yet: fewer than {min_tasks} tasks have both a measured B_crit "
+                f"and a B_simple of one term ({counts}); bounds do not count.")
+    best = min(usable, key=lambda p: p.spread)
+    others = "; ".join(
+        f"{p.term} loss: ratio {p.ratio:.3g}, spread x{math.exp(p.spread):.2g} over "
+        f"{p.n_tasks} tasks" for p in usable if p is not best)
+    bounds = (f" Of the bounded tasks, {best.bounds_consistent} agree with it."
+              if best.bounds_consistent else "")
+    return (f"Across {best.n_tasks} tasks ({', '.join(best.tasks)}), the {best.term}-loss "
+            f"B_simple predicts B_crit best: B_crit / B_simple has geometric mean "
+            f"{best.ratio:.3g} and spreads by a factor {math.exp(best.spread):.2g} (1 sd of "
+            f"the log). Prediction for a task outside the study: B_crit = r x B_simple "
+            f"({best.term} loss) with r in [{best.lo:.3g}, {best.hi:.3g}] "
+            f"({best.ci:.0%} prediction interval, log-normal across tasks)." + bounds
+            + (f" Other terms: {others}." if others else ""))
+
+
+# --------------------------------------------------------------------------------------
+# The figure
+# --------------------------------------------------------------------------------------
+
+
+def _err(v: float, lo: float, hi: float, top: float) -> tuple[list[float], list[float]]:
+    """Error-bar lengths; an open end (lo 0, hi inf) runs to v / 10 or to the axis top."""
+    lower = v - lo if math.isfinite(lo) and 0 < lo <= v else (0.9 * v if lo == 0 else 0.0)
+    if math.isinf(hi):
+        upper = max(top - v, 0.0)
+    else:
+        upper = hi - v if math.isfinite(hi) and hi >= v else 0.0
+    return [lower], [upper]
+
+
+def plot_crosstask(points: pd.DataFrame, cited: pd.DataFrame,
+                   path: str | os.PathLike[str],
+                   terms: Sequence[str] = ("total", "policy", "value")) -> Path:
+    """B_crit against B_simple, log-log, one panel per loss term: each task with its
+    intervals on both axes (bounds as arrows from the bound), the line B_crit = B_simple,
+    and the cited values (``cited``: task, b_simple, b_crit, each a number or a
+    (low, high) range) as hollow markers or boxes."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import
+    from matplotlib.figure import Figure  # lazy: slow import
+
+    fig = Figure(figsize=(5.2 * len(terms), 5.2))
+    FigureCanvasAgg(fig)
+    axes = np.atleast_1d(fig.subplots(1, len(terms)))
+    tasks = list(dict.fromkeys(points["task"]))
+    colors = {t: f"C{i % 10}" for i, t in enumerate(tasks)}
+    values = [v for c in ("b_crit", "b_crit_bound", "b_simple", "b_simple_lo", "b_simple_hi")
+              for v in pd.to_numeric(points[c], errors="coerce") if _finite_positive(v)]
+    for _, c in cited.iterrows():
+        for v in (c["b_simple"], c["b_crit"]):
+            values += [x for x in np.ravel(v) if _finite_positive(x)]
+    lo_ax = min(values) / 3 if values else 1.0
+    hi_ax = max(values) * 3 if values else 1e6
+    for ax, term in zip(axes, terms, strict=True):
+        ax.plot([lo_ax, hi_ax], [lo_ax, hi_ax], color="0.5", lw=1, ls="--",
+                label="B_crit = B_simple")
+        for _, c in cited.iterrows():
+            _draw_cited(ax, c, hi_ax)
+        for _, p in points[points["term"] == term].iterrows():
+            _draw_point(ax, p, colors[p["task"]], hi_ax)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlim(lo_ax, hi_ax)
+        ax.set_ylim(lo_ax, hi_ax)
+        ax.set_xlabel(f"B_simple, {term} loss (run-averaged)")
+        ax.set_ylabel("B_crit")
+        ax.set_title(f"{term} loss", fontsize=10)
+        ax.grid(True, which="major", alpha=0.3)
+    axes[0].legend(fontsize=7, loc="upper left", framealpha=0.9)
+    fig.suptitle("B_crit against B_simple across tasks (RL: agent steps; supervised: "
+                 "examples); bars: intervals, arrows: bounds; hollow: McCandlish et al. "
+                 "2018, Table 1", fontsize=9)
+    fig.tight_layout()
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_figure(fig, out, dpi=100)
+    return out
+
+
+def _draw_point(ax: Any, p: pd.Series, color: str, top: float) -> None:
+    bs = float(p["b_simple"])
+    if not _finite_positive(bs):
+        return
+    xerr = _err(bs, float(p["b_simple_lo"]), float(p["b_simple_hi"]), top)
+    bound = str(p.get("bound", "") or "")
+    if bound and _finite_positive(p["b_crit_bound"]):
+        y = float(p["b_crit_bound"])
+        ax.errorbar([bs], [y], xerr=xerr, marker="_", markersize=12, color=color,
+                    linestyle="none", capsize=3, label=f"{p['task']} ({bound} bound)")
+        ax.annotate("", xy=(bs, y * (4 if bound == ">=" else 0.25)), xytext=(bs, y),
+                    arrowprops=dict(arrowstyle="->", color=color))
+        return
+    if not _finite_positive(p["b_crit"]):
+        return
+    y = float(p["b_crit"])
+    yerr = _err(y, float(p["b_crit_lo"]), float(p["b_crit_hi"]), top)
+    ax.errorbar([bs], [y], xerr=xerr, yerr=yerr, marker="o", color=color, linestyle="none",
+                capsize=3, label=str(p["task"]))
+
+
+def _draw_cited(ax: Any, c: pd.Series, top: float) -> None:
+    xs, ys = np.ravel(c["b_simple"]).astype(float), np.ravel(c["b_crit"]).astype(float)
+    label = f"{c['task']} (cited)"
+    if xs.size == 1 and ys.size == 1:
+        ax.scatter(xs, ys, marker="D", facecolors="none", edgecolors="0.35", s=40, label=label)
+        ax.annotate(str(c["task"]), (xs[0], ys[0]), textcoords="offset points", xytext=(4, -9),
+                    fontsize=7, color="0.35")
+        return
+    x0, x1 = xs.min(), xs.max()
+    y0, y1 = ys.min(), min(ys.max(), top)
+    ax.add_patch(_rectangle(x0, y0, x1, y1))
+    ax.annotate(str(c["task"]), (x0, y1), textcoords="offset points", xytext=(2, 2),
+                fontsize=7, color="0.35")
+
+
+def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:
+    from matplotlib.patches import Rectangle  # lazy: slow import
+
+    return Rectangle((x0, y0), max(x1 - x0, x0 * 0.05), max(y1 - y0, y0 * 0.05), fill=False,
+                     edgecolor="0.35", lw=1.2, ls=":")
