@@ -2,7 +2,8 @@
 
 Spec format, sweep directory layout and result columns: ``rl.sweeps``. Executors and
 restart rules: ``rl.sweeps.executors``. Population based training (``--scheduler pbt``):
-``rl.sweeps.pbt``.
+``rl.sweeps.pbt``. The untrained-play floor and stage 2 (``best_lr_seeds``, its lr chosen
+here with the fit's rule): ``rl.sweeps.protocol``, docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from rl.analysis.fit import best_per_batch
 from rl.cli.args import add_dataclass_args, explicit_fields
 from rl.cli.output import console, err_console, print_table
 from rl.sweeps.executors import run_sweep
@@ -23,7 +25,16 @@ from rl.sweeps.pbt import (
     parse_param_flag,
     plan_members,
 )
+from rl.sweeps.protocol import (
+    check_untrained_floor,
+    describe_floor,
+    floor_problem,
+    stage_two_summary,
+    targets_below_floor,
+    untrained_floors,
+)
 from rl.sweeps.spec import load_spec, parse_spec, plan_runs, stored_spec, tomllib
+from rl.sweeps.state import UNTRAINED_FLOOR_FILE
 
 # Flags that carry a list: comma-separated values.
 _LIST_FLAGS = ("env", "num_envs", "num_steps", "lrs", "targets")
@@ -62,7 +73,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
     if args.seeds is not None:
         raw["seeds"] = _list(args.seeds) if "," in args.seeds else _literal(args.seeds)
     for key in ("vary", "lr_rule", "base_batch_size", "preset", "parallel", "out", "backend",
-                "address", "cpus_per_trial", "scheduler"):
+                "address", "cpus_per_trial", "scheduler", "best_lr_seeds"):
         value = getattr(args, key)
         if value is not None:
             raw[key] = value
@@ -72,6 +83,8 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raw["budget"] = _literal(args.budget)
     if args.retry_failed:
         raw["retry_failed"] = True
+    if args.allow_target_below_floor:
+        raw["allow_target_below_floor"] = True
     for table in ("ppo", "train"):
         values = _key_values(getattr(args, table), f"--{table}")
         if values:
@@ -106,10 +119,32 @@ def spec_from_args(args: argparse.Namespace):
     return stored if stored is not None else parse_spec(over, source="sweep flags")
 
 
+def choose_best_lrs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Stage 2's choice of lr per batch size: the fit's (``rl.analysis.fit.best_per_batch``)."""
+    per_batch, _ = best_per_batch(runs)
+    return per_batch
+
+
+def _floor_lines(spec, *, measure: bool) -> tuple[list[str], list[str]]:
+    """(a line per env on its floor, a problem per env with targets below it)."""
+    floors = untrained_floors(spec, measure=measure)
+    lines = [describe_floor(env, floors[env]) if env in floors else
+             f"untrained-play floor of {env}: not measured yet (`rlscale sweep --out "
+             f"{spec.out} --floor-only` measures it; a sweep measures it before its runs)"
+             for env in spec.env]
+    below = targets_below_floor(spec, floors)
+    return lines, [floor_problem(env, ts, floors[env]) for env, ts in below.items()]
+
+
 def cmd_sweep(args) -> int:
     spec = spec_from_args(args)
+    if args.floor_only and spec.scheduler == "pbt":
+        raise ValueError("--floor-only checks the targets of a grid sweep; a PBT population "
+                         "only reports its targets (drop --floor-only or --scheduler pbt)")
     if spec.scheduler == "pbt":
         return _cmd_pbt(spec, args)
+    if args.floor_only:
+        return _cmd_floor(spec)
     if args.dry_run:
         plans = plan_runs(spec)
         console.print(f"{len(plans)} runs into {Path(spec.out).resolve()} (dry run: nothing "
@@ -118,13 +153,23 @@ def cmd_sweep(args) -> int:
         print_table(pd.DataFrame([dict(run=p.name, env=p.env, B=p.rollout_batch_size,
                                        num_envs=p.num_envs, num_steps=p.num_steps, lr=p.lr,
                                        seed=p.seed) for p in plans]), title="planned runs")
+        stage_two = stage_two_summary(spec)
+        if stage_two:
+            console.print(stage_two)
+        lines, problems = _floor_lines(spec, measure=False)
+        for line in lines:
+            console.print(line, highlight=False)
+        for line in problems:
+            err_console.print(f"[yellow]would be refused:[/] {line}"
+                              + (" (allowed by allow_target_below_floor)"
+                                 if spec.allow_target_below_floor else ""), highlight=False)
         return 0
 
     def log(msg: str) -> None:
         if not args.quiet:
             err_console.print(msg, highlight=False)
 
-    table = run_sweep(spec, log=log)
+    table = run_sweep(spec, log=log, choose_lr=choose_best_lrs)
     prefix = "iterations_to_target_"
     shown = table[["run", "status", "iterations", "final_return_recent",
                    *[c for c in table.columns if c.startswith(prefix)],
@@ -148,6 +193,25 @@ def cmd_sweep(args) -> int:
                           "command again to continue them.")
         return 1
     return 0
+
+
+def _cmd_floor(spec) -> int:
+    """--floor-only: measure the floors the sweep lacks, show them, check the targets."""
+    Path(spec.out).mkdir(parents=True, exist_ok=True)
+    untrained_floors(spec, log=lambda msg: None)
+    lines, problems = _floor_lines(spec, measure=False)
+    for line in lines:
+        console.print(line, highlight=False)
+    console.print(f"stored in {Path(spec.out) / UNTRAINED_FLOOR_FILE}; targets "
+                  f"{', '.join(f'{t:g}' for t in spec.targets)}")
+    if problems and spec.allow_target_below_floor:
+        check_untrained_floor(spec)  # records the targets allowed below the floor
+        for line in problems:
+            err_console.print(f"[yellow]allowed:[/] {line}", highlight=False)
+        return 0
+    for line in problems:
+        err_console.print(f"[red]refused:[/] {line}", highlight=False)
+    return 1 if problems else 0
 
 
 def _cmd_pbt(spec, args) -> int:
@@ -199,7 +263,11 @@ def add_parser(sub) -> None:
         "Started again, it skips finished runs, resumes interrupted ones from their "
         "checkpoints and starts missing ones. `rlscale sweep --out DIR` alone continues the "
         "sweep stored in DIR. Lists are comma-separated: --num-envs 1,2,4,8. Spec keys: "
-        "see rl/sweeps/ and examples/sweeps/cartpole.toml. --scheduler pbt --backend ray "
+        "see rl/sweeps/ and examples/sweeps/cartpole.toml. Before the runs, each "
+        "environment's untrained-play floor is measured once (untrained_floor.json) and "
+        "targets at or below it are refused. With --best-lr-seeds, a second stage adds seeds at "
+        "each batch size's best lr (examples/sweeps/minatar-protocol.toml: the recommended "
+        "protocol, docs/sweeps.md). --scheduler pbt --backend ray "
         "trains a population at one batch size with population based training instead "
         "(rl/sweeps/pbt/, docs/scale-out.md section 4).",
     )
@@ -216,8 +284,17 @@ def add_parser(sub) -> None:
                    help="lr(B) = lr * (B / base_batch_size) ** p, p = 0, 1/2, 1")
     g.add_argument("--base-batch-size", dest="base_batch_size", type=int,
                    help="batch size (agent steps) at which --lrs are given, with a rule")
-    g.add_argument("--seeds", help="comma-separated seeds, or a count N (seeds 0..N-1)")
-    g.add_argument("--targets", help="target returns, comma-separated")
+    g.add_argument("--seeds", help="comma-separated seeds, or a count N (seeds 0..N-1); with "
+                   "--best-lr-seeds the seeds of the lr grid")
+    g.add_argument("--best-lr-seeds", dest="best_lr_seeds", type=int, metavar="N",
+                   help="stage 2: once a batch size's grid runs have all ended, choose its best "
+                   "lr (the fit's rule, at the highest target) and add seeds there up to N in "
+                   "all (e.g. 5 with --seeds 2; docs/sweeps.md, the recommended protocol)")
+    g.add_argument("--targets", help="target returns, comma-separated; each must be above the "
+                   "environment's untrained-play floor (measured before the runs)")
+    g.add_argument("--allow-target-below-floor", dest="allow_target_below_floor",
+                   action="store_true", help="run targets at or below the untrained-play floor "
+                   "anyway (recorded in untrained_floor.json); default: refused")
     g.add_argument("--budget", help="agent steps per run at most (e.g. 40k, 10M)")
     g.add_argument("--preset", help="settings family: classic or atari (default by env)")
     g.add_argument("--ppo", action="append", metavar="KEY=VALUE",
@@ -237,7 +314,12 @@ def add_parser(sub) -> None:
     e.add_argument("--retry-failed", dest="retry_failed", action="store_true",
                    help="also rerun runs that failed (interrupted runs are always resumed)")
     e.add_argument("--dry-run", dest="dry_run", action="store_true",
-                   help="validate and list the planned runs; start nothing")
+                   help="validate and list the planned runs and the stored untrained-play "
+                   "floors; start nothing")
+    e.add_argument("--floor-only", dest="floor_only", action="store_true",
+                   help="measure each environment's untrained-play floor (if the sweep "
+                   "directory lacks it), store it in untrained_floor.json and check the "
+                   "targets; train nothing (an older sweep gets its floor this way)")
     e.add_argument("--quiet", action="store_true", help="no per-run progress lines")
 
     add_dataclass_args(p, PBTConfig, title="population based training (--scheduler pbt; "

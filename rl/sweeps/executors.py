@@ -24,13 +24,15 @@ import torch
 from rl.runs.lock import clear_run_dir, lock_run_dir
 from rl.runs.storage import RunDir
 from rl.sweeps.pbt import run_pbt
+from rl.sweeps.protocol import ChooseLr, check_untrained_floor, choose_stage_two
 from rl.sweeps.results import results_table, run_row, write_results
 from rl.sweeps.settings import SweepSpec, SweepStateError
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import RunPlan, append_event, classify_run, write_sweep_state
 from rl.train.launch import train
 
-__all__ = ["LocalExecutor", "RayExecutor", "make_executor", "run_one", "run_sweep"]
+__all__ = ["LocalExecutor", "RayExecutor", "check_plans", "make_executor", "run_one",
+           "run_sweep"]
 
 # Set in a worker process by its first SIGINT (the sweep is being stopped): the worker then
 # starts no further run. A process pool hands an idle worker the next queued run even after
@@ -339,11 +341,16 @@ def _fmt(v: Any, spec: str = ".1f") -> str:
 
 
 def run_sweep(spec: SweepSpec, *, executor=None,
-              log: Callable[[str], None] | None = None) -> pd.DataFrame:
+              log: Callable[[str], None] | None = None,
+              choose_lr: ChooseLr | None = None) -> pd.DataFrame:
     """Run (or continue) a sweep; returns the results table (also written to ``spec.out``).
 
     Raises ``SweepStateError`` before anything runs if a run directory holds a run with
-    other settings than the spec plans for it.
+    other settings than the spec plans for it, and ``TargetBelowFloorError`` if a target is
+    at or below its environment's untrained-play floor (measured here once per env,
+    ``rl.sweeps.protocol``). With ``best_lr_seeds`` and a ``choose_lr``, stage 2 follows:
+    the lr of each batch size whose grid runs have ended is chosen and recorded, and its
+    extra seeds run (``rl.sweeps.protocol.choose_stage_two``).
     """
     if spec.scheduler == "pbt":  # a population on Ray Tune: rl.sweeps.pbt (returns the PBT table)
 
@@ -352,6 +359,27 @@ def run_sweep(spec: SweepSpec, *, executor=None,
     out = Path(spec.out)
     out.mkdir(parents=True, exist_ok=True)
     plans = plan_runs(spec)
+    actions = check_plans(spec, plans)
+    check_untrained_floor(spec, log=log)
+    executor = executor or make_executor(spec)
+    table = _run_plans(spec, plans, actions, executor, log)
+    if not spec.best_lr_seeds:
+        return table
+    if choose_lr is None:
+        log(f"stage 2 (best_lr_seeds = {spec.best_lr_seeds}) not chosen here: no lr chooser "
+            "was given (`rlscale sweep` chooses with the fit's rule)")
+        return table
+    if any(c.lr is not None for c in choose_stage_two(spec, table, choose_lr, log=log)):
+        plans = plan_runs(spec)
+        actions = check_plans(spec, plans)
+        table = _run_plans(spec, plans, actions, executor, log)
+    return table
+
+
+def check_plans(spec: SweepSpec, plans: list[RunPlan]) -> dict[str, tuple[str, str]]:
+    """{run name: (action, detail)} (``classify_run``); ``SweepStateError`` naming every run
+    directory that holds a run with other settings than planned."""
+    out = Path(spec.out)
     actions = {p.name: classify_run(p, retry_failed=spec.retry_failed) for p in plans}
     conflicts = [f"{name}: {detail}" for name, (a, detail) in actions.items()
                  if a == "conflict"]
@@ -363,6 +391,13 @@ def run_sweep(spec: SweepSpec, *, executor=None,
             + "\nUse a new sweep directory (out) for the new settings, or restore the spec "
             "those runs were made with (see sweep.json)."
         )
+    return actions
+
+
+def _run_plans(spec: SweepSpec, plans: list[RunPlan], actions: dict[str, tuple[str, str]],
+               executor, log: Callable[[str], None]) -> pd.DataFrame:
+    """Record the plan, run the runs to do, keep the results table up to date."""
+    out = Path(spec.out)
     write_sweep_state(spec, plans)
     todo = [p for p in plans if actions[p.name][0] in ("new", "resume")]
     counts = {a: sum(1 for x, _ in actions.values() if x == a)
@@ -396,7 +431,7 @@ def run_sweep(spec: SweepSpec, *, executor=None,
             f"{_fmt(summary.get('seconds'))} s")
 
     try:
-        (executor or make_executor(spec)).run(todo, on_done)
+        executor.run(todo, on_done)
     finally:
         # Also when interrupted: the table then shows what the run directories hold.
         table = results_table(plans, targets)

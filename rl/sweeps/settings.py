@@ -41,8 +41,15 @@ SPEC_KEYS: dict[str, str] = {
     "base_lr": "synonym of lrs = [base_lr]",
     "lr_rule": "constant (default), sqrt or linear scaling of lrs from base_batch_size",
     "base_batch_size": "the batch size (agent steps) at which lrs are given, with a rule",
-    "seeds": "list of seeds, or a count n meaning 0..n-1 (default [0])",
-    "targets": "target returns (a run stops once it reaches the highest)",
+    "seeds": "list of seeds, or a count n meaning 0..n-1 (default [0]); with best_lr_seeds, "
+             "the seeds of the lr grid (stage 1)",
+    "best_lr_seeds": "seeds in all at each batch size's best lr (stage 2, default none): once "
+                     "a batch size's grid runs have all ended, its best lr (the fit's rule, at "
+                     "the highest target) gets further seeds up to this count",
+    "targets": "target returns (a run stops once it reaches the highest); each must be above "
+               "its environment's untrained-play floor (untrained_floor.json)",
+    "allow_target_below_floor": "run targets at or below the untrained-play floor anyway "
+                                "(default false: refused); recorded in untrained_floor.json",
     "budget": "agent steps per run at most (default: the preset's total_agent_steps)",
     "preset": "settings family: classic or atari (default: by environment kind)",
     "parallel": "runs at once (default 1; with PBT the population, as CPUs allow)",
@@ -119,6 +126,10 @@ class SweepSpec:
     """grid: every run of the grid; pbt: a population on Ray Tune (``rl.sweeps.pbt``)."""
     pbt: dict[str, Any] = field(default_factory=dict)
     """PBT settings (``rl.sweeps.pbt.PBTConfig`` fields, all explicit); {} with the grid."""
+    best_lr_seeds: int | None = None
+    """Stage 2: seeds in all at each batch size's chosen lr (None: no stage 2)."""
+    allow_target_below_floor: bool = False
+    """Run targets at or below the untrained-play floor (recorded; default: refused)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -259,6 +270,15 @@ def batch_shapes(spec: SweepSpec, train_base: Mapping[str, Any]) -> list[tuple[i
     envs_ = spec.num_envs or [default.num_envs]
     steps_ = spec.num_steps or [default.num_steps]
     return [(ne, ns) for ne in envs_ for ns in steps_]
+
+
+def stage_two_seeds(spec: SweepSpec) -> list[int]:
+    """The seeds stage 2 adds at each batch size's chosen lr: the next best_lr_seeds -
+    len(seeds) integers above the grid's seeds ([] without stage 2)."""
+    if not spec.best_lr_seeds or not spec.seeds:
+        return []
+    start = max(spec.seeds) + 1
+    return list(range(start, start + max(0, spec.best_lr_seeds - len(spec.seeds))))
 
 
 def scaled_lr(spec: SweepSpec, lr0: float, batch_size: int) -> float:

@@ -32,6 +32,7 @@ from rl.sweeps.settings import (
     Problems,
     SweepSpec,
     SweepSpecError,
+    SweepStateError,
     as_count,
     batch_shapes,
     did_you_mean,
@@ -43,10 +44,11 @@ from rl.sweeps.settings import (
     preset_of,
     resolve_env,
     scaled_lr,
+    stage_two_seeds,
     type_name,
     type_ok,
 )
-from rl.sweeps.state import RunPlan, read_sweep_state, run_name
+from rl.sweeps.state import BEST_LR_FILE, BestLr, RunPlan, read_best_lrs, read_sweep_state, run_name
 from rl.train.config import PRESETS, TrainConfig
 
 
@@ -73,6 +75,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
     targets = _targets(raw, pbt, env_kinds, problems)
     budget = _budget(raw, problems)
     execution = _execution(raw, problems)
+    protocol = _protocol(raw, pbt, seeds, lrs, problems)
     overrides = {table: _override_table(raw, table, cls, sweep_set, problems)
                  for table, cls, sweep_set in (("ppo", PPOConfig, SWEEP_SET_PPO),
                                                ("train", TrainConfig, SWEEP_SET_TRAIN))}
@@ -82,7 +85,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         num_steps=factors["num_steps"], lrs=lrs, lr_rule=lr_rule,
         base_batch_size=base_batch_size, seeds=seeds, budget=budget, preset=preset,
         ppo=overrides["ppo"], train=overrides["train"], scheduler=scheduler, pbt=pbt_settings,
-        **execution,
+        **execution, **protocol,
     )
     if pbt and not problems:
         check_pbt_spec(spec, raw, problems.add)
@@ -294,6 +297,38 @@ def _execution(raw: Mapping[str, Any], problems: Problems) -> dict[str, Any]:
                 retry_failed=retry_failed, out=str(out) if isinstance(out, str) else "")
 
 
+def _protocol(raw: Mapping[str, Any], pbt: bool, seeds: list[int], lrs: list[float],
+              problems: Problems) -> dict[str, Any]:
+    """The SweepSpec fields of the two-stage protocol and the floor: best_lr_seeds,
+    allow_target_below_floor."""
+    allow = raw.get("allow_target_below_floor", False)
+    if not isinstance(allow, bool):
+        problems.add(f"allow_target_below_floor must be true or false, got {allow!r}")
+        allow = False
+    n = raw.get("best_lr_seeds")
+    if n is None:
+        return dict(best_lr_seeds=None, allow_target_below_floor=allow)
+    if not (is_int(n) and n >= 2):
+        problems.add(f"best_lr_seeds must be a whole number of seeds >= 2 (e.g. 5: seeds in "
+                     f"all at each batch size's best lr), got {n!r}")
+        n = None
+    elif pbt:
+        problems.add("best_lr_seeds (stage 2 of a grid) does not apply to scheduler = 'pbt'; "
+                     "remove it")
+        n = None
+    elif seeds and n <= len(seeds):
+        problems.add(f"best_lr_seeds = {n} must exceed the number of grid seeds ({len(seeds)}: "
+                     f"seeds = {seeds}) to add seeds at the best lr; raise it (e.g. "
+                     f"best_lr_seeds = {max(5, len(seeds) + 1)}) or remove it")
+        n = None
+    elif len(lrs) < 2:
+        problems.add(f"best_lr_seeds needs a learning-rate grid (lrs with 2 or more values, got "
+                     f"{lrs or 'the preset lr'}) to choose from; give lrs = [...], or with one "
+                     f"lr set seeds = {n} and remove best_lr_seeds")
+        n = None
+    return dict(best_lr_seeds=n, allow_target_below_floor=allow)
+
+
 def _override_table(raw: Mapping[str, Any], table: str, cls: type, sweep_set: Mapping[str, str],
                     problems: Problems) -> dict[str, Any]:
     """The valid fields of the ``[ppo]`` or ``[train]`` table (floats made float)."""
@@ -439,16 +474,26 @@ def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
     return raw
 
 
-def plan_runs(spec: SweepSpec) -> list[RunPlan]:
+def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None = None
+              ) -> list[RunPlan]:
     """Every run of the sweep, ordered by env, then batch size (small first: those take the
     most iterations, so they start first), lr, seed. A PBT spec's runs are its members
-    (``rl.sweeps.pbt.plan_members``)."""
+    (``rl.sweeps.pbt.plan_members``).
+
+    With ``best_lr_seeds`` (stage 2) a batch size whose lr has been chosen (``best_lrs``,
+    default: those recorded in ``<out>/best_lr.json``) also gets the seeds of
+    ``stage_two_seeds`` at that lr. ``SweepStateError`` if a recorded lr is not in the
+    batch size's grid (the spec's lrs changed after the choice).
+    """
 
     if spec.scheduler == "pbt":
 
         return plan_members(spec)
 
     out = Path(spec.out).resolve()
+    extra = stage_two_seeds(spec)
+    if extra and best_lrs is None:
+        best_lrs = read_best_lrs(spec.out)
     plans = []
     for env in spec.env:
         train_base, ppo_base = env_settings(spec, env)
@@ -456,9 +501,18 @@ def plan_runs(spec: SweepSpec) -> list[RunPlan]:
         lrs = sorted(spec.lrs) or [PPOConfig(**ppo_base).learning_rate]
         shapes = sorted(batch_shapes(spec, train_base), key=lambda s: (s[0] * s[1], s))
         for ne, ns in shapes:
-            for lr0 in lrs:
-                lr = scaled_lr(spec, lr0, ne * ns)
-                for seed in spec.seeds:
+            grid = [scaled_lr(spec, lr0, ne * ns) for lr0 in lrs]
+            chosen = (best_lrs or {}).get((env, ne * ns)) if extra else None
+            if chosen is not None and chosen.lr is not None and chosen.lr not in grid:
+                raise SweepStateError(
+                    f"{Path(spec.out) / BEST_LR_FILE} records lr {chosen.lr:g} for batch size "
+                    f"{ne * ns} on {env}, which is not in this spec's grid there "
+                    f"({', '.join(f'{v:g}' for v in grid)}): the lrs changed after the choice. "
+                    "Restore the spec's lrs (see sweep.json), or use a new sweep directory (out)"
+                )
+            for lr in grid:
+                stage_two = extra if chosen is not None and chosen.lr == lr else []
+                for seed in [*spec.seeds, *stage_two]:
                     name = run_name(env, ne, ns, lr, seed)
                     run_dir = str(out / "runs" / name)
                     train = {**train_base, "env": env, "num_envs": ne, "num_steps": ns,

@@ -1,7 +1,9 @@
 """The state of a sweep on disk: each run's plan and status, the event log, the spec.
 
 ``RunPlan`` is one planned run; ``classify_run`` says whether it is new, to resume,
-finished, failed or in conflict; ``events.jsonl`` and ``sweep.json`` record the sweep.
+finished, failed or in conflict; ``events.jsonl`` and ``sweep.json`` record the sweep;
+``untrained_floor.json`` the floor of its targets and ``best_lr.json`` the learning rate
+chosen per batch size for the second stage (docs/sweeps.md).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from agents import PPOConfig
+from rl.measure.floor import UntrainedFloor
 from rl.runs.files import atomic_write_json
 from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec
@@ -185,3 +188,118 @@ def write_sweep_state(spec: SweepSpec, plans: list[RunPlan]) -> None:
 
 def read_sweep_state(out: str | os.PathLike[str]) -> dict[str, Any] | None:
     return read_json(Path(out) / "sweep.json")
+
+
+# --------------------------------------------------------------------------------------
+# The untrained-play floor of the targets, and the learning rates chosen for stage 2
+# --------------------------------------------------------------------------------------
+
+UNTRAINED_FLOOR_FILE = "untrained_floor.json"
+"""Per environment, the untrained-play floor its targets must exceed (plain JSON)."""
+
+BEST_LR_FILE = "best_lr.json"
+"""Per (environment, batch size), the learning rate stage 2 adds seeds at (plain JSON)."""
+
+
+def read_floor_file(out: str | os.PathLike[str]) -> dict[str, Any]:
+    """The whole ``untrained_floor.json`` ({"envs": {}} where there is none)."""
+    doc = read_json(Path(out) / UNTRAINED_FLOOR_FILE)
+    if not isinstance(doc, dict) or not isinstance(doc.get("envs"), dict):
+        return {"format": 1, "envs": {}}
+    return doc
+
+
+def write_floor_file(out: str | os.PathLike[str], doc: Mapping[str, Any]) -> None:
+    atomic_write_json(Path(out) / UNTRAINED_FLOOR_FILE, dict(doc))
+
+
+def read_untrained_floors(out: str | os.PathLike[str]) -> dict[str, UntrainedFloor]:
+    """{env: its untrained-play floor} of the sweep in ``out``; {} for a sweep that has none
+    (made before floors were measured: ``rlscale sweep --out DIR --floor-only`` measures
+    it). Plain JSON, nothing executed. ValueError naming the file if an entry is malformed."""
+    path = Path(out) / UNTRAINED_FLOOR_FILE
+    floors = {}
+    for env, entry in read_floor_file(out)["envs"].items():
+        try:
+            floors[env] = UntrainedFloor.from_dict(dict(entry))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: the entry of {env} is not a floor ({exc}); delete the "
+                             f"file and measure again with `rlscale sweep --out {out} "
+                             "--floor-only`") from None
+    return floors
+
+
+@dataclass(frozen=True)
+class BestLr:
+    """The learning rate chosen at one batch size from its settled grid runs (stage 1)."""
+
+    env: str
+    batch_size: int
+    """Rollout batch size B, agent steps."""
+    lr: float | None
+    """The chosen learning rate; None when no lr of the grid was eligible (no stage 2)."""
+    target: float
+    """The target return the choice was made at (the spec's highest then)."""
+    grid_lrs: tuple[float, ...]
+    """The learning rates of the grid at this batch size."""
+    grid_seeds: tuple[int, ...]
+    """The seeds of the grid runs it was chosen from."""
+    reason: str = ""
+    """Why no lr was chosen (lr None), else ''."""
+
+    @property
+    def at_edge(self) -> bool:
+        """The choice is the smallest or largest lr of a grid of 2 or more: the grid may be
+        too small."""
+        return self.lr is not None and len(self.grid_lrs) > 1 and \
+            self.lr in (min(self.grid_lrs), max(self.grid_lrs))
+
+    def to_dict(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        d["grid_lrs"], d["grid_seeds"] = list(self.grid_lrs), list(self.grid_seeds)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> BestLr:
+        lr = d["lr"]
+        return cls(env=str(d["env"]), batch_size=int(d["batch_size"]),
+                   lr=None if lr is None else float(lr), target=float(d["target"]),
+                   grid_lrs=tuple(float(v) for v in d["grid_lrs"]),
+                   grid_seeds=tuple(int(v) for v in d["grid_seeds"]),
+                   reason=str(d.get("reason", "")))
+
+
+def read_best_lrs(out: str | os.PathLike[str]) -> dict[tuple[str, int], BestLr]:
+    """{(env, batch size): choice} recorded in ``<out>/best_lr.json``; {} where none is.
+    ValueError naming the file if an entry is malformed."""
+    path = Path(out) / BEST_LR_FILE
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        return {}
+    choices = {}
+    for entry in doc.get("choices", []):
+        try:
+            c = BestLr.from_dict(entry)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path}: an entry is not a learning-rate choice ({exc!r}: "
+                             f"{entry!r}); restore the file or use a new sweep directory"
+                             ) from None
+        choices[(c.env, c.batch_size)] = c
+    return choices
+
+
+def add_best_lrs(out: str | os.PathLike[str], new: list[BestLr]) -> None:
+    """Add choices to ``<out>/best_lr.json`` (atomically). A recorded choice is never
+    changed: adding another one for the same (env, batch size) is a ValueError."""
+    old = read_best_lrs(out)
+    clash = [c for c in new if (c.env, c.batch_size) in old and old[(c.env, c.batch_size)] != c]
+    if clash:
+        raise ValueError(f"best_lr.json already records a choice for "
+                         f"{', '.join(f'{c.env} B={c.batch_size}' for c in clash)}; a recorded "
+                         "choice is never changed")
+    merged = {**old, **{(c.env, c.batch_size): c for c in new}}
+    atomic_write_json(Path(out) / BEST_LR_FILE, {
+        "format": 1,
+        "rule": "rl.analysis.fit.best_per_batch at the spec's highest target, grid seeds only",
+        "choices": [merged[k].to_dict() for k in sorted(merged)],
+    })

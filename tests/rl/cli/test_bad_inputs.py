@@ -114,6 +114,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("sweep", "--base-lr"): POS,
     ("sweep", "--base-batch-size"): POS,
     ("sweep", "--seeds"): POS,  # a count (0 runs nothing) or a list of seeds >= 0
+    ("sweep", "--best-lr-seeds"): ("-1", "0", "1"),  # seeds in all at the best lr: >= 2
     ("sweep", "--targets"): ANY,
     ("sweep", "--budget"): POS,
     ("sweep", "--parallel"): POS,
@@ -170,6 +171,7 @@ CONTEXT: dict[tuple[str, str], tuple[str, ...]] = {
                                     "--quantile-fraction", "--resample-probability")},
     ("sweep", "--base-batch-size"): ("--lr-rule", "sqrt", "--lrs", "1e-3",
                                      "--base-batch-size", "128"),
+    ("sweep", "--best-lr-seeds"): ("--lrs", "1e-3,2e-3", "--best-lr-seeds", "3"),
 }
 """Options a flag needs beside it (with a valid value of the flag itself where it is
 required), so that the check that fails is the flag's own."""

@@ -23,6 +23,7 @@ from rl.analysis.sweep_fits import fit_sweep
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
 from rl.sweeps.executors import LocalExecutor, run_sweep
+from rl.sweeps.protocol import TargetBelowFloorError
 from rl.sweeps.results import (
     RESULT_TIMING_COLUMNS,
     long_results,
@@ -445,8 +446,15 @@ def test_lower_targets_reuse_a_finished_sweep(cartpole_sweep, tmp_path):
     spec, table, _ = cartpole_sweep
     out = tmp_path / "out"
     shutil.copytree(spec.out, out)
-    lower = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [25, 50, 75]})
+    # A target at or below the floor of untrained play (about 38 on CartPole) is refused here
+    # too, before anything is looked at; the floor measured with the sweep is reused.
+    floor = (out / "untrained_floor.json").read_bytes()
     n_events = len(read_events(out))
+    with pytest.raises(TargetBelowFloorError, match="target.s. 25 on CartPole"):
+        run_sweep(parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [25, 50]}))
+    assert len(read_events(out)) == n_events
+    assert (out / "untrained_floor.json").read_bytes() == floor
+    lower = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [40, 50, 75]})
     again = run_sweep(lower)
     new = read_events(out)[n_events:]
     assert [e["event"] for e in new if e["event"] in ("start", "resume")] == []
@@ -455,14 +463,14 @@ def test_lower_targets_reuse_a_finished_sweep(cartpole_sweep, tmp_path):
             table["agent_steps_to_target_50"].fillna(-1)).all()
     reached_100 = table["agent_steps_to_target_100"].notna()
     assert again.loc[reached_100, "agent_steps_to_target_75"].notna().all()
-    assert (again["agent_steps_to_target_25"] <= again["agent_steps_to_target_50"]).all()
+    assert (again["agent_steps_to_target_40"] <= again["agent_steps_to_target_50"]).all()
     # The fit follows the new targets; the old targets' plots go.
     from rl.cli import main
 
     (out / "fit_CartPole_100.png").write_bytes(b"stale")
     main(["fit", str(out), "--n-boot", "20"])
     assert sorted(p.name for p in out.glob("fit_*.png")) == \
-        [f"fit_CartPole_{t}.png" for t in (25, 50, 75)]
+        [f"fit_CartPole_{t}.png" for t in (40, 50, 75)]
     # A higher target needs training these runs stopped short of: refused before anything runs.
     higher = parse_spec({**spec_to_raw(spec), "out": str(out), "targets": [50, 150]})
     with pytest.raises(SweepStateError, match="train.target_return: stored 100.0 != planned 150"):
