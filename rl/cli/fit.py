@@ -25,6 +25,7 @@ from rl.sweeps.pbt import is_pbt_sweep, member_summary, write_pbt_outputs
 from rl.sweeps.results import read_results, results_table
 from rl.sweeps.settings import SweepSpecError
 from rl.sweeps.spec import plan_runs, stored_spec
+from rl.sweeps.state import read_untrained_floors
 
 
 def refreshed_results(sweep_dir: Path):
@@ -165,8 +166,9 @@ def cmd_fit(args) -> int:
         print_pbt(member_summary(table), sweep_dir)
         return 0
     df = refreshed_results(sweep_dir)
+    floors = {env: f.floor for env, f in read_untrained_floors(sweep_dir).items()}
     fits, per_batch = fit_sweep(df, n_boot=args.n_boot, seed=args.seed, ci=args.ci,
-                                range_factor=args.range_factor)
+                                range_factor=args.range_factor, floors=floors)
     if fits.empty:
         console.print(f"no finished runs in {sweep_dir}: nothing to fit")
         return 1
@@ -188,6 +190,10 @@ def cmd_fit(args) -> int:
     )
     for note in fit_notes(fits):
         console.print(note, highlight=False)
+    if not floors:
+        console.print(f"[yellow]note:[/] no untrained-play floor measured for {sweep_dir}: "
+                      f"targets were not checked against it (`rlscale sweep --out {sweep_dir} "
+                      "--floor-only` measures it; docs/sweeps.md).", highlight=False)
     unsettled = int(fits["runs_unsettled"].max()) if len(fits) else 0
     if unsettled:
         console.print(f"[yellow]note:[/] {unsettled} run(s) are not finished (pending, "

@@ -20,6 +20,8 @@ import pandas as pd
 import pytest
 
 from rl.analysis.sweep_fits import fit_sweep
+from rl.measure import warmup
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
 from rl.sweeps.executors import LocalExecutor, run_sweep
@@ -236,7 +238,8 @@ def fake_run(plan, rows, status="finished", message="reached target"):
     run.write_status(status, message=message)
 
 
-def test_run_row_targets_need_a_full_window_and_b_simple_averages(tmp_path):
+def test_run_row_targets_need_a_full_window_and_b_simple_averages(tmp_path, monkeypatch):
+    monkeypatch.setattr(warmup, "WARMUP_ITERATIONS", 0)  # every measurement counts here
     spec = parse_spec({**BASE, "num_envs": [2], "targets": [10, 30], "out": str(tmp_path),
                        "train": {"return_window": 5}})
     (plan,) = plan_runs(spec)
@@ -293,7 +296,7 @@ def test_b_simple_beside_b_crit_counts_only_environment_split_runs(tmp_path):
                           **{f"gns/{t}/g2": 1.0 for t in ("total", "policy", "value")},
                           **{f"gns/{t}/trace_sigma": trace for t in ("total", "policy",
                                                                        "value")}})
-                     for i in range(1, 6)])
+                     for i in range(1, WARMUP_ITERATIONS + 6)])
     from rl.sweeps.results import results_table
 
     df = results_table(plans, spec.targets)
@@ -399,7 +402,7 @@ def test_fit_command_writes_table_and_plots(cartpole_sweep, capsys):
     out_dir = Path(spec.out)
     fit = pd.read_csv(out_dir / "fit.csv")
     assert list(fit["target"]) == [50, 100]
-    assert code == (0 if fit["ok"].all() else 1)
+    assert code == (0 if (fit["ok"] | fit["bound"].notna()).all() else 1)
     assert (out_dir / "fit_CartPole_100.png").stat().st_size > 0
     if HAS_GNS:
         assert (out_dir / "b_simple_CartPole.png").stat().st_size > 0
