@@ -29,7 +29,8 @@ from rl.analysis.fit import (
     draw_seeds,
     fit_from_runs,
 )
-from rl.measure.gns import ratio_interval
+from rl.measure.run_average import ratio_summary
+from rl.measure.warmup import counted_measurements
 from rl.runs.files import save_figure
 from rl.sweeps.results import GNS_TERMS, long_results
 
@@ -39,6 +40,7 @@ __all__ = [
     "POWER_LAW_COLUMNS",
     "PowerLawFit",
     "fit_power_law",
+    "noise_scale_by_return",
     "noise_scale_points",
     "noise_scale_power_law",
     "plot_power_laws",
@@ -301,27 +303,32 @@ def _replicates(env: str, ok: pd.DataFrame, per_seed: pd.DataFrame, n_boot: int,
 
 
 def _measured_rows(metrics: pd.DataFrame, term: str) -> pd.DataFrame:
-    cols = [f"gns/{term}/g2", f"gns/{term}/trace_sigma", "return_recent"]
-    if any(c not in metrics for c in cols):
+    """The measurements that count (``rl.measure.warmup``) with a finite return, in order."""
+    if "return_recent" not in metrics or f"gns/{term}/g2" not in metrics:
         return pd.DataFrame(columns=["g2", "trace", "ret"])
-    m = metrics[cols].apply(pd.to_numeric, errors="coerce").dropna()
-    m.columns = ["g2", "trace", "ret"]
-    return m
+    m = counted_measurements(metrics, term)
+    m = m[np.isfinite(m["return_recent"].to_numpy(float))]
+    return pd.DataFrame({"g2": m["g2"], "trace": m["trace_sigma"], "ret": m["return_recent"]})
 
 
 def noise_scale_points(metrics: Sequence[pd.DataFrame], term: str = "total", *,
                        n_bins: int = 6, min_rows: int = 3) -> pd.DataFrame:
     """B_simple per bin of the smoothed return, pooled over runs.
 
-    The measured rows (finite g2, trace_sigma, return_recent) of every run are pooled and
-    cut into ``n_bins`` bins of equal counts by return_recent; per bin, x = the mean
-    return and B_simple = mean trace_sigma / mean g2 with its Fieller 95% interval
-    (``rl.measure.gns.ratio_interval``). Bins with fewer than ``min_rows`` rows are merged away.
-    Columns: bin, ret_lo, ret_hi, x, b_simple, lo, hi, n.
+    The measurements that count (after the warm-up, ``rl.measure.warmup``; finite g2,
+    trace_sigma, return_recent) of every run are pooled and cut into ``n_bins`` bins of
+    equal counts by return_recent; per bin, x = the mean return and B_simple = mean
+    trace_sigma / mean g2 with the block-bootstrap 95% interval of
+    ``rl.measure.run_average.ratio_summary`` (blocks within each run, in run order; hi = inf
+    where mean |G|^2 is not resolved above zero), Fieller's beside it and the heavy-tail
+    diagnostic. Bins with fewer than ``min_rows`` rows are merged away. Columns: bin,
+    ret_lo, ret_hi, x, b_simple, lo, hi, n, fieller_lo, fieller_hi, g2_top_share,
+    heavy_tailed.
     """
     rows = [_measured_rows(m, term).assign(run=i) for i, m in enumerate(metrics)]
     pooled = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
-    cols = ["bin", "ret_lo", "ret_hi", "x", "b_simple", "lo", "hi", "n"]
+    cols = ["bin", "ret_lo", "ret_hi", "x", "b_simple", "lo", "hi", "n", "fieller_lo",
+            "fieller_hi", "g2_top_share", "heavy_tailed"]
     if len(pooled) < min_rows:
         return pd.DataFrame(columns=cols)
     n_bins = max(1, min(n_bins, len(pooled) // min_rows))
@@ -330,10 +337,39 @@ def noise_scale_points(metrics: Sequence[pd.DataFrame], term: str = "total", *,
                             len(edges) - 2)
     out = []
     for b, g in pooled.groupby("bin", sort=True):
-        v, lo, hi = ratio_interval(g["g2"], g["trace"])
+        s = ratio_summary(g["g2"], g["trace"], runs=g["run"])
         out.append(dict(bin=int(b), ret_lo=edges[b], ret_hi=edges[b + 1], x=g["ret"].mean(),
-                        b_simple=v, lo=lo, hi=hi, n=len(g)))
+                        b_simple=s["b_simple"], lo=s["b_simple_lo"], hi=s["b_simple_hi"],
+                        n=len(g), fieller_lo=s["fieller_lo"], fieller_hi=s["fieller_hi"],
+                        g2_top_share=s["g2_top_share"], heavy_tailed=s["heavy_tailed"]))
     return pd.DataFrame(out, columns=cols)
+
+
+def noise_scale_by_return(metrics: pd.DataFrame, n_bins: int = 6,
+                          terms: Sequence[str] = GNS_TERMS) -> pd.DataFrame:
+    """B_simple per bin of ``return_recent`` along one run, every term: the phases of a run
+    compared at equal return rather than by quarters of its measurements.
+
+    ``noise_scale_points`` on the run alone (equal-count bins after the warm-up). One row per
+    term and bin: term, bin, return_lo, return_hi, return_recent (the bin's mean return),
+    measurements, b_simple, b_simple_lo, b_simple_hi (block bootstrap 95%), fieller_lo,
+    fieller_hi, g2_top_share, heavy_tailed.
+    """
+    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 1:
+        raise ValueError(f"n_bins must be a positive integer, got {n_bins!r}")
+    parts = []
+    for term in terms:
+        pts = noise_scale_points([metrics], term, n_bins=n_bins)
+        if pts.empty:
+            continue
+        parts.append(pts.rename(columns={"ret_lo": "return_lo", "ret_hi": "return_hi",
+                                         "x": "return_recent", "lo": "b_simple_lo",
+                                         "hi": "b_simple_hi", "n": "measurements"})
+                     .assign(term=term))
+    cols = ["term", "bin", "return_lo", "return_hi", "return_recent", "measurements",
+            "b_simple", "b_simple_lo", "b_simple_hi", "fieller_lo", "fieller_hi",
+            "g2_top_share", "heavy_tailed"]
+    return pd.concat(parts, ignore_index=True)[cols] if parts else pd.DataFrame(columns=cols)
 
 
 def bin_edges(values: np.ndarray, n_bins: int) -> np.ndarray:

@@ -11,10 +11,13 @@ import pandas as pd
 from rich.progress import Progress
 
 from rl.analysis.checkpoint_noise import CheckpointNoiseConfig, run_checkpoint_noise
+from rl.analysis.scaling import noise_scale_by_return
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.output import CLIError, console, err_console, print_table
 from rl.measure.ppo_noise import noise_scale_by_segment
+from rl.measure.run_average import HEAVY_TAIL_SHARE, TOP_FRACTION
 from rl.measure.supervised import SupervisedConfig, run_supervised
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_text, save_figure
 from rl.runs.storage import RunDir
 
@@ -115,21 +118,43 @@ def cmd_run(args) -> int:
     if not run.metrics_path.exists():
         raise CLIError(f"{args.run_dir} has no metrics.jsonl: point RUN_DIR at a training run "
                        "directory (rlscale train --run-dir ...)")
+    for flag, value in (("--segments", args.segments), ("--return-bins", args.return_bins)):
+        if value < 1:
+            raise CLIError(f"{flag} must be a positive integer, got {value}")
     metrics = run.load_metrics()
-    table = noise_scale_by_segment(metrics, args.segments)
-    shown = table[["segment", "term", "agent_steps_last", "measurements", "b_simple",
-                   "b_simple_lo", "b_simple_hi", "negative_g2_fraction", "return_recent"]]
+    try:
+        table = noise_scale_by_segment(metrics, args.segments)
+        bins = noise_scale_by_return(metrics, args.return_bins)
+    except ValueError as err:
+        raise CLIError(str(err)) from None
     status = (run.read_status() or {}).get("state", "unknown")
-    print_table(shown, title=f"{run.path}: B_simple per segment ({status}, "
-                f"{int(metrics['agent_steps'].max()):,} agent steps)")
+    title = f"({status}, {int(metrics['agent_steps'].max()):,} agent steps)"
+    print_table(table[["segment", "term", "agent_steps_last", "measurements", "b_simple",
+                       "b_simple_lo", "b_simple_hi", "g2_top_share", "return_recent"]],
+                title=f"{run.path}: B_simple per segment {title}")
+    print_table(bins[["bin", "term", "return_lo", "return_hi", "measurements", "b_simple",
+                      "b_simple_lo", "b_simple_hi", "g2_top_share"]],
+                title=f"{run.path}: B_simple per bin of return_recent {title}")
     out = Path(args.out) if args.out else Path("results/gns/run") / run.path.name
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "gns_segments.csv", table.to_csv(index=False))
+    atomic_write_text(out / "gns_return_bins.csv", bins.to_csv(index=False))
     plot_b_simple(table, out / "gns_segments.png", f"{run.path.name}: B_simple per segment",
                   x="segment", xlabel="segment of the run (measurements in order)",
                   offsets=(-0.15, 0.0, 0.15))
-    console.print("B_simple in agent steps; 95% Fieller intervals (hi = inf: mean |G|^2 not "
-                  f"resolved above zero). results: {out}")
+    if len(bins):
+        plot_b_simple(bins, out / "gns_return_bins.png",
+                      f"{run.path.name}: B_simple per bin of return", x="return_recent",
+                      xlabel="smoothed return (bin mean)")
+    heavy = pd.concat([table, bins])["heavy_tailed"].astype(bool)
+    console.print(
+        f"B_simple in agent steps, after a warm-up of {WARMUP_ITERATIONS} PPO iterations; 95% "
+        "block-bootstrap intervals (hi = inf: mean |G|^2 not resolved above zero; Fieller's in "
+        f"the CSVs); g2_top_share: share of sum |G|^2 carried by the largest "
+        f"{TOP_FRACTION:.0%} of estimates"
+        + (f", over {HEAVY_TAIL_SHARE:.0%} in {int(heavy.sum())} rows: heavy-tailed, the "
+           "intervals there are approximate" if heavy.any() else "")
+        + f". results: {out}")
     return 0
 
 
@@ -193,14 +218,18 @@ def add_parser(sub) -> None:
 
     sp = gsub.add_parser(
         "run",
-        help="B_simple per segment (quarters) of a training run, beside its return",
+        help="B_simple per segment (quarters) and per return bin of a training run",
         description="Reads a run directory's metrics (train with --gns-every 1 for dense "
         "measurements) and reports policy, value and total B_simple per segment of the "
-        "measured iterations, each the ratio of the segment's mean tr(Sigma) and mean |G|^2 "
-        "with a 95% Fieller interval, beside the smoothed return.",
+        "measured iterations and per bin of the smoothed return, each the ratio of mean "
+        "tr(Sigma) and mean |G|^2 over the measurements after the warm-up, with a 95% "
+        "block-bootstrap interval and the share of the largest estimates "
+        "(docs/noise-scale.md).",
     )
     sp.add_argument("run_dir", metavar="RUN_DIR", help="a training run directory")
     sp.add_argument("--segments", type=int, default=4, help="segments of the run (default 4)")
+    sp.add_argument("--return-bins", type=int, default=6,
+                    help="bins of equal measurement count by return_recent (default 6)")
     sp.add_argument("--out", metavar="DIR",
                     help="results folder (default results/gns/run/<run name>)")
     sp.set_defaults(func=cmd_run)

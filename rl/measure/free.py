@@ -19,6 +19,7 @@ import torch
 from agents import PPOConfig
 from rl.measure.gns import GNSSample, GNSTracker, adam_preconditioner, two_batch_estimate
 from rl.measure.ppo_noise import adam_has_state, tracker_columns
+from rl.measure.warmup import after_warmup
 
 
 def param_parts(model: torch.nn.Module, ppo: PPOConfig) -> tuple[list[str], tuple[str, ...]]:
@@ -105,6 +106,7 @@ class FreeNoiseScale:
         self.preconditioned = bool(preconditioned)
         self.vf_coef = vf_coef
         self.trackers = {t: GNSTracker(beta=beta, window=window) for t in self.terms}
+        self.track = True  # whether the measurement in flight is past the warm-up
 
     def due(self, iteration: int) -> bool:
         return self.every > 0 and iteration % self.every == 0
@@ -114,6 +116,7 @@ class FreeNoiseScale:
         """The iteration's GradSync, and whether the measurement was skipped (no Adam state)."""
         if not self.due(iteration):
             return GradSync(comm, parts), False
+        self.track = after_warmup(iteration)  # read by ``record`` once the update has run
         divisors = None
         if self.preconditioned:
             if not adam_has_state(optimizer):
@@ -142,7 +145,8 @@ class FreeNoiseScale:
 
     def record(self, sync: GradSync, small_batch_size: int, world: int, whole_envs: bool,
                seconds: float) -> dict[str, float]:
-        row = tracker_columns(self.trackers, self.samples(sync, small_batch_size, world))
+        row = tracker_columns(self.trackers, self.samples(sync, small_batch_size, world),
+                              track=self.track)
         row.update({
             "gns/small_batch_size": small_batch_size,
             "gns/big_batch_size": world * small_batch_size,

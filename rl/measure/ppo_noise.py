@@ -18,9 +18,12 @@ import torch
 from torch import Tensor, nn
 
 from agents.ppo import PPOConfig, normalize_advantages, ppo_loss
-from rl.measure.gns import GNSSample, GNSTracker, adam_preconditioner, measure, ratio_interval
+from rl.measure.gns import GNSSample, GNSTracker, adam_preconditioner, measure
+from rl.measure.run_average import ratio_summary
+from rl.measure.warmup import after_warmup, counted_measurements
 
 __all__ = [
+    "EMA_BETA",
     "TERMS",
     "PPONoiseScale",
     "RolloutSplit",
@@ -35,6 +38,8 @@ __all__ = [
 
 TERMS = ("total", "policy", "value")
 """Loss terms measured, in column order."""
+EMA_BETA = 0.99
+"""EMA factor per measurement of the trainer's smoothing (``gns/{term}/b_simple_ema``)."""
 
 _STATE_VERSION = 1
 
@@ -194,7 +199,7 @@ class PPONoiseScale:
     """
 
     def __init__(self, every: int, groups: int = 8, preconditioned: bool = False, *,
-                 beta: float = 0.99, window: int = 100):
+                 beta: float = EMA_BETA, window: int = 100):
         check_settings(every, groups)
         self.every = every
         self.groups = groups
@@ -218,14 +223,18 @@ class PPONoiseScale:
     def maybe_measure(self, iteration: int, model: nn.Module, optimizer, ppo: PPOConfig,
                       buffer, advantages: Tensor, returns: Tensor, mask: Tensor
                       ) -> dict[str, float]:
-        """Measure if ``iteration`` (0-based) is due; see ``measure`` for the arguments."""
+        """Measure if ``iteration`` (0-based) is due; see ``measure`` for the arguments.
+
+        Measurements of the warm-up (``rl.measure.warmup``) are written but not tracked."""
         if not self.due(iteration):
             return {}
-        return self.measure(model, optimizer, ppo, buffer, advantages, returns, mask)
+        return self.measure(model, optimizer, ppo, buffer, advantages, returns, mask,
+                            track=after_warmup(iteration))
 
     def measure(self, model: nn.Module, optimizer, ppo: PPOConfig, buffer,
-                advantages: Tensor, returns: Tensor, mask: Tensor) -> dict[str, float]:
-        """Measure now, update the trackers, return the metrics entries.
+                advantages: Tensor, returns: Tensor, mask: Tensor, *,
+                track: bool = True) -> dict[str, float]:
+        """Measure now, update the trackers (unless ``track`` is False), return the entries.
 
         Args:
             model: the (uncompiled) actor-critic, at the parameters that collected the rollout.
@@ -252,13 +261,14 @@ class PPONoiseScale:
         groups = rollout_groups(fields, advantages, mask, split)
         samples = measure_rollout(model, ppo_gns_loss(ppo), groups, split,
                                   preconditioner=preconditioner)
-        row = self.record(samples)
+        row = self.record(samples, track=track)
         row.update(split_columns(split, preconditioner is not None, start))
         return row
 
-    def record(self, samples: Mapping[str, GNSSample]) -> dict[str, float]:
-        """Update the trackers with one measurement; the per-term metrics entries."""
-        return tracker_columns(self.trackers, samples)
+    def record(self, samples: Mapping[str, GNSSample], *, track: bool = True
+               ) -> dict[str, float]:
+        """Update the trackers with one measurement (if ``track``); the per-term entries."""
+        return tracker_columns(self.trackers, samples, track=track)
 
     def state_dict(self) -> dict[str, Any]:
         """Plain state for the checkpoint (settings that shape the estimates + trackers)."""
@@ -301,15 +311,19 @@ def split_columns(split, preconditioned: bool, start_time: float) -> dict[str, f
 
 
 def tracker_columns(trackers: Mapping[str, GNSTracker],
-                    samples: Mapping[str, GNSSample]) -> dict[str, float]:
+                    samples: Mapping[str, GNSSample], *, track: bool = True
+                    ) -> dict[str, float]:
     """Feed each term's sample to its tracker; ``gns/{term}/...`` entries for the row.
 
-    A non-finite estimate (which needs a non-finite loss) is reported but not tracked.
+    With ``track`` False (a warm-up measurement, ``rl.measure.warmup``) the trackers are
+    left as they are: the row carries this measurement's own estimates and the smoothing so
+    far (NaN before any tracked measurement). A non-finite estimate (which needs a
+    non-finite loss) is reported but not tracked.
     """
     row: dict[str, float] = {}
     for term, tracker in trackers.items():
         sample = samples[term]
-        if math.isfinite(sample.g2) and math.isfinite(sample.trace_sigma):
+        if track and math.isfinite(sample.g2) and math.isfinite(sample.trace_sigma):
             tracker.update(sample)
         mean, lo, hi = tracker.b_simple_interval()
         row.update({
@@ -325,42 +339,41 @@ def tracker_columns(trackers: Mapping[str, GNSTracker],
 
 
 def noise_scale_by_segment(metrics, segments: int = 4, terms=TERMS):
-    """B_simple per segment of a run's measured iterations (quarters by default), with return.
+    """B_simple per segment of a run's counted measurements (quarters by default), with return.
 
-    The measured rows (those with ``gns/{term}/g2``) are cut into ``segments`` runs of
-    consecutive measurements of (nearly) equal count; each segment's B_simple is
-    mean(trace_sigma) / mean(g2) with its Fieller 95% interval (``rl.measure.gns.ratio_interval``;
-    hi = inf when mean |G|^2 is not resolved above zero). One row per segment and term:
-    ``segment``, ``term``, ``agent_steps_first``/``_last``, ``measurements``, ``b_simple``,
-    ``b_simple_lo``, ``b_simple_hi``, ``g2_mean``, ``trace_sigma_mean``,
-    ``negative_g2_fraction`` and ``return_recent`` (its mean over the segment's iterations).
+    The measurements that count (``rl.measure.warmup.counted_measurements``: after the
+    warm-up, finite estimates) are cut into ``segments`` runs of consecutive measurements of
+    (nearly) equal count; each segment's B_simple is mean(trace_sigma) / mean(g2) with the
+    intervals and tail diagnostic of ``rl.measure.run_average.ratio_summary`` (block
+    bootstrap 95% in b_simple_lo/hi, hi = inf when mean |G|^2 is not resolved above zero;
+    Fieller's in fieller_lo/hi). One row per segment and term: ``segment``, ``term``,
+    ``iteration_first``/``_last``, ``agent_steps_first``/``_last``, the ``ratio_summary``
+    keys and ``return_recent`` (its mean over the segment's measurements).
     """
 
     if isinstance(segments, bool) or not isinstance(segments, int) or segments < 1:
         raise ValueError(f"segments must be a positive integer, got {segments!r}")
     rows = []
     for term in terms:
-        g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
-        if g2_col not in metrics:
+        if f"gns/{term}/g2" not in metrics:
             raise ValueError(
-                f"the metrics have no {g2_col} column: the run measured no noise scale; "
+                f"the metrics have no gns/{term}/g2 column: the run measured no noise scale; "
                 "train with --gns-every N (N >= 1)")
-        measured = metrics[metrics[g2_col].notna()]
+        measured = counted_measurements(metrics, term)
         if len(measured) < segments:
-            raise ValueError(f"{len(measured)} measured iterations cannot make {segments} "
-                             "segments; use fewer --segments or a longer run")
+            raise ValueError(f"{len(measured)} measurements after the warm-up cannot make "
+                             f"{segments} segments; use fewer --segments or a longer run "
+                             "(docs/noise-scale.md, 'Warm-up')")
         for k, idx in enumerate(np.array_split(np.arange(len(measured)), segments), start=1):
             part = measured.iloc[idx]
-            g2 = part[g2_col].to_numpy(float)
-            tr = part[tr_col].to_numpy(float)
-            b, lo, hi = ratio_interval(g2, tr)
+            summary = ratio_summary(part["g2"], part["trace_sigma"])
             rows.append({
                 "segment": k, "term": term,
+                "iteration_first": int(part["iteration"].iloc[0]),
+                "iteration_last": int(part["iteration"].iloc[-1]),
                 "agent_steps_first": int(part["agent_steps"].iloc[0]),
                 "agent_steps_last": int(part["agent_steps"].iloc[-1]),
-                "measurements": len(part), "b_simple": b, "b_simple_lo": lo, "b_simple_hi": hi,
-                "g2_mean": float(g2.mean()), "trace_sigma_mean": float(tr.mean()),
-                "negative_g2_fraction": float((g2 < 0).mean()),
+                **summary,
                 "return_recent": float(np.nanmean(part["return_recent"].to_numpy(float))),
             })
     return pd.DataFrame(rows)

@@ -22,7 +22,9 @@ from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, trade
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
 from rl.measure.ppo_noise import TERMS
-from rl.measure.supervised import SEGMENT_FRACTION, ratio_interval
+from rl.measure.run_average import TOP_FRACTION, ratio_summary
+from rl.measure.supervised import SEGMENT_FRACTION
+from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
 from rl.runs.metrics import load_metrics
 from rl.study.plan import SHARPNESS_FILE, GamePlan, Part, StudyPlan, study_parts, supervised_dir
 from rl.study.report import round_sig
@@ -35,6 +37,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "collect_results",
     "finalize_table",
+    "noise_b_simple_rows",
     "noise_metrics",
     "power_laws",
     "read_results_table",
@@ -78,19 +81,16 @@ def noise_metrics(part: Part) -> list[pd.DataFrame]:
 
 
 def _segments(metrics: list[pd.DataFrame], term: str) -> dict[str, list]:
-    """Per run, the (|G|^2, tr(Sigma)) measurements of ``term``: all of them, the first and
-    the last quarter, with the recent return over those quarters."""
+    """Per run, the (|G|^2, tr(Sigma)) measurements of ``term`` that count (after the
+    warm-up, ``rl.measure.warmup``): all of them, the first and the last quarter, with the
+    recent return over those quarters."""
     seg: dict[str, list] = {"whole": [], "first": [], "last": [], "ret_first": [],
                             "ret_last": []}
-    g2c, trc = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
     for m in metrics:
-        if g2c not in m or trc not in m:
-            continue
-        sel = m[[g2c, trc, "return_recent"]].apply(pd.to_numeric, errors="coerce")
-        sel = sel[sel[g2c].notna() & sel[trc].notna()]
+        sel = counted_measurements(m, term)
         if sel.empty:
             continue
-        g2, tr, ret = (sel[c].to_numpy(float) for c in (g2c, trc, "return_recent"))
+        g2, tr, ret = (sel[c].to_numpy(float) for c in ("g2", "trace_sigma", "return_recent"))
         seg["whole"].append((g2, tr))
         k = max(1, round(SEGMENT_FRACTION * len(g2)))
         seg["first"].append((g2[:k], tr[:k]))
@@ -100,26 +100,36 @@ def _segments(metrics: list[pd.DataFrame], term: str) -> dict[str, list]:
     return seg
 
 
-def _pooled(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float, int]:
-    """(B_simple, lo, hi, measurements) over the pooled measurements of every run."""
+def _pooled(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, float, int, str]:
+    """(B_simple, lo, hi, measurements, tail note) over the pooled measurements of every run:
+    ``rl.measure.run_average.ratio_summary`` with bootstrap blocks inside each run."""
     g2 = np.concatenate([p[0] for p in pairs])
     tr = np.concatenate([p[1] for p in pairs])
-    return (*ratio_interval(g2, tr), len(g2))
+    runs = np.concatenate([np.full(len(p[0]), i) for i, p in enumerate(pairs)])
+    s = ratio_summary(g2, tr, runs=runs)
+    tail = (f"; heavy-tailed: the largest {TOP_FRACTION:.0%} of |G|^2 estimates carry "
+            f"{s['g2_top_share']:.0%} of their sum" if s["heavy_tailed"] else "")
+    return s["b_simple"], s["b_simple_lo"], s["b_simple_hi"], len(g2), tail
+
+
+_AVERAGED = (f"after a warm-up of {WARMUP_ITERATIONS} PPO iterations; block-bootstrap 95% "
+             "(docs/noise-scale.md)")
 
 
 def _b_simple_rows(game: str, term: str, seg: dict[str, list], status_note: str) -> list[dict]:
-    v, lo, hi, k = _pooled(seg["whole"])
+    v, lo, hi, k, tail = _pooled(seg["whole"])
     rows = [result_row("measured", "rl", game, "b_simple", v, term=term, lo=lo, hi=hi,
                        unit="agent steps", n=k,
-                       note="run-averaged: mean tr(Sigma) / mean |G|^2 over every "
-                            "measured iteration of the noise-scale runs; Fieller 95%"
+                       note="run-averaged: mean tr(Sigma) / mean |G|^2 over the measured "
+                            f"iterations of the noise-scale runs {_AVERAGED}" + tail
                             + status_note)]
     for name, key, label in (("b_simple_start", "first", "first"),
                              ("b_simple_end", "last", "last")):
-        v, lo, hi, k = _pooled(seg[key])
+        v, lo, hi, k, tail = _pooled(seg[key])
         rows.append(result_row("measured", "rl", game, name, v, term=term, lo=lo, hi=hi,
                                unit="agent steps", n=k,
-                               note=f"{label} quarter of each run's measurements; Fieller 95%"))
+                               note=f"{label} quarter of each run's measurements "
+                                    f"{_AVERAGED}" + tail))
     if term == "total":
         for name, key, label in (("return_start", "ret_first", "first"),
                                  ("return_end", "ret_last", "last")):
@@ -129,7 +139,20 @@ def _b_simple_rows(game: str, term: str, seg: dict[str, list], status_note: str)
                                    float(r.mean()) if r.size else math.nan, unit="return",
                                    n=int(r.size),
                                    note=f"mean recent return over the {label} quarter of the "
-                                        "measured iterations"))
+                                        "measured iterations after the warm-up"))
+    return rows
+
+
+def noise_b_simple_rows(game: str, metrics: list[pd.DataFrame],
+                        status_note: str = "") -> list[dict]:
+    """The B_simple rows of a game's noise-scale runs, every term: run-averaged, first and
+    last quarter (and the return over those quarters), over the measurements after the
+    warm-up, pooled over the runs."""
+    rows = []
+    for term in GNS_TERMS:
+        seg = _segments(metrics, term)
+        if seg["whole"]:
+            rows += _b_simple_rows(game, term, seg, status_note)
     return rows
 
 
@@ -159,10 +182,7 @@ def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
     settled = int(table["status"].isin(["finished", "failed"]).sum())
     status_note = "" if settled == len(runs) else \
         f"; {len(runs) - settled} of {len(runs)} runs not finished"
-    for term in GNS_TERMS:
-        seg = _segments(metrics, term)
-        if seg["whole"]:
-            rows += _b_simple_rows(game, term, seg, status_note)
+    rows += noise_b_simple_rows(game, metrics, status_note)
     if metrics:
         rows += _noise_run_rows(game, table, status_note)
     return rows

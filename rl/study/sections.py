@@ -16,6 +16,7 @@ import pandas as pd
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_text
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
@@ -82,8 +83,10 @@ def _intro(plan: StudyPlan) -> list[str]:
 
 HEADLINE_NOTE = (
     "B_simple: run-averaged gradient noise scale, mean tr(Sigma) / mean |G|^2 over "
-    "the measured iterations, with its Fieller interval (see the note column of the "
-    "results table). B_crit: critical batch size fitted from the sweep at the "
+    f"the measured iterations after a {WARMUP_ITERATIONS}-iteration warm-up (RL, "
+    "block-bootstrap interval) "
+    "or over all measurements (supervised, Fieller interval); see the note column of the "
+    "results table. B_crit: critical batch size fitted from the sweep at the "
     "highest target return with a successful fit, with its seed-bootstrap interval. "
     "start -> end: B_simple over the first and the last quarter of the measurements.")
 

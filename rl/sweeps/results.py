@@ -13,11 +13,12 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from rl.measure.ppo_noise import TERMS
+from rl.measure.ppo_noise import EMA_BETA, TERMS
 from rl.measure.returns import first_reach
+from rl.measure.run_average import ema_ratios
+from rl.measure.warmup import counted_measurements
 from rl.runs.files import atomic_write_bytes, atomic_write_text
 from rl.runs.metrics import load_metrics
 from rl.sweeps.settings import tkey
@@ -43,18 +44,14 @@ def result_columns(targets: Iterable[float]) -> list[str]:
 
 
 def _b_simple(metrics: pd.DataFrame, term: str) -> tuple[float, int]:
-    """Run-averaged B_simple = mean(trace_sigma) / mean(g2) over the measured rows (rows with
-    both estimates finite); NaN when not measured or when mean(g2) <= 0."""
-    g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
-    if g2_col not in metrics or tr_col not in metrics:
+    """(run-averaged B_simple, measurements counted): mean(trace_sigma) / mean(g2) over the
+    measurements after the warm-up (``rl.measure.warmup.counted_measurements``); NaN when
+    none counts or when mean(g2) <= 0."""
+    m = counted_measurements(metrics, term)
+    if m.empty:
         return math.nan, 0
-    g2 = pd.to_numeric(metrics[g2_col], errors="coerce").to_numpy(float)
-    tr = pd.to_numeric(metrics[tr_col], errors="coerce").to_numpy(float)
-    ok = np.isfinite(g2) & np.isfinite(tr)
-    if not ok.any():
-        return math.nan, 0
-    g2_mean, tr_mean = g2[ok].mean(), tr[ok].mean()
-    return (float(tr_mean / g2_mean) if g2_mean > 0 else math.nan), int(ok.sum())
+    g2_mean, tr_mean = m["g2"].mean(), m["trace_sigma"].mean()
+    return (float(tr_mean / g2_mean) if g2_mean > 0 else math.nan), len(m)
 
 
 def gns_split(metrics: pd.DataFrame) -> str:
@@ -202,22 +199,17 @@ def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
     )
 
 
-def b_simple_curve(metrics: pd.DataFrame, term: str, window: int = 10) -> pd.DataFrame:
-    """(return_recent, b_simple) along a run: the trainer's ``gns/{term}/b_simple_ema``
-    where present, else the ratio of window means of trace_sigma and g2 over the last
-    ``window`` measured iterations (NaN where the mean g2 <= 0)."""
-    ema = f"gns/{term}/b_simple_ema"
-    if ema in metrics:
-        y = pd.to_numeric(metrics[ema], errors="coerce")
-        keep = y.notna()
-        return pd.DataFrame({"return_recent": metrics.loc[keep, "return_recent"].astype(float),
-                             "b_simple": y[keep].astype(float)})
-    g2_col, tr_col = f"gns/{term}/g2", f"gns/{term}/trace_sigma"
-    if g2_col not in metrics or tr_col not in metrics:
+def b_simple_curve(metrics: pd.DataFrame, term: str, beta: float = EMA_BETA) -> pd.DataFrame:
+    """(return_recent, b_simple) along a run, at each measurement after the warm-up.
+
+    b_simple is the trainer's smoothing (ratio of bias-corrected EMAs, ``beta`` per
+    measurement) recomputed from the raw g2 / trace_sigma rows that count
+    (``rl.measure.warmup``), not read from the stored ``b_simple_ema`` column, so that runs
+    written before the warm-up rule are read the same way; NaN where the smoothed g2 <= 0.
+    """
+    m = counted_measurements(metrics, term)
+    if m.empty or "return_recent" not in m:
         return pd.DataFrame({"return_recent": [], "b_simple": []})
-    m = metrics[["return_recent", g2_col, tr_col]].apply(pd.to_numeric, errors="coerce")
-    m = m[m[g2_col].notna() & m[tr_col].notna()]
-    g2 = m[g2_col].rolling(window, min_periods=1).mean()
-    tr = m[tr_col].rolling(window, min_periods=1).mean()
-    return pd.DataFrame({"return_recent": m["return_recent"],
-                         "b_simple": (tr / g2).where(g2 > 0)})
+    return pd.DataFrame({"return_recent": m["return_recent"].to_numpy(float),
+                         "b_simple": ema_ratios(m["g2"], m["trace_sigma"], beta)},
+                        index=m.index)

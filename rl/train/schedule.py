@@ -22,6 +22,7 @@ import torch
 
 from agents import PPOConfig, learning_rate_at
 from rl.measure.gns import GNSTracker
+from rl.measure.warmup import after_warmup
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
 from rl.train.rollout import RolloutBuffer, to_device
@@ -50,7 +51,8 @@ class AdaptiveConfig:
     batch_beta: float = 0.8
     """Adaptive: EMA factor of the schedule's noise-scale smoother (per measurement)."""
     batch_warmup: int = 3
-    """Adaptive: measurements before the first change (and the calibration of c)."""
+    """Adaptive: measurements before the first change (and the calibration of c), counted
+    after the noise-scale warm-up (rl.measure.warmup)."""
 
     @property
     def adaptive(self) -> bool:
@@ -356,7 +358,9 @@ class AdaptiveBatch:
     def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
         term = self.schedule.cfg.batch_term
         decision = None
-        if f"gns/{term}/g2" in gns_row:
+        # The row's iteration is 1-based: its measurement came after iteration - 1 updates.
+        # Warm-up measurements never reach the schedule's smoother (rl.measure.warmup).
+        if f"gns/{term}/g2" in gns_row and after_warmup(int(row["iteration"]) - 1):
             decision = self.schedule.observe(gns_row[f"gns/{term}/g2"],
                                              gns_row[f"gns/{term}/trace_sigma"])
         if comm.size > 1:  # rank 0 decides; every rank applies the same decision

@@ -11,11 +11,15 @@ import pytest
 
 from rl.analysis.scaling import (
     fit_power_law,
+    noise_scale_by_return,
+    noise_scale_points,
     noise_scale_power_law,
     plot_power_laws,
     tradeoff_power_laws,
 )
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.sweeps.results import result_columns
+from tests.rl.measure.transient import B_TRUE, Z, ratio_sd, transient_run
 
 
 def binomial_band(p: float, n: int, z: float = 3.0) -> tuple[float, float]:
@@ -129,6 +133,7 @@ def synthetic_run(rng, k=0.6, n=240, noise=0.3) -> pd.DataFrame:
     g2_true = 1.0 / ret
     tr_true = 5.0 * ret**k * g2_true
     return pd.DataFrame({
+        "iteration": np.arange(1, n + 1),
         "return_recent": ret,
         "gns/total/g2": g2_true * (1 + noise * rng.normal(size=n)),
         "gns/total/trace_sigma": tr_true * (1 + noise * rng.normal(size=n)),
@@ -147,6 +152,27 @@ def test_noise_scale_exponent_recovered_within_its_interval():
         # B_simple is averaged, a bias of order (bin width)^2 in log x, under 0.02 here.
         hits += fit.exponent_lo - 0.02 <= 0.6 <= fit.exponent_hi + 0.02
     assert hits / repeats >= binomial_band(0.90, repeats)[0]
+
+
+def test_return_bins_leave_out_the_startup_transient():
+    # Return rises along the run, so the transient rows (100x |G|^2, inside the warm-up)
+    # would fall in the lowest return bin; every bin recovers the known ratio without them.
+    runs = [transient_run(300, seed=s) for s in (0, 1)]
+    pts = noise_scale_points(runs, "value", n_bins=4)
+    assert pts["n"].sum() == 2 * (300 - WARMUP_ITERATIONS)
+    for p in pts.itertuples():
+        assert abs(p.b_simple - B_TRUE) < Z * ratio_sd(p.n), p
+        assert p.lo < p.b_simple < p.hi and not p.heavy_tailed
+    assert pts["ret_lo"].iloc[0] > 0.05 * WARMUP_ITERATIONS  # no warm-up row in bin 0
+    # One run, every term, as `rlscale gns run` shows it.
+    table = noise_scale_by_return(runs[0], n_bins=3)
+    assert list(table.groupby("term").size()) == [3, 3, 3]
+    assert (table["measurements"].groupby(table["term"]).sum() == 300 - WARMUP_ITERATIONS).all()
+    for r in table.itertuples():
+        assert abs(r.b_simple - B_TRUE) < Z * ratio_sd(r.measurements), r
+        assert r.return_lo <= r.return_recent <= r.return_hi
+    with pytest.raises(ValueError, match="n_bins"):
+        noise_scale_by_return(runs[0], n_bins=0)
 
 
 def test_noise_scale_refuses_a_run_without_measurements_or_range():

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,11 @@ import torch
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer, ppo_loss, ppo_update
 from agents.ppo import normalize_advantages
+from rl.measure import warmup
+from rl.measure.free import FreeNoiseScale, GradSync
 from rl.measure.gns import GNSTracker, adam_preconditioner, measure
 from rl.measure.ppo_noise import TERMS, PPONoiseScale, RolloutSplit, check_settings, plan_split
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.metrics import load_metrics
 from rl.train.config import PRESETS, TIMING_COLUMNS, TrainConfig
 from rl.train.gae import compute_gae
@@ -107,7 +111,9 @@ def test_train_run_writes_noise_scale_columns(tmp_path):
     assert df.loc[df["gns/groups"].isna(), "gns/policy/g2"].isna().all()
 
 
-def test_resume_continues_the_same_smoothing(tmp_path):
+def test_resume_continues_the_same_smoothing(tmp_path, monkeypatch):
+    # A warm-up of 2 PPO iterations: row 1's measurement is written, not tracked.
+    monkeypatch.setattr(warmup, "WARMUP_ITERATIONS", 2)
     kw = dict(total_agent_steps=256 * 8, checkpoint_every=4, gns_every=2, seed=1)
     cfg, ppo = cartpole(tmp_path / "whole", **kw)
     train(cfg, ppo)
@@ -132,12 +138,14 @@ def test_resume_continues_the_same_smoothing(tmp_path):
     train(cfg, ppo)
     a, b = load_metrics(tmp_path / "whole"), load_metrics(tmp_path / "cut")
     assert list(b["iteration"]) == list(range(1, 9))
-    assert a["gns/policy/b_simple_ema"].notna().sum() == 4
+    assert a["gns/policy/g2"].notna().sum() == 4  # rows 1, 3, 5, 7 measured
+    assert a["gns/total/b_simple_ema"].isna().iloc[0]  # row 1: warm-up, nothing tracked yet
 
-    # The trackers were checkpointed (2 measurements: rows 1 and 3) and the resumed run went
-    # on from them: row 5's smoothed values are the saved state updated with row 5's estimate.
+    # The trackers were checkpointed (1 measurement: row 3; row 1 is the warm-up) and the
+    # resumed run went on from them: row 5's smoothed values are the saved state updated
+    # with row 5's estimate.
     state = saved["gns"]
-    assert state["trackers"]["policy"]["count"] == 2
+    assert state["trackers"]["policy"]["count"] == 1
     row5 = b[b.iteration == 5].iloc[0]
     for term in TERMS:
         tracker = GNSTracker()
@@ -294,6 +302,32 @@ def test_tracker_state_round_trips_and_refuses_other_settings():
     other.load_state_dict(None)  # a checkpoint from before the noise scale existed
 
 
+def test_warmup_measurements_are_written_but_never_tracked():
+    model, optimizer, ppo, buffer, adv, returns, mask = _rollout(num_steps=8)
+    gns = PPONoiseScale(every=1, groups=8)
+    rows = [gns.maybe_measure(i, model, optimizer, ppo, buffer, adv, returns, mask)
+            for i in range(WARMUP_ITERATIONS + 2)]
+    # 0-based iterations 0 .. W - 1 are the warm-up: raw estimates, no smoothing.
+    for row in rows[:WARMUP_ITERATIONS]:
+        for term in TERMS:
+            assert math.isfinite(row[f"gns/{term}/g2"])
+            assert math.isnan(row[f"gns/{term}/b_simple_ema"])
+            assert math.isnan(row[f"gns/{term}/b_simple_mean"])
+    assert all(t.count == 2 for t in gns.trackers.values())
+    value = gns.trackers["value"]
+    tracked = [(r["gns/value/g2"], r["gns/value/trace_sigma"]) for r in rows[-2:]]
+    assert value.mean_g2 == pytest.approx(np.mean([g for g, _ in tracked]), rel=1e-12)
+    # The data-parallel estimate follows the same rule (its trackers see the same cadence).
+    free = FreeNoiseScale(1, ("total",))
+    for iteration in (0, WARMUP_ITERATIONS - 1, WARMUP_ITERATIONS):
+        sync, skipped = free.hook(None, [], iteration, optimizer)
+        assert isinstance(sync, GradSync) and sync.measure and not skipped
+        sync.small, sync.big = {"shared": 2.0}, {"shared": 1.0}
+        row = free.record(sync, 16, 2, True, seconds=0.0)
+        assert math.isfinite(row["gns/total/g2"])
+    assert free.trackers["total"].count == 1
+
+
 # --- the paper's qualitative result ---------------------------------------------------------
 
 
@@ -370,9 +404,10 @@ def test_policy_noise_scale_grows_as_cartpole_is_learned(tmp_path, one_torch_thr
 
 
 def _measured_metrics(g2_means, trace_means, per_segment=40, seed=0):
-    """Fake metrics rows: every iteration measured, each segment with its own true values."""
+    """Fake metrics rows: every iteration measured, each segment with its own true values
+    (the segments start after the warm-up)."""
     rng = np.random.default_rng(seed)
-    rows, it = [], 0
+    rows, it = [], WARMUP_ITERATIONS
     for g, t in zip(g2_means, trace_means, strict=True):
         for _ in range(per_segment):
             it += 1
@@ -398,15 +433,17 @@ def test_noise_scale_by_segment_recovers_each_segments_ratio():
     for row in table.itertuples():
         truth = trace[row.segment - 1] / g2[row.segment - 1]
         misses += not row.b_simple_lo <= truth <= row.b_simple_hi
-        assert row.return_recent == pytest.approx(40 * (row.segment - 1) + 20.5)
+        assert row.return_recent == pytest.approx(WARMUP_ITERATIONS + 40 * (row.segment - 1)
+                                                  + 20.5)
     # 12 intervals at 95%: misses ~ Binomial(12, 0.05); P(misses >= 4) = 0.002.
     assert misses <= 3
-    # Each segment's value is exactly ratio_interval over its own measurements.
+    # Each segment's Fieller interval is ratio_interval over its own measurements.
     measured = metrics[metrics["gns/policy/g2"].notna()]
     expect = ratio_interval(measured["gns/policy/g2"][40:80],
-                            measured["gns/policy/trace_sigma"][40:80])
+                            measured["gns/policy/trace_sigma"][40:80],
+                            z=NormalDist().inv_cdf(0.975))
     got = table[(table.term == "policy") & (table.segment == 2)].iloc[0]
-    assert (got.b_simple, got.b_simple_lo, got.b_simple_hi) == pytest.approx(expect)
+    assert (got.b_simple, got.fieller_lo, got.fieller_hi) == pytest.approx(expect)
 
 
 def test_noise_scale_by_segment_errors():
@@ -420,17 +457,24 @@ def test_noise_scale_by_segment_errors():
         noise_scale_by_segment(_measured_metrics([1.0], [1.0]), segments=0)
 
 
-def test_gns_run_command_reports_segments(tmp_path, one_torch_thread):
+def test_gns_run_command_reports_segments(tmp_path, one_torch_thread, monkeypatch):
     from rl.cli import main
     from rl.train.config import TrainConfig
     from rl.train.launch import train
 
+    monkeypatch.setattr(warmup, "WARMUP_ITERATIONS", 2)  # 6 of the 8 measurements count
     run_dir = tmp_path / "run"
     train(TrainConfig(env="CartPole", num_envs=8, num_steps=16, total_agent_steps=8 * 16 * 8,
                       gns_every=1, run_dir=str(run_dir)), PPOConfig(num_minibatches=2))
     out = tmp_path / "out"
     assert main(["gns", "run", str(run_dir), "--out", str(out)]) == 0
     table = pd.read_csv(out / "gns_segments.csv")
-    assert len(table) == 12 and table["measurements"].sum() == 3 * 8
+    assert len(table) == 12 and table["measurements"].sum() == 3 * 6
+    assert table["iteration_first"].min() == 3
     assert (out / "gns_segments.png").stat().st_size > 0
+    bins = pd.read_csv(out / "gns_return_bins.csv")  # 6 measurements: 2 bins of 3 per term
+    assert set(bins["term"]) == set(TERMS) and bins.groupby("term")["measurements"].sum().eq(
+        6).all()
+    assert (bins["return_lo"] <= bins["return_recent"]).all()
+    assert (out / "gns_return_bins.png").stat().st_size > 0
     assert main(["gns", "run", str(tmp_path / "missing")]) == 2

@@ -1,13 +1,27 @@
-"""The sweep table's sharpness columns (from ``rlscale sharpness SWEEP_DIR``)."""
+"""The sweep table's sharpness columns (from ``rlscale sharpness SWEEP_DIR``) and its
+run-averaged noise scale (after the warm-up, rl/measure/warmup.py)."""
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
-from rl.sweeps.results import SHARPNESS_FILE, read_results, with_sharpness
+from rl.measure.ppo_noise import EMA_BETA
+from rl.measure.run_average import ema_ratios
+from rl.measure.warmup import WARMUP_ITERATIONS
+from rl.runs.storage import RunDir
+from rl.sweeps.results import (
+    SHARPNESS_FILE,
+    b_simple_curve,
+    read_results,
+    run_row,
+    with_sharpness,
+)
+from rl.sweeps.spec import parse_spec, plan_runs
+from tests.rl.measure.transient import B_TRUE, Z, ema_ratio_sd, ratio_sd, transient_run
 
 
 def test_sharpness_columns_are_per_run_means_over_repeats(tmp_path):
@@ -33,3 +47,48 @@ def test_sharpness_columns_are_per_run_means_over_repeats(tmp_path):
     # Applying it again replaces the columns rather than duplicating them.
     again = with_sharpness(df.reset_index(), tmp_path)
     assert list(again.columns) == list(df.reset_index().columns)
+
+
+# --- the noise scale of a run: the warm-up rule (rl/measure/warmup.py) --------------------
+
+
+def _fake_sweep_run(tmp_path, metrics: pd.DataFrame):
+    spec = parse_spec({"env": "CartPole", "num_envs": [8], "num_steps": 128, "targets": [5],
+                       "out": str(tmp_path), "train": {"return_window": 1}})
+    (plan,) = plan_runs(spec)
+    run = RunDir.create(plan.run_dir, plan.stored_config())
+    for row in metrics.to_dict("records"):
+        run.append_metrics({k: v for k, v in row.items() if v == v})  # NaN: column absent
+    run.write_status("finished", message="")
+    return plan, spec
+
+
+def test_run_average_leaves_out_the_startup_transient(tmp_path):
+    metrics = transient_run(200, every=2)  # rows 1, 3, 5, ...; rows 1-3 carry 100x |G|^2
+    plan, spec = _fake_sweep_run(tmp_path, metrics)
+    row = run_row(plan, spec.targets)
+    counted = len([i for i in range(1, 201, 2) if i > WARMUP_ITERATIONS])
+    assert row["gns_measurements"] == counted
+    for term in ("total", "policy", "value"):
+        assert abs(row[f"b_simple_{term}"] - B_TRUE) < Z * ratio_sd(counted), term
+    # With the two transient rows averaged in, the same value would miss by far more.
+    g2, tr = metrics["gns/total/g2"].dropna(), metrics["gns/total/trace_sigma"].dropna()
+    assert abs(tr.mean() / g2.mean() - B_TRUE) > 2 * Z * ratio_sd(len(g2))
+
+
+def test_b_simple_curve_is_recomputed_from_the_rows_after_the_warmup():
+    metrics = transient_run(100)
+    metrics["gns/total/b_simple_ema"] = 1.0  # a stored column (old runs): never read
+    curve = b_simple_curve(metrics, "total")
+    counted = metrics[metrics["iteration"] > WARMUP_ITERATIONS]
+    assert len(curve) == len(counted)
+    np.testing.assert_array_equal(curve["return_recent"], counted["return_recent"])
+    np.testing.assert_allclose(curve["b_simple"], ema_ratios(
+        counted["gns/total/g2"], counted["gns/total/trace_sigma"], EMA_BETA))
+    # After 50 counted measurements the smoothed ratio is within Z sd of the truth; the same
+    # smoothing fed the transient rows too is pulled far below it (their 100x |G|^2 still
+    # holds about 3 x 100 x 0.01 x 0.99^50 / (1 - 0.99^53) = 4.4 of the smoothed |G|^2).
+    assert abs(curve["b_simple"].iloc[49] - B_TRUE) < Z * ema_ratio_sd(50, EMA_BETA)
+    fed_all = ema_ratios(metrics["gns/total/g2"], metrics["gns/total/trace_sigma"], EMA_BETA)
+    assert abs(fed_all[WARMUP_ITERATIONS + 49] - B_TRUE) > Z * ema_ratio_sd(50, EMA_BETA)
+    assert b_simple_curve(metrics, "absent").empty

@@ -13,11 +13,14 @@ import pytest
 
 from rl.analysis.adaptive import compare_with_fixed
 from rl.cli import main
+from rl.measure import warmup
+from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
 from rl.sweeps.results import result_columns, write_results
+from rl.train.comm import LocalComm
 from rl.train.config import TIMING_COLUMNS
-from rl.train.schedule import PLOT_FILE, AdaptiveConfig, BatchSchedule, EnvChunks
+from rl.train.schedule import PLOT_FILE, AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -64,6 +67,21 @@ def test_hysteresis_axis_bounds_and_learning_rate_rule():
     fixed_scale = schedule(batch_scale=10.0)
     fixed_scale.observe(1.0, 2500.0)
     assert fixed_scale.observe(1.0, 2500.0) == (16, 32)  # 10 x sqrt(2500) = 500 -> 512
+
+
+def test_the_schedule_is_never_fed_warmup_measurements():
+    cfg = AdaptiveConfig(batch_schedule="adaptive", batch_beta=0.0, batch_warmup=1)
+    loop = AdaptiveBatch(cfg, num_envs=8, num_steps=32, world=1, total_agent_steps=10**6)
+    gns = {"gns/total/g2": 1e-3, "gns/total/trace_sigma": 100.0}  # a transient-like B
+    for iteration in range(1, WARMUP_ITERATIONS + 1):  # rows measured after 0 .. W-1 updates
+        row = {"iteration": iteration}
+        assert loop.observe(gns, row, LocalComm()) is None
+        assert loop.schedule.tracker.count == 0 and math.isnan(row["adaptive/b_simple"])
+    row = {"iteration": WARMUP_ITERATIONS + 1}  # W updates done: counts, calibrates c
+    assert loop.observe({"gns/total/g2": 1.0, "gns/total/trace_sigma": 100.0}, row,
+                        LocalComm()) is None
+    assert loop.schedule.tracker.count == 1 and row["adaptive/b_simple"] == 100.0
+    assert loop.schedule.scale == pytest.approx(256 / 10)
 
 
 def test_bad_adaptive_settings():
@@ -120,7 +138,10 @@ def comparable(df):
 
 
 @pytest.mark.slow
-def test_cartpole_batch_follows_the_measured_noise_scale_and_resumes(tmp_path):
+def test_cartpole_batch_follows_the_measured_noise_scale_and_resumes(tmp_path, monkeypatch):
+    # A warm-up of 2 PPO iterations instead of 10: the 31 iterations of this short run leave
+    # the schedule room to act (the rule itself: test_the_schedule_is_never_fed_warmup_...).
+    monkeypatch.setattr(warmup, "WARMUP_ITERATIONS", 2)
     whole, part = tmp_path / "whole", tmp_path / "part"
     assert main([*ARGS, "--total-agent-steps", "8k", "--run-dir", str(whole)]) == 0
     m = load_metrics(whole)
