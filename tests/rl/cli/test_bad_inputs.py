@@ -9,6 +9,7 @@ import json
 import pytest
 
 from rl.cli.app import build_parser, main
+from rl.measure.warmup import WARMUP_ITERATIONS
 
 NON_NUMBERS = ("abc", "nan", "inf", "-inf")
 """Bad for every numeric option."""
@@ -98,6 +99,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("gns supervised", "--seed"): NONNEG,
     ("gns supervised", "--threads"): POS,
     ("gns run", "--segments"): POS,
+    ("gns run", "--return-bins"): POS,
     # CheckpointNoiseConfig
     ("gns checkpoints", "--num-envs"): POS,
     ("gns checkpoints", "--num-steps"): POS,
@@ -225,7 +227,8 @@ def fixtures(tmp_path) -> dict[str, list[str]]:
     (run / "config.json").write_text("{}")
     rows = [{"iteration": i, "agent_steps": 256 * i, "return_recent": 10.0,
              **{f"gns/{t}/{k}": 1.0 for t in ("total", "policy", "value")
-                for k in ("g2", "trace_sigma")}} for i in range(1, 9)]
+                for k in ("g2", "trace_sigma")}}
+            for i in range(1, WARMUP_ITERATIONS + 9)]  # 8 measurements after the warm-up
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     sweep = tmp_path / "sweep"  # a sweep directory (sharpness, fit, compare-adaptive)
     sweep.mkdir()
