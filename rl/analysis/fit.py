@@ -378,14 +378,15 @@ def fit_critical_batch(
         return _bounded(LOWER_BOUND, (
             f"batch sizes at or above the fitted B_crit ({b_crit:,.0f} agent steps): only "
             f"{shared['n_at_or_above']} of {distinct.size} ({listed}): the knee is not covered "
-            f"from above, so B_crit is a lower bound. Add batch sizes of {2 * distinct.max():g} and more "
-            f"(at least {min_each_side} at or above B_crit)."), "lower", shared)
+            f"from above, so B_crit is a lower bound. Add batch sizes of "
+            f"{2 * distinct.max():g} and more (at least {min_each_side} at or above B_crit)."),
+            "lower", shared)
     if shared["n_below"] < min_each_side:
         return _bounded(UPPER_BOUND, (
             f"batch sizes below the fitted B_crit ({b_crit:,.0f} agent steps): only "
             f"{shared['n_below']} of {distinct.size} ({listed}): the knee is not covered from "
-            f"below, so B_crit is an upper bound. Add batch sizes of {distinct.min() / 2:g} and less (at least "
-            f"{min_each_side} below B_crit)."), "upper", shared)
+            f"below, so B_crit is an upper bound. Add batch sizes of {distinct.min() / 2:g} "
+            f"and less (at least {min_each_side} below B_crit)."), "upper", shared)
     return CriticalBatchFit(True, OK, "", s_min=s_min, e_min=e_min, b_crit=b_crit, **shared)
 
 
