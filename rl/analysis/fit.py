@@ -961,7 +961,7 @@ def fit_from_runs(
             "ok", "kind", "reason", "b_crit", "b_crit_lo", "b_crit_hi", "bound", "b_crit_bound",
             "b_crit_fitted", "s_min", "s_min_lo", "s_min_hi", "e_min", "e_min_lo",
             "e_min_hi", "n_at_or_above", "n_below", "rms_log", "log_b_crit_se")})
-        if not fit.ok and fit.bound:  # a bound's interval is the bound, not a range
+        if not fit.ok:  # no measured B_crit: no interval (a bound is its own column)
             row.update({k: np.nan for k in ("b_crit_lo", "b_crit_hi", "s_min_lo", "s_min_hi",
                                             "e_min_lo", "e_min_hi")})
         if fit.kind == TOO_FEW_BATCH_SIZES and missed:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from rl.runs.files import atomic_write_text
+from rl.study.crosstask import crosstask_rows
 from rl.study.headline import headline_table, plot_summary
 from rl.study.plan import (
     GamePlan,
@@ -23,7 +24,12 @@ from rl.study.plan import (
     describe_plan,
     study_parts,
 )
-from rl.study.results import RESULT_COLUMNS, collect_results, read_results_table
+from rl.study.results import (
+    RESULT_COLUMNS,
+    collect_results,
+    finalize_table,
+    read_results_table,
+)
 from rl.study.run import check_study, measure_study_sharpness, run_study
 from rl.study.sections import write_study_report
 from rl.study.suites import (
@@ -85,6 +91,7 @@ def compare(plan: StudyPlan, *, quiet: bool = False, console=None,
     else:
         check_study(plan)
     df, fits = collect_results(plan, supervised_summary=supervised)
+    df = finalize_table([*df.to_dict("records"), *crosstask_rows(df)])
     out = Path(plan.out)
     atomic_write_text(out / "results.csv", df.to_csv(index=False))
     # The report is rendered from the table as written (read back), never from memory.

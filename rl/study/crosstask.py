@@ -17,10 +17,17 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rl.measure.ppo_noise import TERMS
 from rl.runs.files import save_figure
+from rl.study.headline import b_crit_bound, headline_b_crit, headline_b_simple
+from rl.study.results import ACROSS_TASKS, result_row
+from rl.study.suites import CITED
 
 __all__ = [
     "POINT_COLUMNS",
+    "cited_points",
+    "crosstask_rows",
+    "study_points",
     "PREDICTION_CI",
     "RatioPrediction",
     "plot_crosstask",
@@ -67,10 +74,12 @@ def ratio_table(points: pd.DataFrame) -> pd.DataFrame:
         if _finite_positive(bs):
             if _finite_positive(p["b_crit"]) and not row["bound"]:
                 bs_lo, bs_hi = float(p["b_simple_lo"]), float(p["b_simple_hi"])
-                row.update(
-                    ratio=float(p["b_crit"]) / float(bs), measured=True,
-                    lo=float(p["b_crit_lo"]) / bs_hi if bs_hi > 0 else 0.0,
-                    hi=float(p["b_crit_hi"]) / bs_lo if bs_lo > 0 else math.inf)
+                row.update(ratio=float(p["b_crit"]) / float(bs), measured=True)
+                if not any(math.isnan(v) for v in (bs_lo, bs_hi, float(p["b_crit_lo"]),
+                                                   float(p["b_crit_hi"]))):
+                    # An interval missing on either side leaves the ratio's unknown (NaN).
+                    row.update(lo=float(p["b_crit_lo"]) / bs_hi if bs_hi > 0 else 0.0,
+                               hi=float(p["b_crit_hi"]) / bs_lo if bs_lo > 0 else math.inf)
             elif row["bound"] and _finite_positive(p["b_crit_bound"]):
                 row["ratio_bound"] = float(p["b_crit_bound"]) / float(bs)
         rows.append(row)
@@ -261,3 +270,77 @@ def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:
 
     return Rectangle((x0, y0), max(x1 - x0, x0 * 0.05), max(y1 - y0, y0 * 0.05), fill=False,
                      edgecolor="0.35", lw=1.2, ls=":")
+
+
+# --------------------------------------------------------------------------------------
+# From and into the study's results table
+# --------------------------------------------------------------------------------------
+
+
+def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame:
+    """``POINT_COLUMNS`` rows of the measured RL tasks of a study's results table: the
+    headline B_crit (measured or a bound) beside the headline B_simple of each term."""
+    rows = []
+    measured = df[(df["source"] == "measured") & (df["kind"] == "rl")]
+    for task in dict.fromkeys(measured["task"]):
+        bc = headline_b_crit(df, task)
+        if bc is None:
+            continue
+        bound = b_crit_bound(bc)
+        if pd.isna(bc["value"]) and not bound:
+            continue
+        for term in terms:
+            bs = headline_b_simple(df, task, term)
+            if bs is None:
+                continue
+            rows.append(dict(
+                task=task, term=term, target=bc["target"], b_crit=bc["value"],
+                b_crit_lo=bc["lo"], b_crit_hi=bc["hi"], bound=bound[:2] if bound else "",
+                b_crit_bound=(bc["lo"] if bound.startswith(">=") else bc["hi"]) if bound
+                else math.nan,
+                b_simple=bs["value"], b_simple_lo=bs["lo"], b_simple_hi=bs["hi"]))
+    return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def cited_points() -> pd.DataFrame:
+    """The published (B_simple, B_crit) of McCandlish et al. 2018, Table 1 (numbers or
+    (low, high) ranges)."""
+    return pd.DataFrame([dict(task=task, b_simple=b_simple, b_crit=b_crit)
+                         for task, _, b_crit, b_simple, _, _ in CITED])
+
+
+def crosstask_rows(df: pd.DataFrame, ci: float = PREDICTION_CI) -> list[dict]:
+    """Results-table rows: B_crit / B_simple per task and term, the prediction of the ratio
+    per term, and the verdict (its note)."""
+    ratios = ratio_table(study_points(df))
+    rows = []
+    for _, r in ratios.iterrows():
+        if r["measured"]:
+            note = (f"B_crit at return {r['target']:g} over the run-averaged B_simple; "
+                    "interval from the ends of the two intervals")
+            rows.append(result_row("measured", "rl", r["task"], "b_crit_over_b_simple",
+                                   r["ratio"], term=r["term"], target=r["target"], lo=r["lo"],
+                                   hi=r["hi"], unit="ratio", note=note))
+        elif r["bound"] and math.isfinite(r["ratio_bound"]):
+            lower = r["bound"] == ">="
+            rows.append(result_row(
+                "measured", "rl", r["task"], "b_crit_over_b_simple", math.nan, term=r["term"],
+                target=r["target"], lo=r["ratio_bound"] if lower else 0.0,
+                hi=math.inf if lower else r["ratio_bound"], unit="ratio",
+                note=f"{'lower' if lower else 'upper'} bound: B_crit is a bound at return "
+                     f"{r['target']:g}"))
+    predictions = [predict_ratio(ratios, term, ci) for term in TERMS]
+    for p in predictions:
+        used = ", ".join(p.tasks) or "no task"
+        note = (f"geometric mean of B_crit / B_simple over {used}; spread (sd of the log) "
+                f"{p.spread:.3g}; {p.ci:.0%} prediction interval for a task outside the study"
+                if p.n_tasks >= 2 else
+                f"over {used}: no spread or prediction from fewer than 2 tasks")
+        if p.bounds_consistent:
+            note += f"; bounds agreeing: {p.bounds_consistent}"
+        rows.append(result_row("measured", "rl", ACROSS_TASKS, "ratio_prediction", p.ratio,
+                               term=p.term, lo=p.lo, hi=p.hi, unit="ratio", n=p.n_tasks,
+                               note=note))
+    rows.append(result_row("measured", "rl", ACROSS_TASKS, "crosstask_verdict",
+                           note=verdict(predictions)))
+    return rows

@@ -15,11 +15,12 @@ import pandas as pd
 from rl.analysis.fit import B_CRIT_CI
 from rl.runs.files import save_figure
 from rl.study.report import format_value
-from rl.study.results import GNS_TERMS
+from rl.study.results import ACROSS_TASKS, GNS_TERMS
 from rl.study.suites import CITED_LABEL
 
 __all__ = [
     "HEADLINE_COLUMNS",
+    "b_crit_bound",
     "headline_b_crit",
     "headline_b_simple",
     "headline_table",
@@ -57,13 +58,14 @@ def _value_or_range(r) -> str:
 
 
 def headline_b_crit(df: pd.DataFrame, task: str) -> pd.Series | None:
-    """The B_crit row shown for a task: the highest target whose fit is ok, else the
-    highest target."""
+    """The B_crit row shown for a task: the highest target with a measured B_crit, else the
+    highest with a bound, else the highest target."""
     sel = df[(df["task"] == task) & (df["quantity"] == "b_crit") & (df["source"] == "measured")]
     if sel.empty:
         return None
     ok = sel[sel["value"].notna()]
-    return (ok if len(ok) else sel).sort_values("target").iloc[-1]
+    bounds = sel[[bool(b_crit_bound(r)) for _, r in sel.iterrows()]]
+    return (ok if len(ok) else bounds if len(bounds) else sel).sort_values("target").iloc[-1]
 
 
 def headline_b_simple(df: pd.DataFrame, task: str, term: str) -> pd.Series | None:
@@ -107,8 +109,21 @@ def _b_crit_cells(df: pd.DataFrame, task: str) -> tuple[str, str]:
     if bc is None:
         return ("no sweep" if runs is None else "no fit yet") + unsettled, ""
     if pd.isna(bc["value"]):
-        return "fit failed" + unsettled, format_value(bc["target"])
+        bound = b_crit_bound(bc)
+        return (bound or "no fit") + unsettled, format_value(bc["target"])
     return format_value(bc["value"]) + _interval(bc) + unsettled, format_value(bc["target"])
+
+
+def b_crit_bound(r: pd.Series | None) -> str:
+    """'>= x' / '<= x' for a b_crit row that is a bound (``rl.study.results``), else ''."""
+    if r is None or not pd.isna(r["value"]):
+        return ""
+    note = str(r["note"])
+    if note.startswith("lower bound") and r["lo"] > 0:
+        return f">= {format_value(r['lo'])}"
+    if note.startswith("upper bound") and math.isfinite(r["hi"]):
+        return f"<= {format_value(r['hi'])}"
+    return ""
 
 
 def _score_cell(df: pd.DataFrame, task: str) -> str:
@@ -141,6 +156,8 @@ def headline_table(df: pd.DataFrame) -> pd.DataFrame:
     """One row per task, every number taken from the results table ``df`` (as strings)."""
     rows = []
     for task in dict.fromkeys(df["task"]):
+        if task == ACROSS_TASKS:
+            continue
         mine = df[df["task"] == task]
         if mine["source"].iloc[0] == "cited":
             rows.append(_cited_row(df, task, mine))
@@ -194,7 +211,13 @@ def _plot_measured(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> 
     bc = headline_b_crit(df, task)
     if bc is not None and bc["value"] == bc["value"]:
         _errbar(ax, xt + 0.2, bc, marker="s", color="C3", markersize=8,
-                label=lab(f"B_crit (measured, {B_CRIT_CI:.0%} seed bootstrap)"))
+                label=lab(f"B_crit (measured, {B_CRIT_CI:.0%} profile interval)"))
+    elif bound := b_crit_bound(bc):
+        y = bc["lo"] if bound.startswith(">=") else bc["hi"]
+        ax.scatter([xt + 0.2], [y], marker="_", color="C3", s=120,
+                   label=lab("B_crit bound (knee not covered)"))
+        ax.annotate("", xy=(xt + 0.2, y * (4 if bound.startswith(">=") else 0.25)),
+                    xytext=(xt + 0.2, y), arrowprops=dict(arrowstyle="->", color="C3"))
 
 
 def _plot_cited(ax, df: pd.DataFrame, task: str, xt: float, lab: _Labels) -> None:
@@ -242,7 +265,7 @@ def plot_summary(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure as MplFigure  # lazy: slow import, figures only
 
-    tasks = list(dict.fromkeys(df["task"]))
+    tasks = [t for t in dict.fromkeys(df["task"]) if t != ACROSS_TASKS]
     measured = [t for t in tasks if (df.loc[df["task"] == t, "source"] == "measured").all()]
     cited = [t for t in tasks if t not in measured]
     order = measured + cited

@@ -31,8 +31,10 @@ from rl.study.report import round_sig
 from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
 from rl.sweeps.results import results_table
 from rl.sweeps.spec import plan_runs
+from rl.sweeps.state import read_untrained_floors
 
 __all__ = [
+    "ACROSS_TASKS",
     "GNS_TERMS",
     "RESULT_COLUMNS",
     "collect_results",
@@ -50,6 +52,9 @@ TEXT_COLUMNS = ("source", "kind", "task", "quantity", "term", "unit", "note", "r
 _ROUNDED = ("target", "batch_size", "value", "lo", "hi")
 GNS_TERMS = TERMS
 """loss terms of the noise-scale rows (``rl.measure.ppo_noise.TERMS``)"""
+ACROSS_TASKS = "across tasks"
+"""The task name of rows that summarise several tasks (``rl.study.crosstask``): not a task of
+the headline."""
 
 
 def result_row(source: str, kind: str, task: str, quantity: str, value: float = math.nan, *,
@@ -193,34 +198,92 @@ def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
+def _b_crit_row(game: str, f: Mapping[str, Any], level: str) -> dict:
+    """The b_crit row of one target: a measured number with its profile interval; a bound
+    (value NaN; lo = the bound, hi = inf for '>=', lo = 0, hi = the bound for '<='; the note
+    starts 'lower bound' / 'upper bound'); or no fit (all NaN, the note says why)."""
+    t, reached = float(f["target"]), int(f["n_batch_sizes"])
+    tried = f"{reached} of {int(f['n_batch_sizes_tried'])} batch sizes reached the target"
+    common = dict(target=t, unit="agent steps", n=reached)
+    if bool(f["ok"]):
+        note = (f"measured ({int(f['n_at_or_above'])} batch sizes at or above it, "
+                f"{int(f['n_below'])} below); {level} profile interval from the fit's residuals "
+                f"(seed scatter and lack of fit); {tried}")
+        return result_row("measured", "rl", game, "b_crit", f["b_crit"], lo=f["b_crit_lo"],
+                          hi=f["b_crit_hi"], note=note, **common)
+    bound, value = str(f.get("bound", "") or ""), float(f["b_crit_bound"])
+    if bound and math.isfinite(value):
+        lower = bound == ">="
+        return result_row("measured", "rl", game, "b_crit", math.nan,
+                          lo=value if lower else 0.0, hi=math.inf if lower else value,
+                          note=f"{'lower' if lower else 'upper'} bound: {f['reason']}; {tried}",
+                          **common)
+    return result_row("measured", "rl", game, "b_crit", math.nan,
+                      note=f"no fit ({f['kind']}): {f['reason']}; {tried}", **common)
+
+
+def _fit_check_rows(game: str, f: Mapping[str, Any], level: str) -> list[dict]:
+    """The checks beside a B_crit: the seed-only interval, the lack-of-fit F, the range of
+    leave-one-out refits."""
+    t = float(f["target"])
+    rows = []
+    if bool(f["ok"]):
+        note = f"{level} seed-only bootstrap interval (misses lack of fit)"
+        if caveat := few_seeds_caveat(f["min_seeds"]):
+            note += f"; {caveat}"
+        rows.append(result_row("measured", "rl", game, "b_crit_seed_interval", f["b_crit"],
+                               target=t, lo=f["b_crit_seed_lo"], hi=f["b_crit_seed_hi"],
+                               unit="agent steps", n=f["min_seeds"], note=note))
+    if pd.notna(f["lof_f"]):
+        rows.append(result_row(
+            "measured", "rl", game, "b_crit_lack_of_fit", f["lof_f"], target=t, unit="F",
+            n=f["lof_df_seeds"],
+            note=f"lack-of-fit F on ({int(f['lof_df_batch'])}, {int(f['lof_df_seeds'])}) df, p "
+                 f"{float(f['lof_p']):.2g}; batch sd {float(f['batch_sd_log']):.2g}, seed sd "
+                 f"{float(f['seed_sd_log']):.2g} (log S)"))
+    if pd.notna(f["b_crit_loo_min"]):
+        outside = "" if pd.isna(f["loo_outside"]) else \
+            f"; {int(f['loo_outside'])} outside the interval"
+        rows.append(result_row(
+            "measured", "rl", game, "b_crit_leave_one_out", math.nan, target=t,
+            lo=f["b_crit_loo_min"], hi=f["b_crit_loo_max"], unit="agent steps",
+            n=f["n_batch_sizes"],
+            note=f"range of the fitted B_crit leaving one batch size out{outside}: "
+                 f"{f['b_crit_leave_one_out']}"))
+    return rows
+
+
 def _sweep_rows(game: str, part: Part, n_boot: int,
                 ci: float = B_CRIT_CI) -> tuple[list[dict], Any]:
     table = results_table(plan_runs(part.spec), part.spec.targets)
-    fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci)
+    floors = {env: fl.floor for env, fl in read_untrained_floors(part.out).items()}
+    fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci, floors=floors)
     settled = int(table["status"].isin(["finished", "failed"]).sum())
     rows = [result_row("measured", "rl", game, "sweep_runs_settled", settled, unit="runs",
                        n=len(table), note=f"runs of the sweep finished (or failed) of {len(table)}"
                        "; the fits use only these")]
+    if game in floors:
+        fl = read_untrained_floors(part.out)[game]
+        rows.append(result_row("measured", "rl", game, "untrained_floor", fl.floor,
+                               unit="return", n=fl.games,
+                               note=f"targets must exceed it: untrained play, mean {fl.mean:.3g}, "
+                                    f"sd {fl.sd:.3g} per game over {fl.games} games "
+                                    "(docs/sweeps.md)"))
     level = f"{ci:.0%}"
     for _, f in fits.iterrows():
         t = float(f["target"])
         ok = bool(f["ok"])
-        tried = int(f["n_batch_sizes_tried"])
         reached = int(f["n_batch_sizes"])
-        note = (f"fit ok, {level} seed bootstrap interval" if ok else
-                f"fit failed: {f['reason']}")
-        note += f"; {reached} of {tried} batch sizes reached the target"
-        if ok and (caveat := few_seeds_caveat(f["min_seeds"])):
-            note += f"; {caveat}"
-        rows.append(result_row("measured", "rl", game, "b_crit", f["b_crit"], target=t,
-                               lo=f["b_crit_lo"], hi=f["b_crit_hi"], unit="agent steps",
-                               n=reached, note=note))
+        rows.append(_b_crit_row(game, f, level))
+        rows += _fit_check_rows(game, f, level)
         rows.append(result_row("measured", "rl", game, "s_min", f["s_min"], target=t,
                                lo=f["s_min_lo"], hi=f["s_min_hi"], unit="PPO iterations",
-                               n=reached, note=f"fit; {level} seed bootstrap" if ok else "no fit"))
+                               n=reached, note=f"fit; {level} profile interval" if ok else
+                               "no measured B_crit"))
         rows.append(result_row("measured", "rl", game, "e_min", f["e_min"], target=t,
                                lo=f["e_min_lo"], hi=f["e_min_hi"], unit="agent steps",
-                               n=reached, note=f"fit; {level} seed bootstrap" if ok else "no fit"))
+                               n=reached, note=f"fit; {level} profile interval" if ok else
+                               "no measured B_crit"))
         for term in GNS_TERMS:
             rows.append(result_row("measured", "rl", game, "b_simple_sweep",
                                    f[f"b_simple_{term}"], term=term, target=t,

@@ -18,10 +18,11 @@ from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
 from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_text
+from rl.study.crosstask import cited_points, plot_crosstask, study_points
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
 from rl.study.report import Figure, Section, format_value, write_report
-from rl.study.results import power_laws
+from rl.study.results import ACROSS_TASKS, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
 from rl.sweeps.results import results_table
 from rl.sweeps.spec import plan_runs
@@ -87,8 +88,50 @@ HEADLINE_NOTE = (
     "block-bootstrap interval) "
     "or over all measurements (supervised, Fieller interval); see the note column of the "
     "results table. B_crit: critical batch size fitted from the sweep at the "
-    "highest target return with a successful fit, with its seed-bootstrap interval. "
+    "highest target return with a measured B_crit (2+ batch sizes on each side of it), "
+    "with its profile interval (seed scatter and lack of fit); where the knee is not "
+    "covered, a bound ('>=' / '<='). "
     "start -> end: B_simple over the first and the last quarter of the measurements.")
+
+
+def crosstask_section(df: pd.DataFrame, png: Path) -> Section:
+    """Across tasks: the verdict (which loss term's B_simple predicts B_crit, and the
+    prediction for a task outside the study), the figure and the ratio table."""
+    verdict_row = pick_row(df, ACROSS_TASKS, "crosstask_verdict")
+    words = [str(verdict_row["note"])] if verdict_row is not None else []
+    ratios = df[df["quantity"].isin(["b_crit_over_b_simple", "ratio_prediction"])]
+    table = pd.DataFrame({
+        "task": ratios["task"], "term": ratios["term"],
+        "target return": [format_value(v) for v in ratios["target"]],
+        "B_crit / B_simple [interval]": [_ratio_cell(r) for _, r in ratios.iterrows()],
+        "tasks": [format_value(n) if q == "ratio_prediction" else ""
+                  for q, n in zip(ratios["quantity"], ratios["n"], strict=True)],
+        "note": ratios["note"]})
+    figure = Figure(plot_crosstask(study_points(df), cited_points(), png),
+                    "B_crit against B_simple (total, policy, value loss), log-log, every task "
+                    "with both: intervals on both axes, bounds as arrows, the line B_crit = "
+                    "B_simple, and the published values (hollow; their B_simple is the paper's "
+                    "single noise scale, shown on every panel)")
+    return Section("Across tasks: B_crit against B_simple", paragraphs=words,
+                   tables=[(table, "crosstask")], figures=[figure],
+                   notes=["B_crit at each task's headline target (a bound where the sweep "
+                          "does not cover the knee), B_simple run-averaged after the "
+                          "warm-up. The prediction row per term: the geometric mean of the "
+                          "measured ratios with a prediction interval for a new task "
+                          "(log-normal across tasks); bounds do not enter it. See "
+                          "docs/study.md."])
+
+
+def _ratio_cell(r) -> str:
+    if pd.isna(r["value"]):
+        if str(r["note"]).startswith("lower bound"):
+            return f">= {format_value(r['lo'])}"
+        if str(r["note"]).startswith("upper bound"):
+            return f"<= {format_value(r['hi'])}"
+        return "-"
+    if pd.isna(r["lo"]):
+        return format_value(r["value"])
+    return f"{format_value(r['value'])} [{format_value(r['lo'])}, {format_value(r['hi'])}]"
 
 
 def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
@@ -98,6 +141,7 @@ def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
     summary_png = plot_summary(df, out / "plots" / "summary.png")
     trajectories, pareto = _figure_sections(plan, df, fits)
     sections = [
+        crosstask_section(df, out / "plots" / "crosstask.png"),
         Section("Headline", tables=[(headline_table(df), "headline")], notes=[HEADLINE_NOTE],
                 figures=[Figure(summary_png, "B_crit and B_simple per game on a log axis, "
                                              "beside the supervised reference (measured) and "
