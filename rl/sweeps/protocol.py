@@ -42,6 +42,7 @@ from rl.sweeps.state import (
     BestLr,
     add_best_lrs,
     append_event,
+    extends_grid,
     read_best_lrs,
     read_floor_file,
     write_floor_file,
@@ -224,8 +225,10 @@ def choose_stage_two(spec: SweepSpec, table: pd.DataFrame, choose: ChooseLr, *,
 
     The choice is ``choose`` on the grid runs at the spec's highest target. A recorded choice
     is kept: where the grid now chooses otherwise (other results, another highest target),
-    that is logged and nothing changes. A batch size with no eligible lr is recorded with
-    lr None and gets no stage-2 runs.
+    that is logged and nothing changes, unless the grid itself was extended (new lrs in the
+    spec, as a choice at the grid's edge asks): then the extended grid chooses again once
+    its new runs have ended, and stage 2 adds its seeds at the new choice. A batch size with
+    no eligible lr is recorded with lr None and gets no stage-2 runs.
     """
     if not stage_two_seeds(spec):
         return []
@@ -252,6 +255,14 @@ def choose_stage_two(spec: SweepSpec, table: pd.DataFrame, choose: ChooseLr, *,
                         grid_lrs=tuple(sorted({p.lr for p in ps})), grid_seeds=tuple(spec.seeds),
                         reason=reason)
         old = recorded.get((env, b))
+        if old is not None and extends_grid(choice, old) and old.lr != choice.lr:
+            was = ", ".join(f"{v:g}" for v in old.grid_lrs)
+            now = ", ".join(f"{v:g}" for v in choice.grid_lrs)
+            log(f"stage 2, {env} B={b}: the grid was extended ({was} -> {now}): the best lr is "
+                f"now {_lr(choice.lr)} (was {_lr(old.lr)}); the earlier choice stays in "
+                "best_lr.json under superseded")
+            new.append(choice)
+            continue
         if old is not None:
             if (old.lr, old.target) != (choice.lr, choice.target):
                 log(f"stage 2, {env} B={b}: kept the recorded lr {_lr(old.lr)} (chosen at target "

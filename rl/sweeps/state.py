@@ -288,18 +288,32 @@ def read_best_lrs(out: str | os.PathLike[str]) -> dict[tuple[str, int], BestLr]:
     return choices
 
 
+def extends_grid(new: BestLr, old: BestLr) -> bool:
+    """``new`` was chosen on a grid that strictly contains ``old``'s (the spec's lrs were
+    extended, as a choice at the grid's edge asks)."""
+    return set(new.grid_lrs) > set(old.grid_lrs)
+
+
 def add_best_lrs(out: str | os.PathLike[str], new: list[BestLr]) -> None:
     """Add choices to ``<out>/best_lr.json`` (atomically). A recorded choice is never
-    changed: adding another one for the same (env, batch size) is a ValueError."""
+    changed, except by one made on a grid that extends its grid (``extends_grid``); the
+    replaced choice stays in the file under "superseded". Any other second choice for the
+    same (env, batch size) is a ValueError."""
     old = read_best_lrs(out)
-    clash = [c for c in new if (c.env, c.batch_size) in old and old[(c.env, c.batch_size)] != c]
+    clash = [c for c in new if (c.env, c.batch_size) in old and old[(c.env, c.batch_size)] != c
+             and not extends_grid(c, old[(c.env, c.batch_size)])]
     if clash:
         raise ValueError(f"best_lr.json already records a choice for "
                          f"{', '.join(f'{c.env} B={c.batch_size}' for c in clash)}; a recorded "
-                         "choice is never changed")
+                         "choice is never changed (except after the grid is extended)")
+    doc = read_json(Path(out) / BEST_LR_FILE)
+    superseded = list(doc.get("superseded", [])) if isinstance(doc, dict) else []
+    superseded += [old[(c.env, c.batch_size)].to_dict() for c in new
+                   if (c.env, c.batch_size) in old and old[(c.env, c.batch_size)] != c]
     merged = {**old, **{(c.env, c.batch_size): c for c in new}}
     atomic_write_json(Path(out) / BEST_LR_FILE, {
         "format": 1,
         "rule": "rl.analysis.fit.best_per_batch at the spec's highest target, grid seeds only",
         "choices": [merged[k].to_dict() for k in sorted(merged)],
+        "superseded": superseded,
     })

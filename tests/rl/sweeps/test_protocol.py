@@ -484,3 +484,38 @@ def test_the_protocol_example_spec(tmp_path):
         ref = 1e-3 * math.sqrt(b / 1024)
         assert lrs == pytest.approx([0.5 * ref, ref, 2 * ref], rel=1e-5)
     assert min(spec.targets) > 1.26  # the measured floor of MinAtar-Breakout (docs/sweeps.md)
+
+
+def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_path, fake_floor):
+    # B = 128 chose 4e-3, the top of the grid; the grid is then extended by 8e-3, which is
+    # faster there. Once the new runs end, B = 128 is chosen again (8e-3, stage-2 seeds
+    # there), the first choice kept under "superseded"; B = 64 (2e-3, inside) is untouched.
+    speed = {**SPEED, (64, 8e-3): 1.0, (128, 8e-3): 9.0}
+    spec = parse_spec({**GRID, "out": str(tmp_path)})
+    ex = FakeExecutor()
+    run_sweep(spec, executor=ex, choose_lr=_best_per_batch)
+    assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
+
+    class Extended(FakeExecutor):
+        def run(self, plans, on_done):
+            self.calls.append([p.name for p in plans])
+            for p in plans:
+                fake_train(p, speed)
+                on_done(p, dict(status="finished", action="new", message="reached target"))
+
+    wider = parse_spec({**GRID, "lrs": [1e-3, 2e-3, 4e-3, 8e-3], "out": str(tmp_path)})
+    logged, ex = [], Extended()
+    table = run_sweep(wider, executor=ex, log=logged.append, choose_lr=_best_per_batch)
+    choices = read_best_lrs(tmp_path)
+    assert choices[("CartPole", 128)].lr == 8e-3 and choices[("CartPole", 64)].lr == 2e-3
+    assert any("B=128: the grid was extended" in m and "now 0.008" in m for m in logged)
+    doc = json.loads((tmp_path / BEST_LR_FILE).read_text())
+    assert [(c["batch_size"], c["lr"]) for c in doc["superseded"]] == [(128, 4e-3)]
+    assert ex.calls[0] == [f"CartPole-b{b}-n{b // 32}x32-lr0.008-s{s}" for b in (64, 128)
+                           for s in (0, 1)]
+    assert ex.calls[1] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (2, 3, 4)]
+    assert (table["status"] == "finished").all()
+    # A second choice on the same grid is still refused.
+    with pytest.raises(ValueError, match="never changed"):
+        add_best_lrs(tmp_path, [BestLr("CartPole", 128, 2e-3, 50.0, (1e-3, 2e-3, 4e-3, 8e-3),
+                                       (0, 1))])
