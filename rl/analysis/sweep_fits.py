@@ -25,9 +25,10 @@ from rl.analysis.fit import (
     plot_pareto,
     plot_steps_and_samples,
 )
+from rl.measure.supervised import SUPERVISED_TASKS
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
-from rl.sweeps.results import GNS_TERMS, b_simple_curve, long_results
+from rl.sweeps.results import GNS_TERMS, INDEPENDENT_SPLITS, b_simple_curve, long_results
 from rl.sweeps.settings import tkey
 
 # Runs whose outcome is known: finished, or failed on their own (diverged: did not reach).
@@ -51,9 +52,9 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
     target), of each run's run-averaged B_simple (mean trace_sigma / mean g2 over all its
     measured iterations, until it stopped); ``b_simple_runs`` counts the runs with a finite
     value. Only runs whose rollouts were split along the environment axis count
-    (``gns_split`` "envs"): a run with fewer environments than groups is split in time, its
-    groups are correlated and its B_simple biased low (docs/noise-scale.md). NaN where no
-    such run measured the noise scale.
+    (``gns_split`` "envs"; a supervised run's independent draws, "iid"): a run with fewer
+    environments than groups is split in time, its groups are correlated and its B_simple
+    biased low (docs/noise-scale.md). NaN where no such run measured the noise scale.
 
     ``min_seeds``: the fewest seeds at any batch size that reached the target (at its best
     lr); below ``rl.analysis.fit.FEW_SEEDS`` the interval is too narrow (``few_seeds_caveat``).
@@ -66,8 +67,8 @@ def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float 
     settled = df[df["status"].isin(_SETTLED)].copy()
     unsettled = df[~df["status"].isin(_SETTLED)]
     if "gns_split" in settled:  # (tables written before the column: every run counts)
-        settled.loc[settled["gns_split"] != "envs", [f"b_simple_{t}" for t in GNS_TERMS]] = \
-            math.nan
+        settled.loc[~settled["gns_split"].isin(INDEPENDENT_SPLITS),
+                    [f"b_simple_{t}" for t in GNS_TERMS]] = math.nan
     long = long_results(settled)
     extra = [*[f"b_simple_{t}" for t in GNS_TERMS], "b_simple_runs", "min_seeds", "runs_used",
              "runs_unsettled"]
@@ -95,6 +96,14 @@ def _fit_object(row: Mapping[str, Any]):
     return CriticalBatchFit(ok, "ok" if ok else "failed", str(row["reason"]),
                             s_min=float(row["s_min"]), e_min=float(row["e_min"]),
                             b_crit=float(row["b_crit"]))
+
+
+def units(env: str) -> dict[str, str]:
+    """How a sweep of ``env`` counts: B and E, S, the progress measure (a supervised task's:
+    examples, optimizer steps, its progress score; docs/sweeps.md)."""
+    if env in SUPERVISED_TASKS:
+        return dict(batch="examples", steps="optimizer steps", target="progress score")
+    return dict(batch="agent steps", steps="PPO iterations", target="return")
 
 
 def _slug(text: str) -> str:
@@ -127,8 +136,9 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
             ci = f": no measured B_crit, a bound: B_crit {row['bound']} {row['b_crit_bound']:.3g}"
         else:
             ci = f" -- no fit: {str(row['reason'])[:90]}"
-        fig.suptitle(f"{row['env']}, target return {row['target']:g}: B in agent steps, "
-                     f"S in PPO iterations{ci}", fontsize=10)
+        u = units(str(row["env"]))
+        fig.suptitle(f"{row['env']}, target {u['target']} {row['target']:g}: B in "
+                     f"{u['batch']}, S in {u['steps']}{ci}", fontsize=10)
         fig.tight_layout()
         path = Path(out) / f"fit_{_slug(str(row['env']))}_{tkey(row['target'])}.png"
         save_figure(fig, path, dpi=90)
@@ -179,6 +189,7 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
         if not any(len(c[t]) for _, c in curves for t in GNS_TERMS):
             continue
         bs = [b for b, _ in curves]
+        u = units(str(env))
         norm = LogNorm(min(bs), max(bs) if max(bs) > min(bs) else min(bs) * 2)
         cmap = colormaps["viridis"]
         fig = Figure(figsize=(15, 4.5), layout="constrained")
@@ -192,11 +203,12 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
                     ax.plot(d["return_recent"], d["b_simple"], color=cmap(norm(b)), lw=0.8,
                             alpha=0.8)
             ax.set_yscale("log")
-            ax.set_xlabel("return_recent (mean of the last games)")
-            ax.set_ylabel(f"B_simple, {term} loss (agent steps)")
+            ax.set_xlabel("return_recent (mean of the last games)" if u["target"] == "return"
+                          else f"{u['target']} (return_recent)")
+            ax.set_ylabel(f"B_simple, {term} loss ({u['batch']})")
             ax.set_title(f"{term}", fontsize=9)
         sm = ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=list(axes), label="rollout batch size B (agent steps)")
+        fig.colorbar(sm, ax=list(axes), label=f"batch size B ({u['batch']})")
         fig.suptitle(f"{env}: noise scale against return (EMA, or ratio of window means)",
                      fontsize=10)
         path = Path(plot_dir or out) / f"b_simple_{_slug(str(env))}.png"

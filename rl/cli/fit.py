@@ -17,6 +17,7 @@ from rl.analysis.sweep_fits import (
     plot_b_simple,
     plot_fits,
     remove_stale_fit_plots,
+    units,
 )
 from rl.cli.output import console, print_table
 from rl.cli.sweep import print_pbt
@@ -135,14 +136,16 @@ def fit_notes(fits: pd.DataFrame) -> list[str]:
                 f"[yellow]fragile[/] at {where}: leaving one batch size out moves B_crit "
                 f"outside its interval ({row['b_crit_leave_one_out']}).")
     for env, rows in fits.groupby("env", sort=True):
-        edges = sorted({e for e in rows["lr_at_edge"].fillna("") if e})
+        edges = [f"target {float(t):g}: {e}" for t, e in
+                 zip(rows["target"], rows["lr_at_edge"].fillna(""), strict=True) if e]
         if rows["lr_untuned"].astype(bool).any():
             notes.append(f"[yellow]note:[/] {env}: one learning rate per batch size: S is not "
                          "at each batch size's best lr (the definition of B_crit), which biases "
                          "it low; give lrs a grid (docs/sweeps.md).")
         elif edges:
-            notes.append(f"[yellow]note:[/] {env}: the best lr sits at the edge of its grid at "
-                         f"batch sizes {'; '.join(edges)}: extend the grid there.")
+            notes.append(f"[yellow]note:[/] {env}: the best lr sits at the edge of its grid "
+                         f"(batch sizes, and which edge) at {'; '.join(edges)}: extend the grid "
+                         "there.")
         seeds = rows.loc[rows["ok"].astype(bool), "min_seeds"]
         if len(seeds) and (caveat := few_seeds_caveat(seeds.min())):
             notes.append(f"[yellow]note:[/] {env}: seed-only interval: {caveat}.")
@@ -177,8 +180,9 @@ def cmd_fit(args) -> int:
 
     level = f"{args.ci:.0%}"
     print_table(fit_summary_table(fits), title=f"critical batch size, {sweep_dir}")
+    u = units(str(fits["env"].iloc[0]))
     console.print(
-        "Units: B_crit, E_min and B_simple in agent steps; S_min in PPO iterations. B_crit: "
+        f"Units: B_crit, E_min and B_simple in {u['batch']}; S_min in {u['steps']}. B_crit: "
         "a number only where at least 2 batch sizes lie at or above it and 2 below, else a "
         f"bound ('>='/'<='). Interval: {level} profile interval from the fit's residuals "
         "(seed scatter and lack of fit alike; inf = unbounded above); seed-only: resampling "

@@ -37,7 +37,7 @@ from rl.sweeps.spec import load_spec, parse_spec, plan_runs, stored_spec, tomlli
 from rl.sweeps.state import UNTRAINED_FLOOR_FILE
 
 # Flags that carry a list: comma-separated values.
-_LIST_FLAGS = ("env", "num_envs", "num_steps", "lrs", "targets")
+_LIST_FLAGS = ("env", "num_envs", "num_steps", "lrs", "targets", "batch_sizes")
 
 
 def _literal(text: str) -> Any:
@@ -85,7 +85,7 @@ def spec_overrides(args: argparse.Namespace) -> dict[str, Any]:
         raw["retry_failed"] = True
     if args.allow_target_below_floor:
         raw["allow_target_below_floor"] = True
-    for table in ("ppo", "train"):
+    for table in ("ppo", "train", "supervised"):
         values = _key_values(getattr(args, table), f"--{table}")
         if values:
             raw[table] = values
@@ -148,7 +148,7 @@ def cmd_sweep(args) -> int:
     if args.dry_run:
         plans = plan_runs(spec)
         console.print(f"{len(plans)} runs into {Path(spec.out).resolve()} (dry run: nothing "
-                      "started); B in agent steps")
+                      f"started); B in {'examples' if spec.is_supervised else 'agent steps'}")
 
         print_table(pd.DataFrame([dict(run=p.name, env=p.env, B=p.rollout_batch_size,
                                        num_envs=p.num_envs, num_steps=p.num_steps, lr=p.lr,
@@ -171,16 +171,18 @@ def cmd_sweep(args) -> int:
 
     table = run_sweep(spec, log=log, choose_lr=choose_best_lrs)
     prefix = "iterations_to_target_"
+    terms = ["b_simple_total"] if spec.is_supervised else ["b_simple_policy", "b_simple_value"]
     shown = table[["run", "status", "iterations", "final_return_recent",
-                   *[c for c in table.columns if c.startswith(prefix)],
-                   "b_simple_policy", "b_simple_value"]]
+                   *[c for c in table.columns if c.startswith(prefix)], *terms]]
     shown = shown.rename(columns={
-        "final_return_recent": "return", "b_simple_policy": "B_simple pol",
-        "b_simple_value": "B_simple val",
+        "final_return_recent": "score" if spec.is_supervised else "return",
+        "b_simple_policy": "B_simple pol", "b_simple_value": "B_simple val",
+        "b_simple_total": "B_simple",
         **{c: f"iters to {c[len(prefix):]}" for c in shown.columns if c.startswith(prefix)},
     })
-    print_table(shown, title=f"sweep {spec.out} (iters = PPO iterations; B_simple in agent "
-                "steps, run-averaged)")
+    units = ("iters = optimizer steps; score = the progress score; B_simple in examples"
+             if spec.is_supervised else "iters = PPO iterations; B_simple in agent steps")
+    print_table(shown, title=f"sweep {spec.out} ({units}, run-averaged)")
     console.print(f"results: {Path(spec.out) / 'results.csv'} (and .parquet, results_long.csv)"
                   f"; fit with `rlscale fit {spec.out}`")
     unsettled = table[~table["status"].isin(["finished", "failed"])]
@@ -301,6 +303,12 @@ def add_parser(sub) -> None:
                    help="a PPOConfig override (repeatable), e.g. --ppo num_epochs=10")
     g.add_argument("--train", action="append", metavar="KEY=VALUE",
                    help="a TrainConfig override (repeatable), e.g. --train gns_every=5")
+    g.add_argument("--batch-sizes", dest="batch_sizes",
+                   help="supervised tasks (--env digits-mlp, digits-cnn): the batch sizes in "
+                   "examples, comma-separated (instead of --num-envs / --num-steps)")
+    g.add_argument("--supervised", action="append", metavar="KEY=VALUE",
+                   help="supervised tasks: a SupervisedConfig override (repeatable), e.g. "
+                   "--supervised gns_every=20 (docs/sweeps.md, 'Supervised sweeps')")
     e = p.add_argument_group("execution")
     e.add_argument("--out", help="sweep directory (default results/sweeps/<spec name>)")
     e.add_argument("--parallel", type=int, help="runs at once (default 1)")

@@ -6,9 +6,10 @@ See docs/noise-scale.md for the full description.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -22,21 +23,53 @@ from torch import nn
 from rl.measure.gns import GNSTracker, measure, ratio_interval
 from rl.runs.errors import RunDirError
 from rl.runs.files import atomic_write_json
+from rl.runs.layout import LOCK_FILE
 from rl.runs.storage import RunDir
 
 __all__ = [
     "DATASETS",
+    "PROGRESS",
+    "SUPERVISED_TASKS",
+    "SWEEP_COLUMNS",
     "Dataset",
     "SupervisedConfig",
     "SupervisedResult",
     "build_model",
+    "evaluation_due",
     "load_dataset",
+    "progress_score",
     "ratio_interval",
     "run_supervised",
+    "train_size",
+    "untrained_scores",
 ]
 
 SUMMARY_FILE = "summary.json"
 SEGMENT_FRACTION = 0.25  # start / end B_simple: the first / last quarter of the measurements
+
+SUPERVISED_TASKS: dict[str, dict[str, str]] = {
+    "digits-mlp": {"dataset": "digits", "model": "mlp"},
+    "digits-cnn": {"dataset": "digits", "model": "cnn"},
+}
+"""Supervised tasks a sweep can name as its ``env`` (docs/sweeps.md, "Supervised sweeps"):
+task name -> the SupervisedConfig fields it fixes."""
+
+SWEEP_COLUMNS = ("agent_steps", "return_recent", "episodes_total", "gns/updates_done",
+                 "gns/iid", "gns/total/g2", "gns/total/trace_sigma", "gns/total/b_simple")
+"""Columns of every metrics row that a sweep's results table reads (``rl.sweeps.results``), in
+its units: agent_steps counts the examples trained on (step x batch_size), return_recent is
+the progress score (``PROGRESS``), episodes_total the evaluations so far (a target needs one),
+gns/updates_done the optimizer steps before the row (the warm-up rule, ``rl.measure.warmup``),
+gns/iid = 1 (the groups are independent draws), gns/total/* the noise-scale measurement of the
+training loss (NaN on rows without one). ``iteration`` is the optimizer steps done."""
+
+PROGRESS: dict[str, str] = {
+    "train_loss": "minus the training loss (mean cross-entropy over the whole training split, "
+                  "nats): a target of -0.1 is reached once the training loss is <= 0.1",
+    "test_acc": "the test accuracy (fraction of the test split classified right)",
+}
+"""The progress score of a supervised run (metrics column ``return_recent`` of its rows):
+higher is better, as with a return, so that targets, floors and the fit treat it alike."""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -54,12 +87,15 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    image_shape: tuple[int, int] | None = None
+    """(height, width) when the features are the pixels of a grey-scale image, row by row"""
 
     @property
     def num_features(self) -> int:
         return int(self.x_train.shape[1])
 
 
+@functools.cache
 def _digits() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits  # lazy: slow import, supervised only
 
@@ -72,6 +108,17 @@ def _digits() -> tuple[np.ndarray, np.ndarray]:
 # sklearn's bundled load_wine), register its loader here and add its name to the Literal of
 # SupervisedConfig.dataset.
 DATASETS: dict[str, Callable[[], tuple[np.ndarray, np.ndarray]]] = {"digits": _digits}
+
+# name -> (examples, image shape (height, width) of the features or None): what the sweep
+# checks batch sizes against without loading the data, and what the cnn needs.
+DATASET_SHAPES: dict[str, tuple[int, tuple[int, int] | None]] = {"digits": (1797, (8, 8))}
+
+
+def train_size(name: str, test_fraction: float) -> int:
+    """Examples in the training split of ``name`` (the split of ``load_dataset``: scikit-learn
+    rounds the test split up)."""
+    n = DATASET_SHAPES[name][0]
+    return n - math.ceil(test_fraction * n)
 
 
 def load_dataset(name: str, test_fraction: float, seed: int) -> Dataset:
@@ -101,7 +148,8 @@ def load_dataset(name: str, test_fraction: float, seed: int) -> Dataset:
         return torch.as_tensor(xs, dtype=torch.float32), torch.as_tensor(ys, dtype=torch.int64)
 
     (xtr, ytr), (xte, yte) = tensors(x_tr, y_tr), tensors(x_te, y_te)
-    return Dataset(name, xtr, ytr, xte, yte, num_classes=len(labels))
+    return Dataset(name, xtr, ytr, xte, yte, num_classes=len(labels),
+                   image_shape=DATASET_SHAPES.get(name, (0, None))[1])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -117,10 +165,14 @@ class SupervisedConfig:
     """scikit-learn bundled dataset (no download)"""
     test_fraction: float = 0.2
     """fraction of the examples held out for test accuracy (stratified split)"""
-    model: Literal["mlp", "logreg"] = "mlp"
-    """mlp: features -> hidden -> classes with ReLU; logreg: multinomial logistic regression"""
+    model: Literal["mlp", "logreg", "cnn"] = "mlp"
+    """mlp: features -> hidden -> classes with ReLU; logreg: multinomial logistic regression;
+    cnn: two 3x3 convolutions (the second with stride 2) with ReLU and a linear head, on
+    image datasets"""
     hidden: int = 128
     """hidden units of the mlp"""
+    channels: int = 8
+    """channels of the cnn's first convolution (its second has twice as many)"""
     optimizer: Literal["sgd", "adam"] = "sgd"
     """sgd (with momentum) or adam"""
     lr: float | None = None
@@ -133,6 +185,22 @@ class SupervisedConfig:
     """passes over the training set (reshuffled every epoch)"""
     total_steps: int | None = None
     """optimizer steps to take; overrides epochs when set"""
+    sampling: Literal["epochs", "iid"] = "epochs"
+    """how minibatches are drawn: epochs, shuffled passes over the training split (each ends
+    with a short batch); iid, batch_size examples drawn uniformly with replacement, every
+    batch independently, as the noise-scale theory and measurement assume (a batch gradient's
+    variance is then tr(Sigma) / batch_size at any batch size, also near or above the split's
+    size, where passes would shrink the noise by the finite-population factor)"""
+    progress: Literal["train_loss", "test_acc"] = "train_loss"
+    """the progress score that target is compared with (higher is better): train_loss is minus
+    the training loss, test_acc the test accuracy"""
+    target: float | None = None
+    """stop at the first evaluation whose progress score is >= this (none: run every step)"""
+    eval_per_octave: int | None = None
+    """extra evaluations of the loss and accuracy between noise-scale measurements: at every
+    step below this count, then this many per doubling of the step count (relative spacing at
+    most 1 / this, so steps to a target are resolved to that fraction); none: only at the
+    measurements"""
     gns_groups: int = 16
     """K: groups per noise-scale measurement (big batch = K x group size)"""
     gns_group_size: int = 32
@@ -155,10 +223,10 @@ class SupervisedConfig:
             if value is None or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
-        for name in ("hidden", "batch_size", "epochs", "gns_group_size", "gns_every",
-                     "gns_window"):
+        for name in ("hidden", "channels", "batch_size", "epochs", "gns_group_size",
+                     "gns_every", "gns_window"):
             positive(name)
-        for name in ("total_steps", "threads"):
+        for name in ("total_steps", "threads", "eval_per_octave"):
             if getattr(self, name) is not None:
                 positive(name)
         if self.dataset not in DATASETS:
@@ -177,6 +245,14 @@ class SupervisedConfig:
             raise ValueError(f"momentum must be >= 0 (0: plain sgd), got {self.momentum}")
         if self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
+        if self.progress not in PROGRESS:
+            raise ValueError(f"progress must be one of {', '.join(PROGRESS)}, got "
+                             f"{self.progress!r}")
+        if self.target is not None and not math.isfinite(self.target):
+            raise ValueError(f"target must be a finite number or none, got {self.target!r}")
+        if self.model == "cnn" and DATASET_SHAPES[self.dataset][1] is None:
+            raise ValueError(f"the cnn needs an image dataset; {self.dataset} has no image shape "
+                             "(use model mlp or logreg)")
 
     @property
     def learning_rate(self) -> float:
@@ -190,8 +266,13 @@ class SupervisedConfig:
 # ---------------------------------------------------------------------------------------------
 
 
-def build_model(cfg: SupervisedConfig, num_features: int, num_classes: int) -> nn.Module:
-    """The classifier of ``cfg.model``, initialized from ``cfg.seed`` (global RNG untouched)."""
+def build_model(cfg: SupervisedConfig, num_features: int, num_classes: int,
+                image_shape: tuple[int, int] | None = None) -> nn.Module:
+    """The classifier of ``cfg.model``, initialized from ``cfg.seed`` (global RNG untouched).
+
+    The cnn reads the features as one grey-scale image of ``image_shape`` (height, width):
+    conv 3x3 (``channels``, padding 1), ReLU, conv 3x3 stride 2 (2 x ``channels``, padding 1),
+    ReLU, a linear layer to the classes."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         if cfg.model == "mlp":
@@ -200,7 +281,20 @@ def build_model(cfg: SupervisedConfig, num_features: int, num_classes: int) -> n
             )
         if cfg.model == "logreg":
             return nn.Sequential(nn.Linear(num_features, num_classes))
-    raise ValueError(f"unknown model {cfg.model!r}; choose mlp or logreg")
+        if cfg.model == "cnn":
+            if image_shape is None or image_shape[0] * image_shape[1] != num_features:
+                raise ValueError(f"the cnn needs images: {num_features} features are not an "
+                                 f"image of shape {image_shape}")
+            h, w = image_shape
+            c = cfg.channels
+            out_pixels = ((h + 1) // 2) * ((w + 1) // 2)
+            return nn.Sequential(
+                nn.Unflatten(1, (1, h, w)),
+                nn.Conv2d(1, c, 3, padding=1), nn.ReLU(),
+                nn.Conv2d(c, 2 * c, 3, stride=2, padding=1), nn.ReLU(),
+                nn.Flatten(), nn.Linear(2 * c * out_pixels, num_classes),
+            )
+    raise ValueError(f"unknown model {cfg.model!r}; choose mlp, logreg or cnn")
 
 
 def _build_optimizer(cfg: SupervisedConfig, model: nn.Module) -> torch.optim.Optimizer:
@@ -225,6 +319,27 @@ def _evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[float
     return loss, acc
 
 
+def progress_score(progress: str, train_loss: float, test_acc: float) -> float:
+    """The progress score (``PROGRESS``) of an evaluation: higher is better."""
+    return -train_loss if progress == "train_loss" else test_acc
+
+
+def untrained_scores(cfg: SupervisedConfig, seeds: Sequence[int]) -> np.ndarray:
+    """The progress score of ``cfg``'s network at initialization, one per seed: each seed's
+    own split and initialization, as a run with that seed starts (the untrained floor of a
+    supervised sweep's targets, docs/sweeps.md)."""
+    scores = []
+    for seed in seeds:
+        c = dataclasses.replace(cfg, seed=int(seed))
+        data = load_dataset(c.dataset, c.test_fraction, c.seed)
+        model = build_model(c, data.num_features, data.num_classes, data.image_shape)
+        model.eval()
+        train_loss, _ = _evaluate(model, data.x_train, data.y_train)
+        _, test_acc = _evaluate(model, data.x_test, data.y_test)
+        scores.append(progress_score(c.progress, train_loss, test_acc))
+    return np.asarray(scores, dtype=float)
+
+
 # ---------------------------------------------------------------------------------------------
 # The run
 # ---------------------------------------------------------------------------------------------
@@ -242,7 +357,9 @@ class SupervisedResult:
 
 
 def _check_out_dir(out_dir: Path) -> None:
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+    # The lock file alone is no run: a sweep holds the run's lock while it starts it.
+    if out_dir.exists() and (not out_dir.is_dir() or any(
+            e.name != LOCK_FILE for e in out_dir.iterdir())):
         raise RunDirError(
             f"output directory {out_dir} already exists and is not empty (it may hold an "
             "earlier run); refusing to overwrite it. Choose a new --out directory."
@@ -259,19 +376,22 @@ def run_supervised(
 
     Args:
         cfg: the run's settings.
-        out_dir: if given, a new or empty directory that receives ``config.json``,
-            ``metrics.jsonl`` (one row per measurement, appended as the run goes),
-            ``summary.json`` and ``status.json``. An existing non-empty directory is refused
-            (``rl.runs.errors.RunDirError``, a ValueError) before anything is trained.
-        progress: called as ``progress(steps_done, total_steps)`` after each measurement.
+        out_dir: if given, a new or empty directory (its lock file aside) that receives
+            ``config.json``, ``metrics.jsonl`` (one row per evaluation, appended as the run
+            goes), ``summary.json`` and ``status.json``. An existing non-empty directory is
+            refused (``rl.runs.errors.RunDirError``, a ValueError) before anything is trained.
+        progress: called as ``progress(steps_done, total_steps)`` after each row.
 
     Returns:
-        ``SupervisedResult(summary, metrics, out_dir, model)``. Metrics columns: step, epoch,
+        ``SupervisedResult(summary, metrics, out_dir, model)``. One metrics row per
+        evaluation: at each noise-scale measurement (every ``gns_every`` steps), at the last
+        step, and at the extra evaluations of ``eval_per_octave``. Columns: step, epoch,
         samples (examples trained on), batch_loss (mean minibatch loss since the previous
-        row), train_loss and test_loss (full splits, at the measured parameters), test_acc,
+        row), train_loss and test_loss (full splits, at the row's parameters), test_acc,
         g2, trace_sigma, b_simple (this measurement alone: noisy, may be negative or nan),
         b_simple_ema, b_simple_mean with b_simple_lower/b_simple_upper (running mean over
-        the last ``gns_window`` measurements, Fieller 95%), small_sq_norm, big_sq_norm.
+        the last ``gns_window`` measurements, Fieller 95%), small_sq_norm, big_sq_norm (NaN on
+        rows without a measurement); and the columns a sweep reads (``SWEEP_COLUMNS``).
     """
     run_dir = None
     if out_dir is not None:
@@ -284,16 +404,32 @@ def run_supervised(
         torch.set_num_threads(cfg.threads)
     try:
         summary, metrics, model = _train(cfg, run_dir, progress)
+        if run_dir is not None:
+            atomic_write_json(run_dir.path / SUMMARY_FILE, summary)
+            run_dir.mark_finished(summary["steps"], summary["steps"] * cfg.batch_size,
+                                  message="" if cfg.target is None else "reached target"
+                                  if summary["reached_target"] else "budget spent")
     except BaseException as exc:
         if run_dir is not None:
             run_dir.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     finally:
         torch.set_num_threads(threads)
-    if run_dir is not None:
-        atomic_write_json(run_dir.path / SUMMARY_FILE, summary)
-        run_dir.mark_finished(summary["steps"], summary["steps"] * cfg.batch_size)
+        if run_dir is not None:
+            run_dir.close()
     return SupervisedResult(summary, metrics, None if run_dir is None else run_dir.path, model)
+
+
+def evaluation_due(step: int, per_octave: int | None) -> bool:
+    """Whether ``eval_per_octave`` asks for an evaluation after ``step`` optimizer steps: every
+    step below ``per_octave``, then every 2^k steps between per_octave 2^k and
+    per_octave 2^(k+1) (``per_octave`` evaluations per doubling of the steps)."""
+    if per_octave is None:
+        return False
+    if step < per_octave:
+        return True
+    spacing = 1 << int(math.floor(math.log2(step / per_octave)))
+    return step % spacing == 0
 
 
 def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
@@ -302,16 +438,23 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
     n_train = int(data.x_train.shape[0])
     steps_per_epoch = math.ceil(n_train / cfg.batch_size)
     total_steps = cfg.total_steps or cfg.epochs * steps_per_epoch
-    model = build_model(cfg, data.num_features, data.num_classes)
+    model = build_model(cfg, data.num_features, data.num_classes, data.image_shape)
     model.train()
     optimizer = _build_optimizer(cfg, model)
     shuffle_gen, gns_gen = _generators(cfg.seed)
-    recorder = _Recorder(cfg, data, model, gns_gen, steps_per_epoch, total_steps, run_dir,
-                         progress)
-    batches = _shuffled_batches(n_train, cfg.batch_size, shuffle_gen)
+    iid = cfg.sampling == "iid"
+    recorder = _Recorder(cfg, data, model, gns_gen, n_train / cfg.batch_size if iid
+                         else steps_per_epoch, total_steps, run_dir, progress)
+    batches = (_iid_batches if iid else _shuffled_batches)(n_train, cfg.batch_size,
+                                                             shuffle_gen)
+    reached, steps = False, total_steps
     for step in range(total_steps + 1):
-        if step % cfg.gns_every == 0 or step == total_steps:
-            recorder.record(step)
+        measure = step % cfg.gns_every == 0 or step == total_steps
+        if measure or evaluation_due(step, cfg.eval_per_octave):
+            score = recorder.record(step, measure)
+            if cfg.target is not None and score >= cfg.target:
+                reached, steps = True, step
+                break
         if step == total_steps:
             break
         recorder.pending_losses.append(_sgd_step(model, optimizer, data, next(batches), step))
@@ -326,8 +469,12 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
         "num_train": n_train,
         "num_test": int(data.x_test.shape[0]),
         "num_parameters": sum(p.numel() for p in model.parameters()),
-        "steps": total_steps,
-        "epochs": total_steps / steps_per_epoch,
+        "steps": steps,
+        "epochs": steps * cfg.batch_size / n_train if iid else steps / steps_per_epoch,
+        "progress": cfg.progress,
+        "target": cfg.target,
+        "reached_target": reached,
+        "final_score": recorder.rows[-1]["return_recent"],
         "initial_train_loss": recorder.rows[0]["train_loss"],
         "final_train_loss": recorder.rows[-1]["train_loss"],
         "final_test_loss": recorder.rows[-1]["test_loss"],
@@ -355,6 +502,13 @@ def _shuffled_batches(n_train: int, batch_size: int, gen: torch.Generator):
         cursor += batch_size
 
 
+def _iid_batches(n_train: int, batch_size: int, gen: torch.Generator):
+    """Minibatch indices without end: each ``batch_size`` indices drawn uniformly with
+    replacement, independently of every other batch."""
+    while True:
+        yield torch.randint(n_train, (batch_size,), generator=gen)
+
+
 def _sgd_step(model: nn.Module, optimizer: torch.optim.Optimizer, data: Dataset,
               idx: torch.Tensor, step: int) -> float:
     """One optimizer step on the examples ``idx``; returns the minibatch loss."""
@@ -379,24 +533,29 @@ class _Recorder:
         self.run_dir, self.progress = run_dir, progress
         self.tracker = GNSTracker(beta=cfg.gns_beta, window=cfg.gns_window)
         self.rows: list[dict[str, Any]] = []
+        """one per evaluation, each with the ``SWEEP_COLUMNS``"""
         self.g2: list[float] = []
         self.trace: list[float] = []
         self.pending_losses: list[float] = []
         """minibatch losses since the last row"""
 
-    def record(self, step: int) -> None:
+    def record(self, step: int, measure_noise: bool = True) -> float:
+        """Evaluate (and with ``measure_noise`` measure the noise scale) after ``step``
+        optimizer steps; write the row; return its progress score."""
         cfg, data = self.cfg, self.data
         self.model.eval()
         train_loss, _ = _evaluate(self.model, data.x_train, data.y_train)
         test_loss, test_acc = _evaluate(self.model, data.x_test, data.y_test)
         self.model.train()
-        idx = torch.randint(int(data.x_train.shape[0]), (cfg.gns_groups, cfg.gns_group_size),
-                            generator=self.gen)
-        groups = [(data.x_train[i], data.y_train[i]) for i in idx]
-        sample = measure(self.model, batch_loss, groups, group_size=cfg.gns_group_size)
-        self.tracker.update(sample)
-        self.g2.append(sample.g2)
-        self.trace.append(sample.trace_sigma)
+        sample = None
+        if measure_noise:
+            idx = torch.randint(int(data.x_train.shape[0]),
+                                (cfg.gns_groups, cfg.gns_group_size), generator=self.gen)
+            groups = [(data.x_train[i], data.y_train[i]) for i in idx]
+            sample = measure(self.model, batch_loss, groups, group_size=cfg.gns_group_size)
+            self.tracker.update(sample)
+            self.g2.append(sample.g2)
+            self.trace.append(sample.trace_sigma)
         row = self._row(step, train_loss, test_loss, test_acc, sample)
         self.pending_losses.clear()
         self.rows.append(row)
@@ -405,12 +564,12 @@ class _Recorder:
             self.run_dir.mark_running(step, step * cfg.batch_size)
         if self.progress is not None:
             self.progress(step, self.total_steps)
+        return row["return_recent"]
 
     def _row(self, step: int, train_loss: float, test_loss: float, test_acc: float,
              sample) -> dict[str, Any]:
-        _, lower, upper = self.tracker.b_simple_interval()
         pending = self.pending_losses
-        return {
+        row: dict[str, Any] = {
             "iteration": step,
             "step": step,
             "epoch": step / self.steps_per_epoch,
@@ -419,16 +578,31 @@ class _Recorder:
             "train_loss": train_loss,
             "test_loss": test_loss,
             "test_acc": test_acc,
-            "g2": sample.g2,
-            "trace_sigma": sample.trace_sigma,
-            "b_simple": sample.b_simple,
-            "b_simple_ema": self.tracker.ema_b_simple,
-            "b_simple_mean": self.tracker.mean_b_simple,
-            "b_simple_lower": lower,
-            "b_simple_upper": upper,
-            "small_sq_norm": sample.small_sq_norm,
-            "big_sq_norm": sample.big_sq_norm,
         }
+        nan = math.nan
+        if sample is None:
+            row.update(g2=nan, trace_sigma=nan, b_simple=nan, b_simple_ema=nan,
+                       b_simple_mean=nan, b_simple_lower=nan, b_simple_upper=nan,
+                       small_sq_norm=nan, big_sq_norm=nan)
+        else:
+            _, lower, upper = self.tracker.b_simple_interval()
+            row.update(g2=sample.g2, trace_sigma=sample.trace_sigma, b_simple=sample.b_simple,
+                       b_simple_ema=self.tracker.ema_b_simple,
+                       b_simple_mean=self.tracker.mean_b_simple, b_simple_lower=lower,
+                       b_simple_upper=upper, small_sq_norm=sample.small_sq_norm,
+                       big_sq_norm=sample.big_sq_norm)
+        score = progress_score(self.cfg.progress, train_loss, test_acc)
+        row.update({
+            "agent_steps": step * self.cfg.batch_size,
+            "return_recent": score,
+            "episodes_total": len(self.rows) + 1,
+            "gns/updates_done": step,
+            "gns/iid": 1,
+            "gns/total/g2": row["g2"],
+            "gns/total/trace_sigma": row["trace_sigma"],
+            "gns/total/b_simple": row["b_simple"],
+        })
+        return row
 
 
 def _noise_summary(cfg: SupervisedConfig, g2: np.ndarray, trace: np.ndarray) -> dict[str, Any]:

@@ -10,12 +10,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-__all__ = ["WARMUP_ITERATIONS", "after_warmup", "counted_measurements", "counted_rows"]
+__all__ = ["UPDATES_COLUMN", "WARMUP_ITERATIONS", "after_warmup", "counted_measurements",
+           "counted_rows"]
 
 WARMUP_ITERATIONS = 10
 """PPO updates a run must have done before one of its noise-scale measurements counts
-toward any average. Counted in training progress, not in measurements, so that it means the
-same at any ``gns_every``."""
+toward any average (a supervised run: optimizer steps). Counted in training progress, not in
+measurements, so that it means the same at any ``gns_every``."""
+
+UPDATES_COLUMN = "gns/updates_done"
+"""Metrics column of the updates done before a row's measurement, where the rows carry it (a
+supervised run's rows: its optimizer steps); PPO rows leave it out (``iteration`` - 1)."""
 
 
 def after_warmup(updates_done: int) -> bool:
@@ -28,17 +33,22 @@ def after_warmup(updates_done: int) -> bool:
 
 
 def counted_rows(metrics: pd.DataFrame) -> np.ndarray:
-    """Boolean mask of the metrics rows whose measurement (if any) counts toward averages.
+    """Boolean mask of the metrics rows whose measurement (if any) counts toward averages:
+    ``UPDATES_COLUMN`` >= ``WARMUP_ITERATIONS`` where the rows carry that column, else
+    ``iteration`` - 1 >= it (a PPO row's measurement comes before its iteration's update).
 
     Raises:
-        ValueError: if the metrics have no ``iteration`` column (the rule needs it).
+        ValueError: if the metrics have neither column (the rule needs one).
     """
-    if "iteration" not in metrics:
+    if UPDATES_COLUMN in metrics:
+        updates = pd.to_numeric(metrics[UPDATES_COLUMN], errors="coerce").to_numpy(float)
+    elif "iteration" in metrics:
+        updates = pd.to_numeric(metrics["iteration"], errors="coerce").to_numpy(float) - 1
+    else:
         raise ValueError("the metrics have no iteration column: the warm-up rule counts PPO "
                          "iterations (docs/noise-scale.md, 'Warm-up')")
-    iteration = pd.to_numeric(metrics["iteration"], errors="coerce").to_numpy(float)
     with np.errstate(invalid="ignore"):
-        return iteration - 1 >= WARMUP_ITERATIONS
+        return updates >= WARMUP_ITERATIONS
 
 
 def counted_measurements(metrics: pd.DataFrame, term: str) -> pd.DataFrame:

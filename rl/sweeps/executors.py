@@ -21,6 +21,7 @@ from typing import Any
 import pandas as pd
 import torch
 
+from rl.measure.supervised import run_supervised
 from rl.runs.lock import clear_run_dir, lock_run_dir
 from rl.runs.storage import RunDir
 from rl.sweeps.pbt import run_pbt
@@ -29,6 +30,7 @@ from rl.sweeps.results import results_table, run_row, write_results
 from rl.sweeps.settings import SweepSpec, SweepStateError
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import RunPlan, append_event, classify_run, write_sweep_state
+from rl.train.config import TrainResult
 from rl.train.launch import train
 
 __all__ = ["LocalExecutor", "RayExecutor", "check_plans", "make_executor", "run_one",
@@ -54,9 +56,10 @@ def _sweep_dir(plan: RunPlan) -> Path:
 def _prepare_run_dir(plan: RunPlan, action: str) -> int:
     """Make the run directory ready for ``action``; returns the iteration it resumes from.
 
-    The caller holds the run's lock."""
+    A supervised run (seconds long, no checkpoints) always starts over. The caller holds the
+    run's lock."""
     path = Path(plan.run_dir)
-    if action == "new":
+    if action == "new" or plan.supervised:
         # No config.json: whatever is there is a start cut short before the run existed.
         clear_run_dir(path)
         return 0
@@ -99,10 +102,9 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
         start_at = _prepare_run_dir(plan, action)
         append_event(_sweep_dir(plan), action if action == "resume" else "start",
                      run=plan.name, from_iteration=start_at)
-        cfg, ppo = plan.configs(resume=action == "resume")
         t0 = time.perf_counter()
         try:
-            result = train(cfg, ppo, quiet=True)
+            result = _train_plan(plan, action)
         except Exception as exc:
             summary.update(action=action, status="failed", message=f"{type(exc).__name__}: "
                            f"{exc}", seconds=time.perf_counter() - t0)
@@ -115,6 +117,18 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
             seconds=time.perf_counter() - t0,
         )
     return summary
+
+
+def _train_plan(plan: RunPlan, action: str) -> TrainResult:
+    """Train one run into its prepared directory: PPO (``rl.train.launch.train``), or a
+    supervised run (``rl.measure.supervised.run_supervised``, from step 0)."""
+    if not plan.supervised:
+        cfg, ppo = plan.configs(resume=action == "resume")
+        return train(cfg, ppo, quiet=True)
+    s = run_supervised(plan.supervised_config(), plan.run_dir).summary
+    return TrainResult(Path(plan.run_dir), int(s["steps"]),
+                       int(s["steps"]) * int(s["batch_size"]), float(s["final_score"]),
+                       bool(s["reached_target"]))
 
 
 # --------------------------------------------------------------------------------------
@@ -425,9 +439,11 @@ def _run_plans(spec: SweepSpec, plans: list[RunPlan], actions: dict[str, tuple[s
         append_event(out, "done" if status == "finished" else status, run=plan.name,
                      **{k: summary.get(k) for k in ("action", "message", "iterations",
                                                     "seconds")})
+        steps, score = (("optimizer steps", "score") if plan.supervised else
+                        ("PPO iterations", "return_recent"))
         log(f"[{done}/{len(todo)}] {plan.name}: {status} ({summary.get('action')}), "
-            f"{summary.get('message')}, {_fmt(summary.get('iterations'), '.0f')} PPO "
-            f"iterations, return_recent {_fmt(summary.get('return_recent'))}, "
+            f"{summary.get('message')}, {_fmt(summary.get('iterations'), '.0f')} {steps}, "
+            f"{score} {_fmt(summary.get('return_recent'), '.3g')}, "
             f"{_fmt(summary.get('seconds'))} s")
 
     try:

@@ -29,12 +29,14 @@ from rl.measure.floor import (
     floor_rule,
     untrained_returns,
 )
+from rl.measure.supervised import SUPERVISED_TASKS, SupervisedConfig, untrained_scores
 from rl.sweeps.results import long_results
 from rl.sweeps.settings import (
     SweepSpec,
     SweepSpecError,
     env_settings,
     stage_two_seeds,
+    supervised_settings,
     tkey,
 )
 from rl.sweeps.spec import plan_runs
@@ -76,10 +78,20 @@ class TargetBelowFloorError(SweepSpecError):
 # --------------------------------------------------------------------------------------
 
 
+def _untrained_supervised(spec: SweepSpec, env: str) -> SupervisedConfig:
+    """The settings of a supervised task's untrained networks (its runs' data and model)."""
+    return SupervisedConfig(**supervised_settings(spec, env))
+
+
 def floor_settings(spec: SweepSpec, env: str) -> dict[str, Any]:
     """What the floor of ``env`` depends on: the environment and network the runs use, the
     window of their smoothed return, and how it is measured. A stored floor measured with
-    other settings is measured again."""
+    other settings is measured again. A supervised task's: its data, model and progress."""
+    if spec.is_supervised:
+        c = _untrained_supervised(spec, env)
+        return dict(env=env, dataset=c.dataset, test_fraction=c.test_fraction, model=c.model,
+                    hidden=c.hidden, channels=c.channels, progress=c.progress, window=1,
+                    networks=FLOOR_GAMES, seed=FLOOR_SEED, z=FLOOR_Z)
     cfg = TrainConfig(**{**env_settings(spec, env)[0], "env": env})
     return dict(env=env, preset=spec.preset or preset_for(env), backend=cfg.backend,
                 env_preset=cfg.env_preset, network=cfg.network, window=cfg.return_window,
@@ -89,7 +101,15 @@ def floor_settings(spec: SweepSpec, env: str) -> dict[str, Any]:
 def measure_untrained_floor(spec: SweepSpec, env: str) -> UntrainedFloor:
     """Play ``FLOOR_GAMES`` games of ``env`` with the freshly initialized network of the
     sweep's runs (built as the trainer builds it, seeded with ``FLOOR_SEED``), sampling its
-    policy's actions, and apply ``rl.measure.floor.floor_rule`` (on the CPU)."""
+    policy's actions, and apply ``rl.measure.floor.floor_rule`` (on the CPU).
+
+    A supervised task's floor: the progress score of ``FLOOR_GAMES`` freshly initialized
+    networks (seeds ``FLOOR_SEED`` on, each with its own split, as runs with those seeds start)
+    in place of the games, with a window of 1 evaluation (docs/sweeps.md)."""
+    if spec.is_supervised:
+        scores = untrained_scores(_untrained_supervised(spec, env),
+                                  range(FLOOR_SEED, FLOOR_SEED + FLOOR_GAMES))
+        return floor_rule(scores, 1, z=FLOOR_Z, seed=FLOOR_SEED, num_envs=1)
     cfg = TrainConfig(**{**env_settings(spec, env)[0], "env": env})
     vec = make_env(cfg, FLOOR_ENVS, FLOOR_SEED)
     try:
@@ -114,6 +134,10 @@ def measure_untrained_floor(spec: SweepSpec, env: str) -> UntrainedFloor:
 
 
 def describe_floor(env: str, f: UntrainedFloor) -> str:
+    if env in SUPERVISED_TASKS:
+        return (f"untrained floor of {env}: {f.floor:.4g} (progress score of {f.games} untrained "
+                f"networks: mean {f.mean:.4g}, sd {f.sd:.4g}, skew {f.skew:.2f}; floor = mean + "
+                f"{f.z_eff:.2f} sd)")
     return (f"untrained-play floor of {env}: {f.floor:.4g} (return per game of the untrained "
             f"network over {f.games} games: mean {f.mean:.4g}, sd {f.sd:.4g}, skew {f.skew:.2f}; "
             f"floor = mean + {f.z_eff:.2f} sd / sqrt({f.window}))")
@@ -166,9 +190,10 @@ def targets_below_floor(spec: SweepSpec, floors: dict[str, UntrainedFloor]
 
 def floor_problem(env: str, targets: list[float], f: UntrainedFloor) -> str:
     """One line: the env, its targets below the floor, the floor and its numbers, the fix."""
+    per = "network" if env in SUPERVISED_TASKS else "game"
     return (f"target(s) {', '.join(f'{t:g}' for t in targets)} on {env} at or below the "
             f"untrained-play floor {f.floor:.4g} (an untrained network scores {f.mean:.4g} per "
-            f"game, sd {f.sd:.4g}, over {f.games} games; floor = mean + {f.z_eff:.2f} sd / "
+            f"{per}, sd {f.sd:.4g}, over {f.games} {per}s; floor = mean + {f.z_eff:.2f} sd / "
             f"sqrt({f.window})): raise every target above {f.floor:.4g}, or pass "
             "--allow-target-below-floor (spec key allow_target_below_floor = true) to run them "
             "anyway, recorded in untrained_floor.json")

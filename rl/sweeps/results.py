@@ -54,10 +54,17 @@ def _b_simple(metrics: pd.DataFrame, term: str) -> tuple[float, int]:
     return (float(tr_mean / g2_mean) if g2_mean > 0 else math.nan), len(m)
 
 
+INDEPENDENT_SPLITS = ("envs", "iid")
+"""``gns_split`` values whose groups are independent (their B_simple is not biased low)."""
+
+
 def gns_split(metrics: pd.DataFrame) -> str:
     """How the run's measured rollouts were split into groups: "envs" (independent groups of
     whole environments), "time" (blocks of steps: groups correlated, docs/noise-scale.md),
-    "mixed", or "" (nothing measured)."""
+    "mixed", "iid" (a supervised run: groups of independent draws from the training set), or
+    "" (nothing measured)."""
+    if "gns/iid" in metrics:
+        return "iid"
     if "gns/split_envs" not in metrics:
         return ""
     split = pd.to_numeric(metrics["gns/split_envs"], errors="coerce").dropna()
@@ -71,8 +78,9 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
 
     iterations_to_target_{t}: the first iteration whose ``return_recent`` >= t with at
     least ``return_window`` games finished (NaN if never); agent_steps_to_target_{t}: the
-    agent steps at that iteration. b_simple_{term}: see ``_b_simple``; gns_split: see
-    ``gns_split``. status: pending (no
+    agent steps at that iteration. A supervised run's rows (``rl.measure.supervised``):
+    optimizer steps, examples, its progress score and its evaluations, with a window of 1.
+    b_simple_{term}: see ``_b_simple``; gns_split: see ``gns_split``. status: pending (no
     run yet), running (started, not finished: in progress or interrupted by a kill),
     interrupted (stopped by Ctrl-C), finished, failed.
     """
@@ -86,7 +94,7 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
         message="" if status is None else str(status.get("message", "")),
     )
     metrics = load_metrics(path) if (path / "metrics.jsonl").exists() else pd.DataFrame()
-    window = int(plan.train.get("return_window", 20))
+    window = plan.return_window
     if len(metrics) and "return_recent" in metrics:
         last = metrics.iloc[-1]
         row.update(iterations=int(last["iteration"]), agent_steps=int(last["agent_steps"]),

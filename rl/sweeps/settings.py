@@ -2,7 +2,7 @@
 
 ``SweepSpec`` (the validated spec), its errors, the known maximum returns, and the helpers
 that turn a spec into each run's training settings (``env_settings``, ``batch_shapes``,
-``scaled_lr``). See docs/sweeps.md.
+``scaled_lr``; a supervised sweep's: ``supervised_settings``). See docs/sweeps.md.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import envs
+from rl.measure.supervised import SUPERVISED_TASKS
 from rl.train.config import PRESETS, TrainConfig, parse_count, preset_for
 
 # The largest return a game can have, by the rules of the environment (unclipped, per full
@@ -33,7 +34,8 @@ KNOWN_MAX_RETURN: dict[str, tuple[float, str]] = {
 _GYM_IDS = {"CartPole-v1": "CartPole", "Acrobot-v1": "Acrobot", "MountainCar-v0": "MountainCar"}
 
 SPEC_KEYS: dict[str, str] = {
-    "env": "environment name or list of names (see `rlscale envs`)",
+    "env": "environment name or list of names (see `rlscale envs`), or supervised task(s): "
+           f"{', '.join(SUPERVISED_TASKS)}",
     "vary": "which factor of B = num_envs x num_steps varies: num_envs (default) or num_steps",
     "num_envs": "parallel environments: a list when vary = num_envs, else one value",
     "num_steps": "steps per environment per rollout: a list when vary = num_steps, else one",
@@ -64,7 +66,23 @@ SPEC_KEYS: dict[str, str] = {
            "quantile_fraction, resample_probability, metric, synchronous, hyperparams",
     "ppo": "table of PPOConfig overrides",
     "train": "table of TrainConfig overrides",
+    "batch_sizes": "supervised tasks: the batch sizes (examples), instead of num_envs/num_steps",
+    "supervised": "supervised tasks: table of SupervisedConfig overrides",
 }
+
+SUPERVISED_KIND = "supervised"
+"""The kind (``resolve_env``) of a supervised task (``rl.measure.supervised.SUPERVISED_TASKS``)."""
+
+# SupervisedConfig fields the sweep sets for every run: not allowed in [supervised].
+SWEEP_SET_SUPERVISED = {
+    "dataset": "env (the task)", "model": "env (the task)", "batch_size": "batch_sizes",
+    "lr": "lrs", "seed": "seeds", "target": "targets", "total_steps": "budget",
+    "epochs": "budget", "sampling": "(a sweep draws every batch iid, with replacement)",
+}
+
+SUPERVISED_SWEEP_DEFAULTS: dict[str, Any] = {"eval_per_octave": 32}
+"""SupervisedConfig values of a sweep's runs other than the dataclass defaults (the
+``[supervised]`` table overrides them): steps to a target resolved to 1/32 (3%)."""
 
 # TrainConfig fields the sweep sets for every run: not allowed in [train].
 SWEEP_SET_TRAIN = {
@@ -130,9 +148,18 @@ class SweepSpec:
     """Stage 2: seeds in all at each batch size's chosen lr (None: no stage 2)."""
     allow_target_below_floor: bool = False
     """Run targets at or below the untrained-play floor (recorded; default: refused)."""
+    batch_sizes: list[int] = field(default_factory=list)
+    """Supervised tasks: the batch sizes, examples ([] for RL sweeps: num_envs x num_steps)."""
+    supervised: dict[str, Any] = field(default_factory=dict)
+    """Supervised tasks: SupervisedConfig overrides ({} for RL sweeps)."""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @property
+    def is_supervised(self) -> bool:
+        """A sweep of supervised tasks (``SUPERVISED_TASKS``) rather than of environments."""
+        return bool(self.env) and self.env[0] in SUPERVISED_TASKS
 
 
 def tkey(target: float) -> str:
@@ -241,6 +268,8 @@ def resolve_env(name: Any, problems: Problems) -> tuple[str, str] | None:
     if not isinstance(name, str):
         problems.add(f"env must be a name or a list of names, got {name!r}")
         return None
+    if name in SUPERVISED_TASKS:
+        return name, SUPERVISED_KIND
     try:
         entry = envs.resolve(name)
     except ValueError as exc:
@@ -264,7 +293,17 @@ def env_settings(spec: SweepSpec, env: str) -> tuple[dict, dict]:
     return {**train_over, **spec.train}, {**ppo_over, **spec.ppo}
 
 
+def supervised_settings(spec: SweepSpec, env: str) -> dict[str, Any]:
+    """SupervisedConfig kwargs of a supervised task's runs before the per-run values: the
+    sweep's defaults < the task < the ``[supervised]`` table; batches drawn iid."""
+    return {**SUPERVISED_SWEEP_DEFAULTS, **SUPERVISED_TASKS[env], "sampling": "iid",
+            **spec.supervised}
+
+
 def batch_shapes(spec: SweepSpec, train_base: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """(num_envs, num_steps) of each batch size; a supervised sweep's are (B, 1)."""
+    if spec.is_supervised:
+        return [(b, 1) for b in spec.batch_sizes]
     default = TrainConfig(**{k: v for k, v in train_base.items()
                              if k in ("num_envs", "num_steps")})
     envs_ = spec.num_envs or [default.num_envs]

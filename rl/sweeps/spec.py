@@ -19,6 +19,7 @@ try:  # Python 3.11+
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from agents import PPOConfig
+from rl.measure.supervised import SUPERVISED_TASKS, SupervisedConfig
 from rl.sweeps.pbt.config import check_pbt_spec, parse_pbt_table
 from rl.sweeps.pbt.members import plan_members
 from rl.sweeps.settings import (
@@ -27,7 +28,9 @@ from rl.sweeps.settings import (
     LR_RULES,
     SCHEDULERS,
     SPEC_KEYS,
+    SUPERVISED_KIND,
     SWEEP_SET_PPO,
+    SWEEP_SET_SUPERVISED,
     SWEEP_SET_TRAIN,
     Problems,
     SweepSpec,
@@ -45,6 +48,7 @@ from rl.sweeps.settings import (
     resolve_env,
     scaled_lr,
     stage_two_seeds,
+    supervised_settings,
     type_name,
     type_ok,
 )
@@ -59,7 +63,9 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
     close matches), wrong types, empty grids, duplicate values, batch sizes that the PPO
     settings cannot split into minibatches, budgets smaller than a rollout, targets above
     an environment's known maximum return (``KNOWN_MAX_RETURN``), unknown or sweep-set
-    fields in ``[ppo]`` / ``[train]``.
+    fields in ``[ppo]`` / ``[train]``. A sweep of supervised tasks (``batch_sizes`` and a
+    ``[supervised]`` table instead of the batch factors and ``[ppo]`` / ``[train]``):
+    ``_supervised_grid``.
     """
 
     problems = Problems()
@@ -68,11 +74,23 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
     scheduler = _scheduler(raw, problems)
     pbt = scheduler == "pbt"
     env_kinds = _envs(raw, problems)
+    supervised = _supervised_kind(env_kinds, problems)
     preset = _preset(raw, problems)
-    vary, factors = _batch_factors(raw, pbt, problems)
+    if supervised:
+        vary, factors = "num_envs", {"num_envs": [], "num_steps": []}
+        batch_sizes, sup_table = _supervised_grid(raw, pbt, problems)
+    else:
+        vary, factors = _batch_factors(raw, pbt, problems)
+        batch_sizes, sup_table = [], {}
+        for key in ("batch_sizes", "supervised"):
+            if key in raw:
+                problems.add(f"{key} is for supervised tasks ({', '.join(SUPERVISED_TASKS)}); "
+                             "an environment's batch sizes are num_envs x num_steps")
     lrs, lr_rule, base_batch_size = _learning_rates(raw, problems)
     seeds = _seeds(raw, problems)
     targets = _targets(raw, pbt, env_kinds, problems)
+    if supervised:
+        _supervised_targets(targets, sup_table, problems)
     budget = _budget(raw, problems)
     execution = _execution(raw, problems)
     protocol = _protocol(raw, pbt, seeds, lrs, problems)
@@ -85,13 +103,13 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
         num_steps=factors["num_steps"], lrs=lrs, lr_rule=lr_rule,
         base_batch_size=base_batch_size, seeds=seeds, budget=budget, preset=preset,
         ppo=overrides["ppo"], train=overrides["train"], scheduler=scheduler, pbt=pbt_settings,
-        **execution, **protocol,
+        batch_sizes=batch_sizes, supervised=sup_table, **execution, **protocol,
     )
     if pbt and not problems:
         check_pbt_spec(spec, raw, problems.add)
     # Batch sizes and full run configs, only once the pieces are sound.
     if not problems:
-        _check_runs(spec, env_kinds, problems)
+        (_check_supervised_runs if supervised else _check_runs)(spec, env_kinds, problems)
     if problems:
         raise SweepSpecError(problems, source)
     return spec
@@ -139,6 +157,56 @@ def _envs(raw: Mapping[str, Any], problems: Problems) -> dict[str, str]:
             )
         env_kinds[canon] = kind
     return env_kinds
+
+
+def _supervised_kind(env_kinds: Mapping[str, str], problems: Problems) -> bool:
+    """Whether the spec sweeps supervised tasks; a mix with environments is a problem."""
+    kinds = {k == SUPERVISED_KIND for k in env_kinds.values()}
+    if len(kinds) > 1:
+        problems.add(f"env mixes supervised tasks ({', '.join(SUPERVISED_TASKS)}) with "
+                     "environments; sweep them in separate specs (their settings differ)")
+    return kinds == {True}
+
+
+def _supervised_grid(raw: Mapping[str, Any], pbt: bool, problems: Problems
+                     ) -> tuple[list[int], dict[str, Any]]:
+    """(batch_sizes, the [supervised] table) of a supervised sweep; the keys of PPO sweeps
+    are problems."""
+    for key, why in (("vary", "batch_sizes"), ("num_envs", "batch_sizes"),
+                     ("num_steps", "batch_sizes"), ("preset", "the [supervised] table"),
+                     ("ppo", "the [supervised] table"), ("train", "the [supervised] table"),
+                     ("pbt", "a grid")):
+        if key in raw:
+            problems.add(f"{key} does not apply to supervised tasks; use {why}")
+    if pbt:
+        problems.add("scheduler = 'pbt' trains PPO members; a supervised sweep is a grid")
+    batch_sizes: list[int] = []
+    if "batch_sizes" not in raw:
+        problems.add("batch_sizes is missing: give the batch sizes (examples) of the supervised "
+                     "sweep, e.g. batch_sizes = [8, 16, 32, 64, 128, 256, 512, 1024]")
+    else:
+        batch_sizes = list_of(raw, "batch_sizes", lambda v: is_int(v) and v >= 1,
+                              "positive integers", problems) or []
+    table = _override_table(raw, "supervised", SupervisedConfig, SWEEP_SET_SUPERVISED, problems)
+    return batch_sizes, table
+
+
+def _supervised_targets(targets: list[float], table: Mapping[str, Any],
+                        problems: Problems) -> None:
+    """Targets a supervised task's progress score can reach: minus the training loss is
+    below 0, the test accuracy at most 1."""
+    progress = table.get("progress", "train_loss")
+    if progress == "train_loss":
+        bad = [t for t in targets if t >= 0]
+        if bad:
+            problems.add(f"target(s) {', '.join(f'{t:g}' for t in bad)} can never be reached: "
+                         "the progress score is minus the training loss (a target of -0.1 is "
+                         "a training loss of 0.1), so targets are negative")
+    elif progress == "test_acc":
+        bad = [t for t in targets if not 0 < t <= 1]
+        if bad:
+            problems.add(f"target(s) {', '.join(f'{t:g}' for t in bad)} are no test accuracy: "
+                         "with progress = 'test_acc' targets are fractions in (0, 1]")
 
 
 def _preset(raw: Mapping[str, Any], problems: Problems) -> str | None:
@@ -409,6 +477,38 @@ def _check_runs(spec: SweepSpec, env_kinds: Mapping[str, str], problems: Problem
             problems.add(f"batch sizes {duplicates(bs)} occur more than once on {env}")
 
 
+def _supervised_run_config(spec: SweepSpec, env: str, batch_size: int, lr: float, seed: int
+                           ) -> SupervisedConfig:
+    """The SupervisedConfig of one run of a supervised sweep (``supervised_settings`` and the
+    run's values; the budget in examples: budget // batch_size optimizer steps)."""
+    return SupervisedConfig(**{
+        **supervised_settings(spec, env), "batch_size": batch_size, "lr": lr, "seed": seed,
+        "target": max(spec.targets),
+        "total_steps": None if spec.budget is None else max(1, spec.budget // batch_size)})
+
+
+def _check_supervised_runs(spec: SweepSpec, env_kinds: Mapping[str, str],
+                           problems: Problems) -> None:
+    """Build every batch size's SupervisedConfig and validate it (budget, lrs)."""
+    for env in env_kinds:
+        lrs = spec.lrs or [SupervisedConfig().learning_rate]
+        for b in spec.batch_sizes:
+            scaled = [scaled_lr(spec, lr, b) for lr in lrs]
+            try:
+                _supervised_run_config(spec, env, b, scaled[0], spec.seeds[0] if spec.seeds
+                                       else 0)
+            except (TypeError, ValueError) as exc:
+                problems.add(f"batch size {b} on {env}: {exc}")
+            if len(set(scaled)) < len(scaled):
+                problems.add(f"batch size {b} on {env}: the lrs {lrs} give equal learning "
+                             f"rates after the {spec.lr_rule} rule and rounding to 6 digits; "
+                             "use distinct lrs")
+        short = sorted(b for b in spec.batch_sizes if spec.budget is not None and b > spec.budget)
+        if short:
+            problems.add(f"budget {spec.budget} examples is less than one batch of "
+                         f"{', '.join(map(str, short))} on {env}; raise budget")
+
+
 def load_spec(path: str | os.PathLike[str], overrides: Mapping[str, Any] | None = None,
               *, default_out: str | None = None) -> SweepSpec:
     """Read a TOML spec, apply ``overrides`` (e.g. from flags), validate."""
@@ -445,7 +545,7 @@ def merge_spec(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
     by key (and ``pbt.hyperparams`` name by name)."""
     out = dict(base)
     for key, value in over.items():
-        if key in ("ppo", "train", "pbt") and isinstance(value, Mapping) and \
+        if key in ("ppo", "train", "pbt", "supervised") and isinstance(value, Mapping) and \
                 isinstance(out.get(key), Mapping):
             merged = {**out[key], **value}
             old_hp, new_hp = out[key].get("hyperparams"), value.get("hyperparams")
@@ -460,11 +560,14 @@ def merge_spec(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, An
 def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
     """The raw mapping that ``parse_spec`` turns back into ``spec`` (None values dropped)."""
     raw = {k: v for k, v in spec.to_dict().items() if v is not None}
-    for key in ("num_envs", "num_steps"):
+    for key in ("num_envs", "num_steps", "batch_sizes", "supervised"):
         if not raw[key]:
             del raw[key]
     if not raw["lrs"]:
         del raw["lrs"]
+    if spec.is_supervised:
+        for key in ("vary", "ppo", "train", "pbt"):
+            raw.pop(key, None)
     if raw.get("scheduler") == "pbt":
         if not raw["targets"]:
             del raw["targets"]
@@ -496,9 +599,13 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
         best_lrs = read_best_lrs(spec.out)
     plans = []
     for env in spec.env:
-        train_base, ppo_base = env_settings(spec, env)
-        budget = spec.budget or TrainConfig(**train_base).total_agent_steps
-        lrs = sorted(spec.lrs) or [PPOConfig(**ppo_base).learning_rate]
+        if spec.is_supervised:
+            train_base, ppo_base = {}, {}
+            lrs = sorted(spec.lrs) or [SupervisedConfig().learning_rate]
+        else:
+            train_base, ppo_base = env_settings(spec, env)
+            budget = spec.budget or TrainConfig(**train_base).total_agent_steps
+            lrs = sorted(spec.lrs) or [PPOConfig(**ppo_base).learning_rate]
         shapes = sorted(batch_shapes(spec, train_base), key=lambda s: (s[0] * s[1], s))
         for ne, ns in shapes:
             grid = [scaled_lr(spec, lr0, ne * ns) for lr0 in lrs]
@@ -513,8 +620,13 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
             for lr in grid:
                 stage_two = extra if chosen is not None and chosen.lr == lr else []
                 for seed in [*spec.seeds, *stage_two]:
-                    name = run_name(env, ne, ns, lr, seed)
+                    name = run_name(env, ne, ns, lr, seed, supervised=spec.is_supervised)
                     run_dir = str(out / "runs" / name)
+                    if spec.is_supervised:
+                        cfg = _supervised_run_config(spec, env, ne * ns, lr, seed)
+                        plans.append(RunPlan(name, env, ne, ns, lr, seed, run_dir,
+                                             dataclasses.asdict(cfg), {}, kind="supervised"))
+                        continue
                     train = {**train_base, "env": env, "num_envs": ne, "num_steps": ns,
                              "seed": seed, "total_agent_steps": budget,
                              "target_return": max(spec.targets), "run_dir": run_dir,

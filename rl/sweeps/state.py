@@ -19,18 +19,23 @@ from typing import Any
 
 from agents import PPOConfig
 from rl.measure.floor import UntrainedFloor
+from rl.measure.supervised import SupervisedConfig
 from rl.runs.files import atomic_write_json
 from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec
 from rl.train.config import TrainConfig
 
 # Config keys a finished or interrupted run may have stored differently and still count as
-# the same run (where it lives, how often it checkpointed, which device trained it).
+# the same run (where it lives, how often it checkpointed, which device trained it; a
+# supervised run's torch threads).
 SAME_RUN_MAY_DIFFER = ("train.resume", "train.run_dir", "train.device",
-                       "train.checkpoint_every", "train.compile")
+                       "train.checkpoint_every", "train.compile", "threads")
 
 TARGET_KEY = "train.target_return"
 """The stopping target: a finished run serves a plan with a lower one (``serves_lower_target``)."""
+
+SUPERVISED_TARGET_KEY = "target"
+"""A supervised run's stopping target (its config.json is SupervisedConfig's fields)."""
 
 # Status messages of runs that were stopped from outside rather than failed.
 _INTERRUPTED = ("KeyboardInterrupt", "SystemExit")
@@ -38,7 +43,10 @@ _INTERRUPTED = ("KeyboardInterrupt", "SystemExit")
 
 @dataclass(frozen=True)
 class RunPlan:
-    """One run of a sweep: its parameters and its complete configs (plain dicts)."""
+    """One run of a sweep: its parameters and its complete configs (plain dicts).
+
+    A supervised run (``kind`` "supervised") has num_envs = its batch size (examples) and
+    num_steps = 1, ``train`` = its SupervisedConfig keyword arguments and ``ppo`` = {}."""
 
     name: str
     env: str
@@ -48,23 +56,52 @@ class RunPlan:
     seed: int
     run_dir: str
     train: dict[str, Any]
-    """TrainConfig keyword arguments (run_dir, budget and max target included)."""
+    """TrainConfig keyword arguments (run_dir, budget and max target included); a supervised
+    run's SupervisedConfig keyword arguments."""
     ppo: dict[str, Any]
-    """PPOConfig keyword arguments."""
+    """PPOConfig keyword arguments ({} for a supervised run)."""
+    kind: str = "ppo"
+    """ppo (a PPO run, ``rl.train``) or supervised (``rl.measure.supervised``)."""
 
     @property
     def rollout_batch_size(self) -> int:
         return self.num_envs * self.num_steps
 
-    def configs(self, *, resume: bool = False):
-        """(TrainConfig, PPOConfig) of this run."""
+    @property
+    def supervised(self) -> bool:
+        return self.kind == "supervised"
 
+    @property
+    def target(self) -> float | None:
+        """The target the run stops at (None: it trains its whole budget)."""
+        return self.train.get("target" if self.supervised else "target_return")
+
+    @property
+    def return_window(self) -> int:
+        """Evaluations in the progress score a target is compared with (PPO: games in the
+        smoothed return; supervised: 1, each evaluation covers a whole split)."""
+        return 1 if self.supervised else int(self.train.get("return_window", 20))
+
+    def configs(self, *, resume: bool = False):
+        """(TrainConfig, PPOConfig) of this run (a PPO run)."""
+        if self.supervised:
+            raise ValueError(f"{self.name} is a supervised run: use supervised_config()")
         return TrainConfig(**{**self.train, "resume": resume}), PPOConfig(**self.ppo)
+
+    def supervised_config(self) -> SupervisedConfig:
+        """The SupervisedConfig of this run (a supervised run)."""
+        if not self.supervised:
+            raise ValueError(f"{self.name} is a PPO run: use configs()")
+        return SupervisedConfig(**self.train)
 
     def stored_config(self) -> dict[str, Any]:
         """What the trainer writes to config.json for this run (JSON-normalised)."""
-        cfg, ppo = self.configs()
-        config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+        if self.supervised:
+            config = {"kind": "gns-supervised",
+                      **dataclasses.asdict(self.supervised_config())}
+        else:
+            cfg, ppo = self.configs()
+            config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
         return json.loads(json.dumps(config, sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:
@@ -75,9 +112,13 @@ class RunPlan:
         return cls(**d)
 
 
-def run_name(env: str, num_envs: int, num_steps: int, lr: float, seed: int) -> str:
+def run_name(env: str, num_envs: int, num_steps: int, lr: float, seed: int, *,
+             supervised: bool = False) -> str:
+    """``{env}-b{B}-n{num_envs}x{num_steps}-lr{lr}-s{seed}``; a supervised run's has no
+    ``n...`` part (its B is its batch size)."""
     slug = env.replace("/", "_").replace(":", "_")
-    return f"{slug}-b{num_envs * num_steps}-n{num_envs}x{num_steps}-lr{lr:.6g}-s{seed}"
+    shape = "" if supervised else f"-n{num_envs}x{num_steps}"
+    return f"{slug}-b{num_envs * num_steps}{shape}-lr{lr:.6g}-s{seed}"
 
 
 def config_differences(stored: Mapping[str, Any], plan: RunPlan) -> list[str]:
@@ -103,8 +144,9 @@ def serves_lower_target(stored: Mapping[str, Any], plan: RunPlan) -> bool:
     final-checkpoint sharpness cover that longer run). A higher planned target, or none,
     would need training the run did not do.
     """
-    old = (stored.get("train") or {}).get("target_return")
-    new = plan.train.get("target_return")  # a finite number or None (TrainConfig checks it)
+    old = stored.get("target") if plan.supervised else \
+        (stored.get("train") or {}).get("target_return")
+    new = plan.target  # a finite number or None (TrainConfig / SupervisedConfig check it)
     return new is not None and (old is None or (isinstance(old, (int, float)) and new <= old))
 
 
@@ -135,12 +177,13 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     diffs = config_differences(stored, plan)
     status = read_json(path / "status.json")
     state = (status or {}).get("state")
-    if diffs and state == "finished" and all(d.startswith(TARGET_KEY + ":") for d in diffs) \
+    key = SUPERVISED_TARGET_KEY if plan.supervised else TARGET_KEY
+    if diffs and state == "finished" and all(d.startswith(key + ":") for d in diffs) \
             and serves_lower_target(stored, plan):
-        old = stored["train"]["target_return"]
-        return "finished", (f"{status.get('message', '')} (trained with target_return "
+        old = stored["target"] if plan.supervised else stored["train"]["target_return"]
+        return "finished", (f"{status.get('message', '')} (trained with {key.split('.')[-1]} "
                             f"{'none' if old is None else f'{old:g}'}, above the planned "
-                            f"{plan.train['target_return']:g}: reused)").lstrip()
+                            f"{plan.target:g}: reused)").lstrip()
     if diffs:
         return "conflict", "; ".join(diffs)
     if state == "finished":

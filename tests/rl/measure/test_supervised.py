@@ -20,13 +20,17 @@ import torch
 from torch.func import functional_call, grad, vmap
 
 from rl.cli import main
+from rl.measure import supervised
 from rl.measure.gns import measure
 from rl.measure.supervised import (
     SupervisedConfig,
     batch_loss,
+    build_model,
+    evaluation_due,
     load_dataset,
     ratio_interval,
     run_supervised,
+    untrained_scores,
 )
 
 K_SE = 4.0
@@ -170,3 +174,85 @@ def test_cli_run_and_refuse_overwrite(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "refusing to overwrite" in err
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+# ---------------------------------------------------------------------------------------------
+# The supervised side of the critical-batch sweeps: the cnn, iid batches, the evaluation
+# schedule, targets and the columns a sweep reads (docs/sweeps.md, "Supervised sweeps")
+# ---------------------------------------------------------------------------------------------
+
+
+def test_cnn_shape_parameters_and_a_few_steps_of_training():
+    cfg = SupervisedConfig(model="cnn", channels=4, batch_size=64, lr=0.1, total_steps=30,
+                           sampling="iid", gns_every=10)
+    model = build_model(cfg, 64, 10, (8, 8))
+    # conv 1->4 (3x3 + bias), conv 4->8 stride 2 (3x3 + bias), linear 8*4*4 -> 10
+    assert sum(p.numel() for p in model.parameters()) == (9 + 1) * 4 + (4 * 9 + 1) * 8 + \
+        (8 * 16 + 1) * 10
+    assert model(torch.zeros(5, 64)).shape == (5, 10)
+    with pytest.raises(ValueError, match="needs images"):
+        build_model(cfg, 63, 10, (8, 8))
+    result = run_supervised(cfg)
+    assert result.summary["final_train_loss"] < 0.8 * result.summary["initial_train_loss"]
+    assert result.summary["num_parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_iid_batches_draw_every_example_uniformly():
+    # 100 draws per example expected; the counts' chi-square over N - 1 = 1436 degrees of
+    # freedom has mean 1436 and sd sqrt(2 * 1436) = 53.6: allow 5 sd (two-sided 6e-7).
+    n, b = 1437, 1000
+    gen = torch.Generator().manual_seed(0)
+    batches = supervised._iid_batches(n, b, gen)
+    idx = torch.cat([next(batches) for _ in range(n * 100 // b)])
+    assert all(len(next(batches)) == b for _ in range(3))
+    counts = np.bincount(idx.numpy(), minlength=n)
+    expected = len(idx) / n
+    chi2 = float(((counts - expected) ** 2 / expected).sum())
+    assert abs(chi2 - (n - 1)) < 5 * math.sqrt(2 * (n - 1))
+    # A batch larger than the training split is allowed: draws with replacement.
+    assert len(next(supervised._iid_batches(10, 40, gen))) == 40
+
+
+def test_evaluation_schedule_resolves_steps_to_one_part_in_per_octave():
+    per_octave = 32
+    steps = [s for s in range(20_000) if evaluation_due(s, per_octave)]
+    assert steps[:per_octave] == list(range(per_octave))
+    # Between consecutive evaluations s < s', s' <= s (1 + 1/per_octave): the first evaluation
+    # at or after a crossing at step c is at most c / per_octave steps late.
+    gaps = np.diff(steps[per_octave:]) / np.asarray(steps[per_octave:-1])
+    assert max(gaps) <= 1 / per_octave
+    # per_octave evaluations per doubling of the steps.
+    for k in range(1, 9):
+        lo = per_octave * 2 ** k
+        assert sum(lo <= s < 2 * lo for s in steps) == per_octave
+    assert not any(evaluation_due(s, None) for s in range(100))
+
+
+def test_a_target_stops_the_run_at_the_first_evaluation_that_reaches_it():
+    cfg = SupervisedConfig(batch_size=32, lr=0.1, total_steps=2000, sampling="iid",
+                           target=-0.5, eval_per_octave=16, gns_every=10)
+    result = run_supervised(cfg)
+    m, s = result.metrics, result.summary
+    assert s["reached_target"] and s["steps"] == m["step"].iloc[-1] < 2000
+    assert m["train_loss"].iloc[-1] <= 0.5 < m["train_loss"].iloc[:-1].min()
+    assert s["final_score"] == -m["train_loss"].iloc[-1]
+    for col in supervised.SWEEP_COLUMNS:
+        assert col in m, col
+    assert (m["agent_steps"] == m["step"] * 32).all()
+    assert list(m["episodes_total"]) == list(range(1, len(m) + 1))
+    measured = m["step"] % 10 == 0
+    assert m.loc[measured, "gns/total/g2"].notna().all()
+    assert m.loc[~measured, "gns/total/g2"].isna().all()
+    # A target the budget does not reach: the whole budget, not reached.
+    short = run_supervised(SupervisedConfig(total_steps=20, target=-0.01, sampling="iid"))
+    assert not short.summary["reached_target"] and short.summary["steps"] == 20
+
+
+def test_untrained_scores_sit_near_chance():
+    # A freshly initialized classifier's logits are small: its loss is near log(10) = 2.30
+    # (observed 2.30-2.33 over seeds) and its test accuracy near 1/10.
+    loss = untrained_scores(SupervisedConfig(), range(4))
+    acc = untrained_scores(SupervisedConfig(model="cnn", progress="test_acc"), range(4))
+    assert np.all(np.abs(-loss - math.log(10)) < 0.1)
+    assert np.all(acc < 0.3)
+    assert len(set(loss)) == 4  # each seed its own split and initialization

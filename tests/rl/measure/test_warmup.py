@@ -73,3 +73,16 @@ def test_changing_the_rule_changes_every_caller(monkeypatch):
     assert noise_scale_by_segment(m, segments=1)["measurements"].iloc[0] == 20
     with pytest.raises(ValueError, match="after the warm-up"):
         noise_scale_by_segment(transient_run(22), segments=4)
+
+
+def test_rows_that_carry_their_updates_use_them():
+    # A supervised run's rows carry the optimizer steps done before each measurement
+    # (gns/updates_done = the row's iteration); PPO rows measure before their update.
+    rows = pd.DataFrame({"iteration": [0, WARMUP_ITERATIONS - 1, WARMUP_ITERATIONS, 40],
+                         warmup.UPDATES_COLUMN: [0, WARMUP_ITERATIONS - 1, WARMUP_ITERATIONS,
+                                                 40]})
+    assert counted_rows(rows).tolist() == [False, False, True, True]
+    assert counted_rows(rows.drop(columns=warmup.UPDATES_COLUMN)).tolist() == \
+        [False, False, False, True]
+    assert counted_rows(pd.DataFrame({warmup.UPDATES_COLUMN: [3, 12]})).tolist() == \
+        [False, True]
