@@ -196,6 +196,9 @@ class SupervisedConfig:
     the training loss, test_acc the test accuracy"""
     target: float | None = None
     """stop at the first evaluation whose progress score is >= this (none: run every step)"""
+    diverge_factor: float | None = None
+    """stop the run as failed (diverged) once the training loss at an evaluation exceeds this
+    many times its untrained loss: it cannot reach a target any more (none: never)"""
     eval_per_octave: int | None = None
     """extra evaluations of the loss and accuracy between noise-scale measurements: at every
     step below this count, then this many per doubling of the step count (relative spacing at
@@ -250,6 +253,9 @@ class SupervisedConfig:
                              f"{self.progress!r}")
         if self.target is not None and not math.isfinite(self.target):
             raise ValueError(f"target must be a finite number or none, got {self.target!r}")
+        if self.diverge_factor is not None and not self.diverge_factor > 1:
+            raise ValueError(f"diverge_factor must be a number above 1 or none, got "
+                             f"{self.diverge_factor!r}")
         if self.model == "cnn" and DATASET_SHAPES[self.dataset][1] is None:
             raise ValueError(f"the cnn needs an image dataset; {self.dataset} has no image shape "
                              "(use model mlp or logreg)")
@@ -455,6 +461,7 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
             if cfg.target is not None and score >= cfg.target:
                 reached, steps = True, step
                 break
+            _check_diverged(cfg, recorder.rows, step)
         if step == total_steps:
             break
         recorder.pending_losses.append(_sgd_step(model, optimizer, data, next(batches), step))
@@ -483,6 +490,17 @@ def _train(cfg: SupervisedConfig, run_dir: RunDir | None, progress):
         "seconds": time.perf_counter() - started,
     }
     return summary, metrics, model
+
+
+def _check_diverged(cfg: SupervisedConfig, rows: list[dict[str, Any]], step: int) -> None:
+    """RuntimeError once the training loss exceeds ``diverge_factor`` x the untrained loss."""
+    if cfg.diverge_factor is None:
+        return
+    loss, untrained = rows[-1]["train_loss"], rows[0]["train_loss"]
+    if not loss <= cfg.diverge_factor * untrained:  # also NaN
+        raise RuntimeError(f"diverged: training loss {loss:.4g} at step {step}, above "
+                           f"diverge_factor {cfg.diverge_factor:g} x the untrained "
+                           f"{untrained:.4g}")
 
 
 def _generators(seed: int) -> tuple[torch.Generator, torch.Generator]:

@@ -80,9 +80,11 @@ SWEEP_SET_SUPERVISED = {
     "epochs": "budget", "sampling": "(a sweep draws every batch iid, with replacement)",
 }
 
-SUPERVISED_SWEEP_DEFAULTS: dict[str, Any] = {"eval_per_octave": 32}
+SUPERVISED_SWEEP_DEFAULTS: dict[str, Any] = {"eval_per_octave": 32, "diverge_factor": 10.0}
 """SupervisedConfig values of a sweep's runs other than the dataclass defaults (the
-``[supervised]`` table overrides them): steps to a target resolved to 1/32 (3%)."""
+``[supervised]`` table overrides them): steps to a target resolved to 1/32 (3%); a run
+whose training loss passes 10x its untrained loss stops as failed (diverged: at a too large
+lr the loss grows without bound, and without this such a run spends its whole budget)."""
 
 # TrainConfig fields the sweep sets for every run: not allowed in [train].
 SWEEP_SET_TRAIN = {

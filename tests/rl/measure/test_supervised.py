@@ -256,3 +256,14 @@ def test_untrained_scores_sit_near_chance():
     assert np.all(np.abs(-loss - math.log(10)) < 0.1)
     assert np.all(acc < 0.3)
     assert len(set(loss)) == 4  # each seed its own split and initialization
+
+
+def test_a_diverging_run_stops_as_failed():
+    # B = 16 at lr 0.5 (momentum 0.9): the training loss grows past 10 x its untrained 2.3
+    # within a few dozen steps and would grow without bound (observed: 30 nats at step 24).
+    cfg = SupervisedConfig(batch_size=16, lr=0.5, total_steps=3000, sampling="iid",
+                           diverge_factor=10, eval_per_octave=8, target=-0.03)
+    with pytest.raises(RuntimeError, match="diverged: training loss .* above diverge_factor 10"):
+        run_supervised(cfg)
+    with pytest.raises(ValueError, match="diverge_factor"):
+        SupervisedConfig(diverge_factor=0.5)

@@ -72,6 +72,7 @@ def test_plan_names_configs_and_round_trip(tmp_path):
     assert (cfg.model, cfg.batch_size, cfg.lr, cfg.seed) == ("mlp", 16, 0.025, 0)
     assert (cfg.target, cfg.total_steps, cfg.sampling) == (-0.15, 8_000 // 16, "iid")
     assert (cfg.gns_every, cfg.eval_per_octave) == (2, 32)  # table < sweep default
+    assert cfg.diverge_factor == 10.0
     assert first.target == -0.15 and first.return_window == 1 and first.ppo == {}
     with pytest.raises(ValueError, match="supervised run"):
         first.configs()
