@@ -54,6 +54,8 @@ def plan_from_args(args: argparse.Namespace):
         supervised_seed=args.supervised_seed, parallel=args.parallel, device=args.device,
         n_boot=args.n_boot, retry_failed=args.retry_failed,
         sweep_dirs=args.sweep_dirs, noise_dirs=args.noise_dirs,
+        supervised_sweeps=args.supervised_sweeps,
+        supervised_sweep_dirs=args.supervised_sweep_dirs,
     )
     out = args.out or default_out(args.suite if not args.games else None, args.preset)
     return build_plan(suite=args.suite, games=args.games or None, preset=args.preset, out=out,
@@ -132,6 +134,16 @@ def add_study_args(p: argparse.ArgumentParser) -> None:
                    help="leave out the supervised reference run")
     r.add_argument("--supervised-epochs", dest="supervised_epochs", type=_POSITIVE)
     r.add_argument("--supervised-seed", dest="supervised_seed", type=_NONNEGATIVE)
+    r.add_argument("--supervised-sweeps", dest="supervised_sweeps", type=_games,
+                   metavar="TASKS",
+                   help="supervised tasks that get a critical-batch sweep on the preset's grid "
+                   "(docs/sweeps.md, 'Supervised sweeps'): digits-mlp, digits-cnn, "
+                   "comma-separated, all or none (default: the suite's)")
+    r.add_argument("--supervised-sweep-dir", dest="supervised_sweep_dirs", type=_game_dir,
+                   action="append", metavar="TASK=DIR",
+                   help="TASK's supervised sweep is the one stored in DIR (e.g. "
+                   "reference/supervised-sweeps/digits-mlp), with its own settings and targets; "
+                   "fits and plots go to the study's stored/ folder. Repeatable")
     e = p.add_argument_group("execution")
     e.add_argument("--parallel", type=_POSITIVE,
                    help="runs at once (default: cpu-quick all cores, gpu cores / 4)")

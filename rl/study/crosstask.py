@@ -1,5 +1,6 @@
 """B_crit against B_simple across tasks: the ratio per task and loss term, which term
-predicts B_crit best, as a prediction for a task outside the study, and the figure.
+predicts B_crit best, as a prediction for a task outside the study, the ratio of each RL
+task's B_crit to each supervised one's, and the figure.
 
 See docs/study.md ("Across tasks").
 """
@@ -25,8 +26,10 @@ from rl.study.suites import CITED
 
 __all__ = [
     "POINT_COLUMNS",
+    "RL_OVER_SUPERVISED",
     "cited_points",
     "crosstask_rows",
+    "rl_over_supervised",
     "study_points",
     "PREDICTION_CI",
     "RatioPrediction",
@@ -36,12 +39,16 @@ __all__ = [
     "verdict",
 ]
 
-POINT_COLUMNS = ["task", "term", "target", "b_crit", "b_crit_lo", "b_crit_hi", "bound",
+POINT_COLUMNS = ["task", "kind", "term", "target", "b_crit", "b_crit_lo", "b_crit_hi", "bound",
                  "b_crit_bound", "b_simple", "b_simple_lo", "b_simple_hi"]
 """One row per (task, loss term): B_crit at the task's headline target (a measured number
 with its interval, or a bound: ``bound`` '>=' / '<=' and ``b_crit_bound``) and the task's
 run-averaged B_simple of that term with its interval; both in agent steps (supervised
-tasks: examples)."""
+tasks, kind "supervised": examples, the total loss only)."""
+
+RL_OVER_SUPERVISED = "b_crit_over_supervised"
+"""Results-table quantity: an RL task's B_crit (its ``task``) over a supervised task's (its
+``term``), each at its headline target (``rl_over_supervised``)."""
 
 PREDICTION_CI = 0.9
 """Level of the prediction interval of B_crit / B_simple for a new task."""
@@ -66,10 +73,10 @@ def ratio_table(points: pd.DataFrame) -> pd.DataFrame:
     """
     rows = []
     for _, p in points.iterrows():
-        row: dict[str, Any] = dict(task=p["task"], term=p["term"], target=p["target"],
-                                   bound=str(p.get("bound", "") or ""), ratio=math.nan,
-                                   lo=math.nan, hi=math.nan, ratio_bound=math.nan,
-                                   measured=False)
+        row: dict[str, Any] = dict(task=p["task"], kind=p.get("kind", "rl"), term=p["term"],
+                                   target=p["target"], bound=str(p.get("bound", "") or ""),
+                                   ratio=math.nan, lo=math.nan, hi=math.nan,
+                                   ratio_bound=math.nan, measured=False)
         bs = p["b_simple"]
         if _finite_positive(bs):
             if _finite_positive(p["b_crit"]) and not row["bound"]:
@@ -83,8 +90,8 @@ def ratio_table(points: pd.DataFrame) -> pd.DataFrame:
             elif row["bound"] and _finite_positive(p["b_crit_bound"]):
                 row["ratio_bound"] = float(p["b_crit_bound"]) / float(bs)
         rows.append(row)
-    return pd.DataFrame(rows, columns=["task", "term", "target", "ratio", "lo", "hi", "bound",
-                                       "ratio_bound", "measured"])
+    return pd.DataFrame(rows, columns=["task", "kind", "term", "target", "ratio", "lo", "hi",
+                                       "bound", "ratio_bound", "measured"])
 
 
 @dataclass(frozen=True)
@@ -219,9 +226,9 @@ def plot_crosstask(points: pd.DataFrame, cited: pd.DataFrame,
         ax.set_title(f"{term} loss", fontsize=10)
         ax.grid(True, which="major", alpha=0.3)
     axes[0].legend(fontsize=7, loc="upper left", framealpha=0.9)
-    fig.suptitle("B_crit against B_simple across tasks (RL: agent steps; supervised: "
-                 "examples); bars: intervals, arrows: bounds; hollow: McCandlish et al. "
-                 "2018, Table 1", fontsize=9)
+    fig.suptitle("B_crit against B_simple across tasks (RL, circles: agent steps; supervised, "
+                 "squares: examples); bars: intervals, arrows: bounds; hollow: McCandlish et "
+                 "al. 2018, Table 1", fontsize=9)
     fig.tight_layout()
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -246,8 +253,10 @@ def _draw_point(ax: Any, p: pd.Series, color: str, top: float) -> None:
         return
     y = float(p["b_crit"])
     yerr = _err(y, float(p["b_crit_lo"]), float(p["b_crit_hi"]), top)
-    ax.errorbar([bs], [y], xerr=xerr, yerr=yerr, marker="o", color=color, linestyle="none",
-                capsize=3, label=str(p["task"]))
+    supervised = p.get("kind", "rl") == "supervised"
+    ax.errorbar([bs], [y], xerr=xerr, yerr=yerr, marker="s" if supervised else "o",
+                color=color, linestyle="none", capsize=3,
+                label=f"{p['task']} (supervised)" if supervised else str(p["task"]))
 
 
 def _draw_cited(ax: Any, c: pd.Series, top: float) -> None:
@@ -278,11 +287,14 @@ def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:
 
 
 def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame:
-    """``POINT_COLUMNS`` rows of the measured RL tasks of a study's results table: the
-    headline B_crit (measured or a bound) beside the headline B_simple of each term."""
+    """``POINT_COLUMNS`` rows of the measured tasks of a study's results table, RL and
+    supervised (a supervised sweep's B_simple: along its runs at the best lrs): the headline
+    B_crit (measured or a bound) beside the headline B_simple of each term."""
     rows = []
-    measured = df[(df["source"] == "measured") & (df["kind"] == "rl")]
+    measured = df[(df["source"] == "measured") & df["kind"].isin(["rl", "supervised"])
+                  & (df["task"] != ACROSS_TASKS)]
     for task in dict.fromkeys(measured["task"]):
+        kind = str(measured.loc[measured["task"] == task, "kind"].iloc[0])
         bc = headline_b_crit(df, task)
         if bc is None:
             continue
@@ -294,7 +306,7 @@ def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame
             if bs is None:
                 continue
             rows.append(dict(
-                task=task, term=term, target=bc["target"], b_crit=bc["value"],
+                task=task, kind=kind, term=term, target=bc["target"], b_crit=bc["value"],
                 b_crit_lo=bc["lo"], b_crit_hi=bc["hi"], bound=bound[:2] if bound else "",
                 b_crit_bound=(bc["lo"] if bound.startswith(">=") else bc["hi"]) if bound
                 else math.nan,
@@ -309,26 +321,99 @@ def cited_points() -> pd.DataFrame:
                          for task, _, b_crit, b_simple, _, _ in CITED])
 
 
-def crosstask_rows(df: pd.DataFrame, ci: float = PREDICTION_CI) -> list[dict]:
-    """Results-table rows: B_crit / B_simple per task and term, the prediction of the ratio
-    per term, and the verdict (its note)."""
-    ratios = ratio_table(study_points(df))
+def target_words(kind: str, target: float) -> str:
+    """A headline target in words: 'return 200', 'training loss 0.03' (a supervised target is
+    minus the training loss)."""
+    return f"training loss {-target:g}" if kind == "supervised" else f"return {target:g}"
+
+
+def _ends(p: pd.Series) -> tuple[float, float, float]:
+    """(low end, value, high end) of a point's B_crit: its interval, or a bound's open side
+    (0 or inf) with value NaN."""
+    bound = str(p.get("bound", "") or "")
+    if bound == ">=":
+        return float(p["b_crit_bound"]), math.nan, math.inf
+    if bound == "<=":
+        return 0.0, math.nan, float(p["b_crit_bound"])
+    return float(p["b_crit_lo"]), float(p["b_crit"]), float(p["b_crit_hi"])
+
+
+def rl_over_supervised(points: pd.DataFrame) -> pd.DataFrame:
+    """The ratio of each RL task's B_crit to each supervised task's (``study_points`` rows of
+    the total term): value = ratio of the measured numbers (NaN where either is a bound);
+    [lo, hi] = [RL low end / supervised high end, RL high end / supervised low end], which
+    covers the ratio whenever both intervals cover their B_crit, so with probability at least
+    1 - a1 - a2 (two 95% intervals: 90%, by the union bound, dependent or not). A bound's open
+    side enters as 0 or inf, so a lower bound on an RL B_crit gives a lower bound on the
+    ratio. Units: RL agent steps over supervised examples."""
+    tot = points[points["term"] == "total"]
+    rl, sup = tot[tot["kind"] == "rl"], tot[tot["kind"] == "supervised"]
+    rows = []
+    for _, a in rl.iterrows():
+        a_lo, a_v, a_hi = _ends(a)
+        for _, b in sup.iterrows():
+            b_lo, b_v, b_hi = _ends(b)
+            lo = a_lo / b_hi if math.isfinite(b_hi) and b_hi > 0 else 0.0
+            hi = a_hi / b_lo if b_lo > 0 else math.inf
+            value = a_v / b_v if _finite_positive(a_v) and _finite_positive(b_v) else math.nan
+            rows.append(dict(rl=a["task"], supervised=b["task"], rl_target=a["target"],
+                             supervised_target=b["target"], ratio=value, lo=lo, hi=hi,
+                             rl_bound=str(a.get("bound", "") or ""),
+                             supervised_bound=str(b.get("bound", "") or "")))
+    return pd.DataFrame(rows, columns=["rl", "supervised", "rl_target", "supervised_target",
+                                       "ratio", "lo", "hi", "rl_bound", "supervised_bound"])
+
+
+def _ratio_rows(ratios: pd.DataFrame) -> list[dict]:
+    """The b_crit_over_b_simple rows of ``ratio_table``'s measured ratios and bounds."""
     rows = []
     for _, r in ratios.iterrows():
+        kind, at = r["kind"], target_words(r["kind"], r["target"])
         if r["measured"]:
-            note = (f"B_crit at return {r['target']:g} over the run-averaged B_simple; "
-                    "interval from the ends of the two intervals")
-            rows.append(result_row("measured", "rl", r["task"], "b_crit_over_b_simple",
+            note = (f"B_crit at {at} over the run-averaged B_simple; interval from the ends of "
+                    "the two intervals")
+            rows.append(result_row("measured", kind, r["task"], "b_crit_over_b_simple",
                                    r["ratio"], term=r["term"], target=r["target"], lo=r["lo"],
                                    hi=r["hi"], unit="ratio", note=note))
         elif r["bound"] and math.isfinite(r["ratio_bound"]):
             lower = r["bound"] == ">="
             rows.append(result_row(
-                "measured", "rl", r["task"], "b_crit_over_b_simple", math.nan, term=r["term"],
+                "measured", kind, r["task"], "b_crit_over_b_simple", math.nan, term=r["term"],
                 target=r["target"], lo=r["ratio_bound"] if lower else 0.0,
                 hi=math.inf if lower else r["ratio_bound"], unit="ratio",
-                note=f"{'lower' if lower else 'upper'} bound: B_crit is a bound at return "
-                     f"{r['target']:g}"))
+                note=f"{'lower' if lower else 'upper'} bound: B_crit is a bound at {at}"))
+    return rows
+
+
+def _rl_over_supervised_rows(points: pd.DataFrame) -> list[dict]:
+    rows = []
+    for _, r in rl_over_supervised(points).iterrows():
+        bounds = [f"the {w} B_crit is a bound ({b})" for w, b in
+                  (("RL", r["rl_bound"]), ("supervised", r["supervised_bound"])) if b]
+        note = (f"B_crit of {r['rl']} at {target_words('rl', r['rl_target'])} (agent steps) "
+                f"over B_crit of {r['supervised']} at "
+                f"{target_words('supervised', r['supervised_target'])} (examples); interval: "
+                "the ends of the two 95% profile intervals, coverage >= 90% (union bound)"
+                + (f"; {' and '.join(bounds)}: only the interval's ends mean anything"
+                   if bounds else ""))
+        rows.append(result_row("measured", "rl", r["rl"], RL_OVER_SUPERVISED, r["ratio"],
+                               term=r["supervised"], target=r["rl_target"], lo=r["lo"],
+                               hi=r["hi"], unit="ratio", note=note))
+    return rows
+
+
+def crosstask_rows(df: pd.DataFrame, ci: float = PREDICTION_CI) -> list[dict]:
+    """Results-table rows: B_crit / B_simple per task and term (RL and supervised), the
+    prediction of the ratio per term and the verdict (its note) over the RL tasks only, and
+    the ratio of each RL task's B_crit to each supervised task's.
+
+    The prediction pools RL tasks alone: it is a statement about a new RL task, and the
+    supervised tasks here are two networks on one small dataset, close to one draw; their
+    ratios are reported beside it, not pooled into it."""
+    points = study_points(df)
+    ratios = ratio_table(points)
+    rows = _ratio_rows(ratios)
+    ratios = ratios[ratios["kind"] == "rl"]
     predictions = [predict_ratio(ratios, term, ci) for term in TERMS]
     for p in predictions:
         used = ", ".join(p.tasks) or "no task"
@@ -343,4 +428,4 @@ def crosstask_rows(df: pd.DataFrame, ci: float = PREDICTION_CI) -> list[dict]:
                                note=note))
     rows.append(result_row("measured", "rl", ACROSS_TASKS, "crosstask_verdict",
                            note=verdict(predictions)))
-    return rows
+    return rows + _rl_over_supervised_rows(points)

@@ -107,11 +107,24 @@ def _b_crit_cells(df: pd.DataFrame, task: str) -> tuple[str, str]:
     unsettled = "" if runs is None or runs["value"] >= runs["n"] else \
         f" ({format_value(runs['value'])} of {format_value(runs['n'])} runs finished)"
     if bc is None:
+        if runs is None and (sweeps := _supervised_sweeps(df, task)):
+            return f"see {', '.join(sweeps)} (sweep)", ""
         return ("no sweep" if runs is None else "no fit yet") + unsettled, ""
     if pd.isna(bc["value"]):
         bound = b_crit_bound(bc)
         return (bound or "no fit") + unsettled, format_value(bc["target"])
     return format_value(bc["value"]) + _interval(bc) + unsettled, format_value(bc["target"])
+
+
+def _supervised_sweeps(df: pd.DataFrame, task: str) -> list[str]:
+    """For the supervised reference run's row: the supervised tasks with a sweep (b_crit
+    rows) in the table, else []."""
+    mine = df[df["task"] == task]
+    if mine.empty or (mine["kind"] != "supervised").any():
+        return []
+    swept = df[(df["kind"] == "supervised") & (df["quantity"] == "b_crit")
+               & (df["source"] == "measured")]
+    return [t for t in dict.fromkeys(swept["task"]) if t != task]
 
 
 def b_crit_bound(r: pd.Series | None) -> str:

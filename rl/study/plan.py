@@ -17,15 +17,17 @@ from typing import Any
 import pandas as pd
 
 import envs
-from rl.measure.supervised import SupervisedConfig
+from rl.measure.supervised import SUPERVISED_TASKS, SupervisedConfig
 from rl.study.suites import (
     NO_TARGET,
     PRESET_NAMES,
     STUDY_PRESETS,
     SUITES,
+    SUPERVISED_GRIDS,
     SWEEP_TARGETS,
     Family,
     NoiseRuns,
+    SupervisedGrid,
     SweepGrid,
 )
 from rl.sweeps.executors import available_cores
@@ -35,10 +37,12 @@ from rl.sweeps.spec import parse_spec, plan_runs, stored_spec
 __all__ = [
     "SHARPNESS_FILE",
     "STORED_SWEEPS",
+    "SUPERVISED_PART",
     "GamePlan",
     "Overrides",
     "Part",
     "StudyPlan",
+    "SupervisedSweepPlan",
     "build_plan",
     "canonical_game",
     "describe_plan",
@@ -52,7 +56,9 @@ SHARPNESS_FILE = "sharpness.csv"
 """in each sweep's analysis folder and in supervised/: the sharpness measured at the end"""
 STORED_SWEEPS = "stored"
 """the study's folder for the analysis files of runs given by --sweep-dir / --noise-dir
-(stored/sweep/<game>, stored/noise/<game>)"""
+(stored/sweep/<game>, stored/noise/<game>, stored/supervised/<task>)"""
+SUPERVISED_PART = "supervised"
+"""``Part.kind`` of a supervised critical-batch sweep (its ``game`` is the task's name)"""
 
 
 @dataclass
@@ -77,6 +83,21 @@ class GamePlan:
 
 
 @dataclass
+class SupervisedSweepPlan:
+    """A supervised task's critical-batch sweep in the study (docs/sweeps.md, "Supervised
+    sweeps"): run by the study on ``grid``, or stored in ``sweep_dir``."""
+
+    task: str
+    """a name of ``rl.measure.supervised.SUPERVISED_TASKS`` (also its name in the results)"""
+    grid: SupervisedGrid | None
+    targets: tuple[float, ...]
+    """minus the training loss (nats)"""
+    sweep_dir: str | None = None
+    """an existing supervised sweep directory (``rlscale sweep``) of this task: ``grid`` is
+    then None, its settings are the ones stored in its sweep.json"""
+
+
+@dataclass
 class StudyPlan:
     """A resolved study: games, supervised reference, execution."""
 
@@ -90,6 +111,8 @@ class StudyPlan:
     device: str = "auto"
     n_boot: int = 1000
     retry_failed: bool = False
+    supervised_sweeps: list[SupervisedSweepPlan] = field(default_factory=list)
+    """supervised critical-batch sweeps beside the games"""
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -128,6 +151,12 @@ class Overrides:
     noise_dirs: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
     """game -> an existing sweep directory at one batch size (another study's noise/GAME)
     that holds the game's noise-scale runs, with their stored settings (as sweep_dirs)"""
+    supervised_sweeps: Sequence[str] | str | None = None
+    """supervised tasks to sweep (digits-mlp, digits-cnn; "all", "none"; default: the suite's
+    for the preset, none for a list of games)"""
+    supervised_sweep_dirs: Mapping[str, str] | Sequence[tuple[str, str]] | None = None
+    """task -> an existing supervised sweep directory of that task (e.g.
+    reference/supervised-sweeps/digits-mlp), with its stored settings and targets"""
 
 
 def family_of(game: str) -> str:
@@ -277,6 +306,45 @@ def _stored_noise_runs(spec: Any) -> NoiseRuns:
                      gns_every=int(r.train.get("gns_every") or 0), seeds=len(spec.seeds))
 
 
+def _supervised_sweeps(suite: str | None, preset: str, ov: Overrides
+                       ) -> list[SupervisedSweepPlan]:
+    """The supervised sweeps of the study: stored ones (``supervised_sweep_dirs``, checked: a
+    grid sweep of that task alone) and the ones to run on the preset's grid."""
+    tasks = list(SUPERVISED_TASKS)
+    default = SUITES[suite].supervised_sweeps.get(preset, ()) if suite is not None else ()
+    chosen = ov.supervised_sweeps
+    if isinstance(chosen, str):
+        chosen = tasks if chosen == "all" else [] if chosen == "none" else \
+            [c.strip() for c in chosen.split(",") if c.strip()]
+    chosen = list(default if chosen is None else chosen)
+    stored: dict[str, str] = {}
+    pairs = ov.supervised_sweep_dirs.items() if isinstance(ov.supervised_sweep_dirs, Mapping) \
+        else (ov.supervised_sweep_dirs or ())
+    for task, path in pairs:
+        if task in stored:
+            raise ValueError(f"--supervised-sweep-dir gives {task} twice; give one directory")
+        stored[task] = str(path)
+    unknown = sorted({t for t in [*chosen, *stored] if t not in SUPERVISED_TASKS})
+    if unknown:
+        raise ValueError(f"unknown supervised task(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(tasks)}")
+    plans = []
+    for task in dict.fromkeys([*chosen, *stored]):
+        if task in stored:
+            spec = stored_spec(stored[task])
+            if spec is None:
+                raise ValueError(f"--supervised-sweep-dir {task}={stored[task]}: no sweep there "
+                                 f"(no {stored[task]}/sweep.json)")
+            if spec.env != [task]:
+                raise ValueError(f"--supervised-sweep-dir {task}={stored[task]} holds a sweep "
+                                 f"of {', '.join(spec.env)}, not of {task} alone")
+            plans.append(SupervisedSweepPlan(task, None, tuple(spec.targets), stored[task]))
+        else:
+            grid = SUPERVISED_GRIDS[preset]
+            plans.append(SupervisedSweepPlan(task, grid, grid.targets))
+    return plans
+
+
 def _supervised_config(ov: Overrides) -> SupervisedConfig | None:
     if not ov.supervised:
         return None
@@ -319,7 +387,8 @@ def build_plan(*, suite: str | None = None, games: Sequence[str] | None = None,
     return StudyPlan(out=str(out), suite=suite or "custom", preset=preset, games=plans,
                      supervised=_supervised_config(ov), parallel=max(1, int(parallel)),
                      device=ov.device or "auto", n_boot=ov.n_boot or 1000,
-                     retry_failed=ov.retry_failed)
+                     retry_failed=ov.retry_failed,
+                     supervised_sweeps=_supervised_sweeps(suite, preset, ov))
 
 
 # --------------------------------------------------------------------------------------
@@ -394,8 +463,28 @@ def _stored_part(plan: StudyPlan, g: GamePlan, kind: str) -> Part:
     return Part(kind, g.game, spec, Path(plan.out) / STORED_SWEEPS / kind / slug(g.game))
 
 
+def _supervised_part(plan: StudyPlan, s: SupervisedSweepPlan) -> Part:
+    """A supervised task's sweep: stored (its own settings, the analysis in the study's
+    folder), or on the preset's grid into <out>/supervised-sweeps/<task>."""
+    if s.sweep_dir is not None:
+        spec = stored_spec(s.sweep_dir, {"parallel": plan.parallel,
+                                         "retry_failed": plan.retry_failed})
+        if spec is None:
+            raise ValueError(f"{s.sweep_dir} no longer holds a sweep (no sweep.json)")
+        return Part(SUPERVISED_PART, s.task, spec,
+                    Path(plan.out) / STORED_SWEEPS / SUPERVISED_PART / slug(s.task))
+    g = s.grid
+    raw = dict(env=s.task, batch_sizes=list(g.batch_sizes), lrs=list(g.lrs), lr_rule="sqrt",
+               base_batch_size=g.base_batch_size, seeds=g.seeds, targets=list(s.targets),
+               budget=g.budget, parallel=plan.parallel, retry_failed=plan.retry_failed,
+               out=str(Path(plan.out) / "supervised-sweeps" / slug(s.task)),
+               supervised={"gns_every": g.gns_every})
+    return Part(SUPERVISED_PART, s.task, parse_spec(raw, source=f"supervised sweep of {s.task}"))
+
+
 def study_parts(plan: StudyPlan) -> list[Part]:
-    """The sweeps of the study, validated (``rl.sweeps.settings.SweepSpecError`` lists problems)."""
+    """The sweeps of the study, validated (``rl.sweeps.settings.SweepSpecError`` lists problems):
+    per game its noise-scale runs and critical-batch sweep, then the supervised sweeps."""
 
     parts = []
     for g in plan.games:
@@ -407,6 +496,7 @@ def study_parts(plan: StudyPlan) -> list[Part]:
             parts.append(_stored_part(plan, g, "sweep"))
         elif g.sweep is not None:
             parts.append(_sweep_part(plan, g))
+    parts += [_supervised_part(plan, s) for s in plan.supervised_sweeps]
     return parts
 
 
@@ -441,5 +531,18 @@ def describe_plan(plan: StudyPlan) -> pd.DataFrame:
             "noise budget": "-" if n is None else f"{n.budget:,}",
             "gns_every": "-" if n is None else n.gns_every,
             "noise runs": noise_runs,
+        })
+    for s in plan.supervised_sweeps:
+        spec = parts[(SUPERVISED_PART, s.task)].spec
+        runs = plan_runs(spec)
+        rows.append({
+            "game": s.task, "family": "supervised",
+            "sweep B (agent steps)": ", ".join(str(b) for b in spec.batch_sizes)
+            + " (examples" + (", stored)" if s.sweep_dir else ")"),
+            "sweep lrs": ", ".join(f"{x:g}" for x in sorted({r.lr for r in runs})),
+            "targets": ", ".join(f"{t:g}" for t in spec.targets),
+            "sweep budget": "-" if spec.budget is None else f"{spec.budget:,} examples",
+            "sweep runs": len(runs), "noise B": "-", "noise budget": "-", "gns_every": "-",
+            "noise runs": 0,
         })
     return pd.DataFrame(rows)

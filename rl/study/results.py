@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rl.analysis.fit import B_CRIT_CI, few_seeds_caveat
+from rl.analysis.fit import B_CRIT_CI, best_per_batch, few_seeds_caveat
 from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
@@ -26,10 +26,18 @@ from rl.measure.run_average import TOP_FRACTION, ratio_summary
 from rl.measure.supervised import SEGMENT_FRACTION
 from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
 from rl.runs.metrics import load_metrics
-from rl.study.plan import SHARPNESS_FILE, GamePlan, Part, StudyPlan, study_parts, supervised_dir
+from rl.study.plan import (
+    SHARPNESS_FILE,
+    SUPERVISED_PART,
+    GamePlan,
+    Part,
+    StudyPlan,
+    study_parts,
+    supervised_dir,
+)
 from rl.study.report import round_sig
 from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
-from rl.sweeps.results import results_table
+from rl.sweeps.results import long_results, results_table
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import read_untrained_floors
 
@@ -37,6 +45,8 @@ __all__ = [
     "ACROSS_TASKS",
     "GNS_TERMS",
     "RESULT_COLUMNS",
+    "UNITS",
+    "best_lr_runs",
     "collect_results",
     "finalize_table",
     "noise_b_simple_rows",
@@ -44,6 +54,7 @@ __all__ = [
     "power_laws",
     "read_results_table",
     "result_row",
+    "supervised_sweep_rows",
 ]
 
 RESULT_COLUMNS = ["source", "kind", "task", "quantity", "term", "target", "batch_size", "value",
@@ -55,6 +66,14 @@ GNS_TERMS = TERMS
 ACROSS_TASKS = "across tasks"
 """The task name of rows that summarise several tasks (``rl.study.crosstask``): not a task of
 the headline."""
+UNITS = {
+    "rl": dict(batch="agent steps", steps="PPO iterations", score="return",
+               updates="PPO iterations"),
+    "supervised": dict(batch="training examples", steps="optimizer steps",
+                       score="progress score", updates="optimizer steps"),
+}
+"""How a sweep of each kind counts: B (B_crit, E, B_simple), S, the target's measure, the
+warm-up's updates."""
 
 
 def result_row(source: str, kind: str, task: str, quantity: str, value: float = math.nan, *,
@@ -117,47 +136,51 @@ def _pooled(pairs: list[tuple[np.ndarray, np.ndarray]]) -> tuple[float, float, f
     return s["b_simple"], s["b_simple_lo"], s["b_simple_hi"], len(g2), tail
 
 
-_AVERAGED = (f"after a warm-up of {WARMUP_ITERATIONS} PPO iterations; block-bootstrap 95% "
-             "(docs/noise-scale.md)")
+def _averaged(kind: str) -> str:
+    return (f"after a warm-up of {WARMUP_ITERATIONS} {UNITS[kind]['updates']}; block-bootstrap "
+            "95% (docs/noise-scale.md)")
 
 
-def _b_simple_rows(game: str, term: str, seg: dict[str, list], status_note: str) -> list[dict]:
+def _b_simple_rows(game: str, term: str, seg: dict[str, list], status_note: str,
+                   kind: str = "rl", runs: str = "noise-scale runs") -> list[dict]:
+    u, averaged = UNITS[kind], _averaged(kind)
     v, lo, hi, k, tail = _pooled(seg["whole"])
-    rows = [result_row("measured", "rl", game, "b_simple", v, term=term, lo=lo, hi=hi,
-                       unit="agent steps", n=k,
+    rows = [result_row("measured", kind, game, "b_simple", v, term=term, lo=lo, hi=hi,
+                       unit=u["batch"], n=k,
                        note="run-averaged: mean tr(Sigma) / mean |G|^2 over the measured "
-                            f"iterations of the noise-scale runs {_AVERAGED}" + tail
+                            f"{u['updates']} of the {runs} {averaged}" + tail
                             + status_note)]
     for name, key, label in (("b_simple_start", "first", "first"),
                              ("b_simple_end", "last", "last")):
         v, lo, hi, k, tail = _pooled(seg[key])
-        rows.append(result_row("measured", "rl", game, name, v, term=term, lo=lo, hi=hi,
-                               unit="agent steps", n=k,
+        rows.append(result_row("measured", kind, game, name, v, term=term, lo=lo, hi=hi,
+                               unit=u["batch"], n=k,
                                note=f"{label} quarter of each run's measurements "
-                                    f"{_AVERAGED}" + tail))
+                                    f"{averaged}" + tail))
     if term == "total":
         for name, key, label in (("return_start", "ret_first", "first"),
                                  ("return_end", "ret_last", "last")):
             r = np.concatenate(seg[key])
             r = r[np.isfinite(r)]
-            rows.append(result_row("measured", "rl", game, name,
-                                   float(r.mean()) if r.size else math.nan, unit="return",
+            rows.append(result_row("measured", kind, game, name,
+                                   float(r.mean()) if r.size else math.nan, unit=u["score"],
                                    n=int(r.size),
-                                   note=f"mean recent return over the {label} quarter of the "
-                                        "measured iterations after the warm-up"))
+                                   note=f"mean {u['score']} over the {label} quarter of the "
+                                        f"measured {u['updates']} after the warm-up"))
     return rows
 
 
 def noise_b_simple_rows(game: str, metrics: list[pd.DataFrame],
-                        status_note: str = "") -> list[dict]:
-    """The B_simple rows of a game's noise-scale runs, every term: run-averaged, first and
-    last quarter (and the return over those quarters), over the measurements after the
-    warm-up, pooled over the runs."""
+                        status_note: str = "", *, kind: str = "rl",
+                        runs: str = "noise-scale runs") -> list[dict]:
+    """The B_simple rows of a game's noise-scale runs (or of other ``runs``, e.g. a
+    supervised sweep's), every term: run-averaged, first and last quarter (and the return
+    over those quarters), over the measurements after the warm-up, pooled over the runs."""
     rows = []
     for term in GNS_TERMS:
         seg = _segments(metrics, term)
         if seg["whole"]:
-            rows += _b_simple_rows(game, term, seg, status_note)
+            rows += _b_simple_rows(game, term, seg, status_note, kind, runs)
     return rows
 
 
@@ -198,31 +221,32 @@ def _noise_rows(game: str, plan_g: GamePlan, part: Part) -> list[dict]:
 # --------------------------------------------------------------------------------------
 
 
-def _b_crit_row(game: str, f: Mapping[str, Any], level: str) -> dict:
+def _b_crit_row(game: str, f: Mapping[str, Any], level: str, kind: str = "rl") -> dict:
     """The b_crit row of one target: a measured number with its profile interval; a bound
     (value NaN; lo = the bound, hi = inf for '>=', lo = 0, hi = the bound for '<='; the note
     starts 'lower bound' / 'upper bound'); or no fit (all NaN, the note says why)."""
     t, reached = float(f["target"]), int(f["n_batch_sizes"])
     tried = f"{reached} of {int(f['n_batch_sizes_tried'])} batch sizes reached the target"
-    common = dict(target=t, unit="agent steps", n=reached)
+    common = dict(target=t, unit=UNITS[kind]["batch"], n=reached)
     if bool(f["ok"]):
         note = (f"measured ({int(f['n_at_or_above'])} batch sizes at or above it, "
                 f"{int(f['n_below'])} below); {level} profile interval from the fit's residuals "
                 f"(seed scatter and lack of fit); {tried}")
-        return result_row("measured", "rl", game, "b_crit", f["b_crit"], lo=f["b_crit_lo"],
+        return result_row("measured", kind, game, "b_crit", f["b_crit"], lo=f["b_crit_lo"],
                           hi=f["b_crit_hi"], note=note, **common)
     bound, value = str(f.get("bound", "") or ""), float(f["b_crit_bound"])
     if bound and math.isfinite(value):
         lower = bound == ">="
-        return result_row("measured", "rl", game, "b_crit", math.nan,
+        return result_row("measured", kind, game, "b_crit", math.nan,
                           lo=value if lower else 0.0, hi=math.inf if lower else value,
                           note=f"{'lower' if lower else 'upper'} bound: {f['reason']}; {tried}",
                           **common)
-    return result_row("measured", "rl", game, "b_crit", math.nan,
+    return result_row("measured", kind, game, "b_crit", math.nan,
                       note=f"no fit ({f['kind']}): {f['reason']}; {tried}", **common)
 
 
-def _fit_check_rows(game: str, f: Mapping[str, Any], level: str) -> list[dict]:
+def _fit_check_rows(game: str, f: Mapping[str, Any], level: str, kind: str = "rl"
+                    ) -> list[dict]:
     """The checks beside a B_crit: the seed-only interval, the lack-of-fit F, the range of
     leave-one-out refits."""
     t = float(f["target"])
@@ -231,12 +255,12 @@ def _fit_check_rows(game: str, f: Mapping[str, Any], level: str) -> list[dict]:
         note = f"{level} seed-only bootstrap interval (misses lack of fit)"
         if caveat := few_seeds_caveat(f["min_seeds"]):
             note += f"; {caveat}"
-        rows.append(result_row("measured", "rl", game, "b_crit_seed_interval", f["b_crit"],
+        rows.append(result_row("measured", kind, game, "b_crit_seed_interval", f["b_crit"],
                                target=t, lo=f["b_crit_seed_lo"], hi=f["b_crit_seed_hi"],
-                               unit="agent steps", n=f["min_seeds"], note=note))
+                               unit=UNITS[kind]["batch"], n=f["min_seeds"], note=note))
     if pd.notna(f["lof_f"]):
         rows.append(result_row(
-            "measured", "rl", game, "b_crit_lack_of_fit", f["lof_f"], target=t, unit="F",
+            "measured", kind, game, "b_crit_lack_of_fit", f["lof_f"], target=t, unit="F",
             n=f["lof_df_seeds"],
             note=f"lack-of-fit F on ({int(f['lof_df_batch'])}, {int(f['lof_df_seeds'])}) df, p "
                  f"{float(f['lof_p']):.2g}; batch sd {float(f['batch_sd_log']):.2g}, seed sd "
@@ -245,8 +269,8 @@ def _fit_check_rows(game: str, f: Mapping[str, Any], level: str) -> list[dict]:
         outside = "" if pd.isna(f["loo_outside"]) else \
             f"; {int(f['loo_outside'])} outside the interval"
         rows.append(result_row(
-            "measured", "rl", game, "b_crit_leave_one_out", math.nan, target=t,
-            lo=f["b_crit_loo_min"], hi=f["b_crit_loo_max"], unit="agent steps",
+            "measured", kind, game, "b_crit_leave_one_out", math.nan, target=t,
+            lo=f["b_crit_loo_min"], hi=f["b_crit_loo_max"], unit=UNITS[kind]["batch"],
             n=f["n_batch_sizes"],
             note=f"range of the fitted B_crit leaving one batch size out{outside}: "
                  f"{f['b_crit_leave_one_out']}"))
@@ -254,43 +278,83 @@ def _fit_check_rows(game: str, f: Mapping[str, Any], level: str) -> list[dict]:
 
 
 def _sweep_rows(game: str, part: Part, n_boot: int,
-                ci: float = B_CRIT_CI) -> tuple[list[dict], Any]:
+                ci: float = B_CRIT_CI, kind: str = "rl") -> tuple[list[dict], Any]:
+    u = UNITS[kind]
     table = results_table(plan_runs(part.spec), part.spec.targets)
     floors = {env: fl.floor for env, fl in read_untrained_floors(part.out).items()}
     fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci, floors=floors)
     settled = int(table["status"].isin(["finished", "failed"]).sum())
-    rows = [result_row("measured", "rl", game, "sweep_runs_settled", settled, unit="runs",
+    rows = [result_row("measured", kind, game, "sweep_runs_settled", settled, unit="runs",
                        n=len(table), note=f"runs of the sweep finished (or failed) of {len(table)}"
                        "; the fits use only these")]
     if game in floors:
         fl = read_untrained_floors(part.out)[game]
-        rows.append(result_row("measured", "rl", game, "untrained_floor", fl.floor,
-                               unit="return", n=fl.games,
-                               note=f"targets must exceed it: untrained play, mean {fl.mean:.3g}, "
-                                    f"sd {fl.sd:.3g} per game over {fl.games} games "
-                                    "(docs/sweeps.md)"))
+        what = (f"untrained play, mean {fl.mean:.3g}, sd {fl.sd:.3g} per game over {fl.games} "
+                "games" if kind == "rl" else f"untrained networks, mean {fl.mean:.3g}, sd "
+                f"{fl.sd:.3g} over {fl.games} initializations")
+        rows.append(result_row("measured", kind, game, "untrained_floor", fl.floor,
+                               unit=u["score"], n=fl.games,
+                               note=f"targets must exceed it: {what} (docs/sweeps.md)"))
     level = f"{ci:.0%}"
     for _, f in fits.iterrows():
         t = float(f["target"])
         ok = bool(f["ok"])
         reached = int(f["n_batch_sizes"])
-        rows.append(_b_crit_row(game, f, level))
-        rows += _fit_check_rows(game, f, level)
-        rows.append(result_row("measured", "rl", game, "s_min", f["s_min"], target=t,
-                               lo=f["s_min_lo"], hi=f["s_min_hi"], unit="PPO iterations",
+        rows.append(_b_crit_row(game, f, level, kind))
+        rows += _fit_check_rows(game, f, level, kind)
+        rows.append(result_row("measured", kind, game, "s_min", f["s_min"], target=t,
+                               lo=f["s_min_lo"], hi=f["s_min_hi"], unit=u["steps"],
                                n=reached, note=f"fit; {level} profile interval" if ok else
                                "no measured B_crit"))
-        rows.append(result_row("measured", "rl", game, "e_min", f["e_min"], target=t,
-                               lo=f["e_min_lo"], hi=f["e_min_hi"], unit="agent steps",
+        rows.append(result_row("measured", kind, game, "e_min", f["e_min"], target=t,
+                               lo=f["e_min_lo"], hi=f["e_min_hi"], unit=u["batch"],
                                n=reached, note=f"fit; {level} profile interval" if ok else
                                "no measured B_crit"))
         for term in GNS_TERMS:
-            rows.append(result_row("measured", "rl", game, "b_simple_sweep",
+            if kind != "rl" and not pd.notna(f[f"b_simple_{term}"]):
+                continue  # a supervised run has one loss (the total term)
+            rows.append(result_row("measured", kind, game, "b_simple_sweep",
                                    f[f"b_simple_{term}"], term=term, target=t,
-                                   unit="agent steps", n=f["b_simple_runs"],
+                                   unit=u["batch"], n=f["b_simple_runs"],
                                    note="mean over the sweep runs at each batch size's best lr "
                                         "of each run's run-averaged B_simple"))
     return rows, (table, fits, per_batch)
+
+
+def best_lr_runs(part: Part, table: pd.DataFrame) -> list[str]:
+    """The runs of a sweep at each batch size's best lr at its highest target (every seed):
+    the runs its B_crit there rests on."""
+    settled = table[table["status"].isin(["finished", "failed"])]
+    long = long_results(settled)
+    long = long[long["target"] == max(part.spec.targets)]
+    if long.empty:
+        return []
+    _, per_seed = best_per_batch(long)
+    return list(per_seed["run"])
+
+
+def supervised_sweep_rows(part: Part, n_boot: int, ci: float = B_CRIT_CI
+                          ) -> tuple[list[dict], Any]:
+    """A supervised task's sweep rows (kind supervised, task = the task's name): B_crit and
+    its checks as for a game; B_simple along the runs at each batch size's best lr at the
+    highest target, pooled after the warm-up (b_simple, its quarters); power laws of B_crit,
+    S_min and E_min in the training loss (minus the target)."""
+    task = part.game
+    rows, fitted = _sweep_rows(task, part, n_boot, ci, kind="supervised")
+    table, fits, _ = fitted
+    chosen = set(best_lr_runs(part, table))
+    metrics = [load_metrics(Path(p.run_dir)) for p in plan_runs(part.spec)
+               if p.name in chosen and (Path(p.run_dir) / "metrics.jsonl").exists()]
+    rows += noise_b_simple_rows(task, metrics, kind="supervised",
+                                runs=f"{len(metrics)} sweep runs at each batch size's best lr")
+    laws, _ = tradeoff_power_laws(table, fits=fits, n_boot=n_boot, axis="distance",
+                                  best_return=0.0)
+    for _, r in laws.iterrows():
+        rows.append(result_row("measured", "supervised", task, f"{r['quantity']}_exponent",
+                               r["exponent"], lo=r["exponent_lo"], hi=r["exponent_hi"],
+                               unit="exponent in the training loss", n=r["n_points"],
+                               note=_law_note(r, "training loss (minus the target)")))
+    return rows, fitted
 
 
 def _supervised_rows(summary: Mapping[str, Any], cfg) -> list[dict]:
@@ -496,12 +560,16 @@ def _supervised_reference_rows(plan: StudyPlan, summary: Mapping | None) -> list
 def collect_results(plan: StudyPlan, *, supervised_summary: Mapping | None = None
                     ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """The results table of a study, from its directories (not from memory: a second
-    invocation rebuilds the same table). Returns (table, sweep fits by game)."""
+    invocation rebuilds the same table). Returns (table, sweep fits by game or supervised
+    task)."""
     rows: list[dict] = []
     fits: dict[str, Any] = {}
     parts = {(p.kind, p.game): p for p in study_parts(plan)}
     for g in plan.games:
         rows += _game_rows(plan, g, parts, fits)
+    for s in plan.supervised_sweeps:
+        r, fits[s.task] = supervised_sweep_rows(parts[(SUPERVISED_PART, s.task)], plan.n_boot)
+        rows += r
     rows += _supervised_reference_rows(plan, supervised_summary)
     rows += _cited_rows()
     return finalize_table(rows), fits

@@ -37,7 +37,14 @@ from rl.analysis.sharpness import (
 )
 from rl.measure.supervised import SupervisedConfig, run_supervised
 from rl.runs.files import atomic_write_json, atomic_write_text
-from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, study_parts, supervised_dir
+from rl.study.plan import (
+    SHARPNESS_FILE,
+    SUPERVISED_PART,
+    Part,
+    StudyPlan,
+    study_parts,
+    supervised_dir,
+)
 from rl.study.progress import StudyMonitor
 from rl.study.suites import DIGITS_SHARPNESS, STUDY_SHARPNESS
 from rl.sweeps.executors import available_cores, init_worker, run_one, run_sweep, stop_workers
@@ -47,12 +54,14 @@ from rl.sweeps.state import classify_run
 
 __all__ = ["check_study", "measure_study_sharpness", "run_study"]
 
-_COST = {"atari": 30.0, "minatar": 3.0, "classic": 1.0}
+_COST = {"atari": 30.0, "minatar": 3.0, "classic": 1.0, SUPERVISED_PART: 0.3}
 
 
 def _cost(part: Part, plan: StudyPlan) -> float:
-    """Rough agent-step cost of a part's longest run, for longest-first scheduling."""
-    fam = next(g.family for g in plan.games if g.game == part.game)
+    """Rough agent-step cost of a part's longest run, for longest-first scheduling (a
+    supervised sweep's budget counts examples)."""
+    fam = SUPERVISED_PART if part.kind == SUPERVISED_PART else \
+        next(g.family for g in plan.games if g.game == part.game)
     return _COST[fam] * float(part.spec.budget or 0)
 
 
@@ -63,6 +72,9 @@ def _supervised_state(path: Path, cfg) -> str:
         return "new"
     stored = json.loads(config_file.read_text(encoding="utf-8"))
     planned = json.loads(json.dumps({"kind": "gns-supervised", **dataclasses.asdict(cfg)}))
+    # Fields added to SupervisedConfig since the run was made count as their defaults.
+    defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)())))
+    stored = {**{k: v for k, v in defaults.items() if k not in stored}, **stored}
     if stored != planned:
         return "conflict"
     return "finished" if summary.exists() else "new"
@@ -206,7 +218,7 @@ def run_study(plan: StudyPlan, *, quiet: bool = False, console=None,
         if log is not None:
             log(msg)
 
-    say(f"study {Path(plan.out)}: {len(parts)} sweep(s), {len(all_plans)} PPO runs"
+    say(f"study {Path(plan.out)}: {len(parts)} sweep(s), {len(all_plans)} runs"
         + (", 1 supervised run" if sup_dir is not None else "")
         + f"; {plan.parallel} at once, {threads} torch thread(s) each")
     pool = ProcessPoolExecutor(max_workers=plan.parallel, mp_context=mp.get_context("spawn"),

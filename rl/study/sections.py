@@ -7,6 +7,7 @@ docs/study.md and docs/scaling-laws.md.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,11 @@ from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
 from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_text
-from rl.study.crosstask import cited_points, plot_crosstask, study_points
+from rl.study.crosstask import RL_OVER_SUPERVISED, cited_points, plot_crosstask, study_points
 from rl.study.headline import headline_table, pick_row, plot_summary
-from rl.study.plan import SHARPNESS_FILE, Part, StudyPlan, slug, study_parts
+from rl.study.plan import SHARPNESS_FILE, SUPERVISED_PART, Part, StudyPlan, slug, study_parts
 from rl.study.report import Figure, Section, format_value, write_report
-from rl.study.results import ACROSS_TASKS, power_laws
+from rl.study.results import ACROSS_TASKS, UNITS, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
 from rl.sweeps.results import results_table
 from rl.sweeps.spec import plan_runs
@@ -49,11 +50,20 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
                                               f"agent steps) against the recent return, {what}"))
         if g.game in fits:
             pareto += _pareto_figures(g.game, parts[("sweep", g.game)], fits[g.game])
+    for s in plan.supervised_sweeps:
+        part = parts[(SUPERVISED_PART, s.task)]
+        table = results_table(plan_runs(part.spec), part.spec.targets)
+        for p in plot_b_simple(part.out, table, plot_dir=part.analysis_dir):
+            trajectories.append(Figure(p, f"{s.task}: B_simple of the training loss (examples) "
+                                          "against minus the training loss, sweep runs"))
+        if s.task in fits:
+            pareto += _pareto_figures(s.task, part, fits[s.task], kind="supervised")
     return trajectories, pareto
 
 
-def _pareto_figures(game: str, part: Part, game_fits) -> list[Figure]:
+def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[Figure]:
     """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
+    u = UNITS[kind]
     _, f, per_batch = game_fits
     if len(f):
         atomic_write_text(part.analysis_dir / "fit.csv", f.to_csv(index=False))
@@ -61,9 +71,9 @@ def _pareto_figures(game: str, part: Part, game_fits) -> list[Figure]:
     figures = []
     for i in range(len(f)):
         for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch):
-            figures.append(Figure(p, f"{game}, target return "
-                                     f"{format_value(f['target'].iloc[i])}: steps S (PPO "
-                                     "iterations) against samples E (agent steps), and "
+            figures.append(Figure(p, f"{game}, target {u['score']} "
+                                     f"{format_value(f['target'].iloc[i])}: steps S ("
+                                     f"{u['steps']}) against samples E ({u['batch']}), and "
                                      "S, E against the batch size B"))
     remove_stale_fit_plots(part.analysis_dir, f)
     return figures
@@ -77,8 +87,10 @@ def _intro(plan: StudyPlan) -> list[str]:
         "measured ones.",
         "Units: RL batch sizes (B, B_simple, B_crit, E_min) are counted in agent steps, "
         "environment transitions (for Atari, frames are four times the agent steps); S_min "
-        "in PPO iterations; supervised batch sizes in training examples. Cited values are "
-        "in the units of the paper.",
+        "in PPO iterations; supervised batch sizes in training examples, S_min in optimizer "
+        "steps, and a supervised sweep's targets are minus the training loss in nats (a "
+        "target of minus x: a training loss of x). Cited values are in the units of the "
+        "paper.",
     ]
 
 
@@ -86,7 +98,9 @@ HEADLINE_NOTE = (
     "B_simple: run-averaged gradient noise scale, mean tr(Sigma) / mean |G|^2 over "
     f"the measured iterations after a {WARMUP_ITERATIONS}-iteration warm-up (RL, "
     "block-bootstrap interval) "
-    "or over all measurements (supervised, Fieller interval); see the note column of the "
+    "or over all measurements (supervised reference run, Fieller interval); a supervised "
+    f"sweep's (digits-mlp, digits-cnn): after {WARMUP_ITERATIONS} optimizer steps, pooled "
+    "over its runs at each batch size's best lr (block bootstrap); see the note column of the "
     "results table. B_crit: critical batch size fitted from the sweep at the "
     "highest target return with a measured B_crit (2+ batch sizes on each side of it), "
     "with its profile interval (seed scatter and lack of fit); where the knee is not "
@@ -101,8 +115,8 @@ def crosstask_section(df: pd.DataFrame, png: Path) -> Section:
     words = [str(verdict_row["note"])] if verdict_row is not None else []
     ratios = df[df["quantity"].isin(["b_crit_over_b_simple", "ratio_prediction"])]
     table = pd.DataFrame({
-        "task": ratios["task"], "term": ratios["term"],
-        "target return": [format_value(v) for v in ratios["target"]],
+        "task": ratios["task"], "kind": ratios["kind"], "term": ratios["term"],
+        "target": [format_value(v) for v in ratios["target"]],
         "B_crit / B_simple [interval]": [_ratio_cell(r) for _, r in ratios.iterrows()],
         "tasks": [format_value(n) if q == "ratio_prediction" else ""
                   for q, n in zip(ratios["quantity"], ratios["n"], strict=True)],
@@ -112,14 +126,35 @@ def crosstask_section(df: pd.DataFrame, png: Path) -> Section:
                     "with both: intervals on both axes, bounds as arrows, the line B_crit = "
                     "B_simple, and the published values (hollow; their B_simple is the paper's "
                     "single noise scale, shown on every panel)")
+    rl_sup = df[df["quantity"] == RL_OVER_SUPERVISED]
+    tables = [(table, "crosstask")]
+    if len(rl_sup):
+        words.append(_rl_over_supervised_words(rl_sup))
+        tables.append((pd.DataFrame({
+            "RL task": rl_sup["task"], "supervised task": rl_sup["term"],
+            "RL target return": [format_value(v) for v in rl_sup["target"]],
+            "B_crit RL / B_crit supervised [interval]": [_ratio_cell(r)
+                                                         for _, r in rl_sup.iterrows()],
+            "note": rl_sup["note"]}), "rl-over-supervised"))
     return Section("Across tasks: B_crit against B_simple", paragraphs=words,
-                   tables=[(table, "crosstask")], figures=[figure],
+                   tables=tables, figures=[figure],
                    notes=["B_crit at each task's headline target (a bound where the sweep "
                           "does not cover the knee), B_simple run-averaged after the "
                           "warm-up. The prediction row per term: the geometric mean of the "
-                          "measured ratios with a prediction interval for a new task "
-                          "(log-normal across tasks); bounds do not enter it. See "
-                          "docs/study.md."])
+                          "measured RL ratios with a prediction interval for a new RL task "
+                          "(log-normal across tasks); bounds and supervised tasks do not "
+                          "enter it. RL / supervised: each RL task's B_crit (agent steps) "
+                          "over each supervised sweep's (examples). See docs/study.md."])
+
+
+def _rl_over_supervised_words(rows: pd.DataFrame) -> str:
+    """One sentence per RL task: its B_crit over the supervised ones, with the interval."""
+    parts = []
+    for task, mine in rows.groupby("task", sort=False):
+        cells = ", ".join(f"{r['term']} {_ratio_cell(r)}" for _, r in mine.iterrows())
+        parts.append(f"{task}: {cells}")
+    return ("RL B_crit over supervised B_crit (agent steps per example, each at its headline "
+            "target; interval >= 90%): " + "; ".join(parts) + ".")
 
 
 def _ratio_cell(r) -> str:
@@ -128,6 +163,11 @@ def _ratio_cell(r) -> str:
             return f">= {format_value(r['lo'])}"
         if str(r["note"]).startswith("upper bound"):
             return f"<= {format_value(r['hi'])}"
+        if r["quantity"] == RL_OVER_SUPERVISED and not pd.isna(r["lo"]):
+            if math.isinf(r["hi"]) and r["lo"] > 0:
+                return f">= {format_value(r['lo'])}"
+            if r["lo"] == 0 and math.isfinite(r["hi"]):
+                return f"<= {format_value(r['hi'])}"
         return "-"
     if pd.isna(r["lo"]):
         return format_value(r["value"])
@@ -224,6 +264,10 @@ def _power_law_section(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
             figures.append(Figure(path, f"{g.game}: B_crit, S_min, E_min against the target "
                                         "return, and B_simple against the smoothed return, "
                                         "log-log, with the fitted power laws"))
+    for task in (s.task for s in plan.supervised_sweeps):
+        mine = df[(df["task"] == task) & df["quantity"].isin(POWER_LAW_QUANTITIES)]
+        if len(mine):
+            rows.append({"task": task, **{r["quantity"]: _cell(r) for _, r in mine.iterrows()}})
     if not rows:
         return None
     return Section(
@@ -232,7 +276,8 @@ def _power_law_section(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
         notes=["Exponent k of y = c x^k, with its 95% seed-bootstrap interval; x is the "
                "return itself (the target return for B_crit, S_min and E_min, the smoothed "
                "return for B_simple), the same axis for both, so the exponents compare "
-               "directly. A fit is refused (with the reason in the results table) below 3 "
+               "directly; for a supervised sweep x is the target training loss. A fit is "
+               "refused (with the reason in the results table) below 3 "
                "points or when x spans less than a factor 2. See docs/scaling-laws.md."])
 
 

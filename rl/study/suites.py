@@ -23,10 +23,12 @@ __all__ = [
     "STUDY_SHARPNESS",
     "STUDY_PRESETS",
     "SUITES",
+    "SUPERVISED_GRIDS",
     "SWEEP_TARGETS",
     "Family",
     "NoiseRuns",
     "Suite",
+    "SupervisedGrid",
     "SweepGrid",
 ]
 
@@ -72,6 +74,24 @@ class NoiseRuns:
 
 
 @dataclass(frozen=True)
+class SupervisedGrid:
+    """A supervised critical-batch sweep (docs/sweeps.md, "Supervised sweeps"): B in
+    examples, lrs at base_batch_size scaled by sqrt(B / base_batch_size)."""
+
+    batch_sizes: tuple[int, ...]
+    lrs: tuple[float, ...]
+    base_batch_size: int
+    seeds: int
+    budget: int
+    """examples per run at most"""
+    gns_every: int
+    """optimizer steps between noise-scale measurements"""
+    targets: tuple[float, ...]
+    """minus the training loss (nats): -0.1 is a training loss of 0.1 (untrained: log 10 =
+    2.30); a run stops at the highest (the lowest loss)"""
+
+
+@dataclass(frozen=True)
 class Family:
     """Settings of an environment family in one preset."""
 
@@ -109,6 +129,16 @@ STUDY_PRESETS: dict[str, dict[str, Family]] = {
 }
 PRESET_NAMES = tuple(STUDY_PRESETS)
 
+# Supervised critical-batch sweeps per preset (the study runs stage 1 only: every lr, these
+# seeds; reference/supervised-sweeps holds the full two-stage sweeps). cpu-quick: about 35
+# CPU-seconds for digits-mlp (the demo's), to training loss 0.1.
+SUPERVISED_GRIDS: dict[str, SupervisedGrid] = {
+    "cpu-quick": SupervisedGrid((8, 32, 128, 512, 2048), (0.05, 0.1, 0.2, 0.4), 64, 2, 100_000,
+                                10, (-0.3, -0.2, -0.1)),
+    "gpu": SupervisedGrid((8, 16, 32, 64, 128, 256, 512, 1024, 2048),
+                          (0.025, 0.05, 0.1, 0.2, 0.4), 64, 3, 150_000, 5, (-0.3, -0.1, -0.03)),
+}
+
 # Target returns of the critical-batch sweeps (a run stops at the highest). Lower targets
 # cost no training; at least 3 spanning a factor 2 (rl.analysis.scaling.MIN_SPAN) give power laws.
 SWEEP_TARGETS: dict[str, tuple[float, ...]] = {
@@ -136,6 +166,9 @@ class Suite:
     games: tuple[str, ...]
     sweep_games: Mapping[str, tuple[str, ...]]
     """preset -> the games that get a critical-batch sweep"""
+    supervised_sweeps: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """preset -> the supervised tasks (``rl.measure.supervised.SUPERVISED_TASKS``) that get a
+    critical-batch sweep"""
 
 
 _MINATAR = ("MinAtar-Breakout", "MinAtar-SpaceInvaders", "MinAtar-Freeway", "MinAtar-Asterix",
@@ -149,9 +182,10 @@ SUITES: dict[str, Suite] = {
                      {"cpu-quick": (), "gpu": _MINATAR}),
     "atari-paper": Suite("Atari games of McCandlish et al. 2018", _ATARI_PAPER,
                          {"cpu-quick": (), "gpu": _ATARI_PAPER}),
-    "demo": Suite("CartPole sweep and two MinAtar games (rlscale demo on a CPU)",
-                  ("CartPole", "MinAtar-Breakout", "MinAtar-SpaceInvaders"),
-                  {"cpu-quick": ("CartPole",), "gpu": ("CartPole",)}),
+    "demo": Suite("CartPole sweep, two MinAtar games and a digits-mlp sweep (rlscale demo on a "
+                  "CPU)", ("CartPole", "MinAtar-Breakout", "MinAtar-SpaceInvaders"),
+                  {"cpu-quick": ("CartPole",), "gpu": ("CartPole",)},
+                  {"cpu-quick": ("digits-mlp",), "gpu": ("digits-mlp", "digits-cnn")}),
 }
 
 

@@ -8,14 +8,19 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 
 from rl.study.crosstask import (
     POINT_COLUMNS,
+    RL_OVER_SUPERVISED,
+    crosstask_rows,
     plot_crosstask,
     predict_ratio,
     ratio_table,
+    rl_over_supervised,
     verdict,
 )
+from rl.study.results import finalize_table, result_row
 
 
 def points(rows):
@@ -100,3 +105,91 @@ def test_figure_draws_points_bounds_and_cited_values(tmp_path):
                           dict(task="Atari", b_simple=(1000, 20000), b_crit=(400, 8000))])
     path = plot_crosstask(p, cited, tmp_path / "x.png", terms=("total", "value"))
     assert path.exists() and path.stat().st_size > 10_000
+
+
+# --------------------------------------------------------------------------------------
+# Supervised tasks beside RL ones
+# --------------------------------------------------------------------------------------
+
+
+def _table(rows):
+    return finalize_table([result_row(**r) for r in rows])
+
+
+def _task_rows(task, kind, target, b_crit, lo, hi, b_simple, terms=("total",), note=""):
+    rows = [dict(source="measured", kind=kind, task=task, quantity="b_crit", value=b_crit,
+                 target=target, lo=lo, hi=hi, note=note or "measured")]
+    for term in terms:
+        rows.append(dict(source="measured", kind=kind, task=task, quantity="b_simple",
+                         term=term, value=b_simple, lo=0.8 * b_simple, hi=1.25 * b_simple))
+    return rows
+
+
+def test_rl_over_supervised_combines_the_ends_and_bounds_give_bounds():
+    p = points([
+        dict(task="G", kind="rl", term="total", target=5, b_crit=8000, b_crit_lo=4000,
+             b_crit_hi=16000, b_simple=1, b_simple_lo=1, b_simple_hi=1),
+        dict(task="H", kind="rl", term="total", target=5, bound=">=", b_crit_bound=2000,
+             b_simple=1, b_simple_lo=1, b_simple_hi=1),
+        dict(task="S", kind="supervised", term="total", target=-0.03, b_crit=200,
+             b_crit_lo=100, b_crit_hi=400, b_simple=1, b_simple_lo=1, b_simple_hi=1),
+        dict(task="G", kind="rl", term="policy", target=5, b_crit=8000, b_crit_lo=4000,
+             b_crit_hi=16000, b_simple=1, b_simple_lo=1, b_simple_hi=1),
+    ])
+    r = rl_over_supervised(p).set_index("rl")
+    assert list(r.index) == ["G", "H"] and set(r["supervised"]) == {"S"}  # total term once
+    assert r.loc["G", "ratio"] == 40 and (r.loc["G", "lo"], r.loc["G", "hi"]) == (10, 160)
+    assert math.isnan(r.loc["H", "ratio"]) and r.loc["H", "rl_bound"] == ">="
+    assert (r.loc["H", "lo"], r.loc["H", "hi"]) == (5, math.inf)  # a lower bound on the ratio
+
+
+def test_rl_over_supervised_interval_covers_at_least_ninety_percent():
+    # The interval covers the ratio whenever both 95% intervals cover their B_crit: at least
+    # 90% by the union bound, whatever the dependence. For two independent log-normal
+    # estimates (log sd s) with exact intervals x +- z s, the log of the interval is
+    # (x - y) +- 2 z s around an estimate of sd sqrt(2) s: coverage P(|Z| <= sqrt(2) z) =
+    # 0.9944. Over 1,000 draws the observed rate has sd sqrt(0.9944 x 0.0056 / 1000) =
+    # 0.0024: allow 4 sd around 0.9944.
+    rng = np.random.default_rng(1)
+    n, z, sd = 1000, 1.959964, 0.3
+    a = np.log(8000) + sd * rng.standard_normal(n)
+    b = np.log(200) + sd * rng.standard_normal(n)
+    covered = 0
+    for x, y in zip(a, b, strict=True):
+        p = points([dict(task="G", kind="rl", term="total", target=5, b_crit=math.exp(x),
+                         b_crit_lo=math.exp(x - z * sd), b_crit_hi=math.exp(x + z * sd)),
+                    dict(task="S", kind="supervised", term="total", target=-0.1,
+                         b_crit=math.exp(y), b_crit_lo=math.exp(y - z * sd),
+                         b_crit_hi=math.exp(y + z * sd))])
+        r = rl_over_supervised(p).iloc[0]
+        covered += r["lo"] <= 40 <= r["hi"]
+    exact = 2 * stats.norm.cdf(math.sqrt(2) * z) - 1
+    assert exact == pytest.approx(0.9944, abs=1e-4) and exact >= 0.90
+    assert abs(covered / n - exact) < 4 * math.sqrt(exact * (1 - exact) / n)
+
+
+def test_crosstask_rows_keep_the_prediction_to_rl_tasks():
+    rows = []
+    for task, ratio in (("A", 2.0), ("B", 4.0), ("C", 8.0)):
+        rows += _task_rows(task, "rl", 5.0, 1000 * ratio, 500 * ratio, 2000 * ratio, 1000,
+                           terms=("total", "policy", "value"))
+    rows += _task_rows("digits-mlp", "supervised", -0.03, 300, 200, 450, 100)
+    rows += _task_rows("digits (mlp)", "supervised", math.nan, math.nan, math.nan, math.nan,
+                       127)[1:]  # the reference run: B_simple, no B_crit
+    df = _table(rows)
+    out = finalize_table(crosstask_rows(df))
+    ratios = out[out["quantity"] == "b_crit_over_b_simple"]
+    sup = ratios[ratios["task"] == "digits-mlp"].iloc[0]
+    assert sup["kind"] == "supervised" and sup["value"] == 3.0 and sup["term"] == "total"
+    assert "training loss 0.03" in sup["note"]
+    assert "digits (mlp)" not in set(ratios["task"])
+    pred = out[(out["quantity"] == "ratio_prediction") & (out["term"] == "total")].iloc[0]
+    assert pred["n"] == 3 and "digits-mlp" not in pred["note"]  # RL tasks only
+    assert pred["value"] == pytest.approx(4.0)  # geometric mean of 2, 4, 8
+    vs = out[out["quantity"] == RL_OVER_SUPERVISED].set_index("task")
+    assert list(vs.index) == ["A", "B", "C"] and set(vs["term"]) == {"digits-mlp"}
+    # (the table rounds to 4 significant digits)
+    assert vs.loc["A", "value"] == pytest.approx(2000 / 300, rel=1e-3)
+    assert (vs.loc["A", "lo"], vs.loc["A", "hi"]) == pytest.approx((1000 / 450, 4000 / 200),
+                                                                   rel=1e-3)
+    assert "coverage >= 90%" in vs.loc["A", "note"]
