@@ -78,7 +78,8 @@ def cmd_bench(args) -> int:
 
 def cmd_demo(args) -> int:
     """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
-    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference), or
+    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference and a
+    digits-mlp critical-batch sweep), or
     of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
 
     if args.preset == "gpu":
@@ -130,9 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="the main job on its embedded default (what `make demo` runs)",
                        description="A cpu-quick study (rlscale compare --suite demo): CartPole "
                        "sweep with a B_crit fit, MinAtar noise-scale runs, supervised reference, "
-                       "report. --preset gpu: the atari-paper study.")
+                       "a digits-mlp critical-batch sweep (B_crit of a classifier, measured the "
+                       "same way), report. --preset gpu: the atari-paper study.")
     p.add_argument("--preset", choices=["cpu-quick", "gpu"], default="cpu-quick",
-                   help="cpu-quick (default: about 3-5 min on 2 idle cores, up to 11 on busy ones) "
+                   help="cpu-quick (default: about 3.5-5.5 min on 2 idle cores, up to 12 on busy "
+                   "ones) "
                    "or gpu (the Atari study; needs CUDA)")
     p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
