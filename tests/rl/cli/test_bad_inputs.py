@@ -86,6 +86,10 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     # SupervisedConfig
     ("gns supervised", "--test-fraction"): OPEN_UNIT,
     ("gns supervised", "--hidden"): POS,
+    ("gns supervised", "--channels"): POS,
+    ("gns supervised", "--target"): ANY,  # minus a loss, or an accuracy
+    ("gns supervised", "--diverge-factor"): ("-1", "0", "1"),  # above 1
+    ("gns supervised", "--eval-per-octave"): POS,
     ("gns supervised", "--lr"): POS,
     ("gns supervised", "--momentum"): NONNEG,
     ("gns supervised", "--batch-size"): POS,
