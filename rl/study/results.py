@@ -37,7 +37,7 @@ from rl.study.plan import (
 )
 from rl.study.report import round_sig
 from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
-from rl.sweeps.results import long_results, results_table
+from rl.sweeps.results import long_results, read_results, results_table
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import read_untrained_floors
 
@@ -51,6 +51,7 @@ __all__ = [
     "finalize_table",
     "noise_b_simple_rows",
     "noise_metrics",
+    "part_table",
     "power_laws",
     "read_results_table",
     "result_row",
@@ -277,10 +278,21 @@ def _fit_check_rows(game: str, f: Mapping[str, Any], level: str, kind: str = "rl
     return rows
 
 
+def part_table(part: Part) -> pd.DataFrame:
+    """The results table of a study part, from its run directories; for a stored sweep
+    whose run directories were not kept (none of them exists, as for a sweep committed as
+    its results.csv) the stored table, which then must exist."""
+    plans = plan_runs(part.spec)
+    if not any(Path(p.run_dir).exists() for p in plans) and \
+            (Path(part.spec.out) / "results.csv").exists():
+        return read_results(part.spec.out)
+    return results_table(plans, part.spec.targets)
+
+
 def _sweep_rows(game: str, part: Part, n_boot: int,
                 ci: float = B_CRIT_CI, kind: str = "rl") -> tuple[list[dict], Any]:
     u = UNITS[kind]
-    table = results_table(plan_runs(part.spec), part.spec.targets)
+    table = part_table(part)
     floors = {env: fl.floor for env, fl in read_untrained_floors(part.out).items()}
     fits, per_batch = fit_sweep(table, n_boot=n_boot, ci=ci, floors=floors)
     settled = int(table["status"].isin(["finished", "failed"]).sum())

@@ -23,10 +23,8 @@ from rl.study.crosstask import RL_OVER_SUPERVISED, cited_points, plot_crosstask,
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, SUPERVISED_PART, Part, StudyPlan, slug, study_parts
 from rl.study.report import Figure, Section, format_value, write_report
-from rl.study.results import ACROSS_TASKS, UNITS, power_laws
+from rl.study.results import ACROSS_TASKS, UNITS, part_table, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
-from rl.sweeps.results import results_table
-from rl.sweeps.spec import plan_runs
 
 __all__ = ["scaling_sections", "write_study_report"]
 
@@ -44,7 +42,7 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
             part = parts.get((kind, g.game))
             if part is None:
                 continue
-            table = results_table(plan_runs(part.spec), part.spec.targets)
+            table = part_table(part)
             for p in plot_b_simple(part.out, table, plot_dir=part.analysis_dir):
                 trajectories.append(Figure(p, f"{g.game}: B_simple (policy, value, total loss; "
                                               f"agent steps) against the recent return, {what}"))
@@ -52,7 +50,7 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
             pareto += _pareto_figures(g.game, parts[("sweep", g.game)], fits[g.game])
     for s in plan.supervised_sweeps:
         part = parts[(SUPERVISED_PART, s.task)]
-        table = results_table(plan_runs(part.spec), part.spec.targets)
+        table = part_table(part)
         for p in plot_b_simple(part.out, table, plot_dir=part.analysis_dir):
             trajectories.append(Figure(p, f"{s.task}: B_simple of the training loss (examples) "
                                           "against minus the training loss, sweep runs"))
