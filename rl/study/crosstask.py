@@ -289,7 +289,9 @@ def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:
 def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame:
     """``POINT_COLUMNS`` rows of the measured tasks of a study's results table, RL and
     supervised (a supervised sweep's B_simple: along its runs at the best lrs): the headline
-    B_crit (measured or a bound) beside the headline B_simple of each term."""
+    B_crit (measured or a bound) beside the B_simple of each term over the noise-scale runs'
+    training up to that B_crit's target (``b_simple_to_target``), else the headline
+    B_simple (over the whole runs)."""
     rows = []
     measured = df[(df["source"] == "measured") & df["kind"].isin(["rl", "supervised"])
                   & (df["task"] != ACROSS_TASKS)]
@@ -302,7 +304,7 @@ def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame
         if pd.isna(bc["value"]) and not bound:
             continue
         for term in terms:
-            bs = headline_b_simple(df, task, term)
+            bs = _b_simple_to(df, task, term, bc["target"])
             if bs is None:
                 continue
             rows.append(dict(
@@ -312,6 +314,14 @@ def study_points(df: pd.DataFrame, terms: Sequence[str] = TERMS) -> pd.DataFrame
                 else math.nan,
                 b_simple=bs["value"], b_simple_lo=bs["lo"], b_simple_hi=bs["hi"]))
     return pd.DataFrame(rows, columns=POINT_COLUMNS)
+
+
+def _b_simple_to(df: pd.DataFrame, task: str, term: str, target: float) -> pd.Series | None:
+    """The B_simple row to set beside a B_crit at ``target``: up to that target where the
+    table has it, else the task's headline B_simple."""
+    sel = df[(df["task"] == task) & (df["quantity"] == "b_simple_to_target")
+             & (df["term"] == term) & (df["target"] == target)]
+    return sel.iloc[0] if len(sel) else headline_b_simple(df, task, term)
 
 
 def cited_points() -> pd.DataFrame:

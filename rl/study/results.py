@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, trade
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
 from rl.measure.ppo_noise import TERMS
+from rl.measure.returns import first_reach
 from rl.measure.run_average import TOP_FRACTION, ratio_summary
 from rl.measure.supervised import SEGMENT_FRACTION
 from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
@@ -49,6 +50,7 @@ __all__ = [
     "best_lr_runs",
     "collect_results",
     "finalize_table",
+    "b_simple_to_target_rows",
     "noise_b_simple_rows",
     "noise_metrics",
     "part_table",
@@ -182,6 +184,40 @@ def noise_b_simple_rows(game: str, metrics: list[pd.DataFrame],
         seg = _segments(metrics, term)
         if seg["whole"]:
             rows += _b_simple_rows(game, term, seg, status_note, kind, runs)
+    return rows
+
+
+def _before_target(m: pd.DataFrame, target: float, window: int) -> tuple[pd.DataFrame, bool]:
+    """The metrics rows of one run up to the first that reaches ``target`` (the rule of
+    ``rl.measure.returns``), and whether it reached it (else all rows)."""
+    hit = first_reach(m, target, window)
+    return (m if hit is None else m.iloc[:hit + 1]), hit is not None
+
+
+def b_simple_to_target_rows(game: str, metrics: list[pd.DataFrame], targets: Sequence[float],
+                            window: int) -> list[dict]:
+    """B_simple of the noise-scale runs over their training up to each target: the
+    measurements after the warm-up taken before a run first reaches the target, pooled over
+    the runs (a run that never reaches it counts whole). This is the noise scale of the
+    stretch of training a critical-batch sweep times to that target, the one to set beside
+    its B_crit (``rl.study.crosstask``)."""
+    rows = []
+    for t in targets:
+        parts = [_before_target(m, t, window) for m in metrics]
+        reached = sum(ok for _, ok in parts)
+        for term in GNS_TERMS:
+            pairs = [(c["g2"].to_numpy(float), c["trace_sigma"].to_numpy(float))
+                     for c in (counted_measurements(m, term) for m, _ in parts) if len(c)]
+            if not pairs:
+                continue
+            v, lo, hi, k, tail = _pooled(pairs)
+            missed = "" if reached == len(parts) else \
+                f"; {len(parts) - reached} of {len(parts)} runs never reached it (counted whole)"
+            rows.append(result_row(
+                "measured", "rl", game, "b_simple_to_target", v, term=term, target=float(t),
+                lo=lo, hi=hi, unit="agent steps", n=k,
+                note=f"noise-scale runs up to the first iteration at return {t:g} "
+                     f"{_averaged('rl')}" + missed + tail))
     return rows
 
 
@@ -548,6 +584,11 @@ def _game_rows(plan: StudyPlan, g: GamePlan, parts: Mapping[tuple[str, str], Par
     if ("sweep", g.game) in parts:
         r, fits[g.game] = _sweep_rows(g.game, parts[("sweep", g.game)], plan.n_boot)
         rows += r
+        if ("noise", g.game) in parts:
+            noise = parts[("noise", g.game)]
+            window = int(plan_runs(noise.spec)[0].train.get("return_window", 20))
+            rows += b_simple_to_target_rows(g.game, noise_metrics(noise),
+                                            parts[("sweep", g.game)].spec.targets, window)
     rows += _power_law_rows(g.game, parts, fits, plan.n_boot)
     if ("sweep", g.game) in parts:
         sharpness = parts[("sweep", g.game)].analysis_dir / SHARPNESS_FILE

@@ -137,8 +137,11 @@ def crosstask_section(df: pd.DataFrame, png: Path) -> Section:
     return Section("Across tasks: B_crit against B_simple", paragraphs=words,
                    tables=tables, figures=[figure],
                    notes=["B_crit at each task's headline target (a bound where the sweep "
-                          "does not cover the knee), B_simple run-averaged after the "
-                          "warm-up. The prediction row per term: the geometric mean of the "
+                          "does not cover the knee); B_simple after the warm-up, averaged "
+                          "over the noise-scale runs' training up to that target (the stretch "
+                          "the sweep times; the whole runs where a game has no sweep target, "
+                          "the best-lr sweep runs for supervised tasks). The prediction row "
+                          "per term: the geometric mean of the "
                           "measured RL ratios with a prediction interval for a new RL task "
                           "(log-normal across tasks); bounds and supervised tasks do not "
                           "enter it. RL / supervised: each RL task's B_crit (agent steps) "
