@@ -12,11 +12,17 @@
 #      the noise scale measured every iteration, and its per-segment table (rlscale gns run);
 #   3. rlscale bench scaling on the device at 64..512 environments;
 #   4. only with SWEEP_S set: the Breakout critical-batch sweep for that many seconds; its
-#      folder comes back as a tarball to continue anywhere (rlscale sweep --out).
+#      folder comes back as a tarball to continue anywhere (rlscale sweep --out);
+#   5. only with GAMES_S set: the six-game noise measurement of issue #23 (Pong, Breakout,
+#      SpaceInvaders, Qbert, BeamRider, Seaquest at 8 x 128, the reference settings, seed 1,
+#      B_simple every 2nd iteration, lr annealed over 1M agent steps), the six in parallel
+#      for that many seconds; each run's metrics and checkpoints come back in games.tgz and
+#      continue anywhere with `rlscale train ... --resume` (reference/atari-games/run_games.sh).
 set -uo pipefail
 DEVICE=${DEVICE:-cuda}
 OUT=${OUT:?set OUT to a results folder}
 SWEEP_S=${SWEEP_S:-0}
+GAMES_S=${GAMES_S:-0}
 mkdir -p "$OUT"
 WORK=$(mktemp -d /tmp/gpu_check.XXXX)
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
@@ -71,6 +77,18 @@ if [ "$SWEEP_S" -gt 0 ]; then
   step "sweep" timeout "$SWEEP_S" bash -c "$RL sweep examples/sweeps/breakout.toml --parallel 4 \
     --train device=$DEVICE --train backend=ale --out $WORK/sweep --quiet"
   tar -czf "$OUT/sweep.tgz" -C "$WORK" sweep 2>/dev/null
+fi
+# 5. Optional: the six games' noise scale, in parallel, each stopped at the time limit.
+if [ "$GAMES_S" -gt 0 ]; then
+  for game in Pong Breakout SpaceInvaders Qbert BeamRider Seaquest; do
+    timeout "$GAMES_S" bash -c "$RL train --env $game --backend ale --device $DEVICE \
+      --num-envs 8 --num-steps 128 --total-agent-steps 1M --seed 1 --gns-every 2 \
+      --checkpoint-every 10 --torch-threads 2 --run-dir $WORK/games/$game-8x128-seed1 \
+      --quiet" >>"$LOG" 2>&1 &
+  done
+  wait
+  echo "== six games: $(ls "$WORK"/games 2>/dev/null | wc -l) runs" | tee -a "$LOG"
+  tar -czf "$OUT/games.tgz" -C "$WORK" games 2>/dev/null
 fi
 grep -E '[0-9]+ (passed|failed|error)' "$LOG" | tail -3  # the GPU tests' summary
 ls -la "$OUT"
