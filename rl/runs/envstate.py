@@ -106,6 +106,30 @@ def _encode(obj: Any, seen: dict[int, tuple[str, Any]], where: str) -> Any:
     raise EnvStateError(f"{where}: a {_class_name(obj)} cannot be saved")
 
 
+def _check_field(obj: Any, name: Any, node: Any, where: str) -> None:
+    """EnvStateError unless ``name`` is a state field of ``obj`` that ``env_state`` could
+    have saved: plain data, never a method, property or special attribute.
+
+    A checkpoint is read without running code, but writing its fields into the rebuilt env
+    must not run code later either: a field ``close`` would shadow ``obj.close`` with the
+    file's value. The rebuilt env lacks some data fields still (set on first use, e.g.
+    gymnasium's ``_np_random``), so a field is known if the instance holds it or its class
+    holds no function, descriptor or class under that name.
+    """
+    if not isinstance(name, str) or name.startswith("__"):
+        raise EnvStateError(f"{where}: not a state field of a {_class_name(obj)}; refusing to "
+                            "restore it (the checkpoint was not written by rl.runs.envstate)")
+    attrs = obj.__dict__
+    current = attrs[name] if name in attrs else getattr(type(obj), name, None)
+    saved_as_constant = isinstance(node, dict) and node.get("kind") == "skip"
+    if isinstance(current, _CONSTANTS) and not saved_as_constant or (
+            name not in attrs and (callable(current) or hasattr(current, "__get__"))):
+        raise EnvStateError(
+            f"{where}: the saved state sets {name!r}, which a {_class_name(obj)} holds as a "
+            f"{type(current).__name__}, not state; refusing to overwrite it (the checkpoint "
+            "was not written by rl.runs.envstate for this env: move it out of checkpoints/)")
+
+
 def _decode(node: Any, template: Any, where: str, done: dict[str, Any]) -> Any:
     """``done``: path -> the object restored there (what a later "ref" node stands for)."""
     if type(node) in _SCALARS:
@@ -189,8 +213,7 @@ def _decode_new(node: dict, kind: str, template: Any, where: str, done: dict[str
         done[where] = template  # before its attributes: they may refer back to it
         attrs = template.__dict__
         for name, value in node["attrs"].items():
-            if not isinstance(name, str):
-                raise EnvStateError(f"{where}: malformed attribute name")
+            _check_field(template, name, value, f"{where}.{name}")
             attrs[name] = _decode(value, attrs.get(name), f"{where}.{name}", done)
         return template
     raise EnvStateError(f"{where}: unknown saved kind {kind!r}")

@@ -41,3 +41,25 @@ def test_a_state_that_does_not_fit_is_refused():
         restore_env_state(envs.make_vec("Acrobot", 2, 0, backend="gym-sync"), state)
     with pytest.raises(EnvStateError, match="not an environment state"):
         restore_env_state(envs.make_vec("CartPole", 2, 0), {"format": 99})
+
+
+@pytest.mark.parametrize("field, node", [
+    ("close", "not a method"),                       # a plain value over a method
+    ("close", {"kind": "skip"}),                     # "keep what is there" over a method
+    ("step", {"kind": "ref", "path": "env"}),        # another restored object over a method
+    ("__class__", 0),                                # a special attribute
+    ("single_action_space_n", 0),                    # a data field the fresh env lacks
+])
+def test_a_state_cannot_overwrite_methods_of_the_env(field, node):
+    """#24 item 13: restoring writes only state fields, never a method or special name."""
+    env = envs.make_vec("CartPole", 2, 0)
+    state = _roundtrip(env_state(env))
+    state["root"]["attrs"][field] = node
+    fresh = envs.make_vec("CartPole", 2, 0)
+    if field == "single_action_space_n":  # data set on first use (e.g. _np_random): restored
+        assert restore_env_state(fresh, state).single_action_space_n == 0
+        return
+    with pytest.raises(EnvStateError, match=f"sets '{field}'|{field}: not a state field"):
+        restore_env_state(fresh, state)
+    assert field not in vars(fresh)
+    fresh.close()  # the class's own method
