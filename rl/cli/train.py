@@ -29,7 +29,8 @@ def cmd_train(args) -> int:
     cfg, ppo = configs_from_args(args)
     parallel = dataclass_from_args(args, ParallelConfig)
     adaptive = dataclass_from_args(args, AdaptiveConfig)
-    result = train(cfg, ppo, parallel=parallel, adaptive=adaptive, quiet=args.quiet)
+    result = train(cfg, ppo, parallel=parallel, adaptive=adaptive, quiet=args.quiet,
+                   restart=args.restart)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     ret = result.return_recent
@@ -54,6 +55,11 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="settings family (default: atari for Atari games, else classic)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--restart", action="store_true",
+                   help="start the run in --run-dir over from iteration 0, with the config "
+                   "--resume would accept: its checkpoints, metrics rows and TensorBoard "
+                   "events are deleted first (a --resume that finds no usable checkpoint "
+                   "refuses rather than do this)")
     add_dataclass_args(p, TrainConfig, title="run")
     add_dataclass_args(p, PPOConfig, title="PPO")
     add_dataclass_args(p, ParallelConfig, title="data parallel (rl/train/launch.py)")

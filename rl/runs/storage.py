@@ -450,17 +450,45 @@ class RunDir:
                 self._lock = None
 
     def restart(self) -> None:
-        """Start the run over from iteration 0: drop its metrics rows and TensorBoard events.
+        """Start the run over from iteration 0: drop its checkpoints, metrics rows and
+        TensorBoard events (``rlscale train --restart``: asked for, never a fallback).
 
-        What a resume does when it finds no usable checkpoint, so that the rows and points
-        of the earlier attempt are not kept next to the new ones.
+        Checkpoints go first: a restart cut short must not leave a checkpoint that a later
+        ``--resume`` would continue while the rows before it are gone. ``tb/`` may be a link
+        to storage elsewhere: its events go, the link (or folder) stays.
         """
+        for _, path in self._checkpoint_files():
+            path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            (self.checkpoint_dir / LATEST_FILE).unlink()
         self.truncate_metrics(after_iteration=0)
         if self._writer is not None:
             self._writer.close()
             self._writer = None
-        if self.tb_dir.exists():
-            shutil.rmtree(self.tb_dir)
+        if self.tb_dir.is_dir():
+            for entry in self.tb_dir.iterdir():
+                if entry.is_dir() and not entry.is_symlink():
+                    shutil.rmtree(entry)
+                else:
+                    entry.unlink()
+
+    def no_checkpoint_error(self) -> RunDirError:
+        """The refusal of a resume that found no usable checkpoint, naming what the run holds.
+
+        Such a resume would start over and replace the rows and events the run has (of a
+        finished run too), so it only says what there is and how to start over on purpose.
+        """
+        files = len(self._checkpoint_files())
+        rows = len(parse_metrics_lines(self.metrics_path, problems=[]))
+        state = (self.read_status() or {}).get("state", "unknown")
+        found = (f"{files} checkpoint file(s), none loadable (see the warnings)" if files
+                 else "no checkpoint")
+        return RunDirError(
+            f"cannot resume {self.path}: found {found}, {rows} metrics row(s), status "
+            f"{state}; nothing was changed. Start a new run in another --run-dir, or pass "
+            "--restart instead of --resume to start this run over from iteration 0 (its "
+            "rows, TensorBoard events and checkpoints are deleted)."
+        )
 
     def __enter__(self) -> RunDir:
         return self

@@ -54,7 +54,8 @@ def _sweep_dir(plan: RunPlan) -> Path:
 
 
 def _prepare_run_dir(plan: RunPlan, action: str) -> int:
-    """Make the run directory ready for ``action``; returns the iteration it resumes from.
+    """Make the run directory ready for ``action``; returns the iteration it resumes from
+    (0 for a run to resume that has no checkpoint: ``_train_plan`` restarts it).
 
     A supervised run (seconds long, no checkpoints) always starts over. The caller holds the
     run's lock."""
@@ -63,14 +64,8 @@ def _prepare_run_dir(plan: RunPlan, action: str) -> int:
         # No config.json: whatever is there is a start cut short before the run existed.
         clear_run_dir(path)
         return 0
-    run = RunDir(path)
-    checkpoints = run.list_checkpoints()
-    if not checkpoints:
-        # Killed before its first checkpoint: the trainer starts over, so drop the rows and
-        # TensorBoard events the killed process wrote.
-        run.restart()
-        return 0
-    return checkpoints[-1]
+    checkpoints = RunDir(path).list_checkpoints()
+    return checkpoints[-1] if checkpoints else 0
 
 
 def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
@@ -104,7 +99,7 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
                      run=plan.name, from_iteration=start_at)
         t0 = time.perf_counter()
         try:
-            result = _train_plan(plan, action)
+            result = _train_plan(plan, action, start_at)
         except Exception as exc:
             summary.update(action=action, status="failed", message=f"{type(exc).__name__}: "
                            f"{exc}", seconds=time.perf_counter() - t0)
@@ -119,12 +114,15 @@ def run_one(plan: RunPlan | dict[str, Any], threads: int | None = None,
     return summary
 
 
-def _train_plan(plan: RunPlan, action: str) -> TrainResult:
+def _train_plan(plan: RunPlan, action: str, start_at: int) -> TrainResult:
     """Train one run into its prepared directory: PPO (``rl.train.launch.train``), or a
     supervised run (``rl.measure.supervised.run_supervised``, from step 0)."""
     if not plan.supervised:
-        cfg, ppo = plan.configs(resume=action == "resume")
-        return train(cfg, ppo, quiet=True)
+        # A run killed before its first checkpoint is started over on purpose: its rows and
+        # TensorBoard events are the killed attempt's (a plain resume would refuse).
+        restart = action == "resume" and start_at == 0
+        cfg, ppo = plan.configs(resume=action == "resume" and not restart)
+        return train(cfg, ppo, quiet=True, restart=restart)
     s = run_supervised(plan.supervised_config(), plan.run_dir).summary
     return TrainResult(Path(plan.run_dir), int(s["steps"]),
                        int(s["steps"]) * int(s["batch_size"]), float(s["final_score"]),

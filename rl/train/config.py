@@ -85,7 +85,8 @@ class TrainConfig:
     run_dir: str | None = None
     """Run directory (default runs/<env>-<num_envs>x<num_steps>-seed<seed>)."""
     resume: bool = False
-    """Continue the run in run_dir from its newest checkpoint."""
+    """Continue the run in run_dir from its newest checkpoint (refused if it has no usable
+    one: --restart starts it over instead)."""
     checkpoint_every: int = 10
     """Checkpoint every this many PPO iterations (a crash loses at most this many)."""
     target_return: float | None = None

@@ -84,6 +84,8 @@ class Launch:
     dump_dir: str | None = None
     layout_columns: bool = False
     """Rows carry world_size, num_envs and num_steps."""
+    restart: bool = False
+    """Start the existing run in run_dir over from iteration 0 (``train``'s ``restart``)."""
 
     @property
     def ppo_in_force(self) -> PPOConfig:
@@ -117,6 +119,7 @@ def train(
     on_iteration: Callable[[dict], None] | None = None,
     quiet: bool = True,
     debug_dump_dir: str | os.PathLike[str] | None = None,
+    restart: bool = False,
 ) -> TrainResult | None:
     """Train PPO; everything is validated before any process or environment starts.
 
@@ -124,11 +127,14 @@ def train(
     ``on_iteration(row)`` gets rank 0's rows (not with spawned processes). Returns the
     run's result; None on ranks other than 0 under torchrun. ``debug_dump_dir``: each
     data-parallel rank saves its rollout, parameters and row at every measured iteration.
+    ``restart``: start the existing run in ``cfg.run_dir`` (same config rules as a resume)
+    over from iteration 0, deleting its checkpoints, rows and TensorBoard events; a resume
+    (``cfg.resume``) that finds no usable checkpoint refuses instead of doing this itself.
     """
     parallel, adaptive = parallel or ParallelConfig(), adaptive or AdaptiveConfig()
     layout = parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None
     return _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet,
-                   debug_dump_dir, layout)
+                   debug_dump_dir, layout, restart)
 
 
 def train_parallel(
@@ -141,16 +147,21 @@ def train_parallel(
     on_iteration: Callable[[dict], None] | None = None,
     debug_dump_dir: str | os.PathLike[str] | None = None,
     override: PPOOverride | None = None,
+    restart: bool = False,
 ) -> TrainResult | None:
     """``train`` whose rows always say how the batch is laid out (world_size, num_envs,
     num_steps), also with one process and a fixed batch."""
     return _launch(cfg, ppo, parallel or ParallelConfig(), adaptive or AdaptiveConfig(),
-                   override, on_iteration, quiet, debug_dump_dir, True)
+                   override, on_iteration, quiet, debug_dump_dir, True, restart)
 
 
 def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_dir,
-            layout) -> TrainResult | None:
+            layout, restart) -> TrainResult | None:
     parallel.validate()
+    if restart and cfg.resume:
+        raise ValueError("--restart and --resume exclude each other: --resume continues the "
+                         "run from its newest checkpoint, --restart starts it over from "
+                         "iteration 0; pass one")
     launched = torchrun_env()
     if launched is not None and parallel.nproc not in (1, launched[1]):
         raise ValueError(f"--nproc {parallel.nproc} but torchrun started {launched[1]} "
@@ -159,7 +170,7 @@ def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_di
     parallel = dataclasses.replace(parallel, nproc=world)
     cfg = checked(cfg, ppo, parallel, adaptive, override)
     launch = Launch(cfg, ppo, parallel, adaptive, override, quiet, on_iteration,
-                    None if dump_dir is None else str(dump_dir), layout)
+                    None if dump_dir is None else str(dump_dir), layout, restart)
     if launched is not None:
         rank, _, local_rank = launched
         device = rank_device(cfg, local_rank)
@@ -309,11 +320,9 @@ def run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRes
         if rank == 0:
             try:
                 run = RunDir.open(cfg.resolved_run_dir(), launch.config(world),
-                                  resume=cfg.resume, may_differ=RESUMABLE_CHANGES)
-                checkpoint = run.load_latest_checkpoint(
-                    map_location="cpu", required=CHECKPOINT_KEYS) if cfg.resume else None
-                if cfg.resume and checkpoint is None:
-                    run.restart()  # killed before its first checkpoint: start over, drop rows
+                                  resume=cfg.resume or launch.restart,
+                                  may_differ=RESUMABLE_CHANGES)
+                checkpoint = open_checkpoint(run, cfg.resume, launch.restart)
             except Exception as exc:
                 failure = exc
         message = comm.broadcast_object(None if failure is None else str(failure))
@@ -345,6 +354,23 @@ def run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRes
             torch.set_num_threads(threads)
         if run is not None:
             run.close()
+
+
+def open_checkpoint(run: RunDir, resume: bool, restart: bool) -> tuple[dict, int] | None:
+    """The checkpoint a run continues from: the newest usable one on resume, else None.
+
+    A resume without a usable checkpoint refuses (``RunDir.no_checkpoint_error``): starting
+    over would replace the rows and events the run has. Only ``restart`` deletes them.
+    """
+    if restart:
+        run.restart()
+        return None
+    if not resume:
+        return None
+    checkpoint = run.load_latest_checkpoint(map_location="cpu", required=CHECKPOINT_KEYS)
+    if checkpoint is None:
+        raise run.no_checkpoint_error()
+    return checkpoint
 
 
 def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, env, model,

@@ -47,6 +47,14 @@ def _checkpoint_iteration(run_dir: Path) -> int:
         return 0
 
 
+def _continue(run_dir: Path) -> list[str]:
+    """The flag that continues a killed run: --resume from its checkpoint, or --restart when
+    it was killed before its first one (a resume without a checkpoint refuses)."""
+    if not (run_dir / "config.json").exists():
+        return []
+    return ["--resume"] if list((run_dir / "checkpoints").glob("ckpt_*.pt")) else ["--restart"]
+
+
 def _kill_when(cmd: list[str], ready, delay: float) -> bool:
     """Start ``cmd`` in its own process group; once ``ready()`` holds, wait ``delay`` seconds
     and SIGKILL the whole group (a sweep's workers too). False if it ended before that."""
@@ -90,8 +98,7 @@ def test_training_run_survives_20_sigkills(tmp_path):
     metrics = killed / "metrics.jsonl"
     kills = 0
     while kills < KILLS:
-        resume = ["--resume"] if (killed / "config.json").exists() else []
-        cmd = [*cli, *args, "--run-dir", str(killed), *resume]
+        cmd = [*cli, *args, "--run-dir", str(killed), *_continue(killed)]
         # Kill once the metrics reach a random row a few iterations past the last
         # checkpoint, after a further random delay (mid-row, mid-checkpoint, ...).
         target = _checkpoint_iteration(killed) + int(rng.integers(1, 7))
@@ -99,8 +106,8 @@ def test_training_run_survives_20_sigkills(tmp_path):
             break
         kills += 1
     assert kills == KILLS, f"the run finished after {kills} kills: give it a larger budget"
-    subprocess.run([*cli, *args, "--run-dir", str(killed), "--resume"], cwd=ROOT, env=ENV,
-                   check=True)
+    subprocess.run([*cli, *args, "--run-dir", str(killed), *_continue(killed)], cwd=ROOT,
+                   env=ENV, check=True)
     a, b = load_metrics(whole), load_metrics(killed)
     assert list(b["iteration"]) == list(range(1, 91))
     pd.testing.assert_frame_equal(_comparable(a), _comparable(b))

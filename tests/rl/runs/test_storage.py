@@ -211,10 +211,12 @@ def test_finished_run_keeps_no_temp_files_and_figures_are_atomic(tmp_path):
     run.close()
 
 
-def test_restart_drops_rows_and_tensorboard_events(tmp_path):
+def test_restart_drops_checkpoints_rows_and_tensorboard_events(tmp_path):
     run = RunDir.create(tmp_path / "run", CONFIG)
     run.append_metrics({"iteration": 1})
+    run.save_checkpoint({"w": torch.ones(1)}, 1)
     metrics.log_scalars(run.tensorboard_writer(), {"x": 1.0}, 1)
     run.restart()
-    assert run.metrics_path.read_text() == "" and not run.tb_dir.exists()
+    assert run.metrics_path.read_text() == "" and list(run.tb_dir.iterdir()) == []
+    assert run.list_checkpoints() == [] and run.load_latest_checkpoint() is None
     run.close()

@@ -195,21 +195,38 @@ TINY = ["train", "--env", "CartPole", "--total-agent-steps", "512", "--checkpoin
         "--gns-every", "0", "--quiet"]
 
 
-def test_checkpoints_load_weights_only_and_a_resume_without_one_starts_clean(tmp_path):
+def test_checkpoints_load_weights_only_and_a_resume_without_one_refuses(tmp_path, capsys):
+    """#24 item 1: a resume that finds no usable checkpoint changes nothing and says so
+    (it used to start over, deleting the rows and events even of a finished run); --restart
+    starts over on purpose, also where tb/ is a link to storage elsewhere."""
     import torch
 
     run_dir = tmp_path / "run"
     assert main([*TINY, "--run-dir", str(run_dir)]) == 0
     payload = torch.load(run_dir / "checkpoints" / "ckpt_00000002.pt", weights_only=True)
     assert payload["state"]["env_state"] is not None and "env" not in payload["state"]
-    # Killed before its first checkpoint (or all unreadable): the resume starts at 0 and
-    # keeps no row or TensorBoard event of the earlier attempt.
+    events = tmp_path / "events"
+    (run_dir / "tb").rename(events)
+    (run_dir / "tb").symlink_to(events)
     for path in (run_dir / "checkpoints").iterdir():
         path.unlink()
-    assert main([*TINY, "--run-dir", str(run_dir), "--resume"]) == 0
+    metrics, status = ((run_dir / name).read_bytes() for name in ("metrics.jsonl", "status.json"))
+    capsys.readouterr()
+    assert main([*TINY, "--run-dir", str(run_dir), "--resume"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "found no checkpoint, 2 metrics row(s), status finished" in err and "--restart" in err
+    assert (run_dir / "metrics.jsonl").read_bytes() == metrics
+    assert (run_dir / "status.json").read_bytes() == status
+    assert len(list(events.iterdir())) == 1
+
+    assert main([*TINY, "--run-dir", str(run_dir), "--restart", "--resume"]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    # Started over on purpose: no row, event or checkpoint of the earlier attempt is kept.
+    assert main([*TINY, "--run-dir", str(run_dir), "--restart"]) == 0
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
     assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
-    assert len(list((run_dir / "tb").iterdir())) == 1
+    assert (run_dir / "tb").is_symlink() and len(list(events.iterdir())) == 1
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
 def test_resume_refuses_crafted_incomplete_or_locked_runs(tmp_path, capsys):
