@@ -23,23 +23,18 @@ from rl.cli.output import console, print_table
 from rl.cli.sweep import print_pbt
 from rl.runs.files import atomic_write_text
 from rl.sweeps.pbt import is_pbt_sweep, member_summary, write_pbt_outputs
-from rl.sweeps.results import read_results, results_table
-from rl.sweeps.settings import SweepSpecError
-from rl.sweeps.spec import plan_runs, stored_spec
+from rl.sweeps.results import read_results, sweep_table
+from rl.sweeps.spec import stored_spec
 from rl.sweeps.state import read_untrained_floors
 
 
-def refreshed_results(sweep_dir: Path):
-    """The results table rebuilt from the run directories (it may be newer than
-    results.parquet if a sweep was killed), else the stored table."""
-
-    try:
-        spec = stored_spec(sweep_dir)
-        if spec is not None:
-            return results_table(plan_runs(spec), spec.targets)
-    except (SweepSpecError, TypeError, KeyError, ValueError):
-        pass
-    return read_results(sweep_dir)
+def refreshed_results(sweep_dir: Path) -> pd.DataFrame:
+    """The sweep's results table (``sweep_table``: rebuilt from the run directories, or the
+    stored table of a sweep whose runs were not kept); the stored table of a directory with
+    no sweep.json. Errors (a damaged metrics file, a spec that no longer reads) propagate:
+    fitting an older stored table instead would hide them."""
+    spec = stored_spec(sweep_dir)
+    return read_results(sweep_dir) if spec is None else sweep_table(spec)
 
 
 def _fmt(v: Any) -> str:

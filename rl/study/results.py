@@ -38,7 +38,7 @@ from rl.study.plan import (
 )
 from rl.study.report import round_sig
 from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
-from rl.sweeps.results import long_results, read_results, results_table
+from rl.sweeps.results import long_results, results_table, sweep_table
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import read_untrained_floors
 
@@ -317,12 +317,8 @@ def _fit_check_rows(game: str, f: Mapping[str, Any], level: str, kind: str = "rl
 def part_table(part: Part) -> pd.DataFrame:
     """The results table of a study part, from its run directories; for a stored sweep
     whose run directories were not kept (none of them exists, as for a sweep committed as
-    its results.csv) the stored table, which then must exist."""
-    plans = plan_runs(part.spec)
-    if not any(Path(p.run_dir).exists() for p in plans) and \
-            (Path(part.spec.out) / "results.csv").exists():
-        return read_results(part.spec.out)
-    return results_table(plans, part.spec.targets)
+    its results.csv) the stored table, which then must exist (``sweep_table``)."""
+    return sweep_table(part.spec)
 
 
 def _sweep_rows(game: str, part: Part, n_boot: int,

@@ -21,7 +21,8 @@ from rl.measure.run_average import ema_ratios
 from rl.measure.warmup import counted_measurements
 from rl.runs.files import atomic_write_bytes, atomic_write_text
 from rl.runs.metrics import load_metrics
-from rl.sweeps.settings import tkey
+from rl.sweeps.settings import SweepSpec, tkey
+from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import RunPlan, is_interrupted, read_json
 
 GNS_TERMS = TERMS
@@ -130,6 +131,20 @@ def results_table(plans: list[RunPlan], targets: Iterable[float],
     for col in ("message", "gns_split"):  # text, also where every row is empty (NaN)
         df[col] = df[col].astype(object).fillna("").astype(str)
     return df
+
+
+def sweep_table(spec: SweepSpec) -> pd.DataFrame:
+    """The results table of the sweep ``spec`` plans, rebuilt from its run directories (it
+    may be newer than the stored table if the sweep was killed; a damaged metrics file of a
+    finished run is an error, ``load_metrics``). For a stored sweep whose run directories
+    were not kept (none of them exists, as for a sweep committed as its results.csv): the
+    stored table, which then must exist."""
+    plans = plan_runs(spec)
+    # lexists: a run directory that is a dangling link is there, not "not kept".
+    if not any(os.path.lexists(p.run_dir) for p in plans) and \
+            (Path(spec.out) / "results.csv").exists():
+        return read_results(spec.out)
+    return results_table(plans, spec.targets)
 
 
 def long_results(df: pd.DataFrame) -> pd.DataFrame:

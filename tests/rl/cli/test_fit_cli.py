@@ -1,13 +1,21 @@
-"""`rlscale fit` on a stored results table: bounds, lack of fit, the floor, the notes."""
+"""`rlscale fit` on a stored results table (bounds, lack of fit, the floor, the notes) and on a
+sweep directory with its runs (damaged or foreign runs are errors)."""
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from rl.cli import main
 from rl.measure.floor import UntrainedFloor
-from rl.sweeps.state import write_floor_file
+from rl.runs.storage import RunDir
+from rl.sweeps.results import results_table, write_results
+from rl.sweeps.spec import parse_spec, plan_runs
+from rl.sweeps.state import write_floor_file, write_sweep_state
 
 B = 128.0 * 2.0 ** np.arange(6)
 
@@ -60,3 +68,47 @@ def test_measured_b_crit_exits_zero_and_flags_the_lr_edge(tmp_path, capsys):
     fit = pd.read_csv(sweep / "fit.csv", keep_default_na=False).iloc[0]
     assert bool(fit["ok"]) and "(high)" in fit["lr_at_edge"]
     assert "extend the grid" in out and "no untrained-play floor" in out
+
+
+# --- a sweep directory with its run directories (#24 items 5, 6) -------------------------
+
+
+def _run_dirs(out, lrs=(1e-3,), b_crit=64.0):
+    """A sweep directory as `rlscale sweep` leaves it: sweep.json, finished run directories
+    whose smoothed return reaches 10 after S = 20 (1 + b_crit / B) iterations, and the
+    stored tables. Metrics are written as lines (no training)."""
+    spec = parse_spec({"env": "CartPole", "num_envs": [1, 2, 4, 8, 16], "num_steps": 16,
+                       "seeds": 2, "lrs": list(lrs), "targets": [10], "out": str(out),
+                       "train": {"return_window": 1}})
+    plans = plan_runs(spec)
+    write_sweep_state(spec, plans)
+    for p in plans:
+        run = RunDir.create(p.run_dir, p.stored_config())
+        s = 20 * (1 + b_crit / p.rollout_batch_size) * (1 + 0.05 * p.seed)
+        rows = [dict(iteration=i, agent_steps=i * p.rollout_batch_size, episodes_total=i,
+                     return_recent=10 * i / s) for i in range(1, int(s) + 3)]
+        (Path(p.run_dir) / "metrics.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+        run.write_status("finished", message="reached target")
+    write_results(out, results_table(plans, spec.targets))
+    return spec, plans
+
+
+def test_a_damaged_metrics_file_is_an_error_not_the_older_stored_table(tmp_path, capsys):
+    _, plans = _run_dirs(tmp_path)
+    metrics = Path(plans[3].run_dir) / "metrics.jsonl"
+    lines = metrics.read_text().splitlines(keepends=True)
+    metrics.write_text("".join(lines[:2]) + '{"iteration": 3, "agent_st\n' + "".join(lines[3:]))
+    assert main(["fit", str(tmp_path), "--no-plots", "--n-boot", "20"]) == 2
+    err = capsys.readouterr().err
+    assert f"{metrics}:3" in err and "restore it" in err and err.count("\n") == 1
+    assert not (tmp_path / "fit.csv").exists()
+
+
+def test_a_stored_sweep_without_run_directories_fits_its_results_csv(tmp_path, capsys):
+    _run_dirs(tmp_path)
+    (tmp_path / "results.parquet").unlink()
+    shutil.rmtree(tmp_path / "runs")  # kept only as sweep.json and results.csv
+    assert main(["fit", str(tmp_path), "--no-plots", "--n-boot", "20"]) == 0
+    fit = pd.read_csv(tmp_path / "fit.csv").iloc[0]
+    assert bool(fit["ok"]) and fit["n_batch_sizes"] == 5
