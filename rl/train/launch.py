@@ -10,13 +10,16 @@ CPU, NCCL on CUDA, one GPU each), and under torchrun the calling process is one 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime
 import functools
 import math
 import os
+import signal
 import socket
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -304,8 +307,35 @@ def make_env(cfg: TrainConfig, num_envs: int, seed: int):
     return envs.make_vec(cfg.env, num_envs, seed, backend=cfg.backend, preset=cfg.env_preset)
 
 
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM raises ``KeyboardInterrupt("SIGTERM")`` meanwhile, so that a run stopped by
+    it ends as after Ctrl-C: marked failed ("KeyboardInterrupt: SIGTERM", which a sweep
+    resumes as interrupted) and its lock released, rather than the process vanishing with
+    status.json at "running". Only where SIGTERM has its default action, on the main thread
+    (the one that may set handlers): a host program's own handler is left alone."""
+    if threading.current_thread() is not threading.main_thread() \
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt("SIGTERM")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainResult:
     """Open the run (rank 0), load its checkpoint, build this rank's loop and run it."""
+    with sigterm_as_interrupt():
+        return _run_rank(launch, rank, world, local_rank)
+
+
+def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainResult:
     cfg = launch.cfg
     device = rank_device(cfg, local_rank)
     comm = DistComm(device) if world > 1 else LocalComm()

@@ -195,6 +195,27 @@ TINY = ["train", "--env", "CartPole", "--total-agent-steps", "512", "--checkpoin
         "--gns-every", "0", "--quiet"]
 
 
+def test_sigterm_marks_the_run_failed_like_ctrl_c(tmp_path):
+    """#24 item 10: SIGTERM used to end the process with status.json still at "running"."""
+    run_dir = tmp_path / "run"
+    argv = [*TINY[:4], "1000000", *TINY[5:], "--run-dir", str(run_dir)]
+    code = f"import sys; from rl.cli import main; sys.exit(main({argv!r}))"
+    proc = subprocess.Popen([sys.executable, "-c", code], stderr=subprocess.PIPE, text=True)
+    try:
+        while _rows(run_dir / "metrics.jsonl") < 1:  # no deadline: a loaded machine is slow
+            assert proc.poll() is None, proc.stderr.read()
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=120) == 130, proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert (status["state"], status["message"]) == ("failed", "KeyboardInterrupt: SIGTERM")
+
+
 def test_checkpoints_load_weights_only_and_a_resume_without_one_refuses(tmp_path, capsys):
     """#24 item 1: a resume that finds no usable checkpoint changes nothing and says so
     (it used to start over, deleting the rows and events even of a finished run); --restart
