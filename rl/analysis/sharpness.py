@@ -1,6 +1,7 @@
 """Sharpness of a loss at given weights (Keskar et al. 2016), for RL and supervised models.
 
-``top_hessian_eigenvalue``: power iteration on Hessian-vector products (double backward).
+``top_hessian_eigenvalue``: the largest and the most negative Hessian eigenvalue by Lanczos
+(scipy's ``eigsh``) on Hessian-vector products (double backward), each with its convergence.
 ``eps_sharpness``: 100 (max_{z in C} f(w + z) - f(w)) / (1 + f(w)) over the box
 C = {z : |z_i| <= eps (|w_i| + 1)}, the max by projected sign-gradient ascent with halving
 steps (``ascent_steps`` of them). ``measure_sharpness`` does both on one loss.
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
+from scipy import linalg, stats
+from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
 import envs
@@ -41,6 +43,8 @@ from rl.train.rollout import RolloutBuffer, collect, to_device
 
 __all__ = [
     "SHARPNESS_COLUMNS",
+    "Eigenvalue",
+    "HessianExtremes",
     "SharpnessConfig",
     "digits_sharpness",
     "eps_sharpness",
@@ -59,52 +63,144 @@ PPO_TERMS = ("policy", "value")
 
 def _params(model: nn.Module | Sequence[torch.Tensor]) -> list[torch.Tensor]:
     ps = list(model.parameters()) if isinstance(model, nn.Module) else list(model)
-    return [p for p in ps if p.requires_grad]
+    params = [p for p in ps if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters (none with requires_grad=True): "
+                         "sharpness is measured in the trainable weights")
+    return params
 
 
 def hessian_vector_product(loss_fn: LossFn, params: list[torch.Tensor],
                            vec: list[torch.Tensor]) -> list[torch.Tensor]:
     """H v for the Hessian of ``loss_fn()`` in ``params`` (double backward)."""
+    zeros = [torch.zeros_like(p) for p in params]
     loss = loss_fn()
+    if not loss.requires_grad:  # the loss does not depend on the parameters: H = 0
+        return zeros
     grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
     pairs = [(g, v) for g, v in zip(grads, vec, strict=True) if g is not None]
     dot = sum((g * v).sum() for g, v in pairs)
+    if not isinstance(dot, torch.Tensor) or not dot.requires_grad:  # linear in them: H = 0
+        return zeros
     hv = torch.autograd.grad(dot, params, allow_unused=True)
-    return [torch.zeros_like(p) if h is None else h.detach() for h, p in zip(hv, params,
-                                                                          strict=True)]
+    return [z if h is None else h.detach() for h, z in zip(hv, zeros, strict=True)]
 
 
-def _dot(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
-    return float(sum((x * y).sum() for x, y in zip(a, b, strict=True)))
+@dataclass(frozen=True)
+class Eigenvalue:
+    """One end of a Hessian's spectrum (``top_hessian_eigenvalue``).
+
+    ``value`` is NaN when not ``converged``: ARPACK returns only converged Ritz values, and
+    an unconverged estimate must not enter a mean, a trend or a fit. ``products``: the
+    Hessian-vector products spent on it.
+    """
+
+    value: float
+    converged: bool
+    products: int
+
+
+@dataclass(frozen=True)
+class HessianExtremes:
+    """The largest (``top``) and the most negative (``bottom``) Hessian eigenvalue."""
+
+    top: Eigenvalue
+    bottom: Eigenvalue
+
+    @property
+    def converged(self) -> bool:
+        return self.top.converged and self.bottom.converged
+
+    @property
+    def products(self) -> int:
+        return self.top.products + self.bottom.products
+
+
+class _OutOfProducts(Exception):
+    """The product budget of one eigenvalue is spent (raised through ARPACK's loop)."""
+
+
+class HessianOperator(LinearOperator):
+    """The Hessian of ``loss_fn`` in ``params`` as a scipy operator on float64 vectors,
+    counting its products and stopping after ``max_products`` (ARPACK's own ``maxiter``
+    counts restarts, not products)."""
+
+    def __init__(self, loss_fn: LossFn, params: list[torch.Tensor], max_products: int):
+        n = sum(p.numel() for p in params)
+        super().__init__(dtype=np.float64, shape=(n, n))
+        self.loss_fn, self.params, self.max_products = loss_fn, params, max_products
+        self.products = 0
+        self.nonzero = False  # whether any product was nonzero
+
+    def _matvec(self, x: np.ndarray) -> np.ndarray:
+        if self.products >= self.max_products:
+            raise _OutOfProducts
+        self.products += 1
+        flat = torch.as_tensor(np.ascontiguousarray(x, dtype=np.float64).ravel())
+        vec, at = [], 0
+        for p in self.params:
+            vec.append(flat[at:at + p.numel()].view(p.shape).to(p.device, p.dtype))
+            at += p.numel()
+        hv = hessian_vector_product(self.loss_fn, self.params, vec)
+        out = torch.cat([h.reshape(-1).double().cpu() for h in hv]).numpy()
+        self.nonzero = self.nonzero or bool(np.any(out != 0))
+        return out
+
+
+LANCZOS_VECTORS = 20
+"""Lanczos basis size (ARPACK's ncv; eigsh's default for one eigenvalue). A model with at
+most this many parameters gets its full Hessian instead: the basis would span it anyway."""
+
+
+def _lanczos_end(op: HessianOperator, which: str, tol: float, v0: np.ndarray) -> Eigenvalue:
+    """One end ('LA' largest, 'SA' smallest algebraic) by eigsh, within op's product budget."""
+    op.products, op.nonzero = 0, False
+    try:
+        value = eigsh(op, k=1, which=which, tol=tol, v0=v0, ncv=LANCZOS_VECTORS,
+                      maxiter=op.max_products, return_eigenvectors=False)[0]
+    except (_OutOfProducts, ArpackNoConvergence):
+        return Eigenvalue(math.nan, False, op.products)
+    except ArpackError:
+        # ARPACK stops when the Krylov space collapses at the start ("starting vector is
+        # zero"): H v0 = 0, which for a random v0 means H = 0 (a loss linear in the weights,
+        # or not depending on them).
+        if op.products and not op.nonzero:
+            return Eigenvalue(0.0, True, op.products)
+        raise
+    return Eigenvalue(float(value), True, op.products)
 
 
 def top_hessian_eigenvalue(
-    loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *, iters: int = 20,
-    tol: float = 1e-3, generator: torch.Generator | None = None,
-) -> tuple[float, int]:
-    """(eigenvalue, iterations used): the Hessian eigenvalue of largest magnitude (signed)
-    by power iteration on Hessian-vector products, from a random unit start.
+    loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *, tol: float = 1e-3,
+    max_products: int = 200, generator: torch.Generator | None = None,
+) -> HessianExtremes:
+    """The largest and the most negative eigenvalue of the Hessian of ``loss_fn()`` in the
+    trainable weights, each by Lanczos (``scipy.sparse.linalg.eigsh``, 'LA' and 'SA') on
+    Hessian-vector products from one random start (drawn with ``generator``).
 
-    Stops after ``iters`` products or once the Rayleigh quotient changes by less than
-    ``tol`` (relative). The Rayleigh quotient's error shrinks like (lambda_2 / lambda_1)^(2k)
-    after k products; a loss with two near-equal top eigenvalues needs more iterations.
+    Each end stops once ARPACK's residual test holds, ``|H v - theta v| <= tol |theta|``,
+    which bounds the error of the value by ``tol |theta|`` (symmetric H); or, unconverged
+    (value NaN), after ``max_products`` products. Lanczos resolves both ends even when they
+    have opposite signs and similar sizes, where power iteration does not converge. A model
+    with at most ``LANCZOS_VECTORS`` weights gets its exact eigenvalues (one product per
+    weight). A zero Hessian gives 0, converged.
     """
+    if not 0.0 < tol < 1.0:
+        raise ValueError(f"tol must be in (0, 1) (a relative accuracy), got {tol!r}")
+    if isinstance(max_products, bool) or not isinstance(max_products, int) or max_products < 1:
+        raise ValueError(f"max_products must be an integer >= 1, got {max_products!r}")
     params = _params(model)
-    v = [torch.randn(p.shape, generator=generator, dtype=p.dtype).to(p.device) for p in params]
-    norm = math.sqrt(_dot(v, v))
-    v = [x / norm for x in v]
-    eig, used = math.nan, 0
-    for used in range(1, iters + 1):
-        hv = hessian_vector_product(loss_fn, params, v)
-        new = _dot(v, hv)
-        norm = math.sqrt(_dot(hv, hv))
-        if norm == 0.0:
-            return 0.0, used
-        v = [x / norm for x in hv]
-        if math.isfinite(eig) and abs(new - eig) <= tol * max(abs(new), 1e-12):
-            return new, used
-        eig = new
-    return eig, used
+    op = HessianOperator(loss_fn, params, max_products)
+    n = op.shape[0]
+    if n <= LANCZOS_VECTORS:
+        if n > max_products:
+            return HessianExtremes(*(Eigenvalue(math.nan, False, 0),) * 2)
+        h = op.matmat(np.eye(n))
+        values = linalg.eigvalsh(0.5 * (h + h.T))  # symmetrize the rounding
+        return HessianExtremes(Eigenvalue(float(values[-1]), True, n),
+                               Eigenvalue(float(values[0]), True, 0))
+    v0 = torch.randn(n, generator=generator, dtype=torch.float64).numpy()
+    return HessianExtremes(_lanczos_end(op, "LA", tol, v0), _lanczos_end(op, "SA", tol, v0))
 
 
 def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
@@ -149,11 +245,16 @@ def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
 
 
 def measure_sharpness(loss_fn: LossFn, model: nn.Module, *, eps: Sequence[float] = (1e-3,),
-                      power_iters: int = 20, ascent_steps: int = 10,
+                      max_products: int = 200, eigen_tol: float = 1e-3, ascent_steps: int = 10,
                       generator: torch.Generator | None = None) -> dict[str, float]:
-    """loss, top_eigenvalue, eigen_iterations and eps_sharpness_{eps} of one loss."""
-    lam, used = top_hessian_eigenvalue(loss_fn, model, iters=power_iters, generator=generator)
-    out = {"top_eigenvalue": lam, "eigen_iterations": used}
+    """loss, top_eigenvalue, min_eigenvalue (each NaN unless its ``*_converged`` flag is
+    set), eigen_products and eps_sharpness_{eps} of one loss."""
+    ends = top_hessian_eigenvalue(loss_fn, model, tol=eigen_tol, max_products=max_products,
+                                  generator=generator)
+    out: dict[str, Any] = {
+        "top_eigenvalue": ends.top.value, "top_eigen_converged": ends.top.converged,
+        "min_eigenvalue": ends.bottom.value, "min_eigen_converged": ends.bottom.converged,
+        "eigen_products": ends.products}
     for e in eps:
         s, f0, _ = eps_sharpness(loss_fn, model, eps=e, steps=ascent_steps)
         out[f"eps_sharpness_{e:g}"] = s
@@ -163,7 +264,10 @@ def measure_sharpness(loss_fn: LossFn, model: nn.Module, *, eps: Sequence[float]
 
 def summarize_repeats(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[str]
                       ) -> pd.DataFrame:
-    """Mean, standard error (std / sqrt(n), NaN for n < 2) and n per group of repeats."""
+    """Mean, standard error (std / sqrt(n), NaN for n < 2) and n per group of repeats.
+
+    NaN values (an eigenvalue that did not converge) are left out of the mean and the
+    standard error; ``{value}_n`` counts the values used, ``repeats`` the rows."""
     out = []
     for key, g in rows.groupby(list(keys), sort=True):
         rec = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
@@ -171,6 +275,7 @@ def summarize_repeats(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[
             x = g[v].astype(float).dropna()
             rec[v] = float(x.mean()) if len(x) else math.nan
             rec[f"{v}_se"] = float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else math.nan
+            rec[f"{v}_n"] = len(x)
         rec["repeats"] = len(g)
         out.append(rec)
     return pd.DataFrame(out)
@@ -196,18 +301,23 @@ class SharpnessConfig:
     """box sizes of the eps-sharpness, comma-separated (Keskar et al. used 1e-3 and 5e-4)"""
     ascent_steps: int = 10
     """projected gradient ascent steps for the max over the box"""
-    power_iters: int = 20
-    """most Hessian-vector products of the power iteration"""
+    max_products: int = 200
+    """most Hessian-vector products per eigenvalue (Lanczos); an eigenvalue not converged
+    by then is kept as a row marked unconverged, its value NaN"""
+    eigen_tol: float = 1e-3
+    """relative accuracy of the eigenvalues (ARPACK's residual test, eigsh's tol)"""
     seed: int = 12345
     """base seed of the measurement rollouts (repeat r uses seed + r)"""
     device: str = "cpu"
     """device of the measurement"""
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "repeats", "ascent_steps", "power_iters"):
+        for name in ("num_envs", "num_steps", "repeats", "ascent_steps", "max_products"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
+        if not 0.0 < self.eigen_tol < 1.0:
+            raise ValueError(f"eigen_tol must be in (0, 1), got {self.eigen_tol!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         try:
@@ -223,7 +333,8 @@ class SharpnessConfig:
         return tuple(float(e) for e in str(self.eps).split(",") if e.strip())
 
 
-SHARPNESS_COLUMNS = ["term", "repeat", "samples", "loss", "top_eigenvalue", "eigen_iterations"]
+SHARPNESS_COLUMNS = ["term", "repeat", "samples", "loss", "top_eigenvalue", "top_eigen_converged",
+                     "min_eigenvalue", "min_eigen_converged", "eigen_products"]
 
 
 def load_policy(run_dir: str | Path, device: str = "cpu", *,
@@ -291,7 +402,8 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
     """Per repeat and PPO loss term: loss, top Hessian eigenvalue and eps-sharpness at the
     run's final checkpoint, on ``cfg.repeats`` fresh rollouts of ``num_envs x num_steps``.
 
-    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, power_iters,
+    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, max_products,
+    eigen_tol,
     iteration (of the checkpoint), rollout_batch_size (of the run), run_dir.
     """
     cfg = cfg or SharpnessConfig()
@@ -308,10 +420,12 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
                 terms = ppo_loss(model, batch, ppo)
                 return terms.policy_loss if term == "policy" else terms.value_loss
 
-            m = measure_sharpness(loss_fn, model, eps=cfg.eps_values, power_iters=cfg.power_iters,
+            m = measure_sharpness(loss_fn, model, eps=cfg.eps_values,
+                                  max_products=cfg.max_products, eigen_tol=cfg.eigen_tol,
                                   ascent_steps=cfg.ascent_steps, generator=gen)
             rows.append(dict(term=term, repeat=r, samples=cfg.num_envs * cfg.num_steps, **m,
-                             ascent_steps=cfg.ascent_steps, power_iters=cfg.power_iters,
+                             ascent_steps=cfg.ascent_steps, max_products=cfg.max_products,
+                             eigen_tol=cfg.eigen_tol,
                              iteration=iteration,
                              rollout_batch_size=train["num_envs"] * train["num_steps"],
                              run_dir=str(run_dir)))
@@ -334,7 +448,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def digits_sharpness(batch_sizes: Sequence[int] = (8, 32, 128, 512), *, epochs: int = 20,
                      seeds: Sequence[int] = (0, 1), eps: Sequence[float] = (1e-3, 5e-4),
-                     ascent_steps: int = 10, power_iters: int = 20,
+                     ascent_steps: int = 10, max_products: int = 200,
                      base: SupervisedConfig | None = None) -> pd.DataFrame:
     """Train the digits classifier at each batch size for the same number of epochs
     (Keskar's setting: large batches take fewer steps), then measure, on the full
@@ -355,13 +469,13 @@ def digits_sharpness(batch_sizes: Sequence[int] = (8, 32, 128, 512), *, epochs: 
             gen = torch.Generator().manual_seed(seed)
             xy = (data.x_train, data.y_train)
             m = measure_sharpness(lambda model=model, xy=xy: batch_loss(model, xy), model,
-                                  eps=eps, power_iters=power_iters,
+                                  eps=eps, max_products=max_products,
                                   ascent_steps=ascent_steps, generator=gen)
             train_acc = accuracy(model, data.x_train, data.y_train)
             test_acc = accuracy(model, data.x_test, data.y_test)
             rows.append(dict(batch_size=int(b), seed=int(seed), steps=result.summary["steps"],
                              train_acc=train_acc, test_acc=test_acc, gap=train_acc - test_acc,
-                             **m, ascent_steps=ascent_steps))
+                             **m, ascent_steps=ascent_steps, max_products=max_products))
     return pd.DataFrame(rows)
 
 
@@ -369,7 +483,8 @@ def trend(x: Any, y: Any) -> dict[str, Any]:
     """Least-squares slope of y against log2 x (change per doubling of x) over every point
     (each repeat is a point, so the repeats' spread sets the error), its 95% Student-t
     interval, and a verdict: 'increases with the batch size', 'decreases with the batch
-    size', or 'no trend within noise' when the interval holds 0."""
+    size', or 'no trend within noise' when the interval holds 0. Points with a NaN (an
+    eigenvalue that did not converge) are left out."""
     lx, y = np.log2(np.asarray(x, dtype=float)), np.asarray(y, dtype=float)
     good = np.isfinite(lx) & np.isfinite(y)
     lx, y = lx[good], y[good]
@@ -420,7 +535,8 @@ def plot_sharpness(path: str | Path, df: pd.DataFrame, *, x: str, title: str,
                    terms: Sequence[str] = PPO_TERMS, eps: float = 1e-3,
                    gap: bool = False) -> Path:
     """Top eigenvalue and eps-sharpness (and the generalization gap when ``gap``) against
-    ``x`` (log axis), one point per repeat and the mean per x; written atomically."""
+    ``x`` (log axis), one point per repeat and the mean per x (unconverged eigenvalues, NaN,
+    are left out and counted in the axis label); written atomically."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure  # lazy: slow import, figures only
 
@@ -440,7 +556,9 @@ def plot_sharpness(path: str | Path, df: pd.DataFrame, *, x: str, title: str,
                     label=f"{term} loss, mean" if per_term else "mean")
         ax.set_xscale("log", base=2)
         ax.set_xlabel(x.replace("_", " "))
-        ax.set_ylabel(col.replace("_", " "))
+        left_out = int(df[col].isna().sum())  # unconverged eigenvalues: rows kept, no value
+        ax.set_ylabel(col.replace("_", " ") + (f" ({left_out} unconverged, not shown)"
+                                               if left_out else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.suptitle(title, fontsize=10)

@@ -26,7 +26,7 @@ from rl.sweeps.results import SHARPNESS_FILE, read_results, write_results
 def cmd_sharpness(args) -> int:
     cfg = dataclass_from_args(args, SharpnessConfig)
     path = Path(args.path)
-    values = ["loss", "top_eigenvalue", *eps_columns(cfg.eps_values)]
+    values = ["loss", "top_eigenvalue", "min_eigenvalue", *eps_columns(cfg.eps_values)]
     if (path / CONFIG_FILE).exists():
         df = run_sharpness(path, cfg)
         keys = ["term"]
@@ -48,11 +48,18 @@ def cmd_sharpness(args) -> int:
     if keys != ["term"] and out == path / SHARPNESS_FILE:
         write_results(path, read_results(path))  # the sweep table gains the sharpness columns
         console.print(f"sweep table with sharpness columns: {path / 'results.csv'}")
-    print_table(summarize_repeats(df, keys, values),
+    print_table(summarize_repeats(df, keys, [v for v in values if v in df]),
                 title=f"sharpness (mean and standard error over {cfg.repeats} rollouts of "
-                      f"{cfg.num_envs * cfg.num_steps} agent steps; power iteration <= "
-                      f"{cfg.power_iters} products, {cfg.ascent_steps} ascent steps)")
+                      f"{cfg.num_envs * cfg.num_steps} agent steps; Lanczos <= "
+                      f"{cfg.max_products} products per eigenvalue, tol {cfg.eigen_tol:g}, "
+                      f"*_n converged values used; {cfg.ascent_steps} ascent steps)")
     console.print(f"per repeat: {out}")
+    flags = [c for c in ("top_eigen_converged", "min_eigen_converged") if c in df]
+    unconverged = int((~df[flags].astype(bool)).to_numpy().sum())
+    if unconverged:  # kept as rows, left out of every mean, trend and plot
+        console.print(f"[yellow]{unconverged} eigenvalue(s) did not converge within "
+                      f"{cfg.max_products} products: rows marked unconverged (value NaN) in "
+                      f"{out}; raise --max-products[/yellow]")
     return 0
 
 
@@ -63,8 +70,8 @@ def add_parser(sub) -> None:
              "checkpoint (or every run of a sweep)",
         description="Loads the final checkpoint of a run (or of every finished run of a "
         "sweep), collects fresh rollouts of its policy and measures, for the policy and the "
-        "value term of the PPO loss: the Hessian eigenvalue of largest magnitude (power "
-        "iteration on Hessian-vector products) and Keskar's eps-sharpness, 100 (max over "
+        "value term of the PPO loss: the largest and the most negative Hessian eigenvalue "
+        "(Lanczos on Hessian-vector products, each with its convergence) and Keskar's eps-sharpness, 100 (max over "
         "the box |z_i| <= eps (|w_i| + 1) of f(w + z) - f(w)) / (1 + f(w)). Each repeat is "
         "an independent rollout; the table shows mean and standard error.",
     )

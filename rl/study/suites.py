@@ -190,7 +190,7 @@ SUITES: dict[str, Suite] = {
 
 
 # The study's sharpness measurement: cheap enough for the demo (seconds per sweep).
-STUDY_SHARPNESS = dict(num_envs=8, num_steps=64, repeats=2, power_iters=10, ascent_steps=5)
-DIGITS_SHARPNESS = dict(batch_sizes=(32, 128, 512), epochs=20, seeds=(0, 1), power_iters=10,
+STUDY_SHARPNESS = dict(num_envs=8, num_steps=64, repeats=2, max_products=200, ascent_steps=5)
+DIGITS_SHARPNESS = dict(batch_sizes=(32, 128, 512), epochs=20, seeds=(0, 1), max_products=200,
                         ascent_steps=5)
 SHARPNESS_EPS = 1e-3
