@@ -3,8 +3,8 @@
 ``top_hessian_eigenvalue``: the largest and the most negative Hessian eigenvalue by Lanczos
 (scipy's ``eigsh``) on Hessian-vector products (double backward), each with its convergence.
 ``eps_sharpness``: 100 (max_{z in C} f(w + z) - f(w)) / (1 + f(w)) over the box
-C = {z : |z_i| <= eps (|w_i| + 1)}, the max by projected sign-gradient ascent with halving
-steps (``ascent_steps`` of them). ``measure_sharpness`` does both on one loss.
+C = {z : |z_i| <= eps (|w_i| + 1)}, the max by L-BFGS-B on the box from several starts (a
+lower bound of the true max). ``measure_sharpness`` does both on one loss.
 ``run_sharpness``: the PPO loss (policy and value terms) at a run's final checkpoint on
 fresh rollouts of its policy, repeated on independent rollouts for an uncertainty.
 ``digits_sharpness``: the supervised digits reference at several batch sizes, with the
@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 from scipy import linalg, stats
+from scipy.optimize import Bounds, minimize
 from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator, eigsh
 from torch import nn
 
@@ -203,50 +204,82 @@ def top_hessian_eigenvalue(
     return HessianExtremes(_lanczos_end(op, "LA", tol, v0), _lanczos_end(op, "SA", tol, v0))
 
 
-def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
-                  eps: float = 1e-3, steps: int = 10) -> tuple[float, float, float]:
-    """(sharpness, f(w), max f found): Keskar's eps-sharpness of ``loss_fn`` at the current
-    weights, which are restored afterwards.
+def _flat(tensors: Sequence[torch.Tensor]) -> np.ndarray:
+    return torch.cat([t.detach().reshape(-1).double().cpu() for t in tensors]).numpy()
 
-    The max over the box C = {z : |z_i| <= r_i}, r_i = eps (|w_i| + 1), is approximated by
-    ``steps`` steps of projected sign-gradient ascent z <- clip(z + s_t r sign(grad), -r, r)
-    with s_t = 2^-t (t = 0, 1, ...) from z = 0 (a zero gradient component steps to +r): the
-    first step goes to the corner the gradient points at, later ones bisect back towards
-    interior maxima. The largest loss seen is kept, so the result is a lower bound on the
-    true max. For f separable in the coordinates (a quadratic with diagonal Hessian) it is
-    exact up to r_i 2^-(steps-1) per coordinate.
+
+def _set_flat(params: list[torch.Tensor], flat: np.ndarray) -> None:
+    """Write a float64 vector into the parameters (each in its own dtype and device)."""
+    at = 0
+    with torch.no_grad():
+        for p in params:
+            p.copy_(torch.as_tensor(flat[at:at + p.numel()]).view(p.shape))
+            at += p.numel()
+
+
+def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
+                  eps: float = 1e-3, steps: int = 10, starts: int = 3,
+                  seed: int = 0) -> tuple[float, float, float]:
+    """(sharpness, f(w), max f found): Keskar et al.'s eps-sharpness of ``loss_fn`` at the
+    current weights w (restored afterwards),
+
+        100 (max_{z in C} f(w + z) - f(w)) / (1 + f(w)),  C = {z : |z_i| <= eps (|w_i| + 1)}.
+
+    The max: L-BFGS-B (``scipy.optimize.minimize`` with the box as bounds, the autograd
+    gradient), as Keskar et al. did, ``steps`` iterations from each of ``starts`` points:
+    z = 0, then uniform random points of the box (numpy ``seed``). More than one start
+    because at a minimum the gradient at z = 0 is zero and L-BFGS-B would not move from
+    there; from inside the box it follows the curvature to any face or corner. The largest
+    loss evaluated is kept: the result is a lower bound of the true max (exact for a
+    concave f; a local method on a non-concave f may miss the global max).
     """
     params = _params(model)
-    w0 = [p.detach().clone() for p in params]
-    radius = [eps * (w.abs() + 1.0) for w in w0]
-    z = [torch.zeros_like(w) for w in w0]
+    w0 = _flat(params)
+    radius = eps * (np.abs(w0) + 1.0)
+    best = {"f": -math.inf}
+
+    def loss_and_grad(y: np.ndarray) -> tuple[float, np.ndarray]:
+        """f(w + r y) and its gradient in y: in units of the radius (y in [-1, 1]^n), so
+        that every coordinate has the same range."""
+        _set_flat(params, w0 + radius * y)
+        loss = loss_fn()
+        grads = torch.autograd.grad(loss, params, allow_unused=True) if loss.requires_grad \
+            else [None] * len(params)
+        f = float(loss.detach())
+        best["f"] = max(best["f"], f)
+        return f, radius * _flat([torch.zeros_like(p) if gi is None else gi
+                                  for gi, p in zip(grads, params, strict=True)])
+
+    rng = np.random.default_rng(seed)
+    points = [np.zeros_like(w0)] + [rng.uniform(-1.0, 1.0, w0.size) for _ in range(starts - 1)]
     try:
         with torch.no_grad():
             f0 = float(loss_fn())
-        best = f0
-        for t in range(steps):
-            loss = loss_fn()
-            grads = torch.autograd.grad(loss, params, allow_unused=True)
-            best = max(best, float(loss.detach()))
-            with torch.no_grad():
-                for p, w, r, zi, g in zip(params, w0, radius, z, grads, strict=True):
-                    direction = torch.ones_like(w) if g is None else torch.where(
-                        g == 0, torch.ones_like(g), torch.sign(g))
-                    zi.add_(direction * r * 0.5 ** t)
-                    torch.minimum(torch.maximum(zi, -r), r, out=zi)
-                    p.copy_(w + zi)
-        with torch.no_grad():
-            best = max(best, float(loss_fn()))
+        best["f"] = f0
+        for y0 in points:
+            # L-BFGS-B's model starts as the identity and keeps it while it ascends a convex
+            # f (negative curvature pairs are skipped), so its steps are as long as the
+            # gradient: scaled to a largest component of 1 at the start, a step crosses the
+            # box. Stopping only on the iteration budget, for the same reason.
+            _, g0 = loss_and_grad(y0)
+            scale = float(np.abs(g0).max()) or 1.0
+
+            def negative(y: np.ndarray, scale: float = scale) -> tuple[float, np.ndarray]:
+                f, g = loss_and_grad(y)
+                return -f / scale, -g / scale
+
+            minimize(negative, y0, jac=True, method="L-BFGS-B",
+                     bounds=Bounds(-np.ones_like(w0), np.ones_like(w0)),
+                     options={"maxiter": steps, "ftol": 0.0, "gtol": 0.0})
     finally:
-        with torch.no_grad():
-            for p, w in zip(params, w0, strict=True):
-                p.copy_(w)
-    return 100.0 * (best - f0) / (1.0 + f0), f0, best
+        _set_flat(params, w0)
+    return 100.0 * (best["f"] - f0) / (1.0 + f0), f0, best["f"]
 
 
 def measure_sharpness(loss_fn: LossFn, model: nn.Module, *, eps: Sequence[float] = (1e-3,),
                       max_products: int = 200, eigen_tol: float = 1e-3, ascent_steps: int = 10,
-                      generator: torch.Generator | None = None) -> dict[str, float]:
+                      ascent_starts: int = 3, generator: torch.Generator | None = None,
+                      seed: int = 0) -> dict[str, float]:
     """loss, top_eigenvalue, min_eigenvalue (each NaN unless its ``*_converged`` flag is
     set), eigen_products and eps_sharpness_{eps} of one loss."""
     ends = top_hessian_eigenvalue(loss_fn, model, tol=eigen_tol, max_products=max_products,
@@ -256,7 +289,8 @@ def measure_sharpness(loss_fn: LossFn, model: nn.Module, *, eps: Sequence[float]
         "min_eigenvalue": ends.bottom.value, "min_eigen_converged": ends.bottom.converged,
         "eigen_products": ends.products}
     for e in eps:
-        s, f0, _ = eps_sharpness(loss_fn, model, eps=e, steps=ascent_steps)
+        s, f0, _ = eps_sharpness(loss_fn, model, eps=e, steps=ascent_steps,
+                                 starts=ascent_starts, seed=seed)
         out[f"eps_sharpness_{e:g}"] = s
         out["loss"] = f0
     return out
@@ -300,7 +334,9 @@ class SharpnessConfig:
     eps: str = "1e-3,5e-4"
     """box sizes of the eps-sharpness, comma-separated (Keskar et al. used 1e-3 and 5e-4)"""
     ascent_steps: int = 10
-    """projected gradient ascent steps for the max over the box"""
+    """L-BFGS-B iterations per start for the max over the box (Keskar et al. used 10)"""
+    ascent_starts: int = 3
+    """start points of the max over the box: z = 0 and random points of the box"""
     max_products: int = 200
     """most Hessian-vector products per eigenvalue (Lanczos); an eigenvalue not converged
     by then is kept as a row marked unconverged, its value NaN"""
@@ -312,7 +348,8 @@ class SharpnessConfig:
     """device of the measurement"""
 
     def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "repeats", "ascent_steps", "max_products"):
+        for name in ("num_envs", "num_steps", "repeats", "ascent_steps", "ascent_starts",
+                     "max_products"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive integer, got {v!r}")
@@ -402,7 +439,8 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
     """Per repeat and PPO loss term: loss, top Hessian eigenvalue and eps-sharpness at the
     run's final checkpoint, on ``cfg.repeats`` fresh rollouts of ``num_envs x num_steps``.
 
-    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, max_products,
+    Columns: ``SHARPNESS_COLUMNS`` + eps_sharpness_{eps} per eps, ascent_steps, ascent_starts,
+    max_products,
     eigen_tol,
     iteration (of the checkpoint), rollout_batch_size (of the run), run_dir.
     """
@@ -422,9 +460,12 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
 
             m = measure_sharpness(loss_fn, model, eps=cfg.eps_values,
                                   max_products=cfg.max_products, eigen_tol=cfg.eigen_tol,
-                                  ascent_steps=cfg.ascent_steps, generator=gen)
+                                  ascent_steps=cfg.ascent_steps,
+                                  ascent_starts=cfg.ascent_starts, generator=gen,
+                                  seed=cfg.seed + r)
             rows.append(dict(term=term, repeat=r, samples=cfg.num_envs * cfg.num_steps, **m,
-                             ascent_steps=cfg.ascent_steps, max_products=cfg.max_products,
+                             ascent_steps=cfg.ascent_steps, ascent_starts=cfg.ascent_starts,
+                             max_products=cfg.max_products,
                              eigen_tol=cfg.eigen_tol,
                              iteration=iteration,
                              rollout_batch_size=train["num_envs"] * train["num_steps"],
@@ -448,7 +489,7 @@ def accuracy(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
 
 def digits_sharpness(batch_sizes: Sequence[int] = (8, 32, 128, 512), *, epochs: int = 20,
                      seeds: Sequence[int] = (0, 1), eps: Sequence[float] = (1e-3, 5e-4),
-                     ascent_steps: int = 10, max_products: int = 200,
+                     ascent_steps: int = 10, ascent_starts: int = 3, max_products: int = 200,
                      base: SupervisedConfig | None = None) -> pd.DataFrame:
     """Train the digits classifier at each batch size for the same number of epochs
     (Keskar's setting: large batches take fewer steps), then measure, on the full
@@ -470,12 +511,14 @@ def digits_sharpness(batch_sizes: Sequence[int] = (8, 32, 128, 512), *, epochs: 
             xy = (data.x_train, data.y_train)
             m = measure_sharpness(lambda model=model, xy=xy: batch_loss(model, xy), model,
                                   eps=eps, max_products=max_products,
-                                  ascent_steps=ascent_steps, generator=gen)
+                                  ascent_steps=ascent_steps, ascent_starts=ascent_starts,
+                                  generator=gen, seed=int(seed))
             train_acc = accuracy(model, data.x_train, data.y_train)
             test_acc = accuracy(model, data.x_test, data.y_test)
             rows.append(dict(batch_size=int(b), seed=int(seed), steps=result.summary["steps"],
                              train_acc=train_acc, test_acc=test_acc, gap=train_acc - test_acc,
-                             **m, ascent_steps=ascent_steps, max_products=max_products))
+                             **m, ascent_steps=ascent_steps, ascent_starts=ascent_starts,
+                             max_products=max_products))
     return pd.DataFrame(rows)
 
 

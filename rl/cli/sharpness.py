@@ -52,7 +52,8 @@ def cmd_sharpness(args) -> int:
                 title=f"sharpness (mean and standard error over {cfg.repeats} rollouts of "
                       f"{cfg.num_envs * cfg.num_steps} agent steps; Lanczos <= "
                       f"{cfg.max_products} products per eigenvalue, tol {cfg.eigen_tol:g}, "
-                      f"*_n converged values used; {cfg.ascent_steps} ascent steps)")
+                      f"*_n converged values used; L-BFGS-B {cfg.ascent_steps} iterations x "
+                      f"{cfg.ascent_starts} starts for the eps-sharpness)")
     console.print(f"per repeat: {out}")
     flags = [c for c in ("top_eigen_converged", "min_eigen_converged") if c in df]
     unconverged = int((~df[flags].astype(bool)).to_numpy().sum())
@@ -71,8 +72,9 @@ def add_parser(sub) -> None:
         description="Loads the final checkpoint of a run (or of every finished run of a "
         "sweep), collects fresh rollouts of its policy and measures, for the policy and the "
         "value term of the PPO loss: the largest and the most negative Hessian eigenvalue "
-        "(Lanczos on Hessian-vector products, each with its convergence) and Keskar's eps-sharpness, 100 (max over "
-        "the box |z_i| <= eps (|w_i| + 1) of f(w + z) - f(w)) / (1 + f(w)). Each repeat is "
+        "(Lanczos on Hessian-vector products, each with its convergence) and Keskar's "
+        "eps-sharpness, 100 (max over the box |z_i| <= eps (|w_i| + 1) of f(w + z) - f(w)) / "
+        "(1 + f(w)), the max by L-BFGS-B from several starts (a lower bound). Each repeat is "
         "an independent rollout; the table shows mean and standard error.",
     )
     p.add_argument("path", metavar="PATH", help="a run directory or a sweep directory")

@@ -252,7 +252,8 @@ def _earlier_sharpness(path: Path, cfg: SharpnessConfig) -> pd.DataFrame:
     except (FileNotFoundError, ValueError, pd.errors.EmptyDataError):
         return none
     settings = {"samples": cfg.num_envs * cfg.num_steps, "ascent_steps": cfg.ascent_steps,
-                "max_products": cfg.max_products, "eigen_tol": cfg.eigen_tol}
+                "ascent_starts": cfg.ascent_starts, "max_products": cfg.max_products,
+                "eigen_tol": cfg.eigen_tol}
     needed = {"run", "term", "repeat", *settings, *eps_columns(cfg.eps_values)}
     if df.empty or not needed <= set(df.columns) or any(
             (df[col] != value).any() for col, value in settings.items()):

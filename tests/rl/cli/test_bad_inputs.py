@@ -156,6 +156,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("sharpness", "--repeats"): POS,
     ("sharpness", "--eps"): POS,
     ("sharpness", "--ascent-steps"): POS,
+    ("sharpness", "--ascent-starts"): POS,
     ("sharpness", "--max-products"): POS,
     ("sharpness", "--eigen-tol"): OPEN_UNIT,
     ("sharpness", "--seed"): NONNEG,

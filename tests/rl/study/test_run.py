@@ -30,7 +30,7 @@ def test_sharpness_measures_only_runs_finished_since_the_last_time(tmp_path, mon
         asked.append(set(runs))
         return pd.DataFrame([dict(run=r, term=t, repeat=k, samples=c.num_envs * c.num_steps,
                                   ascent_steps=c.ascent_steps, max_products=c.max_products,
-                                  eigen_tol=c.eigen_tol,
+                                  eigen_tol=c.eigen_tol, ascent_starts=c.ascent_starts,
                                   rollout_batch_size=32 * int(r.split("-n")[1].split("x")[0]),
                                   **dict.fromkeys(eps_columns(c.eps_values), 0.1 * k))
                              for r in sorted(runs) for t in ("policy", "value")
