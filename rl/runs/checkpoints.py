@@ -19,6 +19,7 @@ __all__ = [
     "UnsafeCheckpointError",
     "check_plain",
     "load_checkpoint_file",
+    "read_checkpoint_file",
     "write_checkpoint_file",
 ]
 
@@ -57,16 +58,19 @@ def check_plain(value: Any, where: str) -> None:
 
 
 def write_checkpoint_file(path: str | os.PathLike[str], state: Mapping[str, Any],
-                          iteration: int) -> Path:
+                          iteration: int, config: Mapping[str, Any] | None = None) -> Path:
     """Write ``state`` as the checkpoint of ``iteration`` to ``path``, atomically and durably.
 
     ``state`` may hold only tensors and plain values (see ``check_plain``); anything else is
     a ``TypeError`` before the file is touched, rather than a file that cannot be loaded.
-    Returns ``path`` as a ``Path``.
+    ``config``: the run's config.json, kept in the file (key ``config``) so that a resume
+    can tell a checkpoint of another run. Returns ``path`` as a ``Path``.
     """
     path = Path(path)
     payload = {"format": CHECKPOINT_FORMAT, "iteration": int(iteration), "state": dict(state)}
-    check_plain(payload["state"], "state")
+    if config is not None:
+        payload["config"] = dict(config)
+    check_plain(payload["state"], "state")  # config: read from JSON, plain by construction
     with atomic_file(path) as f:
         torch.save(payload, f)
     return path
@@ -74,7 +78,15 @@ def write_checkpoint_file(path: str | os.PathLike[str], state: Mapping[str, Any]
 
 def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
                          ) -> tuple[dict[str, Any], int]:
-    """(state, iteration) of one checkpoint file, read with ``weights_only=True``.
+    """(state, iteration) of one checkpoint file (``read_checkpoint_file``)."""
+    payload = read_checkpoint_file(path, map_location)
+    return payload["state"], payload["iteration"]
+
+
+def read_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
+                         ) -> dict[str, Any]:
+    """The whole payload of one checkpoint file, read with ``weights_only=True``: ``state``,
+    ``iteration`` (an int) and, where it was written with one, the run's ``config``.
 
     Raises ``UnsafeCheckpointError`` for a file that only a full unpickle could read, and
     ``RunDirError`` for a file that is not a checkpoint of this format.
@@ -95,4 +107,4 @@ def load_checkpoint_file(path: str | os.PathLike[str], map_location: Any = None
     if (not isinstance(payload, dict) or payload.get("format") not in _CKPT_FORMATS_READ
             or not isinstance(payload.get("state"), dict)):
         raise RunDirError(f"{path} is not a checkpoint written by rl.runs.checkpoints")
-    return payload["state"], int(payload["iteration"])
+    return {**payload, "iteration": int(payload["iteration"])}

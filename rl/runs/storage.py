@@ -19,7 +19,7 @@ import pandas as pd
 
 from rl.runs.checkpoints import (
     UnsafeCheckpointError,
-    load_checkpoint_file,
+    read_checkpoint_file,
     write_checkpoint_file,
 )
 from rl.runs.errors import RunDirError
@@ -94,6 +94,9 @@ class RunDir:
         self._metrics_checked = False
         self._writer: Any = None
         self._lock: RunLock | None = None
+        self._may_differ: tuple[str, ...] | None = None
+        """Set by ``open_for_resume``: a checkpoint's config may differ from config.json in
+        these keys (else the checkpoint belongs to another run)."""
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -215,6 +218,7 @@ class RunDir:
                 "there without --resume, or point --run-dir at an existing run."
             )
         run._lock = lock_run_dir(run.path)
+        run._may_differ = tuple(may_differ)
         try:
             run._check_resumable(cfg, may_differ)
         except BaseException:
@@ -362,7 +366,8 @@ class RunDir:
         """
 
         iteration = int(iteration)
-        target = write_checkpoint_file(self.checkpoint_path(iteration), state, iteration)
+        config = read_json(self.config_path) if self.config_path.exists() else None
+        target = write_checkpoint_file(self.checkpoint_path(iteration), state, iteration, config)
         atomic_write_json(
             self.checkpoint_dir / LATEST_FILE, {"iteration": iteration, "file": target.name}
         )
@@ -389,8 +394,9 @@ class RunDir:
         Tries the file ``checkpoints/latest.json`` names, then every ``ckpt_*.pt`` newest
         first; missing, truncated or corrupt files are skipped with a warning. Files are
         read with ``weights_only=True``: one that would need a full unpickle raises
-        ``UnsafeCheckpointError``, and one whose state lacks a key of ``required`` raises
-        ``RunDirError`` (both name the file and what to do), rather than be skipped.
+        ``UnsafeCheckpointError``, and one whose state lacks a key of ``required``, or that
+        belongs elsewhere (``_check_belongs``), raises ``RunDirError`` (all name the file
+        and what to do), rather than be skipped.
         """
         candidates: list[Path] = []
         try:
@@ -408,12 +414,14 @@ class RunDir:
                 warnings.warn(f"checkpoint {path} named in {LATEST_FILE} is missing", stacklevel=2)
                 continue
             try:
-                state, iteration = load_checkpoint_file(path, map_location)
+                payload = read_checkpoint_file(path, map_location)
             except UnsafeCheckpointError:
                 raise
             except Exception as err:  # a torn or corrupt file: try the next one
                 warnings.warn(f"skipping unloadable checkpoint {path}: {err!r}", stacklevel=2)
                 continue
+            self._check_belongs(path, payload)
+            state, iteration = payload["state"], payload["iteration"]
             missing = [k for k in required if k not in state]
             if missing:
                 raise RunDirError(
@@ -423,6 +431,32 @@ class RunDir:
                 )
             return state, iteration
         return None
+
+    def _check_belongs(self, path: Path, payload: Mapping[str, Any]) -> None:
+        """RunDirError unless the checkpoint ``path`` was written by this run under its name.
+
+        A file copied in from elsewhere would be continued as if it were this run's: its
+        iteration (and counters) past the budget, its weights from other settings. The
+        iteration must match the file name; a run opened for resume also compares the
+        config the file keeps (older files keep none) with config.json.
+        """
+        named = int(_CKPT_RE.match(path.name).group(1))
+        fix = (f"Move it out of {self.checkpoint_dir} to resume from an older checkpoint, or "
+               "start this run over with --restart (or a new --run-dir).")
+        if payload["iteration"] != named:
+            raise RunDirError(
+                f"checkpoint {path} holds iteration {payload['iteration']} but is named for "
+                f"iteration {named}: it was copied or renamed, not written here. {fix}")
+        kept = payload.get("config")
+        if self._may_differ is None or not isinstance(kept, dict):
+            return
+        differing = _config_diff(kept, self.load_config(), self._may_differ)
+        if differing:
+            raise RunDirError(
+                f"checkpoint {path} belongs to another run: its config differs from "
+                f"{self.config_path} in {', '.join(differing[:5])}"
+                + (f" (and {len(differing) - 5} more)" if len(differing) > 5 else "")
+                + f". {fix}")
 
     # ---------------------------------------------------------------- tensorboard
     def tensorboard_writer(self, purge_step: int | None = None) -> Any:

@@ -131,3 +131,31 @@ def test_checkpoint_state_must_be_plain_and_have_the_required_keys(tmp_path):
     with pytest.raises(RunDirError, match="lacks optimizer.*Move it out"):
         run.load_latest_checkpoint(required=("model", "optimizer"))
     run.close()
+
+
+def test_a_checkpoint_of_another_run_or_under_another_name_is_refused(tmp_path):
+    """#24 item 12: a file copied in from elsewhere used to be continued as this run's (an
+    iteration 85 in ckpt_31: the resumed run then ended above its budget)."""
+    other_config = {**CONFIG, "net": {"width": 32}}
+    with RunDir.create(tmp_path / "other", other_config) as other:
+        other.save_checkpoint({"w": torch.ones(1)}, 31)
+        other.save_checkpoint({"w": torch.ones(1)}, 85)
+    with RunDir.create(tmp_path / "run", CONFIG) as run:
+        run.save_checkpoint({"w": torch.zeros(1)}, 30)
+    source, target = tmp_path / "other" / "checkpoints", tmp_path / "run" / "checkpoints"
+    (target / "latest.json").write_text(json.dumps({"iteration": 31, "file": "ckpt_00000031.pt"}))
+
+    os.replace(source / "ckpt_00000085.pt", target / "ckpt_00000031.pt")
+    with RunDir.open_for_resume(tmp_path / "run", CONFIG) as run, \
+            pytest.raises(RunDirError, match="holds iteration 85 but is named for iteration 31"):
+        run.load_latest_checkpoint()
+
+    os.replace(source / "ckpt_00000031.pt", target / "ckpt_00000031.pt")
+    with RunDir.open_for_resume(tmp_path / "run", CONFIG) as run, \
+            pytest.raises(RunDirError, match=r"belongs to another run: .* in net\.width"):
+        run.load_latest_checkpoint()
+    # Keys a resume may change (its budget, say) do not make a checkpoint foreign.
+    (target / "ckpt_00000031.pt").unlink()
+    longer = {**CONFIG, "total_steps": 10**9}
+    with RunDir.open_for_resume(tmp_path / "run", longer, may_differ=("total_steps",)) as run:
+        assert run.load_latest_checkpoint()[1] == 30
