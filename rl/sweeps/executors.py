@@ -27,9 +27,9 @@ from rl.runs.storage import RunDir
 from rl.sweeps.pbt import run_pbt
 from rl.sweeps.protocol import ChooseLr, check_untrained_floor, choose_stage_two
 from rl.sweeps.results import results_table, run_row, write_results
-from rl.sweeps.settings import SweepSpec, SweepStateError
+from rl.sweeps.settings import SweepSpec
 from rl.sweeps.spec import plan_runs
-from rl.sweeps.state import RunPlan, append_event, classify_run, write_sweep_state
+from rl.sweeps.state import RunPlan, append_event, check_plans, classify_run, write_sweep_state
 from rl.train.config import TrainResult
 from rl.train.launch import train
 
@@ -386,24 +386,6 @@ def run_sweep(spec: SweepSpec, *, executor=None,
         actions = check_plans(spec, plans)
         table = _run_plans(spec, plans, actions, executor, log)
     return table
-
-
-def check_plans(spec: SweepSpec, plans: list[RunPlan]) -> dict[str, tuple[str, str]]:
-    """{run name: (action, detail)} (``classify_run``); ``SweepStateError`` naming every run
-    directory that holds a run with other settings than planned."""
-    out = Path(spec.out)
-    actions = {p.name: classify_run(p, retry_failed=spec.retry_failed) for p in plans}
-    conflicts = [f"{name}: {detail}" for name, (a, detail) in actions.items()
-                 if a == "conflict"]
-    if conflicts:
-        raise SweepStateError(
-            f"{len(conflicts)} run(s) in {out / 'runs'} were made with other settings than "
-            "this spec plans for them:\n  " + "\n  ".join(conflicts[:10])
-            + ("\n  ..." if len(conflicts) > 10 else "")
-            + "\nUse a new sweep directory (out) for the new settings, or restore the spec "
-            "those runs were made with (see sweep.json)."
-        )
-    return actions
 
 
 def _run_plans(spec: SweepSpec, plans: list[RunPlan], actions: dict[str, tuple[str, str]],

@@ -23,7 +23,7 @@ from rl.runs.files import atomic_write_bytes, atomic_write_text
 from rl.runs.metrics import load_metrics
 from rl.sweeps.settings import SweepSpec, tkey
 from rl.sweeps.spec import plan_runs
-from rl.sweeps.state import RunPlan, is_interrupted, read_json
+from rl.sweeps.state import RunPlan, check_plans, is_interrupted, read_json
 
 GNS_TERMS = TERMS
 """Loss terms of the noise-scale columns (the measured terms, ``rl.measure.ppo_noise``)."""
@@ -136,14 +136,17 @@ def results_table(plans: list[RunPlan], targets: Iterable[float],
 def sweep_table(spec: SweepSpec) -> pd.DataFrame:
     """The results table of the sweep ``spec`` plans, rebuilt from its run directories (it
     may be newer than the stored table if the sweep was killed; a damaged metrics file of a
-    finished run is an error, ``load_metrics``). For a stored sweep whose run directories
-    were not kept (none of them exists, as for a sweep committed as its results.csv): the
-    stored table, which then must exist."""
+    finished run is an error, ``load_metrics``; a run directory holding a run with other
+    settings, e.g. copied from another sweep, is a ``SweepStateError`` as for the sweep,
+    ``check_plans``). For a stored sweep whose run directories were not kept (none of them
+    exists, as for a sweep committed as its results.csv): the stored table, which then must
+    exist."""
     plans = plan_runs(spec)
     # lexists: a run directory that is a dangling link is there, not "not kept".
     if not any(os.path.lexists(p.run_dir) for p in plans) and \
             (Path(spec.out) / "results.csv").exists():
         return read_results(spec.out)
+    check_plans(spec, plans)
     return results_table(plans, spec.targets)
 
 

@@ -22,7 +22,7 @@ from rl.measure.floor import UntrainedFloor
 from rl.measure.supervised import SupervisedConfig
 from rl.runs.files import atomic_write_json
 from rl.runs.storage import flatten_config
-from rl.sweeps.settings import SweepSpec
+from rl.sweeps.settings import SweepSpec, SweepStateError
 from rl.train.config import TrainConfig
 
 # Config keys a finished or interrupted run may have stored differently and still count as
@@ -191,6 +191,26 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     if state == "failed" and not is_interrupted(status):
         return ("resume" if retry_failed else "failed"), str(status.get("message", ""))
     return "resume", str((status or {}).get("message", ""))
+
+
+def check_plans(spec: SweepSpec, plans: list[RunPlan]) -> dict[str, tuple[str, str]]:
+    """{run name: (action, detail)} (``classify_run``); ``SweepStateError`` naming every run
+    directory that holds a run with other settings than planned (a sweep must not continue
+    it, nor a fit count it as this sweep's run)."""
+    out = Path(spec.out)
+    actions = {p.name: classify_run(p, retry_failed=spec.retry_failed) for p in plans}
+    conflicts = [f"{name}: {detail}" for name, (a, detail) in actions.items()
+                 if a == "conflict"]
+    if conflicts:
+        raise SweepStateError(
+            f"{len(conflicts)} run(s) in {out / 'runs'} were made with other settings than "
+            "this spec plans for them:\n  " + "\n  ".join(conflicts[:10])
+            + ("\n  ..." if len(conflicts) > 10 else "")
+            + "\nUse a new sweep directory (out) for the new settings, or restore the spec "
+            "those runs were made with (see sweep.json); a run copied in from another sweep "
+            "belongs in that sweep's directory: move it out."
+        )
+    return actions
 
 
 def append_event(out: str | os.PathLike[str], event: str, run: str = "", **fields: Any) -> None:

@@ -112,3 +112,15 @@ def test_a_stored_sweep_without_run_directories_fits_its_results_csv(tmp_path, c
     assert main(["fit", str(tmp_path), "--no-plots", "--n-boot", "20"]) == 0
     fit = pd.read_csv(tmp_path / "fit.csv").iloc[0]
     assert bool(fit["ok"]) and fit["n_batch_sizes"] == 5
+
+
+def test_a_run_copied_from_another_sweep_is_refused_as_by_the_sweep(tmp_path, capsys):
+    _, plans = _run_dirs(tmp_path / "this")
+    _, others = _run_dirs(tmp_path / "other", lrs=(5e-4,), b_crit=4.0)
+    # The other sweep's run, under this sweep's name for it (same B and seed, another lr).
+    shutil.rmtree(plans[4].run_dir)
+    shutil.copytree(others[4].run_dir, plans[4].run_dir)
+    assert main(["fit", str(tmp_path / "this"), "--no-plots", "--n-boot", "20"]) == 2
+    err = capsys.readouterr().err
+    assert plans[4].name in err and "ppo.learning_rate: stored 0.0005 != planned 0.001" in err
+    assert "move it out" in err and not (tmp_path / "this" / "fit.csv").exists()
