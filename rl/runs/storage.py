@@ -336,6 +336,37 @@ class RunDir:
         self._metrics_checked = True
         return len(kept)
 
+    def check_resume_rows(self, iteration: int, *, contiguous: bool = True) -> None:
+        """RunDirError unless the rows can continue after checkpoint ``iteration`` without a
+        silent gap (call it before ``truncate_metrics``, which would drop what is missing).
+
+        Every line must be whole, a torn last line aside (the row being written when a
+        process died: after the checkpoint, written again). With ``contiguous`` the rows up
+        to ``iteration`` must be 1 ... ``iteration``; leave it off only for a run whose
+        timeline jumps on purpose (a PBT member continued from a donor ahead of it).
+        """
+        problems: list[str] = []
+        rows = parse_metrics_lines(self.metrics_path, problems)
+        damaged = [p for p in problems if "torn last line" not in p]
+        fix = ("Restore it from a copy of the run directory, or start this run over with "
+               "--restart (or a new --run-dir).")
+        if damaged:
+            raise RunDirError(
+                f"cannot resume {self.path}: {damaged[0]}"
+                + (f" (and {len(damaged) - 1} more)" if len(damaged) > 1 else "")
+                + f"; continuing would leave a gap where that row was. {fix}")
+        if not contiguous:
+            return
+        missing = sorted(set(range(1, iteration + 1)) - {it for it, _, _ in rows})
+        if missing:
+            shown = ", ".join(str(it) for it in missing[:5])
+            raise RunDirError(
+                f"cannot resume {self.path}: {self.metrics_path} lacks the rows of "
+                f"iteration(s) {shown}" + (f" (and {len(missing) - 5} more)"
+                                          if len(missing) > 5 else "")
+                + f" up to the checkpoint's iteration {iteration}; continuing would leave "
+                f"that gap. {fix}")
+
     # ---------------------------------------------------------------- checkpoints
     def _checkpoint_files(self) -> list[tuple[int, Path]]:
         """(iteration, path) of every ckpt_*.pt, newest first (temp files excluded)."""

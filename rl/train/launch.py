@@ -352,7 +352,7 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
                 run = RunDir.open(cfg.resolved_run_dir(), launch.config(world),
                                   resume=cfg.resume or launch.restart,
                                   may_differ=RESUMABLE_CHANGES)
-                checkpoint = open_checkpoint(run, cfg.resume, launch.restart)
+                checkpoint = open_checkpoint(run, launch)
             except Exception as exc:
                 failure = exc
         message = comm.broadcast_object(None if failure is None else str(failure))
@@ -386,20 +386,23 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
             run.close()
 
 
-def open_checkpoint(run: RunDir, resume: bool, restart: bool) -> tuple[dict, int] | None:
+def open_checkpoint(run: RunDir, launch: Launch) -> tuple[dict, int] | None:
     """The checkpoint a run continues from: the newest usable one on resume, else None.
 
     A resume without a usable checkpoint refuses (``RunDir.no_checkpoint_error``): starting
-    over would replace the rows and events the run has. Only ``restart`` deletes them.
+    over would replace the rows and events the run has. Only ``restart`` deletes them. So
+    does one whose rows up to the checkpoint are damaged or have a gap; a PBT member's
+    (``override``) may jump where it continued from a donor ahead of it (docs/sweeps.md).
     """
-    if restart:
+    if launch.restart:
         run.restart()
         return None
-    if not resume:
+    if not launch.cfg.resume:
         return None
     checkpoint = run.load_latest_checkpoint(map_location="cpu", required=CHECKPOINT_KEYS)
     if checkpoint is None:
         raise run.no_checkpoint_error()
+    run.check_resume_rows(checkpoint[1], contiguous=launch.override is None)
     return checkpoint
 
 

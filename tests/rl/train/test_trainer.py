@@ -250,6 +250,31 @@ def test_checkpoints_load_weights_only_and_a_resume_without_one_refuses(tmp_path
     assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
 
 
+def test_resume_refuses_damaged_or_gapped_metrics(tmp_path, capsys):
+    """#24 item 11: a damaged row of a finished run became a silent gap on --resume (the
+    row was dropped and training continued after it); so did a missing one."""
+    import shutil
+
+    base = tmp_path / "base"
+    assert main([*TINY[:4], "1024", *TINY[5:], "--run-dir", str(base)]) == 0
+    lines = (base / "metrics.jsonl").read_text().splitlines(keepends=True)
+    longer = [*TINY[:4], "1536", *TINY[5:], "--resume"]
+    for name, kept, message in [
+            ("damaged", [*lines[:1], '{"iteration": 2, "retu\n', *lines[2:]],
+             "metrics.jsonl:2: unreadable metrics line"),
+            ("gapped", [*lines[:1], *lines[2:]], "lacks the rows of iteration(s) 2 up to the "
+             "checkpoint's iteration 4")]:
+        run_dir = tmp_path / name
+        shutil.copytree(base, run_dir)
+        (run_dir / "metrics.jsonl").write_text("".join(kept))
+        capsys.readouterr()
+        assert main([*longer, "--run-dir", str(run_dir)]) == 2, name
+        err = " ".join(capsys.readouterr().err.split())
+        assert message in err and "--restart" in err, err
+        assert (run_dir / "metrics.jsonl").read_text() == "".join(kept)
+        assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
+
+
 def test_resume_refuses_crafted_incomplete_or_locked_runs(tmp_path, capsys):
     import shutil
 
