@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from rl.analysis.checks import check_open_unit, require_table
 from rl.analysis.fit import (
     B_CRIT_CI,
     best_per_batch,
@@ -111,13 +112,19 @@ def check_points(x: Any, y: Any, *, min_points: int = MIN_POINTS,
     return ""
 
 
+def check_ci(ci: Any) -> None:
+    check_open_unit(ci, "ci", "a confidence level, e.g. 0.95 for 95%")
+
+
 def fit_power_law(x: Any, y: Any, *, ci: float = 0.95, min_points: int = MIN_POINTS,
                   min_span: float = MIN_SPAN) -> PowerLawFit:
     """Least-squares fit of log y = a + k log x, with the Student-t interval of k.
 
     Refuses (``ok=False`` with the reason) fewer than ``min_points`` points, non-positive
-    or non-finite values, and max(x) / min(x) < ``min_span``. Never raises for bad data.
+    or non-finite values, and max(x) / min(x) < ``min_span``. Never raises for bad data;
+    raises ValueError for ``ci`` outside (0, 1).
     """
+    check_ci(ci)
     problem = check_points(x, y, min_points=min_points, min_span=min_span)
     if problem:
         return PowerLawFit(False, problem, ci=ci, n_points=int(np.size(x)))
@@ -226,8 +233,17 @@ def tradeoff_power_laws(
     refused (ok False) when fewer than 3 targets have a successful fit, or their x span
     less than ``MIN_SPAN``.
     """
+    check_ci(ci)
+    require_table(results, ["status"], "the sweep's results table")
+    if not any(str(c).startswith("iterations_to_target_") for c in results.columns):
+        raise ValueError("the sweep's results table has no iterations_to_target_<target> "
+                         f"column, so no target to fit; columns present: {list(results.columns)}")
     settled = results[results["status"].isin(SETTLED)]
-    long = long_results(settled)
+    try:
+        long = long_results(settled)
+    except KeyError as e:  # a column the per-target table is built from
+        raise ValueError(f"the sweep's results table lacks column(s) {e}; columns present: "
+                         f"{list(results.columns)}") from None
     if fits is None:
         fits = fit_from_runs(long, n_boot=n_boot, seed=seed, range_factor=range_factor)
     _, per_seed = best_per_batch(long) if len(long) else (None, long)
@@ -437,6 +453,7 @@ def noise_scale_power_law(
     interval is the estimator's noise for runs that follow one law; a seed-to-seed
     difference in the law itself is not in it. Returns (fit, points).
     """
+    check_ci(ci)
     pts = noise_scale_points(metrics, term, n_bins=n_bins)
     x_pts = performance_axis(pts["x"], axis, best_return) if len(pts) else np.array([])
     use = (x_pts > 0) & (pts["b_simple"].to_numpy(float) > 0) if len(pts) else np.array([], bool)

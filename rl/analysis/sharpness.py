@@ -33,6 +33,7 @@ from torch import nn
 import envs
 from agents import PPOConfig, build_actor_critic
 from agents.ppo import normalize_advantages, ppo_loss
+from rl.analysis.checks import check_count, check_open_unit, check_positive, require_table
 from rl.measure.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
 from rl.runs.checkpoints import load_checkpoint_file
 from rl.runs.files import save_figure
@@ -186,10 +187,8 @@ def top_hessian_eigenvalue(
     with at most ``LANCZOS_VECTORS`` weights gets its exact eigenvalues (one product per
     weight). A zero Hessian gives 0, converged.
     """
-    if not 0.0 < tol < 1.0:
-        raise ValueError(f"tol must be in (0, 1) (a relative accuracy), got {tol!r}")
-    if isinstance(max_products, bool) or not isinstance(max_products, int) or max_products < 1:
-        raise ValueError(f"max_products must be an integer >= 1, got {max_products!r}")
+    check_open_unit(tol, "tol", "the relative accuracy of the eigenvalues")
+    check_count(max_products, "max_products", "Hessian-vector products per eigenvalue")
     params = _params(model)
     op = HessianOperator(loss_fn, params, max_products)
     n = op.shape[0]
@@ -233,6 +232,9 @@ def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
     loss evaluated is kept: the result is a lower bound of the true max (exact for a
     concave f; a local method on a non-concave f may miss the global max).
     """
+    check_positive(eps, "eps", "the box half-width, relative to |w_i| + 1; Keskar used 1e-3")
+    check_count(steps, "steps", "L-BFGS-B iterations per start")
+    check_count(starts, "starts", "start points of the search")
     params = _params(model)
     w0 = _flat(params)
     radius = eps * (np.abs(w0) + 1.0)
@@ -255,6 +257,10 @@ def eps_sharpness(loss_fn: LossFn, model: nn.Module | Sequence[torch.Tensor], *,
     try:
         with torch.no_grad():
             f0 = float(loss_fn())
+        if not 1.0 + f0 > 0.0:
+            raise ValueError(f"Keskar's normalization divides by 1 + f(w) = {1.0 + f0!r}: it "
+                             "needs a loss f(w) > -1 (one bounded below by 0, as theirs); "
+                             "shift the loss by a constant")
         best["f"] = f0
         for y0 in points:
             # L-BFGS-B's model starts as the identity and keeps it while it ascends a convex
@@ -302,6 +308,7 @@ def summarize_repeats(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[
 
     NaN values (an eigenvalue that did not converge) are left out of the mean and the
     standard error; ``{value}_n`` counts the values used, ``repeats`` the rows."""
+    require_table(rows, [*keys, *values], "the table of repeats")
     out = []
     for key, g in rows.groupby(list(keys), sort=True):
         rec = dict(zip(keys, key if isinstance(key, tuple) else (key,), strict=True))
@@ -584,6 +591,7 @@ def plot_sharpness(path: str | Path, df: pd.DataFrame, *, x: str, title: str,
     from matplotlib.figure import Figure  # lazy: slow import, figures only
 
     cols = ["top_eigenvalue", f"eps_sharpness_{eps:g}"] + (["gap"] if gap else [])
+    require_table(df, [x, *cols], "the sharpness table")
     fig = Figure(figsize=(4.6 * len(cols), 4.2))
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(cols))

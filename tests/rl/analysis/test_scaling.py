@@ -209,6 +209,30 @@ def test_noise_scale_interval_is_the_one_level_bootstrap_of_its_runs():
     assert lo < fit.exponent < hi
 
 
+@pytest.mark.parametrize("ci", [95, 0.0, 1.0, -0.5, math.nan])
+def test_a_confidence_level_outside_0_1_is_refused(ci):
+    # ci = 95 gave NaN intervals; each entry point now names ci and its range
+    rng = np.random.default_rng(0)
+    for call in (lambda: fit_power_law([1.0, 2.0, 4.0], [1.0, 2.0, 4.5], ci=ci),
+                 lambda: tradeoff_power_laws(synthetic_sweep(rng), n_boot=5, ci=ci),
+                 lambda: noise_scale_power_law([synthetic_run(rng)], n_boot=5, ci=ci)):
+        with pytest.raises(ValueError, match=r"ci must be in \(0, 1\)"):
+            call()
+
+
+@pytest.mark.parametrize(("drop", "match"), [
+    ("status", r"lacks column\(s\) \['status'\]; columns present"),
+    ("num_envs", r"lacks column\(s\) .*num_envs.*; columns present"),
+    ("iterations_to_target_40", "no iterations_to_target_<target> column"),
+    (None, "is empty"),
+])
+def test_tradeoff_refuses_an_empty_or_incomplete_results_table(drop, match):
+    table = synthetic_sweep(np.random.default_rng(0), targets=(40.0,))
+    table = table.iloc[:0] if drop is None else table.drop(columns=[drop])
+    with pytest.raises(ValueError, match=match):
+        tradeoff_power_laws(table, n_boot=5)
+
+
 def test_return_bins_leave_out_the_startup_transient():
     # Return rises along the run, so the transient rows (100x |G|^2, inside the warm-up)
     # would fall in the lowest return bin; every bin recovers the known ratio without them.

@@ -15,6 +15,7 @@ from rl.analysis.sharpness import (
     SharpnessConfig,
     digits_sharpness,
     eps_sharpness,
+    plot_sharpness,
     run_sharpness,
     summarize_repeats,
     top_hessian_eigenvalue,
@@ -98,10 +99,44 @@ def test_a_zero_hessian_gives_zero_converged(n, loss):
     assert (ends.top.value, ends.bottom.value, ends.converged) == (0.0, 0.0, True)
 
 
-def test_a_model_without_trainable_parameters_is_refused():
+@pytest.mark.parametrize("measure", [top_hessian_eigenvalue, eps_sharpness])
+def test_a_model_without_trainable_parameters_is_refused(measure):
     model = torch.nn.Linear(3, 2).requires_grad_(False)
     with pytest.raises(ValueError, match="no trainable parameters"):
-        top_hessian_eigenvalue(lambda: model(torch.ones(3)).sum(), model)
+        measure(lambda: model(torch.ones(3)).sum(), model)
+
+
+@pytest.mark.parametrize(("measure", "kw", "match"), [
+    (eps_sharpness, {"eps": 0.0}, r"eps must be a finite number > 0"),
+    (eps_sharpness, {"eps": -1e-3}, r"eps must be a finite number > 0"),
+    (eps_sharpness, {"steps": 0}, r"steps must be an integer >= 1"),
+    (eps_sharpness, {"starts": 0}, r"starts must be an integer >= 1"),
+    (top_hessian_eigenvalue, {"max_products": 0}, r"max_products must be an integer >= 1"),
+    (top_hessian_eigenvalue, {"tol": 0.0}, r"tol must be in \(0, 1\)"),
+])
+def test_bad_settings_are_refused_with_their_valid_range(measure, kw, match):
+    w, f = quadratic(torch.eye(3, dtype=torch.float64), torch.ones(3))
+    with pytest.raises(ValueError, match=match):
+        measure(f, [w], **kw)
+
+
+def test_keskar_normalization_refuses_a_loss_at_or_below_minus_one():
+    w, f = quadratic(torch.eye(3, dtype=torch.float64), torch.ones(3))
+    with pytest.raises(ValueError, match=r"1 \+ f\(w\) = -0.5"):
+        eps_sharpness(lambda: f() - 3.0, [w])  # f(w) = 1.5 - 3
+    assert torch.equal(w.detach(), torch.ones(3, dtype=torch.float64))  # weights restored
+
+
+@pytest.mark.parametrize(("call", "match"), [
+    (lambda: summarize_repeats(pd.DataFrame(columns=["b", "v"]), ["b"], ["v"]), "is empty"),
+    (lambda: summarize_repeats(pd.DataFrame({"b": [8]}), ["b"], ["v"]),
+     r"lacks column\(s\) \['v'\]; columns present: \['b'\]"),
+    (lambda: plot_sharpness("unused.png", pd.DataFrame({"b": [8], "top_eigenvalue": [1.0]}),
+                            x="b", title=""), r"\['eps_sharpness_0.001'\]; columns present"),
+])
+def test_an_empty_or_incomplete_table_is_refused_with_the_reason(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()
 
 
 def test_unconverged_eigenvalues_stay_rows_but_leave_means_and_trends():
@@ -121,8 +156,9 @@ def test_eps_sharpness_matches_the_closed_form_on_a_diagonal_quadratic(eps):
     w0 = rng.normal(size=8) * 2
     w0[3] = 0.0  # a zero gradient on a flat coordinate
     w, f = quadratic(torch.diag(torch.tensor(h_diag)), torch.tensor(w0))
-    s, f0, fmax = eps_sharpness(f, [w], eps=eps, steps=30)
-    f_w = 0.5 * float(np.sum(h_diag * w0**2))
+    # shifted so that 1 + f(w) > 0, as Keskar's normalization needs (h has negative entries)
+    s, f0, fmax = eps_sharpness(lambda: f() + 100.0, [w], eps=eps, steps=30)
+    f_w = 0.5 * float(np.sum(h_diag * w0**2)) + 100.0
     best = box_max_increase(h_diag, w0, eps)
     assert f0 == pytest.approx(f_w, rel=1e-12)
     # Every point evaluated is in the box, so the max found is a lower bound; L-BFGS-B
