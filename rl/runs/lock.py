@@ -13,7 +13,8 @@ from pathlib import Path
 from rl.runs.errors import RunDirError
 from rl.runs.layout import LOCK_FILE
 
-__all__ = ["RunLock", "clear_run_dir", "lock_run_dir", "remove_temp_files"]
+__all__ = ["RunLock", "clear_run_dir", "lock_run_dir", "refuse_dangling_link",
+           "remove_temp_files"]
 
 
 try:
@@ -62,6 +63,21 @@ class RunLock:
         self.release()
 
 
+def refuse_dangling_link(path: str | os.PathLike[str]) -> None:
+    """``RunDirError`` if run directory ``path`` (or a folder above it) is a symbolic link
+    to nothing (its target deleted, or on a disk not mounted): creating it would fail with a
+    bare "File exists", and reading it would find no run where there may be one."""
+    for p in (Path(path), *Path(path).parents):
+        if p.exists():  # follows links: from here up, everything resolves
+            return
+        if p.is_symlink():
+            where = f"run dir {p}" if p == Path(path) else f"run dir {path}: the folder {p}"
+            raise RunDirError(
+                f"{where} is a symbolic link to {os.readlink(p)}, which does not exist; mount "
+                f"or restore its target, or remove the link (rm {p}) to start afresh there"
+            )
+
+
 def lock_run_dir(path: str | os.PathLike[str], *, wait: bool = False) -> RunLock:
     """Hold the exclusive lock of run directory ``path`` (created if missing).
 
@@ -72,6 +88,7 @@ def lock_run_dir(path: str | os.PathLike[str], *, wait: bool = False) -> RunLock
     ``wait``, block until it is free.
     """
     path = Path(path)
+    refuse_dangling_link(path)
     path.mkdir(parents=True, exist_ok=True)
     key = os.path.realpath(path)
     with _held_guard:

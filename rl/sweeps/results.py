@@ -21,7 +21,7 @@ from rl.measure.run_average import ema_ratios
 from rl.measure.warmup import counted_measurements
 from rl.runs.files import atomic_write_bytes, atomic_write_text
 from rl.runs.metrics import load_metrics
-from rl.sweeps.settings import SweepSpec, tkey
+from rl.sweeps.settings import SweepSpec, SweepStateError, tkey
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import RunPlan, check_plans, is_interrupted, read_json
 
@@ -210,15 +210,56 @@ def write_results(out: str | os.PathLike[str], df: pd.DataFrame) -> None:
     atomic_write_text(out / "results_long.csv", long_results(df).to_csv(index=False))
 
 
+NUMERIC_RESULT_COLUMNS = ("rollout_batch_size", "num_envs", "num_steps", "lr", "seed",
+                          "iterations", "agent_steps", "episodes_total", "final_return_recent",
+                          "gns_measurements", "sps_median")
+NUMERIC_RESULT_PREFIXES = ("iterations_to_target_", "agent_steps_to_target_", "b_simple_")
+"""Results-table columns that hold numbers (NaN where not measured), ``result_columns``."""
+
+
+def _is_numeric_column(column: str) -> bool:
+    return column in NUMERIC_RESULT_COLUMNS or column.startswith(NUMERIC_RESULT_PREFIXES)
+
+
+def _fix_table(out: Path) -> str:
+    return (f"restore the file from a copy, or, where the sweep's run directories were kept, "
+            f"rebuild it with `rlscale sweep --out {out}` (finished runs are not run again)")
+
+
+def _read_results_csv(path: Path) -> pd.DataFrame:
+    """results.csv, its number columns as numbers; ``SweepStateError`` naming the file (and
+    the first row and column holding something else) where it is not a results table: a
+    stray text in a number column would otherwise surface far from here, as a failed
+    conversion or format."""
+    try:
+        df = pd.read_csv(path, dtype={"message": object}).fillna({"message": ""})
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError is a ValueError
+        raise SweepStateError(f"{path} cannot be read as a results table ("
+                              f"{' '.join(str(exc).split())}); {_fix_table(path.parent)}"
+                              ) from None
+    for column in filter(_is_numeric_column, df.columns):
+        values = pd.to_numeric(df[column], errors="coerce")
+        bad = values.isna() & df[column].notna()
+        if bad.any():
+            row = int(bad.to_numpy().argmax())
+            run = f" (run {df['run'].iloc[row]})" if "run" in df.columns else ""
+            raise SweepStateError(
+                f"{path}, row {row + 1}{run}: {column} is {df[column].iloc[row]!r}, not a "
+                f"number (the row was changed or cut short); correct or delete that row, or "
+                f"{_fix_table(path.parent)}")
+        df[column] = values
+    return df
+
+
 def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
     """The results table of a sweep directory (parquet, else csv), with the sharpness
-    columns where the runs were measured (``with_sharpness``)."""
+    columns where the runs were measured (``with_sharpness``). ``SweepStateError`` naming
+    the file where results.csv is not a results table (``_read_results_csv``)."""
     out = Path(out)
     if (out / "results.parquet").exists():
         return with_sharpness(pd.read_parquet(out / "results.parquet"), out)
     if (out / "results.csv").exists():
-        df = pd.read_csv(out / "results.csv", dtype={"message": object}).fillna({"message": ""})
-        return with_sharpness(df, out)
+        return with_sharpness(_read_results_csv(out / "results.csv"), out)
     raise FileNotFoundError(
         f"{out} holds no results.parquet or results.csv; is it a sweep directory? Run "
         f"`rlscale sweep --out {out} ...` first"

@@ -21,6 +21,7 @@ from agents import PPOConfig
 from rl.measure.floor import UntrainedFloor
 from rl.measure.supervised import SupervisedConfig
 from rl.runs.files import atomic_write_json
+from rl.runs.lock import refuse_dangling_link
 from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec, SweepStateError
 from rl.train.config import TrainConfig
@@ -171,6 +172,7 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     detail lists them).
     """
     path = Path(plan.run_dir)
+    refuse_dangling_link(path)  # else it would read as "new" and fail to be created
     stored = read_json(path / "config.json")
     if stored is None:
         return "new", ""
@@ -250,7 +252,23 @@ def write_sweep_state(spec: SweepSpec, plans: list[RunPlan]) -> None:
 
 
 def read_sweep_state(out: str | os.PathLike[str]) -> dict[str, Any] | None:
-    return read_json(Path(out) / "sweep.json")
+    """The contents of ``<out>/sweep.json``; None where there is none. ``SweepStateError``
+    naming the file if it is not a JSON object (cut short or changed): read as no sweep, it
+    would be reported as a spec with nothing in it."""
+    path = Path(out) / "sweep.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError
+        state = exc
+    if not isinstance(state, dict):
+        problem = f"({state})" if isinstance(state, ValueError) else "(not a JSON object)"
+        raise SweepStateError(
+            f"{path} is not readable JSON {problem}: it was cut short or changed; restore it "
+            f"from a copy, or rewrite it by running the sweep with the spec it was made with "
+            f"(`rlscale sweep SPEC.toml --out {out}`: finished runs are kept)")
+    return state
 
 
 # --------------------------------------------------------------------------------------
