@@ -18,9 +18,11 @@ import html
 import math
 import numbers
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import quote
 
 import pandas as pd
 
@@ -188,8 +190,24 @@ def render_html(title: str, intro: Sequence[str], sections: Sequence[Section]) -
     return "\n".join(parts) + "\n"
 
 
-def _md_escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+# Markdown syntax anywhere in a line (CommonMark and GitHub's tables): emphasis, code, links
+# and images, raw HTML and entities, table cells, strikethrough, headings.
+_MD_INLINE = re.compile(r"([\\`*_\[\]<>|~#&])")
+# ... and at the start of a block only: list items, setext underlines, ordered lists.
+_MD_BLOCK_START = re.compile(r"^(\s*)([-+=])|^(\s*\d+)([.)])")
+
+
+def _md_escape(text: str, *, block: bool = False) -> str:
+    """``text`` as literal Markdown, on one line: what Markdown would read as syntax is
+    backslash-escaped, so that a name (a plugin environment's, say) shows as written and
+    can neither break a table nor become a link, emphasis or HTML (the HTML page escapes
+    the same text with ``html.escape``). ``block``: the text starts a paragraph or heading,
+    where a leading "-", "+", "=" or "1." would start a list or an underline."""
+    out = _MD_INLINE.sub(r"\\\1", " ".join(str(text).splitlines()))
+    if block:
+        out = _MD_BLOCK_START.sub(lambda m: f"{m[1]}\\{m[2]}" if m[2] else f"{m[3]}\\{m[4]}",
+                                  out, count=1)
+    return out
 
 
 def _md_table(df: pd.DataFrame) -> str:
@@ -200,24 +218,30 @@ def _md_table(df: pd.DataFrame) -> str:
     return "\n".join([head, rule, *rows])
 
 
+def _md_text(text: str) -> str:
+    return _md_escape(text.strip(), block=True)
+
+
 def render_markdown(title: str, intro: Sequence[str], sections: Sequence[Section],
                     base: str | os.PathLike[str]) -> str:
-    """The same content as Markdown; figures are linked relative to ``base``."""
-    lines = [f"# {title}", ""]
+    """The same content as Markdown, every text taken literally (``_md_escape``, as the
+    HTML page escapes it); figures are linked relative to ``base``."""
+    lines = [f"# {_md_text(title)}", ""]
     for p in intro:
-        lines += [p, ""]
+        lines += [_md_text(p), ""]
     for section in sections:
-        lines += [f"## {section.heading}", ""]
+        lines += [f"## {_md_text(section.heading)}", ""]
         for p in section.paragraphs:
-            lines += [p, ""]
+            lines += [_md_text(p), ""]
         for df, _ in section.tables:
             lines += [_md_table(df), ""]
         for n in section.notes:
-            lines += [f"*{n}*", ""]
+            lines += [f"*{_md_escape(n.strip())}*", ""]
         for fig in section.figures:
             rel = os.path.relpath(Path(fig.path).resolve(), Path(base).resolve())
-            lines += [f"![{_md_escape(fig.caption)}]({Path(rel).as_posix()})", "",
-                      f"*{fig.caption}*", ""]
+            # Percent-encoded: a file name (from an environment's) may hold spaces or ")".
+            lines += [f"![{_md_escape(fig.caption)}]({quote(Path(rel).as_posix())})", "",
+                      f"*{_md_escape(fig.caption.strip())}*", ""]
     return "\n".join(lines)
 
 
