@@ -557,10 +557,12 @@ def trend(x: Any, y: Any) -> dict[str, Any]:
 
 def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *,
                     seeds: Sequence[int] | None = None, lr: float | None = None,
-                    runs: Collection[str] | None = None) -> pd.DataFrame:
+                    runs: Collection[str] | None = None,
+                    on_run: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """``run_sharpness`` for every finished run of a sweep directory (``rl.sweeps`` layout),
     optionally only some seeds, one learning rate, or the runs named in ``runs``. Adds the
-    run's name, seed and lr."""
+    run's name, seed and lr. ``on_run`` gets each run's rows as soon as they are measured
+    (to save them: a run takes minutes, and a kill should lose only the one in progress)."""
     out = Path(sweep_dir)
     table = read_results(out)
     table = table[table["status"] == "finished"]
@@ -578,6 +580,8 @@ def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *
         df = run_sharpness(out / "runs" / str(r["run"]), cfg)
         parts.append(df.assign(run=r["run"], seed=int(r["seed"]), lr=float(r["lr"]),
                                final_return=float(r["final_return_recent"])))
+        if on_run is not None:
+            on_run(parts[-1])
     return pd.concat(parts, ignore_index=True)
 
 

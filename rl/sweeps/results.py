@@ -198,6 +198,38 @@ def with_sharpness(df: pd.DataFrame, out: str | os.PathLike[str]) -> pd.DataFram
     return df.merge(means, how="left", left_on="run", right_index=True)
 
 
+SHARPNESS_ORDER = ["rollout_batch_size", "run", "term", "repeat"]
+"""The row order of a sweep's sharpness table."""
+
+
+def read_sharpness_rows(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """The per-repeat rows of a sweep's sharpness table at ``path`` (none where the file is
+    missing or empty). ValueError naming the file where it cannot be read as one: merging
+    new rows into it would destroy it."""
+    path = Path(path)
+    try:
+        df = pd.read_csv(path)
+    except (FileNotFoundError, pd.errors.EmptyDataError):
+        return pd.DataFrame(columns=["run"])
+    except (ValueError, UnicodeDecodeError) as exc:  # pandas' ParserError is a ValueError
+        raise ValueError(f"{path} cannot be read as a sharpness table ("
+                         f"{' '.join(str(exc).split())}); move it away (its runs are then "
+                         "measured again) or give another --out") from None
+    if "run" not in df.columns:
+        raise ValueError(f"{path} has no 'run' column: it is not a sweep's sharpness table "
+                         "(a single run's?); move it away or give another --out")
+    return df
+
+
+def merge_by_run(earlier: pd.DataFrame, new: pd.DataFrame) -> pd.DataFrame:
+    """``earlier``'s rows of the runs ``new`` does not hold, then ``new``'s rows: each run's
+    rows come from its latest measurement, and the other runs' rows are kept."""
+    kept = earlier[~earlier["run"].isin(set(new["run"]))]
+    merged = pd.concat([d for d in (kept, new) if len(d)], ignore_index=True)
+    order = [c for c in SHARPNESS_ORDER if c in merged.columns]
+    return merged.sort_values(order, kind="stable").reset_index(drop=True)
+
+
 def write_results(out: str | os.PathLike[str], df: pd.DataFrame) -> None:
     """results.csv, results.parquet and results_long.csv, each written atomically (with the
     sharpness columns where the sweep's runs were measured, ``with_sharpness``)."""
