@@ -10,10 +10,11 @@ python reference/study-protocol/make_inputs.py "$RUNS"
 rlscale sweep --env Breakout --num-envs 8 --num-steps 128 --lrs 2.5e-4 --seeds "1," \
   --budget 1M --targets 21 --train gns_every=10 --train torch_threads=1 --ppo anneal_lr=true \
   --out "$RUNS/noise-breakout" --quiet
-args=(CartPole MinAtar-Breakout MinAtar-SpaceInvaders MinAtar-Seaquest Breakout
+args=(CartPole Acrobot MinAtar-Breakout MinAtar-SpaceInvaders MinAtar-Seaquest Breakout
   --sweep-dir "CartPole=$RUNS/cartpole" --noise-dir "CartPole=$RUNS/noise-cartpole"
+  --sweep-dir "Acrobot=$RUNS/acrobot" --noise-dir "Acrobot=$RUNS/noise-acrobot"
   --sweep-dir "MinAtar-Breakout=$RUNS/minatar-breakout"
-  --noise-dir "MinAtar-Breakout=$RUNS/noise/MinAtar-Breakout"
+  --noise-dir "MinAtar-Breakout=$RUNS/noise-minatar-breakout"
   --noise-dir "MinAtar-SpaceInvaders=$RUNS/noise/MinAtar-SpaceInvaders"
   --noise-dir "MinAtar-Seaquest=$RUNS/noise/MinAtar-Seaquest"
   --sweep-dir "Breakout=$RUNS/stored-breakout" --noise-dir "Breakout=$RUNS/noise-breakout"
