@@ -339,6 +339,21 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
     cfg = launch.cfg
     device = rank_device(cfg, local_rank)
     comm = DistComm(device) if world > 1 else LocalComm()
+    # torch_threads takes effect before anything is built: the network's initial weights
+    # (orthogonal init, a QR factorization) differ in the last bits with the thread count,
+    # so a seed would otherwise not reproduce across --parallel or OMP_NUM_THREADS (#24).
+    threads = torch.get_num_threads()
+    if cfg.torch_threads:
+        torch.set_num_threads(cfg.torch_threads)
+    try:
+        return _run_rank_threads_set(launch, cfg, rank, world, device, comm)
+    finally:
+        if cfg.torch_threads:
+            torch.set_num_threads(threads)
+
+
+def _run_rank_threads_set(launch: Launch, cfg: TrainConfig, rank: int, world: int,
+                          device: torch.device, comm) -> TrainResult:
     env = make_env(cfg, cfg.num_envs, env_seed(cfg, 0, rank, cfg.num_envs))
     run = None
     try:
@@ -366,10 +381,7 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
         if run is not None:
             run.close()
         raise
-    threads = torch.get_num_threads()
     try:
-        if cfg.torch_threads:
-            torch.set_num_threads(cfg.torch_threads)
         result = build_loop(launch, comm, run, device, env, model, resume).run_loop()
         # No rank leaves (and tears down its connections) while another still has messages
         # in flight: gloo can abort a process that exits mid-transfer.
@@ -380,8 +392,6 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
             run.mark_failed(f"{type(exc).__name__}: {exc}")
         raise
     finally:
-        if cfg.torch_threads:
-            torch.set_num_threads(threads)
         if run is not None:
             run.close()
 
