@@ -190,7 +190,10 @@ def test_cpu_speed_options_train_and_restore_threads(tmp_path):
 
 
 def test_speed_options_do_not_change_fp32_results_and_resume_old_configs(tmp_path):
-    """torch_threads=1 alone gives the same rows as the default here (MLP, fp32); a run dir
+    """torch_threads=1 gives the same rows as the default (0: torch's own count) when that
+    count is 1 (MLP, fp32): the option changes the thread count, nothing else. (With another
+    ambient count the rows differ from the first: the network's orthogonal init depends on
+    the thread count, which is why torch_threads takes effect before it is built.) A run dir
     written before the speed options existed still resumes."""
     from rl.train.config import TIMING_COLUMNS
 
@@ -199,7 +202,12 @@ def test_speed_options_do_not_change_fp32_results_and_resume_old_configs(tmp_pat
         drop = [c for c in df.columns if c in TIMING_COLUMNS or c.endswith("/seconds")]
         return df.drop(columns=drop)
 
-    train(*_cartpole(tmp_path, "a"))
+    ambient = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        train(*_cartpole(tmp_path, "a"))
+    finally:
+        torch.set_num_threads(ambient)
     train(*_cartpole(tmp_path, "b", torch_threads=1))
     assert rows("a").equals(rows("b"))
 
