@@ -4,7 +4,7 @@
 # lr 2.5e-4 annealed over the 1M agent-step budget, as in reference/breakout-parity), seed 1,
 # B_simple every 2nd PPO iteration (8 environment groups of 128 agent steps).
 # Run it from a checkout pinned at one commit, with that checkout's venv:
-#   CAMPAIGN=/work/campaign RUNS=/work/campaign-runs nice -n 10 bash run_games.sh
+#   CAMPAIGN=<checkout pinned at one commit> RUNS=<runs folder> nice -n 10 bash run_games.sh
 # Run it again after an interruption: finished games are skipped, a started one resumes
 # from its newest checkpoint (at most 10 PPO iterations lost).
 set -uo pipefail

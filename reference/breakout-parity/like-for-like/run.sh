@@ -7,7 +7,7 @@
 #   wide   256 envs x 128 steps, 8 groups of 32 envs (same steps per env), 12 rollouts
 #   big    256 envs x 256 steps, 8 groups of 32 envs (the earlier checkpoint geometry), 6
 # Resumable: run again after an interruption.
-#   CHECKOUT=/work/protocol OUT=/work/likeforlike nice -n 10 bash run.sh
+#   CHECKOUT=<checkout pinned at one commit> OUT=<output folder> nice -n 10 bash run.sh
 set -uo pipefail
 CHECKOUT=${CHECKOUT:?pinned checkout}; OUT=${OUT:?output folder}
 R="$CHECKOUT/.venv/bin/rlscale"
