@@ -19,6 +19,7 @@ import os
 import signal
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -251,14 +252,31 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+# How long spawned ranks get to record an interruption (status, lock) after a SIGTERM
+# before they are killed: a checkpoint write of the Nature CNN takes well under a second.
+STOP_GRACE_SECONDS = 30.0
+
+
 def _spawn(world: int, launch: Launch) -> None:
     ctx = tmp.get_context("spawn")
     errors = ctx.SimpleQueue()
     threads = max(1, (os.cpu_count() or 1) // world)
     port = _free_port()
     try:
-        tmp.start_processes(_worker, args=(world, port, threads, errors, launch), nprocs=world,
-                            join=True, start_method="spawn")
+        with sigterm_as_interrupt():
+            processes = tmp.start_processes(
+                _worker, args=(world, port, threads, errors, launch, os.getpid()),
+                nprocs=world, join=False, start_method="spawn")
+            try:
+                while not processes.join():
+                    pass
+            except KeyboardInterrupt as exc:
+                # SIGTERM (or Ctrl-C) of this process: the ranks stop as after their own
+                # SIGTERM (the run is marked interrupted, the lock released), never left
+                # training on their own (#24). Ctrl-C in a terminal reached them too: they
+                # get a moment to finish recording it before a SIGTERM could cut that short.
+                _stop_ranks(processes.processes, wait_first=exc.args != ("SIGTERM",))
+                raise
     except (tmp.ProcessRaisedException, tmp.ProcessExitedException) as exc:
         reports = []
         while not errors.empty():
@@ -271,7 +289,36 @@ def _spawn(world: int, launch: Launch) -> None:
         raise error_type(f"{message} (rank {rank}, {kind})") from None
 
 
-def _worker(rank: int, world: int, port: int, threads: int, errors, launch: Launch) -> None:
+def _stop_ranks(processes, wait_first: bool) -> None:
+    if wait_first:
+        deadline = time.monotonic() + 5.0
+        for proc in processes:
+            proc.join(max(0.0, deadline - time.monotonic()))
+    for proc in processes:
+        if proc.is_alive():
+            proc.terminate()
+    deadline = time.monotonic() + STOP_GRACE_SECONDS
+    for proc in processes:
+        proc.join(max(0.0, deadline - time.monotonic()))
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+
+
+def _watch_parent(parent: int) -> None:
+    """Stop this rank when the process that spawned it dies (SIGKILL leaves no chance to
+    tell it): first as after a SIGTERM, then for good after STOP_GRACE_SECONDS."""
+    while os.getppid() == parent:
+        time.sleep(0.2)
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(STOP_GRACE_SECONDS)
+    os._exit(3)
+
+
+def _worker(rank: int, world: int, port: int, threads: int, errors, launch: Launch,
+            parent: int) -> None:
+    threading.Thread(target=_watch_parent, args=(parent,), daemon=True,
+                     name="watch-parent").start()
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
     os.environ["MASTER_PORT"] = str(port)
     torch.set_num_threads(threads)

@@ -4,11 +4,15 @@ noise-scale estimate equals the grouped estimator on the same rollouts, and resu
 from __future__ import annotations
 
 import dataclasses
+import fcntl
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 import types
+from pathlib import Path
 
 import pandas.testing as pdt
 import pytest
@@ -23,6 +27,7 @@ from rl.train.config import PRESETS, TIMING_COLUMNS, ParallelConfig, TrainConfig
 from rl.train.launch import train, train_parallel
 from rl.train.schedule import AdaptiveConfig
 
+ROOT = Path(__file__).resolve().parents[3]
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]
 # 2 ranks x 4 envs x 32 steps = 256 agent steps per iteration; a constant lr, so that a run
 # continued to a larger budget is the same run as one given that budget from the start.
@@ -197,3 +202,77 @@ def test_bad_settings_fail_before_any_process_starts(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="torchrun started 4"):
         train_parallel(cfg, ppo, ParallelConfig(nproc=2))
     assert not (tmp_path / "run").exists()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below ``pid`` (Linux /proc)."""
+    found, frontier = set(), [pid]
+    while frontier:
+        parent = frontier.pop()
+        for task in (Path("/proc") / str(parent) / "task").glob("*"):
+            try:
+                children = (task / "children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    frontier.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+@pytest.mark.parametrize("stop", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+def test_ranks_stop_with_their_parent_and_free_the_run(tmp_path, stop):
+    """#24 item 2: killing ``rlscale train --nproc 2`` stops its spawned ranks; the run is
+    marked interrupted, its lock is free and --resume continues it. Started as a shell's
+    background job (``cmd &``) is: with SIGINT ignored, which the ranks inherit, so torch's
+    parent-death SIGINT does not reach them."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "rl.cli", "train", "--env", "CartPole", "--nproc", "2",
+            "--num-envs", "2", "--num-steps", "16", "--total-agent-steps", "10M",
+            "--checkpoint-every", "2", "--torch-threads", "1", "--run-dir", str(run_dir),
+            "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        latest = run_dir / "checkpoints" / "latest.json"
+        while not latest.exists():  # no deadline: a loaded machine is slow
+            assert proc.poll() is None, proc.stderr.read().decode()
+            time.sleep(0.05)
+        ranks = _descendants(proc.pid)
+        assert len(ranks) >= 2
+        proc.send_signal(stop)
+        proc.wait()
+        # Liveness, not speed: the ranks get STOP_GRACE_SECONDS to record the interruption.
+        give_up = time.monotonic() + 10 * 60
+        while any(_alive(p) for p in ranks):
+            assert time.monotonic() < give_up, f"ranks still alive: {ranks}"
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stderr.close()
+    status = json.loads((run_dir / "status.json").read_text())
+    assert status["state"] == "failed" and "KeyboardInterrupt" in status["message"], status
+    with open(run_dir / ".lock", "a+") as f:  # free: a non-blocking exclusive lock succeeds
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        fcntl.flock(f, fcntl.LOCK_UN)
+    checkpoint = json.loads(latest.read_text())["iteration"]
+    budget = (checkpoint + 2) * 2 * 2 * 16
+    at = args.index("--total-agent-steps") + 1
+    resumed = subprocess.run([*args[:at], str(budget), *args[at + 1:], "--resume"], env=env,
+                             cwd=ROOT, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "finished"
