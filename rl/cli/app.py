@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -25,6 +26,8 @@ from rl.cli.output import CLIError, console, err_console, print_error, print_tab
 from rl.cli.sharpness import add_parser as add_sharpness_parser
 from rl.cli.sweep import add_parser as add_sweep_parser
 from rl.cli.train import add_parser as add_train_parser
+from rl.cli.train import cmd_train, configs_from_args
+from rl.runs.layout import CHECKPOINT_DIR, CONFIG_FILE
 from rl.study.plan import build_plan
 
 # Each command module adds its own subcommands through its add_parser(subparsers).
@@ -144,10 +147,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _OS_FIXES = {
-    errno.ENOSPC: "free some disk space or write to another disk, then rerun (a training run "
-                  "continues with --resume)",
-    errno.EDQUOT: "free some of your disk quota, then rerun (a training run continues with "
-                  "--resume)",
+    errno.ENOSPC: "free some disk space or write to another disk, then rerun",
+    errno.EDQUOT: "free some of your disk quota, then rerun",
+    errno.EFBIG: "the file would pass this system's file size limit (ulimit -f): raise the "
+                 "limit or write to another disk, then rerun",
     errno.EACCES: "choose a directory you may write to (--run-dir / --out), or fix its "
                   "permissions",
     errno.EPERM: "choose a directory you may write to (--run-dir / --out), or fix its "
@@ -169,9 +172,44 @@ def describe_os_error(exc: OSError) -> str:
     return f"{what}{where}; {fix}"
 
 
+def train_continuation(args) -> str:
+    """How ``rlscale train`` goes on after a filesystem failure, from what its run directory
+    holds: nothing to add where no run was written (#24 item 3)."""
+    if getattr(args, "func", None) is not cmd_train:
+        return ""
+    try:
+        run_dir = configs_from_args(args)[0].resolved_run_dir()
+        if not (run_dir / CONFIG_FILE).is_file():
+            return ""
+        if any((run_dir / CHECKPOINT_DIR).glob("ckpt_*.pt")):
+            return "; the run continues from its newest checkpoint with --resume"
+        return "; the run has no checkpoint yet: start it over with --restart"
+    except (OSError, ValueError):
+        return ""
+
+
+def _quiet_thread_os_errors(hook_args) -> None:
+    """A background thread's OSError (TensorBoard's writer on a full disk) reaches the main
+    thread, which reports it in one line; its traceback beside that line only confuses."""
+    if issubclass(hook_args.exc_type, OSError):
+        return
+    _default_thread_hook(hook_args)
+
+
+_default_thread_hook = threading.excepthook
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    previous_hook, threading.excepthook = threading.excepthook, _quiet_thread_os_errors
+    try:
+        return _run(args)
+    finally:
+        threading.excepthook = previous_hook
+
+
+def _run(args) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
@@ -181,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
         print_error("error", str(exc))
         return 2
     except OSError as exc:  # disk full, read-only or missing directory, a file in the way
-        print_error("error", describe_os_error(exc))
+        print_error("error", describe_os_error(exc) + train_continuation(args))
         return 2
     except RuntimeError as exc:  # e.g. a non-finite loss: the run stopped, state is kept
         print_error("failed", str(exc))

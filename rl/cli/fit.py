@@ -21,7 +21,7 @@ from rl.analysis.sweep_fits import (
 )
 from rl.cli.output import console, print_table
 from rl.cli.sweep import print_pbt
-from rl.runs.files import atomic_write_text
+from rl.runs.files import atomic_write_texts
 from rl.sweeps.pbt import is_pbt_sweep, member_summary, write_pbt_outputs
 from rl.sweeps.results import read_results, sweep_table
 from rl.sweeps.spec import stored_spec
@@ -170,8 +170,8 @@ def cmd_fit(args) -> int:
     if fits.empty:
         console.print(f"no finished runs in {sweep_dir}: nothing to fit")
         return 1
-    atomic_write_text(sweep_dir / "fit.csv", fits.to_csv(index=False))
-    atomic_write_text(sweep_dir / "fit_per_batch.csv", per_batch.to_csv(index=False))
+    atomic_write_texts({sweep_dir / "fit.csv": fits.to_csv(index=False),
+                        sweep_dir / "fit_per_batch.csv": per_batch.to_csv(index=False)})
 
     level = f"{args.ci:.0%}"
     print_table(fit_summary_table(fits), title=f"critical batch size, {sweep_dir}")

@@ -3,6 +3,7 @@ safe loading with ``torch.load(weights_only=True)``. See docs/run-directory.md."
 
 from __future__ import annotations
 
+import io
 import os
 import pickle
 from collections.abc import Mapping
@@ -71,8 +72,13 @@ def write_checkpoint_file(path: str | os.PathLike[str], state: Mapping[str, Any]
     if config is not None:
         payload["config"] = dict(config)
     check_plain(payload["state"], "state")  # config: read from JSON, plain by construction
+    # Serialized in memory first: torch's writer reports a failed write (disk full, file
+    # size limit) as "[enforce fail at inline_container.cc] unexpected pos", while a plain
+    # write raises the OSError that names the errno and, through atomic_file, the file.
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
     with atomic_file(path) as f:
-        torch.save(payload, f)
+        f.write(buffer.getbuffer())
     return path
 
 

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,8 +17,11 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
+    "atomic_write_texts",
     "fsync_dir",
+    "naming_file",
     "read_json",
+    "with_filename",
     "save_figure",
 ]
 
@@ -54,11 +58,33 @@ def atomic_file(path: str | os.PathLike[str]):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp_name, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp_name)
+        if isinstance(exc, OSError):
+            raise with_filename(exc, path) from exc
         raise
     fsync_dir(directory)
+
+
+def with_filename(exc: OSError, path: str | os.PathLike[str]) -> OSError:
+    """``exc`` naming ``path`` where it names no file: a failed write() or fsync() (disk
+    full, file size limit) does not, and the one-line error must say which file (#24)."""
+    if exc.filename is not None or exc.errno is None:
+        return exc
+    return type(exc)(exc.errno, exc.strerror, os.fspath(path))
+
+
+@contextlib.contextmanager
+def naming_file(path: str | os.PathLike[str]):
+    """Re-raise an OSError inside the block with ``path`` as its file name where it has none."""
+    try:
+        yield
+    except OSError as exc:
+        named = with_filename(exc, path)
+        if named is exc:
+            raise
+        raise named from exc
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -70,6 +96,20 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
     """Replace ``path`` with UTF-8 ``text`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_texts(files: Mapping[str | os.PathLike[str], str]) -> None:
+    """Replace files that belong together (e.g. fit.csv and fit_per_batch.csv): every old
+    one is removed before any new one is written, so that an interruption leaves some of
+    them missing, never a new one beside an old one (#24 item 3)."""
+    paths = [Path(p) for p in files]
+    for path in paths:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    for directory in {path.parent for path in paths if path.parent.is_dir()}:
+        fsync_dir(directory)
+    for path, text in zip(paths, files.values(), strict=True):
+        atomic_write_text(path, text)
 
 
 def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from rl.runs.errors import RunDirError
-from rl.runs.files import read_json
+from rl.runs.files import naming_file, read_json
 from rl.runs.layout import METRICS_FILE, STATUS_FILE
 
 __all__ = ["encode_metrics_row", "load_metrics", "log_scalars", "parse_metrics_lines"]
@@ -147,20 +147,22 @@ def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
     non-finite numbers are skipped. Returns the number of scalars written.
     """
     written = 0
-    for key, value in row.items():
-        if isinstance(value, bool) or value is None:
-            continue
-        if not isinstance(value, numbers.Real):
-            item = getattr(value, "item", None)  # numpy / torch 0-d values
-            try:
-                value = item() if item is not None else None
-            except (TypeError, ValueError, RuntimeError):
-                value = None
-            if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # TensorBoard's failed writes (disk full) name no file; the error should.
+    with naming_file(getattr(writer, "log_dir", "the TensorBoard folder")):
+        for key, value in row.items():
+            if isinstance(value, bool) or value is None:
                 continue
-        value = float(value)
-        if not math.isfinite(value):
-            continue
-        writer.add_scalar(str(key), value, global_step=step)
-        written += 1
+            if not isinstance(value, numbers.Real):
+                item = getattr(value, "item", None)  # numpy / torch 0-d values
+                try:
+                    value = item() if item is not None else None
+                except (TypeError, ValueError, RuntimeError):
+                    value = None
+                if isinstance(value, bool) or not isinstance(value, numbers.Real):
+                    continue
+            value = float(value)
+            if not math.isfinite(value):
+                continue
+            writer.add_scalar(str(key), value, global_step=step)
+            written += 1
     return written

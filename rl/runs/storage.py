@@ -23,7 +23,13 @@ from rl.runs.checkpoints import (
     write_checkpoint_file,
 )
 from rl.runs.errors import RunDirError
-from rl.runs.files import atomic_write_json, atomic_write_text, fsync_dir, read_json
+from rl.runs.files import (
+    atomic_write_json,
+    atomic_write_text,
+    fsync_dir,
+    naming_file,
+    read_json,
+)
 from rl.runs.layout import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
@@ -152,7 +158,7 @@ class RunDir:
             fd, tmp_name = tempfile.mkstemp(prefix=f".{CONFIG_FILE}.", suffix=".tmp",
                                             dir=run.path)
             try:
-                with os.fdopen(fd, "wb") as f:
+                with naming_file(run.config_path), os.fdopen(fd, "wb") as f:
                     if hasattr(os, "fchmod"):
                         os.fchmod(fd, 0o644)
                     f.write((json.dumps(cfg, sort_keys=True, indent=2) + "\n").encode("utf-8"))
@@ -309,10 +315,11 @@ class RunDir:
         fd = os.open(self.metrics_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             view = memoryview(line)
-            while view:
-                n = os.write(fd, view)
-                view = view[n:]
-            os.fsync(fd)
+            with naming_file(self.metrics_path):
+                while view:
+                    n = os.write(fd, view)
+                    view = view[n:]
+                os.fsync(fd)
         finally:
             os.close(fd)
         if new_file:
@@ -507,8 +514,9 @@ class RunDir:
         """Flush and close the TensorBoard writer, if one was opened; release the lock."""
         try:
             if self._writer is not None:
-                self._writer.close()
-                self._writer = None
+                writer, self._writer = self._writer, None
+                with naming_file(self.tb_dir):
+                    writer.close()
         finally:
             if self._lock is not None:
                 self._lock.release()

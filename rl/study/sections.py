@@ -18,7 +18,7 @@ from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
 from rl.measure.warmup import WARMUP_ITERATIONS
-from rl.runs.files import atomic_write_text
+from rl.runs.files import atomic_write_texts
 from rl.study.crosstask import RL_OVER_SUPERVISED, cited_points, plot_crosstask, study_points
 from rl.study.headline import headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, SUPERVISED_PART, Part, StudyPlan, slug, study_parts
@@ -64,8 +64,9 @@ def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[
     u = UNITS[kind]
     _, f, per_batch = game_fits
     if len(f):
-        atomic_write_text(part.analysis_dir / "fit.csv", f.to_csv(index=False))
-        atomic_write_text(part.analysis_dir / "fit_per_batch.csv", per_batch.to_csv(index=False))
+        atomic_write_texts({part.analysis_dir / "fit.csv": f.to_csv(index=False),
+                            part.analysis_dir / "fit_per_batch.csv":
+                                per_batch.to_csv(index=False)})
     figures = []
     for i in range(len(f)):
         for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch):

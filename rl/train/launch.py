@@ -436,7 +436,13 @@ def _run_rank_threads_set(launch: Launch, cfg: TrainConfig, rank: int, world: in
         return result
     except BaseException as exc:
         if run is not None:
-            run.mark_failed(f"{type(exc).__name__}: {exc}")
+            # The disk that failed the run may fail these too: the first error is the one
+            # to report, not one from recording it (#24 item 3).
+            with contextlib.suppress(OSError):
+                run.mark_failed(f"{type(exc).__name__}: {exc}")
+            with contextlib.suppress(OSError):
+                run.close()
+            run = None
         raise
     finally:
         if run is not None:

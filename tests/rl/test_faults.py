@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import signal
 import subprocess
 import sys
@@ -176,3 +177,56 @@ def test_sweep_survives_20_sigkills_and_fits_the_same(tmp_path):
     assert _no_temp_files(runs) == []
     counts = pd.Series([json.loads(line)["event"] for line in events.read_text().splitlines()])
     assert (counts == "resume").sum() >= 5  # the kills hit runs mid-training, not only startup
+
+
+def _file_size_limit(limit_bytes: int):
+    """The child's writes past ``limit_bytes`` fail with EFBIG, as on a full disk (ENOSPC)
+    they fail with an errno and no file name: the same paths through torch, TensorBoard's
+    writer thread and our own writes, without a tmpfs (which needs root)."""
+    def set_limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+    return set_limit
+
+
+@pytest.mark.parametrize("limit_bytes, failing, hint, resumed", [
+    (300, ("config.json",), None, False),  # before the run exists: nothing to continue
+    # rows, but no checkpoint yet; TensorBoard's writer thread may hit the limit first
+    (1_500, ("metrics.jsonl", "tb"), "--restart", False),
+    (40_000, ("ckpt_",), "--restart", False),  # the first checkpoint does not fit
+    (12_000, ("metrics.jsonl", "tb"), "--resume", True),  # a resumed run's rows outgrow the limit
+])
+def test_a_failed_write_is_one_line_naming_the_file(tmp_path, limit_bytes, failing, hint,
+                                                   resumed):
+    """#24 item 3: a write that fails (disk full, file size limit) ends with one line that
+    names the file and the way on, exit 2; the run then continues as that line says."""
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "rl.cli", "train", "--env", "CartPole", "--checkpoint-every",
+            "2", "--run-dir", str(run_dir), "--quiet"]
+    budget = ["--total-agent-steps", "8192"]  # 32 iterations of 256 agent steps
+    if resumed:  # 16 iterations first, without a limit; metrics.jsonl holds about 11.5 kB
+        subprocess.run([*args, "--total-agent-steps", "4096"], cwd=ROOT, env=ENV, check=True,
+                       capture_output=True)
+        budget.append("--resume")
+    failed = subprocess.run([*args, *budget], cwd=ROOT, env=ENV, capture_output=True,
+                            text=True, preexec_fn=_file_size_limit(limit_bytes))
+    assert failed.returncode == 2, failed.stderr
+    message = " ".join(failed.stderr.split())  # rich wraps long lines at the terminal width
+    assert message.startswith("error: File too large (") and "Traceback" not in message
+    assert message.count("error:") == 1, message
+    named = message.split("(", 1)[1].split(")", 1)[0]
+    assert named.startswith(str(run_dir)), message
+    assert any(part in named.removeprefix(str(run_dir)) for part in failing), message
+    assert _no_temp_files(tmp_path) == []
+    if hint is None:
+        assert "--resume" not in message and "--restart" not in message
+        assert not (run_dir / "config.json").exists()
+        return
+    assert hint in message
+    assert ("--restart" if hint == "--resume" else "--resume") not in message
+    assert json.loads((run_dir / "status.json").read_text())["state"] == "failed"
+    done = subprocess.run([*args, "--total-agent-steps", "8192", hint], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    iterations = load_metrics(run_dir)["iteration"].tolist()
+    assert iterations == list(range(1, 33)), iterations

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 
@@ -56,3 +57,36 @@ def test_atomic_write_crash_during_write_keeps_old_file(tmp_path, monkeypatch):
     monkeypatch.undo()
     state, iteration = run.load_latest_checkpoint()
     assert iteration == 1 and torch.equal(state["w"], torch.ones(3))
+
+
+def test_files_written_together_are_never_mixed_old_with_new(tmp_path, monkeypatch):
+    """An interruption between the two writes leaves the first new file and no second one,
+    never the new first beside the old second (#24 item 3: fit.csv beside fit_per_batch.csv)."""
+    first, second = tmp_path / "fit.csv", tmp_path / "fit_per_batch.csv"
+    files.atomic_write_texts({first: "old fit\n", second: "old per batch\n"})
+    assert (first.read_text(), second.read_text()) == ("old fit\n", "old per batch\n")
+    real = files.atomic_write_text
+    written = []
+
+    def interrupted_after_one(path, text):
+        if written:
+            raise KeyboardInterrupt
+        written.append(path)
+        real(path, text)
+
+    monkeypatch.setattr(files, "atomic_write_text", interrupted_after_one)
+    with pytest.raises(KeyboardInterrupt):
+        files.atomic_write_texts({first: "new fit\n", second: "new per batch\n"})
+    assert first.read_text() == "new fit\n" and not second.exists()
+
+
+def test_a_failed_write_names_its_file(tmp_path):
+    """write() and fsync() errors carry no file name; the atomic writers add it (#24 item 3)."""
+    target = tmp_path / "checkpoint.pt"
+    with pytest.raises(OSError) as caught, files.atomic_file(target) as f:
+        f.write(b"x")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert caught.value.errno == errno.ENOSPC and caught.value.filename == str(target)
+    assert not target.exists() and list(tmp_path.iterdir()) == []
+    already = OSError(errno.EACCES, "Permission denied", "/elsewhere")
+    assert files.with_filename(already, target) is already
