@@ -1,0 +1,333 @@
+"""The probes behind ``rlscale advise``: B_simple from a short run, seconds per PPO iteration.
+
+``noise_from_metrics`` reads a run's rows (ours, or stable-baselines3's progress.csv written
+with ``rl.peers.sb3.NoiseScaleCallback``); ``run_probe`` trains a fresh short run measuring
+B_simple every iteration; ``time_candidates`` reuses ``rlscale bench scaling``; ``advise``
+puts them together within a time budget. See docs/advise.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import envs
+from agents import PPOConfig
+from rl.advise.calibration import (
+    TERM,
+    growth_exponents,
+    growth_note,
+    load_study,
+    ratio_calibration,
+)
+from rl.advise.predict import Advice, Candidate, NoiseScaleEstimate, advise_from
+from rl.bench.scaling import ScalingBenchConfig, bench_scaling
+from rl.measure.run_average import ratio_summary
+from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
+from rl.runs.storage import RunDir
+from rl.train.config import PRESETS, TrainConfig, preset_for
+from rl.train.launch import train
+
+__all__ = ["AdviseConfig", "MIN_MEASUREMENTS", "NoProbeData", "advise", "advise_run",
+           "load_run_metrics", "noise_from_metrics", "run_probe", "smooth_timings",
+           "time_candidates"]
+
+MIN_MEASUREMENTS = 5
+"""Fewest noise-scale measurements past the warm-up that advice is given from."""
+
+SB3_COLUMNS = {"time/iterations": "iteration", "time/total_timesteps": "agent_steps",
+               "rollout/ep_rew_mean": "return_recent"}
+"""stable-baselines3 progress.csv columns and the names our metrics give them."""
+
+
+class NoProbeData(ValueError):
+    """A run with too few noise-scale measurements past the warm-up to advise from."""
+
+
+@dataclass
+class AdviseConfig:
+    """Batch-size advice from one short probe run and a throughput probe of this machine."""
+
+    env: str = "CartPole"
+    """Environment of the probe (any name `rlscale envs` lists)."""
+    num_envs: int | None = None
+    """Environments of the probe run (default: the preset's, 8)."""
+    num_steps: int | None = None
+    """Agent steps per environment per rollout, for the probe and every candidate (default:
+    the preset's: 32 classic, 128 Atari)."""
+    candidates: str = "1,2,4,8,16,32,64"
+    """Comma-separated num_envs of the candidate rollouts (batch = num_envs x num_steps)."""
+    learning_rate: float | None = None
+    """Adam learning rate of the probe (default: the preset's; constant, not annealed)."""
+    budget_s: float = 180.0
+    """Wall-clock budget in seconds for both probes together (advice from a run directory:
+    the throughput probe only)."""
+    measurements: int = 30
+    """Noise-scale measurements past the 10-iteration warm-up that the advice averages (the
+    first ones; the probe run stops after them or when the budget is spent)."""
+    tolerance: float = 0.1
+    """The sample-efficient pick may be this fraction slower than the fastest."""
+    band_sd: float = 1.0
+    """Width of the B_crit band in sds of its log (ratio spread and B_simple's interval)."""
+    seed: int = 0
+    """Seed of the probe run."""
+    threads: int = 0
+    """torch CPU threads (0: torch's default)."""
+    study: str | None = None
+    """Results table of the study that calibrates B_crit / B_simple (default: the committed
+    reference/study-protocol/results.csv)."""
+    run_dir: str | None = None
+    """Directory for the probe run (must not exist; default: a new runs/advise-<env>-<time>)."""
+
+    def validate(self) -> None:
+        envs.resolve(self.env)  # UnknownEnvError (a ValueError) naming `rlscale envs`
+        for name in ("num_envs", "num_steps", "measurements"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, "
+                                 f"got {v!r}")
+        if self.measurements < MIN_MEASUREMENTS:
+            raise ValueError(f"--measurements must be at least {MIN_MEASUREMENTS}, got "
+                             f"{self.measurements}")
+        for name in ("budget_s", "tolerance", "band_sd"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v >= 0) or (name == "budget_s" and v <= 0):
+                raise ValueError(f"--{name.replace('_', '-')} must be a finite number "
+                                 f"{'> 0' if name == 'budget_s' else '>= 0'}, got {v}")
+        if self.learning_rate is not None and not (math.isfinite(self.learning_rate)
+                                                   and self.learning_rate > 0):
+            raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        self.candidate_envs()
+
+    def candidate_envs(self) -> list[int]:
+        """The positive integers of ``candidates`` (ValueError otherwise)."""
+        try:
+            values = sorted({int(v) for v in self.candidates.split(",") if v.strip()})
+        except ValueError:
+            values = []
+        if not values or values[0] < 1:
+            raise ValueError(f"--candidates must be comma-separated positive num_envs (e.g. "
+                             f"1,2,4,8), got {self.candidates!r}")
+        return values
+
+    def train_configs(self) -> tuple[TrainConfig, PPOConfig]:
+        """The probe's settings: the preset of the environment's kind, then these options."""
+        train_over, ppo_over = PRESETS[preset_for(self.env)]
+        cfg = dataclasses.replace(TrainConfig(), **train_over, env=self.env, seed=self.seed)
+        if self.num_envs is not None:
+            cfg = dataclasses.replace(cfg, num_envs=self.num_envs)
+        if self.num_steps is not None:
+            cfg = dataclasses.replace(cfg, num_steps=self.num_steps)
+        ppo = dataclasses.replace(PPOConfig(), **ppo_over, anneal_lr=False)
+        if self.learning_rate is not None:
+            ppo = dataclasses.replace(ppo, learning_rate=self.learning_rate)
+        return cfg, ppo
+
+
+# --------------------------------------------------------------------------------------
+# B_simple from a run's rows
+# --------------------------------------------------------------------------------------
+
+
+def load_run_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """A run's per-iteration rows: our metrics.jsonl, or SB3's progress.csv (columns renamed
+    to ours: iteration, agent_steps, return_recent, rollout_batch_size).
+
+    Raises:
+        FileNotFoundError: if the folder has neither.
+    """
+    path = Path(run_dir)
+    if (path / "metrics.jsonl").is_file():
+        return RunDir(path).load_metrics()
+    if (path / "progress.csv").is_file():
+        df = pd.read_csv(path / "progress.csv").rename(columns=SB3_COLUMNS)
+        if "iteration" in df and "agent_steps" in df:
+            df["rollout_batch_size"] = (df["agent_steps"] / df["iteration"]).round()
+        return df
+    raise FileNotFoundError(f"{path} has neither metrics.jsonl (rlscale train) nor "
+                            "progress.csv (stable-baselines3's CSV logger with "
+                            "rl.peers.sb3.NoiseScaleCallback): not a run directory")
+
+
+def noise_from_metrics(metrics: pd.DataFrame, *, term: str = TERM, measurements: int = 30,
+                       source: str = "") -> NoiseScaleEstimate:
+    """B_simple of ``term`` over the first ``measurements`` measurements past the warm-up
+    (mean tr(Sigma) / mean |G|^2, block-bootstrap 95% interval).
+
+    Raises:
+        NoProbeData: fewer than ``MIN_MEASUREMENTS`` such measurements.
+    """
+    m = counted_measurements(metrics, term)
+    if len(m) < MIN_MEASUREMENTS:
+        raise NoProbeData(
+            f"{source or 'the run'} has {len(m)} noise-scale measurement(s) of the {term} "
+            f"loss past the {WARMUP_ITERATIONS}-iteration warm-up; advice needs at least "
+            f"{MIN_MEASUREMENTS} (train with --gns-every 1 for {WARMUP_ITERATIONS + 5}+ PPO "
+            "iterations)")
+    m = m.iloc[:measurements]
+    s = ratio_summary(m["g2"], m["trace_sigma"])
+    if "rollout_batch_size" in metrics:
+        batch = int(pd.to_numeric(metrics["rollout_batch_size"]).dropna().iloc[0])
+    else:
+        batch = 0
+    ret = m["return_recent"].to_numpy(float) if "return_recent" in m else np.array([np.nan])
+    if not (math.isfinite(s["b_simple"]) and s["b_simple"] > 0):
+        raise NoProbeData(
+            f"{source or 'the run'}: mean |G|^2 of the {term} loss over its first {len(m)} "
+            "measurements past the warm-up is not above zero, so B_simple is unresolved; "
+            "probe longer (--measurements) or with a larger batch")
+    return NoiseScaleEstimate(term, s["b_simple"], s["b_simple_lo"], s["b_simple_hi"],
+                              len(m), batch, float(ret[0]), float(ret[-1]), source)
+
+
+# --------------------------------------------------------------------------------------
+# The probes
+# --------------------------------------------------------------------------------------
+
+
+def default_probe_dir(env: str) -> Path:
+    """runs/advise-<env>-<UTC time>, never an existing folder."""
+    name = env.replace("/", "_").replace(":", "_")
+    base = Path("runs") / f"advise-{name}-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}"
+    path, k = base, 1
+    while path.exists():
+        path, k = Path(f"{base}-{k}"), k + 1
+    return path
+
+
+def run_probe(cfg: TrainConfig, ppo: PPOConfig, iterations: int, *, quiet: bool = True
+              ) -> pd.DataFrame:
+    """Train a fresh run of ``iterations`` PPO iterations measuring B_simple every one; its
+    rows. Refuses an existing ``cfg.run_dir`` (it never writes into another run)."""
+    path = Path(cfg.run_dir) if cfg.run_dir else default_probe_dir(cfg.env)
+    if path.exists():
+        raise FileExistsError(f"{path} exists: the probe writes only into a new directory; "
+                              "choose another --run-dir")
+    cfg = dataclasses.replace(cfg, run_dir=str(path), gns_every=1, checkpoint_every=10**9,
+                              total_agent_steps=iterations * cfg.rollout_batch_size)
+    rows: list[dict] = []
+    train(cfg, ppo, on_iteration=rows.append, quiet=quiet)
+    return pd.DataFrame(rows)
+
+
+def time_candidates(env: str, counts: Sequence[int], num_steps: int, ppo: PPOConfig, *,
+                    threads: int = 0, seed: int = 0, progress: Callable[[], None] | None = None
+                    ) -> list[Candidate]:
+    """Seconds per PPO iteration on this machine at each num_envs x ``num_steps`` with these
+    PPO settings: ``rlscale bench scaling`` (2 timed iterations after a warm-up, 1 repeat, no
+    noise-scale measurement), smoothed by ``smooth_timings``."""
+    bench = ScalingBenchConfig(envs=env, num_envs=",".join(str(n) for n in counts),
+                               num_steps=num_steps, iterations=2, repeats=1, threads=threads,
+                               seed=seed)
+    df = bench_scaling(bench, progress, ppo=ppo)
+    sizes = df["batch"].to_numpy(float)
+    measured = sizes / df["e2e_sps"].to_numpy(float)
+    fitted = smooth_timings(sizes, measured)
+    return [Candidate(int(n), int(num_steps), float(f), float(m))
+            for n, f, m in zip(df["num_envs"], fitted, measured, strict=True)]
+
+
+def smooth_timings(batch_sizes, seconds) -> np.ndarray:
+    """Seconds per iteration from the line a + b B (least squares, a and b >= 0) through the
+    timed candidates: one timing each on a busy machine scatters more than the line does.
+    Fewer than 3 timings, or a line that does not fit (a or b < 0): the timings as they are."""
+    b = np.asarray(batch_sizes, dtype=float)
+    t = np.asarray(seconds, dtype=float)
+    if len(b) < 3 or len(set(b.tolist())) < 2:
+        return t
+    slope, intercept = np.polyfit(b, t, 1)
+    if slope < 0 or intercept < 0:
+        return t
+    return intercept + slope * b
+
+
+def _notes(study: pd.DataFrame, env: str, noise: NoiseScaleEstimate) -> tuple[str, ...]:
+    notes = [growth_note(growth_exponents(study), env)]
+    if math.isinf(noise.hi):
+        notes.append("B_simple's interval is open above (mean |G|^2 not resolved above zero "
+                     "in some bootstrap replicates): the band's upper end is open; probe "
+                     "longer for a closed one.")
+    return tuple(notes)
+
+
+def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
+               progress: Callable[[], None] | None = None) -> Advice:
+    """Advice from a run that measured B_simple (ours or SB3's): its first
+    ``cfg.measurements`` measurements past the warm-up, the throughput probe of
+    ``cfg.env`` at ``cfg.candidates`` x the run's num_steps."""
+    metrics = load_run_metrics(run_dir)
+    noise = noise_from_metrics(metrics, measurements=cfg.measurements, source=str(run_dir))
+    config = RunDir(run_dir).load_config() if (Path(run_dir) / "config.json").is_file() \
+        else {}
+    run_cfg = config.get("train", {})
+    cfg = dataclasses.replace(cfg, env=run_cfg.get("env", cfg.env),
+                              num_steps=cfg.num_steps or run_cfg.get("num_steps"))
+    cfg.validate()
+    study = load_study(cfg.study)
+    calibration = ratio_calibration(study, source=str(cfg.study or
+                                                     "reference/study-protocol/results.csv"))
+    train_cfg, ppo = cfg.train_configs()
+    if isinstance(config.get("ppo"), dict):  # time the run's own PPO settings
+        known = {f.name for f in dataclasses.fields(PPOConfig)}
+        ppo = PPOConfig(**{k: v for k, v in config["ppo"].items() if k in known})
+    counts = set(cfg.candidate_envs())
+    if noise.rollout_batch_size and noise.rollout_batch_size % train_cfg.num_steps == 0:
+        counts.add(noise.rollout_batch_size // train_cfg.num_steps)  # the run's own shape
+    cands = time_candidates(cfg.env, sorted(counts), train_cfg.num_steps, ppo,
+                            threads=cfg.threads, seed=cfg.seed, progress=progress)
+    return advise_from(noise, calibration, cands, tolerance=cfg.tolerance,
+                       band_sd=cfg.band_sd, notes=_notes(study, cfg.env, noise))
+
+
+def advise(cfg: AdviseConfig, *, quiet: bool = True,
+           progress: Callable[[], None] | None = None) -> Advice:
+    """The whole advice for ``cfg.env``: the throughput probe at every candidate, then a
+    fresh probe run (``run_probe``) of the warm-up plus ``cfg.measurements`` iterations, cut
+    short to fit what is left of ``cfg.budget_s``.
+
+    Raises:
+        ValueError: a bad option, or a budget too small for the warm-up plus
+            ``MIN_MEASUREMENTS`` probe iterations after the throughput probe.
+    """
+    cfg.validate()
+    start = time.perf_counter()
+    study = load_study(cfg.study)  # fail before any training
+    train_cfg, ppo = cfg.train_configs()
+    if cfg.run_dir is not None and Path(cfg.run_dir).exists():
+        raise FileExistsError(f"{cfg.run_dir} exists: the probe writes only into a new "
+                              "directory; choose another --run-dir")
+    counts = sorted(set(cfg.candidate_envs()) | {train_cfg.num_envs})
+    cands = time_candidates(cfg.env, counts, train_cfg.num_steps, ppo, threads=cfg.threads,
+                            seed=cfg.seed, progress=progress)
+    per_iter = next(c.seconds_per_iteration for c in cands if c.num_envs == train_cfg.num_envs)
+    left = cfg.budget_s - (time.perf_counter() - start)
+    wanted = WARMUP_ITERATIONS + cfg.measurements
+    # Noise-scale measurement and start-up cost extra: about a third more per iteration.
+    affordable = int(left / (1.4 * per_iter)) - 2
+    least = WARMUP_ITERATIONS + MIN_MEASUREMENTS
+    if affordable < least:
+        raise ValueError(
+            f"--budget-s {cfg.budget_s:g} is too small: after the throughput probe "
+            f"({cfg.budget_s - left:.0f} s) it leaves {max(left, 0):.0f} s, and the probe run "
+            f"needs {least} PPO iterations of about {1.4 * per_iter:.2g} s each here; give "
+            f"at least {cfg.budget_s - left + 1.4 * per_iter * (least + 2):.0f} s")
+    iterations = min(wanted, affordable)
+    train_cfg = dataclasses.replace(train_cfg, run_dir=cfg.run_dir, torch_threads=cfg.threads)
+    rows = run_probe(train_cfg, ppo, iterations, quiet=quiet)
+    noise = noise_from_metrics(rows, measurements=cfg.measurements,
+                               source=f"probe run of {cfg.env}")
+    calibration = ratio_calibration(study, source=str(cfg.study or
+                                                     "reference/study-protocol/results.csv"))
+    keep = [c for c in cands if c.num_envs in set(cfg.candidate_envs())
+            or c.num_envs == train_cfg.num_envs]
+    return advise_from(noise, calibration, keep, reference_batch_size=train_cfg.rollout_batch_size,
+                       tolerance=cfg.tolerance, band_sd=cfg.band_sd,
+                       notes=_notes(study, cfg.env, noise))
