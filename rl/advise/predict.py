@@ -272,8 +272,8 @@ def advise_from(noise: NoiseScaleEstimate, calibration: RatioCalibration,
         smp = [relative_samples(b, e) for e in ends]
         wall = [w[i] for w in walls]
         rows.append(CandidateRow(c.num_envs, c.num_steps, b, c.seconds_per_iteration,
-                                 c.measured_seconds_per_iteration, its[1], min(its), max(its), smp[1], min(smp), max(smp),
-                                 wall[1], min(wall), max(wall)))
+                                 c.measured_seconds_per_iteration, its[1], min(its), max(its),
+                                 smp[1], min(smp), max(smp), wall[1], min(wall), max(wall)))
     ref = reference_batch_size if reference_batch_size is not None else noise.rollout_batch_size
     ref_i = min(range(len(cands)), key=lambda i: (abs(math.log(sizes[i] / ref)), sizes[i]))
     picks = [pick(cands, e, tolerance) for e in ends]
