@@ -16,10 +16,11 @@ from pathlib import Path
 import pandas as pd
 
 from rl.advise.predict import RatioCalibration
+from rl.measure.ppo_noise import TERMS
 from rl.study.crosstask import PREDICTION_CI, predict_ratio, ratio_table, study_points
 
-__all__ = ["DEFAULT_STUDY", "GrowthExponent", "TERM", "growth_exponents", "growth_note",
-           "load_study", "ratio_calibration"]
+__all__ = ["DEFAULT_STUDY", "GrowthExponent", "TERM", "best_term", "growth_exponents",
+           "growth_note", "load_study", "ratio_calibration"]
 
 DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "reference" / "study-protocol" / \
     "results.csv"
@@ -27,7 +28,8 @@ DEFAULT_STUDY = Path(__file__).resolve().parents[2] / "reference" / "study-proto
 another study)."""
 
 TERM = "value"
-"""The loss term whose B_simple predicts B_crit best across the study's tasks (RESULTS.md)."""
+"""The loss term whose B_simple predicts B_crit best in the committed study (RESULTS.md);
+``best_term`` reads it from a study's table."""
 
 
 def load_study(path: str | os.PathLike[str] | None = None) -> pd.DataFrame:
@@ -61,6 +63,16 @@ def ratio_calibration(study: pd.DataFrame, term: str = TERM, *,
             f"target) over {', '.join(p.tasks)}")
     return RatioCalibration(term, p.ratio, p.spread if math.isfinite(p.spread) else 0.0,
                             p.lo, p.hi, ci, tuple(p.tasks), text)
+
+
+def best_term(study: pd.DataFrame, min_tasks: int = 3) -> str:
+    """The loss term whose B_crit / B_simple spreads least across the study's RL tasks
+    (``rl.study.crosstask.verdict``'s rule); ``TERM`` when no term has ``min_tasks`` tasks."""
+    ratios = ratio_table(study_points(study))
+    ratios = ratios[ratios["kind"] == "rl"]
+    found = [predict_ratio(ratios, t) for t in TERMS]
+    usable = [p for p in found if p.n_tasks >= min_tasks and math.isfinite(p.spread)]
+    return min(usable, key=lambda p: p.spread).term if usable else TERM
 
 
 @dataclass(frozen=True)

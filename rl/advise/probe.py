@@ -23,6 +23,7 @@ import envs
 from agents import PPOConfig
 from rl.advise.calibration import (
     TERM,
+    best_term,
     growth_exponents,
     growth_note,
     load_study,
@@ -30,6 +31,7 @@ from rl.advise.calibration import (
 )
 from rl.advise.predict import Advice, Candidate, NoiseScaleEstimate, advise_from
 from rl.bench.scaling import ScalingBenchConfig, bench_scaling
+from rl.measure.ppo_noise import TERMS
 from rl.measure.run_average import ratio_summary
 from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
 from rl.runs.storage import RunDir
@@ -73,6 +75,10 @@ class AdviseConfig:
     measurements: int = 30
     """Noise-scale measurements past the 10-iteration warm-up that the advice averages (the
     first ones; the probe run stops after them or when the budget is spent)."""
+    term: str | None = None
+    """Loss term whose B_simple predicts B_crit: total, policy or value (default: the one
+    whose ratio spreads least across the study's tasks, the value term in the committed
+    study)."""
     tolerance: float = 0.1
     """The sample-efficient pick may be this fraction slower than the fastest."""
     band_sd: float = 1.0
@@ -105,6 +111,8 @@ class AdviseConfig:
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate)
                                                    and self.learning_rate > 0):
             raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.term is not None and self.term not in TERMS:
+            raise ValueError(f"--term must be one of {', '.join(TERMS)}, got {self.term!r}")
         self.candidate_envs()
 
     def candidate_envs(self) -> list[int]:
@@ -249,8 +257,9 @@ def smooth_timings(batch_sizes, seconds) -> np.ndarray:
     return intercept + slope * b
 
 
-def _notes(study: pd.DataFrame, env: str, noise: NoiseScaleEstimate) -> tuple[str, ...]:
-    notes = [growth_note(growth_exponents(study), env)]
+def _notes(study: pd.DataFrame, env: str, noise: NoiseScaleEstimate, term: str
+           ) -> tuple[str, ...]:
+    notes = [growth_note(growth_exponents(study, term), env)]
     if math.isinf(noise.hi):
         notes.append("B_simple's interval is open above (mean |G|^2 not resolved above zero "
                      "in some bootstrap replicates): the band's upper end is open; probe "
@@ -263,17 +272,20 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
     """Advice from a run that measured B_simple (ours or SB3's): its first
     ``cfg.measurements`` measurements past the warm-up, the throughput probe of
     ``cfg.env`` at ``cfg.candidates`` x the run's num_steps."""
+    cfg.validate()
+    study = load_study(cfg.study)
+    term = cfg.term or best_term(study)
     metrics = load_run_metrics(run_dir)
-    noise = noise_from_metrics(metrics, measurements=cfg.measurements, source=str(run_dir))
+    noise = noise_from_metrics(metrics, term=term, measurements=cfg.measurements,
+                               source=str(run_dir))
     config = RunDir(run_dir).load_config() if (Path(run_dir) / "config.json").is_file() \
         else {}
     run_cfg = config.get("train", {})
     cfg = dataclasses.replace(cfg, env=run_cfg.get("env", cfg.env),
                               num_steps=cfg.num_steps or run_cfg.get("num_steps"))
     cfg.validate()
-    study = load_study(cfg.study)
-    calibration = ratio_calibration(study, source=str(cfg.study or
-                                                     "reference/study-protocol/results.csv"))
+    calibration = ratio_calibration(study, term, source=str(cfg.study or
+                                                           "reference/study-protocol/results.csv"))
     train_cfg, ppo = cfg.train_configs()
     if isinstance(config.get("ppo"), dict):  # time the run's own PPO settings
         known = {f.name for f in dataclasses.fields(PPOConfig)}
@@ -284,7 +296,7 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
     cands = time_candidates(cfg.env, sorted(counts), train_cfg.num_steps, ppo,
                             threads=cfg.threads, seed=cfg.seed, progress=progress)
     return advise_from(noise, calibration, cands, tolerance=cfg.tolerance,
-                       band_sd=cfg.band_sd, notes=_notes(study, cfg.env, noise))
+                       band_sd=cfg.band_sd, notes=_notes(study, cfg.env, noise, term))
 
 
 def advise(cfg: AdviseConfig, *, quiet: bool = True,
@@ -300,6 +312,7 @@ def advise(cfg: AdviseConfig, *, quiet: bool = True,
     cfg.validate()
     start = time.perf_counter()
     study = load_study(cfg.study)  # fail before any training
+    term = cfg.term or best_term(study)
     train_cfg, ppo = cfg.train_configs()
     if cfg.run_dir is not None and Path(cfg.run_dir).exists():
         raise FileExistsError(f"{cfg.run_dir} exists: the probe writes only into a new "
@@ -322,12 +335,13 @@ def advise(cfg: AdviseConfig, *, quiet: bool = True,
     iterations = min(wanted, affordable)
     train_cfg = dataclasses.replace(train_cfg, run_dir=cfg.run_dir, torch_threads=cfg.threads)
     rows = run_probe(train_cfg, ppo, iterations, quiet=quiet)
-    noise = noise_from_metrics(rows, measurements=cfg.measurements,
-                               source=f"probe run of {cfg.env}")
-    calibration = ratio_calibration(study, source=str(cfg.study or
-                                                     "reference/study-protocol/results.csv"))
+    noise = noise_from_metrics(rows, term=term, measurements=cfg.measurements,
+                               source=f"probe run of {cfg.env} ({train_cfg.run_dir or 'runs/'})")
+    calibration = ratio_calibration(study, term, source=str(cfg.study or
+                                                           "reference/study-protocol/results.csv"))
     keep = [c for c in cands if c.num_envs in set(cfg.candidate_envs())
             or c.num_envs == train_cfg.num_envs]
-    return advise_from(noise, calibration, keep, reference_batch_size=train_cfg.rollout_batch_size,
+    return advise_from(noise, calibration, keep,
+                       reference_batch_size=train_cfg.rollout_batch_size,
                        tolerance=cfg.tolerance, band_sd=cfg.band_sd,
-                       notes=_notes(study, cfg.env, noise))
+                       notes=_notes(study, cfg.env, noise, term))

@@ -9,6 +9,7 @@ import argparse
 import json
 import math
 import re
+from pathlib import Path
 
 import pandas as pd
 from rich.markup import escape
@@ -88,6 +89,11 @@ def cmd_advise(args) -> int:
     if args.run_dir_in is not None and args.run_dir is not None:
         raise CLIError("RUN_DIR and --run-dir exclude each other: advice from an existing run "
                        "trains nothing (the probe's --run-dir is for a new run)")
+    if args.run_dir_in is not None and args.env is None and \
+            (Path(args.run_dir_in) / "progress.csv").is_file() and \
+            not (Path(args.run_dir_in) / "metrics.jsonl").is_file():
+        raise CLIError(f"{args.run_dir_in} has no config.json naming its environment (a "
+                       "stable-baselines3 run?): pass --env NAME for the throughput probe")
     done = [0]
 
     def tick() -> None:  # one line per timed configuration: the probe's own bar follows

@@ -194,3 +194,11 @@ def test_an_sb3_progress_csv_is_read_as_a_run(tmp_path):
     assert est.measurements == 10
     with pytest.raises(FileNotFoundError, match="not a run directory"):
         load_run_metrics(tmp_path / "missing")
+
+
+def test_the_best_term_is_read_from_the_study():
+    from rl.advise.calibration import best_term
+
+    study = load_study()
+    assert best_term(study) == "value"  # RESULTS.md: spread x1.9 against x2.1 and x2.8
+    assert best_term(study, min_tasks=4) == "value"  # too few tasks: the default

@@ -90,3 +90,16 @@ def test_bad_options_exit_2(argv, message, capsys):
         raise SystemExit(code)
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
+
+
+def test_an_sb3_run_needs_its_env_named(tmp_path, capsys):
+    (tmp_path / "progress.csv").write_text("time/iterations,time/total_timesteps\n1,256\n")
+    assert main(["advise", str(tmp_path), *QUICK]) == 2
+    assert "pass --env" in capsys.readouterr().err
+    assert main(["advise", str(tmp_path), "--env", "CartPole", *QUICK]) == 2
+    assert "0 noise-scale measurement(s)" in capsys.readouterr().err
+
+
+def test_unknown_term_exit_2(capsys):
+    assert main(["advise", "--env", "CartPole", "--term", "entropy", "--quiet"]) == 2
+    assert "--term must be one of" in capsys.readouterr().err
