@@ -333,10 +333,11 @@ def advise(cfg: AdviseConfig, *, quiet: bool = True,
             f"needs {least} PPO iterations of about {1.4 * per_iter:.2g} s each here; give "
             f"at least {cfg.budget_s - left + 1.4 * per_iter * (least + 2):.0f} s")
     iterations = min(wanted, affordable)
-    train_cfg = dataclasses.replace(train_cfg, run_dir=cfg.run_dir, torch_threads=cfg.threads)
+    probe_dir = str(cfg.run_dir or default_probe_dir(cfg.env))
+    train_cfg = dataclasses.replace(train_cfg, run_dir=probe_dir, torch_threads=cfg.threads)
     rows = run_probe(train_cfg, ppo, iterations, quiet=quiet)
     noise = noise_from_metrics(rows, term=term, measurements=cfg.measurements,
-                               source=f"probe run of {cfg.env} ({train_cfg.run_dir or 'runs/'})")
+                               source=f"probe run {probe_dir}")
     calibration = ratio_calibration(study, term, source=str(cfg.study or
                                                            "reference/study-protocol/results.csv"))
     keep = [c for c in cands if c.num_envs in set(cfg.candidate_envs())
