@@ -43,7 +43,8 @@ class NoiseScaleEstimate:
     ``lo``/``hi`` come from a block bootstrap over the measurements (``hi`` may be inf: mean
     |G|^2 not resolved above zero). ``measurements``: PPO iterations averaged;
     ``rollout_batch_size``: the probe's batch (agent steps); ``return_first``/``return_last``:
-    the smoothed return at the first and last of them; ``source``: where it came from."""
+    the smoothed return at the first and last of them, ``first_iteration``/``last_iteration``
+    their PPO iterations (1-based; 0: not known); ``source``: where it came from."""
 
     term: str
     b_simple: float
@@ -54,6 +55,8 @@ class NoiseScaleEstimate:
     return_first: float = math.nan
     return_last: float = math.nan
     source: str = ""
+    first_iteration: int = 0
+    last_iteration: int = 0
 
 
 @dataclass(frozen=True)

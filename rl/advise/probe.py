@@ -75,6 +75,9 @@ class AdviseConfig:
     measurements: int = 30
     """Noise-scale measurements past the 10-iteration warm-up that the advice averages (the
     first ones; the probe run stops after them or when the budget is spent)."""
+    from_iteration: int = 0
+    """Advice from a run directory: use its measurements from this PPO iteration on (a later
+    stretch of training; 0: from the end of the warm-up)."""
     term: str | None = None
     """Loss term whose B_simple predicts B_crit: total, policy or value (default: the one
     whose ratio spreads least across the study's tasks, the value term in the committed
@@ -95,6 +98,10 @@ class AdviseConfig:
 
     def validate(self) -> None:
         envs.resolve(self.env)  # UnknownEnvError (a ValueError) naming `rlscale envs`
+        if isinstance(self.from_iteration, bool) or not isinstance(self.from_iteration, int) \
+                or self.from_iteration < 0:
+            raise ValueError(f"--from-iteration must be an integer >= 0, got "
+                             f"{self.from_iteration!r}")
         for name in ("num_envs", "num_steps", "measurements"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -166,18 +173,23 @@ def load_run_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
 
 
 def noise_from_metrics(metrics: pd.DataFrame, *, term: str = TERM, measurements: int = 30,
-                       source: str = "") -> NoiseScaleEstimate:
+                       from_iteration: int = 0, source: str = "") -> NoiseScaleEstimate:
     """B_simple of ``term`` over the first ``measurements`` measurements past the warm-up
-    (mean tr(Sigma) / mean |G|^2, block-bootstrap 95% interval).
+    (and at or after PPO iteration ``from_iteration``, the metrics' 1-based ``iteration``):
+    mean tr(Sigma) / mean |G|^2 with its block-bootstrap 95% interval.
 
     Raises:
         NoProbeData: fewer than ``MIN_MEASUREMENTS`` such measurements.
     """
     m = counted_measurements(metrics, term)
+    where = f"past the {WARMUP_ITERATIONS}-iteration warm-up"
+    if from_iteration > 0 and "iteration" in m:
+        m = m[m["iteration"] >= from_iteration]
+        where += f" from iteration {from_iteration} on"
     if len(m) < MIN_MEASUREMENTS:
         raise NoProbeData(
             f"{source or 'the run'} has {len(m)} noise-scale measurement(s) of the {term} "
-            f"loss past the {WARMUP_ITERATIONS}-iteration warm-up; advice needs at least "
+            f"loss {where}; advice needs at least "
             f"{MIN_MEASUREMENTS} (train with --gns-every 1 for {WARMUP_ITERATIONS + 5}+ PPO "
             "iterations)")
     m = m.iloc[:measurements]
@@ -192,8 +204,10 @@ def noise_from_metrics(metrics: pd.DataFrame, *, term: str = TERM, measurements:
             f"{source or 'the run'}: mean |G|^2 of the {term} loss over its first {len(m)} "
             "measurements past the warm-up is not above zero, so B_simple is unresolved; "
             "probe longer (--measurements) or with a larger batch")
+    its = m["iteration"].to_numpy(float) if "iteration" in m else np.zeros(1)
     return NoiseScaleEstimate(term, s["b_simple"], s["b_simple_lo"], s["b_simple_hi"],
-                              len(m), batch, float(ret[0]), float(ret[-1]), source)
+                              len(m), batch, float(ret[0]), float(ret[-1]), source,
+                              int(its[0]), int(its[-1]))
 
 
 # --------------------------------------------------------------------------------------
@@ -277,7 +291,7 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
     term = cfg.term or best_term(study)
     metrics = load_run_metrics(run_dir)
     noise = noise_from_metrics(metrics, term=term, measurements=cfg.measurements,
-                               source=str(run_dir))
+                               from_iteration=cfg.from_iteration, source=str(run_dir))
     config = RunDir(run_dir).load_config() if (Path(run_dir) / "config.json").is_file() \
         else {}
     run_cfg = config.get("train", {})

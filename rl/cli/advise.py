@@ -62,7 +62,9 @@ def print_advice(advice: Advice) -> None:
     n, c, b = advice.noise, advice.calibration, advice.b_crit
     console.print(
         f"B_simple ({n.term} loss) {_band(n.b_simple, n.lo, n.hi)} agent steps (95%, block "
-        f"bootstrap) over {n.measurements} PPO iterations past the warm-up at a batch of "
+        f"bootstrap) over {n.measurements} measurements past the warm-up"
+        + (f" (PPO iterations {n.first_iteration}-{n.last_iteration})" if n.last_iteration
+           else "") + " at a batch of "
         f"{n.rollout_batch_size:,} agent steps (smoothed return {n.return_first:.3g} -> "
         f"{n.return_last:.3g}); source: {escape(n.source)}")
     console.print(

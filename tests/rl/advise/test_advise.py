@@ -202,3 +202,32 @@ def test_the_best_term_is_read_from_the_study():
     study = load_study()
     assert best_term(study) == "value"  # RESULTS.md: spread x1.9 against x2.1 and x2.8
     assert best_term(study, min_tasks=4) == "value"  # too few tasks: the default
+
+
+def test_a_later_stretch_of_a_run():
+    m = rows(60)
+    m.loc[40:, "gns/value/trace_sigma"] = 800.0  # iterations 41-60: B_simple doubled
+    est = noise_from_metrics(m, measurements=20, from_iteration=41)
+    assert est.b_simple == pytest.approx(400.0)
+    assert (est.first_iteration, est.last_iteration) == (41, 60)
+    with pytest.raises(NoProbeData, match="from iteration 58 on"):
+        noise_from_metrics(m, from_iteration=58)
+
+
+@pytest.mark.slow
+def test_a_real_sb3_run_logged_with_the_callback(tmp_path, one_torch_thread):
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import configure
+
+    from rl.peers.sb3 import NoiseScaleCallback
+
+    model = PPO("MlpPolicy", make_vec_env("CartPole-v1", n_envs=8, seed=0), n_steps=32,
+                batch_size=256, n_epochs=2, seed=0, device="cpu")
+    model.set_logger(configure(str(tmp_path), ["csv"]))
+    model.learn(32 * 8 * 16, callback=NoiseScaleCallback())
+    est = noise_from_metrics(load_run_metrics(tmp_path), measurements=30)
+    assert est.measurements == 6 and est.rollout_batch_size == 256
+    assert (est.first_iteration, est.last_iteration) == (11, 16)  # updates done = iteration - 1
+    assert est.b_simple > 0 and est.lo <= est.b_simple <= est.hi
