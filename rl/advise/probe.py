@@ -39,8 +39,8 @@ from rl.train.config import PRESETS, TrainConfig, preset_for
 from rl.train.launch import train
 
 __all__ = ["AdviseConfig", "MIN_MEASUREMENTS", "NoProbeData", "advise", "advise_run",
-           "load_run_metrics", "noise_from_metrics", "run_probe", "smooth_timings",
-           "time_candidates"]
+           "candidates_from", "load_run_metrics", "noise_from_metrics", "run_probe",
+           "smooth_timings", "time_candidates", "time_shapes"]
 
 MIN_MEASUREMENTS = 5
 """Fewest noise-scale measurements past the warm-up that advice is given from."""
@@ -240,21 +240,51 @@ def run_probe(cfg: TrainConfig, ppo: PPOConfig, iterations: int, *, quiet: bool 
     return pd.DataFrame(rows)
 
 
+def time_shapes(env: str, counts: Sequence[int], num_steps: int, ppo: PPOConfig, *,
+                threads: int = 0, seed: int = 0, progress: Callable[[], None] | None = None,
+                deadline: float | None = None, known_cost: tuple[int, float] | None = None
+                ) -> tuple[dict[int, float], list[int]]:
+    """Measured seconds per PPO iteration at each num_envs x ``num_steps`` with these PPO
+    settings: ``rlscale bench scaling`` (2 timed iterations after a warm-up, 1 repeat, no
+    noise-scale measurement), smallest first. With a ``deadline`` (``time.perf_counter``
+    time), a count whose timing would likely end after it is skipped, and every larger one:
+    the guess is the last timing's wall time scaled by the count (``known_cost``: (num_envs,
+    wall seconds) of an earlier timing, for the first guess). Returns ({num_envs: seconds},
+    skipped counts)."""
+    timed: dict[int, float] = {}
+    skipped: list[int] = []
+    last = known_cost
+    for n in sorted(set(counts)):
+        if deadline is not None and last is not None and (
+                skipped or time.perf_counter() + last[1] * n / last[0] > deadline):
+            skipped.append(n)
+            continue
+        bench = ScalingBenchConfig(envs=env, num_envs=str(n), num_steps=num_steps,
+                                   iterations=2, repeats=1, threads=threads, seed=seed)
+        began = time.perf_counter()
+        row = bench_scaling(bench, progress, ppo=ppo).iloc[0]
+        last = (n, time.perf_counter() - began)
+        timed[n] = float(row["batch"]) / float(row["e2e_sps"])
+    return timed, skipped
+
+
+def candidates_from(timed: dict[int, float], num_steps: int) -> list[Candidate]:
+    """``Candidate`` rows from measured seconds per iteration, smoothed (``smooth_timings``)."""
+    counts = sorted(timed)
+    sizes = np.array([n * num_steps for n in counts], dtype=float)
+    measured = np.array([timed[n] for n in counts])
+    fitted = smooth_timings(sizes, measured)
+    return [Candidate(n, num_steps, float(f), float(m))
+            for n, f, m in zip(counts, fitted, measured, strict=True)]
+
+
 def time_candidates(env: str, counts: Sequence[int], num_steps: int, ppo: PPOConfig, *,
                     threads: int = 0, seed: int = 0, progress: Callable[[], None] | None = None
                     ) -> list[Candidate]:
-    """Seconds per PPO iteration on this machine at each num_envs x ``num_steps`` with these
-    PPO settings: ``rlscale bench scaling`` (2 timed iterations after a warm-up, 1 repeat, no
-    noise-scale measurement), smoothed by ``smooth_timings``."""
-    bench = ScalingBenchConfig(envs=env, num_envs=",".join(str(n) for n in counts),
-                               num_steps=num_steps, iterations=2, repeats=1, threads=threads,
-                               seed=seed)
-    df = bench_scaling(bench, progress, ppo=ppo)
-    sizes = df["batch"].to_numpy(float)
-    measured = sizes / df["e2e_sps"].to_numpy(float)
-    fitted = smooth_timings(sizes, measured)
-    return [Candidate(int(n), int(num_steps), float(f), float(m))
-            for n, f, m in zip(df["num_envs"], fitted, measured, strict=True)]
+    """Seconds per PPO iteration at every count (``time_shapes``, no deadline), smoothed."""
+    timed, _ = time_shapes(env, counts, num_steps, ppo, threads=threads, seed=seed,
+                           progress=progress)
+    return candidates_from(timed, num_steps)
 
 
 def smooth_timings(batch_sizes, seconds) -> np.ndarray:
@@ -271,9 +301,12 @@ def smooth_timings(batch_sizes, seconds) -> np.ndarray:
     return intercept + slope * b
 
 
-def _notes(study: pd.DataFrame, env: str, noise: NoiseScaleEstimate, term: str
-           ) -> tuple[str, ...]:
+def _notes(study: pd.DataFrame, env: str, noise: NoiseScaleEstimate, term: str,
+           skipped: Sequence[int] = ()) -> tuple[str, ...]:
     notes = [growth_note(growth_exponents(study, term), env)]
+    if skipped:
+        notes.append(f"Not timed within the budget: num_envs {', '.join(map(str, skipped))} "
+                     "(raise --budget to include them).")
     if math.isinf(noise.hi):
         notes.append("B_simple's interval is open above (mean |G|^2 not resolved above zero "
                      "in some bootstrap replicates): the band's upper end is open; probe "
@@ -285,7 +318,8 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
                progress: Callable[[], None] | None = None) -> Advice:
     """Advice from a run that measured B_simple (ours or SB3's): its first
     ``cfg.measurements`` measurements past the warm-up, the throughput probe of
-    ``cfg.env`` at ``cfg.candidates`` x the run's num_steps."""
+    ``cfg.env`` at ``cfg.candidates`` x the run's num_steps within ``cfg.budget_s``."""
+    start = time.perf_counter()
     cfg.validate()
     study = load_study(cfg.study)
     term = cfg.term or best_term(study)
@@ -307,17 +341,20 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
     counts = set(cfg.candidate_envs())
     if noise.rollout_batch_size and noise.rollout_batch_size % train_cfg.num_steps == 0:
         counts.add(noise.rollout_batch_size // train_cfg.num_steps)  # the run's own shape
-    cands = time_candidates(cfg.env, sorted(counts), train_cfg.num_steps, ppo,
-                            threads=cfg.threads, seed=cfg.seed, progress=progress)
-    return advise_from(noise, calibration, cands, tolerance=cfg.tolerance,
-                       band_sd=cfg.band_sd, notes=_notes(study, cfg.env, noise, term))
+    timed, skipped = time_shapes(cfg.env, sorted(counts), train_cfg.num_steps, ppo,
+                                 threads=cfg.threads, seed=cfg.seed, progress=progress,
+                                 deadline=start + cfg.budget_s)
+    return advise_from(noise, calibration, candidates_from(timed, train_cfg.num_steps),
+                       tolerance=cfg.tolerance, band_sd=cfg.band_sd,
+                       notes=_notes(study, cfg.env, noise, term, skipped))
 
 
 def advise(cfg: AdviseConfig, *, quiet: bool = True,
            progress: Callable[[], None] | None = None) -> Advice:
-    """The whole advice for ``cfg.env``: the throughput probe at every candidate, then a
-    fresh probe run (``run_probe``) of the warm-up plus ``cfg.measurements`` iterations, cut
-    short to fit what is left of ``cfg.budget_s``.
+    """The whole advice for ``cfg.env`` within ``cfg.budget_s``: the throughput probe (the
+    probe's own shape, then the candidates smallest first while the budget keeps room for
+    the probe run), then a fresh probe run (``run_probe``) of the warm-up plus
+    ``cfg.measurements`` iterations, cut short to fit what is left.
 
     Raises:
         ValueError: a bad option, or a budget too small for the warm-up plus
@@ -331,21 +368,29 @@ def advise(cfg: AdviseConfig, *, quiet: bool = True,
     if cfg.run_dir is not None and Path(cfg.run_dir).exists():
         raise FileExistsError(f"{cfg.run_dir} exists: the probe writes only into a new "
                               "directory; choose another --run-dir")
-    counts = sorted(set(cfg.candidate_envs()) | {train_cfg.num_envs})
-    cands = time_candidates(cfg.env, counts, train_cfg.num_steps, ppo, threads=cfg.threads,
-                            seed=cfg.seed, progress=progress)
-    per_iter = next(c.seconds_per_iteration for c in cands if c.num_envs == train_cfg.num_envs)
-    left = cfg.budget_s - (time.perf_counter() - start)
+    # The probe's own shape first: its timing sizes the probe run, which the budget keeps
+    # room for; the other candidates are timed, smallest first, in what is left.
+    timed, _ = time_shapes(cfg.env, [train_cfg.num_envs], train_cfg.num_steps, ppo,
+                           threads=cfg.threads, seed=cfg.seed, progress=progress)
+    first = (train_cfg.num_envs, time.perf_counter() - start)
+    per_iter = 1.4 * timed[train_cfg.num_envs]  # measuring B_simple costs about a third more
     wanted = WARMUP_ITERATIONS + cfg.measurements
-    # Noise-scale measurement and start-up cost extra: about a third more per iteration.
-    affordable = int(left / (1.4 * per_iter)) - 2
     least = WARMUP_ITERATIONS + MIN_MEASUREMENTS
+    reserve = per_iter * (wanted + 2)
+    deadline = start + max(cfg.budget_s - reserve, 0.0)
+    more, skipped = time_shapes(cfg.env, [n for n in cfg.candidate_envs() if n not in timed],
+                                train_cfg.num_steps, ppo, threads=cfg.threads, seed=cfg.seed,
+                                progress=progress, deadline=deadline, known_cost=first)
+    timed.update(more)
+    spent = time.perf_counter() - start
+    left = cfg.budget_s - spent
+    affordable = int(left / per_iter) - 2
     if affordable < least:
         raise ValueError(
             f"--budget-s {cfg.budget_s:g} is too small: after the throughput probe "
-            f"({cfg.budget_s - left:.0f} s) it leaves {max(left, 0):.0f} s, and the probe run "
-            f"needs {least} PPO iterations of about {1.4 * per_iter:.2g} s each here; give "
-            f"at least {cfg.budget_s - left + 1.4 * per_iter * (least + 2):.0f} s")
+            f"({spent:.0f} s) it leaves {max(left, 0):.0f} s, and the probe run needs {least} "
+            f"PPO iterations of about {per_iter:.2g} s each here; give at least "
+            f"{spent + per_iter * (least + 2):.0f} s")
     iterations = min(wanted, affordable)
     probe_dir = str(cfg.run_dir or default_probe_dir(cfg.env))
     train_cfg = dataclasses.replace(train_cfg, run_dir=probe_dir, torch_threads=cfg.threads)
@@ -354,9 +399,7 @@ def advise(cfg: AdviseConfig, *, quiet: bool = True,
                                source=f"probe run {probe_dir}")
     calibration = ratio_calibration(study, term, source=str(cfg.study or
                                                            "reference/study-protocol/results.csv"))
-    keep = [c for c in cands if c.num_envs in set(cfg.candidate_envs())
-            or c.num_envs == train_cfg.num_envs]
-    return advise_from(noise, calibration, keep,
+    return advise_from(noise, calibration, candidates_from(timed, train_cfg.num_steps),
                        reference_batch_size=train_cfg.rollout_batch_size,
                        tolerance=cfg.tolerance, band_sd=cfg.band_sd,
-                       notes=_notes(study, cfg.env, noise, term))
+                       notes=_notes(study, cfg.env, noise, term, skipped))

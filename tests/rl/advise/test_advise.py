@@ -231,3 +231,31 @@ def test_a_real_sb3_run_logged_with_the_callback(tmp_path, one_torch_thread):
     assert est.measurements == 6 and est.rollout_batch_size == 256
     assert (est.first_iteration, est.last_iteration) == (11, 16)  # updates done = iteration - 1
     assert est.b_simple > 0 and est.lo <= est.b_simple <= est.hi
+
+
+def test_timing_stops_at_the_deadline(monkeypatch):
+    """Counts whose timing would end after the deadline are skipped, with every larger one."""
+    import time
+
+    import rl.advise.probe as probe
+
+    calls = []
+
+    def fake_bench(cfg, progress=None, *, ppo=None):
+        n = int(cfg.num_envs)
+        calls.append(n)
+        time.sleep(0.05 * n)  # a timing's wall time grows with the count
+        return pd.DataFrame({"batch": [n * cfg.num_steps], "e2e_sps": [1000.0]})
+
+    monkeypatch.setattr(probe, "bench_scaling", fake_bench)
+    now = time.perf_counter()
+    # 1 and 2 fit before the deadline; 16 would take about 0.8 s more: skipped, and 32.
+    timed, skipped = probe.time_shapes("CartPole", [1, 2, 16, 32], 32, None,
+                                       deadline=now + 0.5, known_cost=(1, 0.05))
+    assert calls == [1, 2] and skipped == [16, 32]
+    assert timed == {1: pytest.approx(0.032), 2: pytest.approx(0.064)}
+    timed, skipped = probe.time_shapes("CartPole", [4, 1], 32, None)
+    assert sorted(timed) == [1, 4] and skipped == []
+    cands = probe.candidates_from({1: 0.1, 2: 0.2, 4: 0.4}, 32)
+    assert [c.rollout_batch_size for c in cands] == [32, 64, 128]
+    assert cands[2].seconds_per_iteration == pytest.approx(0.4)
