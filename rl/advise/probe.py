@@ -60,6 +60,10 @@ class AdviseConfig:
 
     env: str = "CartPole"
     """Environment of the probe (any name `rlscale envs` lists)."""
+    preset: str | None = None
+    """Settings family of the probe and the timings: atari (8 x 128, the reference Atari PPO
+    settings) or classic (8 x 32, the fast classic-control settings); default: by the
+    environment's kind (plugins such as MinAtar: classic)."""
     num_envs: int | None = None
     """Environments of the probe run (default: the preset's, 8)."""
     num_steps: int | None = None
@@ -118,6 +122,9 @@ class AdviseConfig:
         if self.learning_rate is not None and not (math.isfinite(self.learning_rate)
                                                    and self.learning_rate > 0):
             raise ValueError(f"--learning-rate must be > 0, got {self.learning_rate}")
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"--preset must be one of {', '.join(sorted(PRESETS))}, got "
+                             f"{self.preset!r}")
         if self.term is not None and self.term not in TERMS:
             raise ValueError(f"--term must be one of {', '.join(TERMS)}, got {self.term!r}")
         self.candidate_envs()
@@ -135,8 +142,10 @@ class AdviseConfig:
 
     def train_configs(self) -> tuple[TrainConfig, PPOConfig]:
         """The probe's settings: the preset of the environment's kind, then these options."""
-        train_over, ppo_over = PRESETS[preset_for(self.env)]
+        train_over, ppo_over = PRESETS[self.preset or preset_for(self.env)]
         cfg = dataclasses.replace(TrainConfig(), **train_over, env=self.env, seed=self.seed)
+        if envs.resolve(self.env).kind != "atari":  # the Atari preset's Nature CNN needs 84x84
+            cfg = dataclasses.replace(cfg, network="auto")
         if self.num_envs is not None:
             cfg = dataclasses.replace(cfg, num_envs=self.num_envs)
         if self.num_steps is not None:

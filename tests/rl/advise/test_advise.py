@@ -259,3 +259,13 @@ def test_timing_stops_at_the_deadline(monkeypatch):
     cands = probe.candidates_from({1: 0.1, 2: 0.2, 4: 0.4}, 32)
     assert [c.rollout_batch_size for c in cands] == [32, 64, 128]
     assert cands[2].seconds_per_iteration == pytest.approx(0.4)
+
+
+def test_the_probe_settings_come_from_the_preset():
+    from rl.advise import AdviseConfig
+
+    cfg, ppo = AdviseConfig(env="CartPole").train_configs()
+    assert (cfg.num_envs, cfg.num_steps, ppo.num_epochs, ppo.anneal_lr) == (8, 32, 20, False)
+    cfg, ppo = AdviseConfig(env="CartPole", preset="atari", learning_rate=0.01,
+                            num_envs=4).train_configs()
+    assert (cfg.num_envs, cfg.num_steps, ppo.num_epochs, ppo.learning_rate) == (4, 128, 4, 0.01)

@@ -103,3 +103,8 @@ def test_an_sb3_run_needs_its_env_named(tmp_path, capsys):
 def test_unknown_term_exit_2(capsys):
     assert main(["advise", "--env", "CartPole", "--term", "entropy", "--quiet"]) == 2
     assert "--term must be one of" in capsys.readouterr().err
+
+
+def test_unknown_preset_exit_2(capsys):
+    assert main(["advise", "--env", "CartPole", "--preset", "huge", "--quiet"]) == 2
+    assert "--preset must be one of atari, classic" in capsys.readouterr().err
