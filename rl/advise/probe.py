@@ -106,6 +106,10 @@ class AdviseConfig:
                 or self.from_iteration < 0:
             raise ValueError(f"--from-iteration must be an integer >= 0, got "
                              f"{self.from_iteration!r}")
+        for name in ("seed", "threads"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"--{name} must be an integer >= 0, got {v!r}")
         for name in ("num_envs", "num_steps", "measurements"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
