@@ -108,3 +108,9 @@ def test_unknown_term_exit_2(capsys):
 def test_unknown_preset_exit_2(capsys):
     assert main(["advise", "--env", "CartPole", "--preset", "huge", "--quiet"]) == 2
     assert "--preset must be one of atari, classic" in capsys.readouterr().err
+
+
+def test_run_dir_and_a_probe_dir_exclude_each_other(tmp_path, capsys):
+    assert main(["advise", str(tmp_path), "--run-dir", str(tmp_path / "new"), *QUICK]) == 2
+    assert "exclude each other" in capsys.readouterr().err
+    assert not (tmp_path / "new").exists()
