@@ -70,7 +70,7 @@ def _env_only(env: str, n: int, cfg: ScalingBenchConfig) -> float:
     return time_env(env, cfg.backend, n, bench)
 
 
-def _end_to_end(env: str, n: int, cfg: ScalingBenchConfig) -> dict:
+def _end_to_end(env: str, n: int, cfg: ScalingBenchConfig, ppo: PPOConfig | None = None) -> dict:
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as tmp:
         tc = TrainConfig(env=env, num_envs=n, num_steps=cfg.num_steps, seed=cfg.seed,
@@ -78,7 +78,7 @@ def _end_to_end(env: str, n: int, cfg: ScalingBenchConfig) -> dict:
                          total_agent_steps=n * cfg.num_steps * (cfg.iterations + 1),
                          run_dir=f"{tmp}/run", checkpoint_every=10**9, gns_every=0,
                          cpu_bf16=cfg.cpu_bf16, channels_last_memory=cfg.channels_last_memory)
-        train(tc, PPOConfig(), on_iteration=rows.append)
+        train(tc, ppo or PPOConfig(), on_iteration=rows.append)
     timed = rows[1:]
     batch = n * cfg.num_steps
     rollout_s = sum(r["rollout_s"] for r in timed)
@@ -133,7 +133,10 @@ def _overlap(env: str, n: int, mode: str, cfg: ScalingBenchConfig) -> float:
     return steps * batch / elapsed
 
 
-def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
+def bench_scaling(cfg: ScalingBenchConfig, progress=None, *,
+                  ppo: PPOConfig | None = None) -> pd.DataFrame:
+    """The table of ``rlscale bench scaling``; ``ppo``: the PPO settings of the end-to-end
+    runs (default: ``PPOConfig()``, the Atari reference settings)."""
     cfg.validate()
     names = [e.strip() for e in cfg.envs.split(",") if e.strip()]
     counts = cfg.env_counts()
@@ -149,7 +152,7 @@ def bench_scaling(cfg: ScalingBenchConfig, progress=None) -> pd.DataFrame:
             if c["kind"] == "env_only":
                 return _env_only(c["env"], c["num_envs"], cfg)
             if c["kind"] == "e2e":
-                out = _end_to_end(c["env"], c["num_envs"], cfg)
+                out = _end_to_end(c["env"], c["num_envs"], cfg, ppo)
                 extra.setdefault(id(c), []).append(out)
                 return out["e2e_sps"]
             return _overlap(c["env"], c["num_envs"], c["kind"], cfg)

@@ -17,6 +17,7 @@ import envs
 from envs.registry import load_entry_points
 from rl import bench
 from rl.cli.adaptive import add_parser as add_adaptive_parser
+from rl.cli.advise import add_parser as add_advise_parser
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
@@ -32,7 +33,7 @@ from rl.study.plan import build_plan
 
 # Each command module adds its own subcommands through its add_parser(subparsers).
 COMMAND_PARSERS = [add_train_parser, add_adaptive_parser, add_gns_parser, add_sweep_parser,
-                   add_fit_parser, add_compare_parser, add_sharpness_parser]
+                   add_fit_parser, add_compare_parser, add_sharpness_parser, add_advise_parser]
 
 
 # --- rlscale envs ------------------------------------------------------------------------

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # The layers of rl/, in the order the data flows up through them: a module may import its
 # own layer and the layers before it, never a later one.
 LAYERS = ("rl.runs", "rl.measure", "rl.train", "rl.peers", "rl.sweeps", "rl.analysis",
-          "rl.study", "rl.bench", "rl.cli")
+          "rl.study", "rl.bench", "rl.advise", "rl.cli")
 
 # Private names another package owns and has not made public yet: (importer, name, why).
 PRIVATE_ALLOWED = {

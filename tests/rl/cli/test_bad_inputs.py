@@ -150,6 +150,19 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("compare", "--supervised-seed"): NONNEG,
     ("compare", "--parallel"): POS,
     ("compare", "--n-boot"): POS,
+    # AdviseConfig (rlscale advise)
+    ("advise", "--num-envs"): POS,
+    ("advise", "--num-steps"): POS,
+    ("advise", "--candidates"): POS,
+    ("advise", "--learning-rate"): POS,
+    ("advise", "--budget-s"): POS,
+    ("advise", "--budget"): POS,
+    ("advise", "--measurements"): ("-1", "0", "4"),
+    ("advise", "--from-iteration"): NONNEG,
+    ("advise", "--tolerance"): NONNEG,
+    ("advise", "--band-sd"): NONNEG,
+    ("advise", "--seed"): NONNEG,
+    ("advise", "--threads"): NONNEG,
     # SharpnessConfig
     ("sharpness", "--num-envs"): POS,
     ("sharpness", "--num-steps"): POS,
@@ -168,7 +181,8 @@ TEXT_NUMBERS = {
     ("bench envs", "--num-envs"), ("bench gns", "--iterations"), ("bench gns", "--cadences"),
     ("bench scaling", "--num-envs"), ("bench learning", "--seeds"), ("sweep", "--num-envs"),
     ("sweep", "--num-steps"), ("sweep", "--lrs"), ("sweep", "--seeds"), ("sweep", "--targets"),
-    ("sweep", "--budget"), ("sharpness", "--eps"),
+    ("sweep", "--budget"), ("sharpness", "--eps"), ("advise", "--candidates"),
+    ("advise", "--budget"),
 }
 """Numbers given as text (comma-separated lists, counts with suffixes): the parser's types do
 not show them, so they are named here."""
@@ -192,7 +206,8 @@ WORK = ("rl.train.launch.run_rank", "rl.train.launch._spawn", "envs.make_vec",
         "rl.cli.gns.run_supervised", "rl.cli.gns.print_table", "rl.cli.gns.run_checkpoint_noise",
         "rl.cli.sweep.run_sweep", "rl.cli.fit.refreshed_results",
         "rl.cli.fit.write_pbt_outputs", "rl.cli.compare.compare",
-        "rl.cli.sharpness.run_sharpness", "rl.cli.sharpness.sweep_sharpness")
+        "rl.cli.sharpness.run_sharpness", "rl.cli.sharpness.sweep_sharpness",
+        "rl.advise.probe.bench_scaling")
 
 NUMERIC_TYPES = {"int", "float", "parse_count", "_ints", "finite_floats", "seed_list",
                  "positive_float"}
@@ -257,6 +272,7 @@ def fixtures(tmp_path) -> dict[str, list[str]]:
         "fit": ["fit", str(sweep), "--no-plots"],
         "compare": ["compare", "CartPole", "--out", out, "--quiet"],
         "sharpness": ["sharpness", str(sweep), "--out", out],
+        "advise": ["advise", "--env", "CartPole", "--run-dir", out, "--quiet"],
     }
 
 
