@@ -83,7 +83,8 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
     optimizer steps, examples, its progress score and its evaluations, with a window of 1.
     b_simple_{term}: see ``_b_simple``; gns_split: see ``gns_split``. status: pending (no
     run yet), running (started, not finished: in progress or interrupted by a kill),
-    interrupted (stopped by Ctrl-C), finished, failed.
+    interrupted (stopped by a signal, or by the machine: disk full, out of memory), finished,
+    failed.
     """
     path = Path(plan.run_dir)
     status = read_json(path / "status.json")

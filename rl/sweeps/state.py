@@ -9,8 +9,10 @@ chosen per batch size for the second stage (docs/sweeps.md).
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
 import os
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -158,9 +160,26 @@ def read_json(path: Path) -> Any:
         return None
 
 
+# Failures of the machine, not of the run's settings (#24 item 4): after space or memory is
+# freed the same run goes on, so a sweep resumes it as it does an interrupted one.
+_MACHINE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.ENOMEM, errno.EIO,
+                             errno.EROFS})
+_ERRNO_MESSAGE = re.compile(r"^\w*(?:OSError|IOError|Error): \[Errno (\d+)\]")
+_OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError", "RuntimeError: DefaultCPUAllocator: "
+                  "can't allocate memory", "torch.OutOfMemoryError")
+
+
 def is_interrupted(status: Mapping[str, Any] | None) -> bool:
-    return bool(status) and status.get("state") == "failed" and \
-        str(status.get("message", "")).startswith(_INTERRUPTED)
+    """Whether a failed run was stopped from outside rather than by its settings: a signal
+    (Ctrl-C, SIGTERM), or the machine (disk full, file size limit, out of memory, an I/O
+    error). A sweep resumes such runs; ``retry_failed`` is needed only for the others."""
+    if not status or status.get("state") != "failed":
+        return False
+    message = str(status.get("message", ""))
+    if message.startswith(_INTERRUPTED + _OUT_OF_MEMORY):
+        return True
+    match = _ERRNO_MESSAGE.match(message)
+    return match is not None and int(match.group(1)) in _MACHINE_ERRNOS
 
 
 def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str]:

@@ -616,3 +616,32 @@ def test_a_stopping_worker_starts_no_further_run(tmp_path):
         assert not Path(plan.run_dir).exists() and not (tmp_path / "events.jsonl").exists()
     finally:
         executors._STOPPING.clear()
+
+
+@pytest.mark.parametrize("message, action", [
+    ("OSError: [Errno 28] No space left on device: '/runs/x/checkpoints/ckpt_00000004.pt'",
+     "resume"),
+    ("OSError: [Errno 122] Disk quota exceeded: '/runs/x/metrics.jsonl'", "resume"),
+    ("OSError: [Errno 27] File too large: '/runs/x/tb'", "resume"),
+    ("MemoryError: ", "resume"),
+    ("RuntimeError: DefaultCPUAllocator: can't allocate memory: you tried to allocate 8 bytes",
+     "resume"),
+    ("KeyboardInterrupt: SIGTERM", "resume"),
+    ("RuntimeError: the loss is not finite at iteration 3", "failed"),  # the settings' fault
+    ("ValueError: lr must be positive", "failed"),
+    ("PermissionError: [Errno 13] Permission denied: '/runs/x'", "failed"),  # needs a fix
+])
+def test_a_run_failed_by_the_machine_is_resumed(tmp_path, message, action):
+    """#24 item 4: a run that failed for a full disk (or memory, or a signal) is not a failure
+    of its settings: the sweep resumes it once space is freed, and its row says interrupted,
+    so that fit leaves it out as unsettled rather than count it as never reaching a target."""
+    from rl.sweeps.results import results_table
+
+    spec = parse_spec({**BASE, "num_envs": [2], "targets": [10], "out": str(tmp_path)})
+    (plan,) = plan_runs(spec)
+    run = RunDir.create(plan.run_dir, plan.stored_config())
+    run.mark_failed(message, iteration=4, agent_steps=256)
+    run.close()
+    assert classify_run(plan)[0] == action
+    status = results_table([plan], spec.targets)["status"].iloc[0]
+    assert status == ("interrupted" if action == "resume" else "failed")
