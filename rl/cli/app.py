@@ -167,6 +167,8 @@ _OS_FIXES = {
 
 def describe_os_error(exc: OSError) -> str:
     """One line for an ordinary filesystem failure: what failed, where, and the fix."""
+    if exc.errno is None:  # raised by our code with its own message (and fix)
+        return str(exc)
     where = f" ({exc.filename})" if exc.filename else ""
     what = exc.strerror or str(exc)
     fix = _OS_FIXES.get(exc.errno, "check the path and its disk, then rerun")

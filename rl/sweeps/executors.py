@@ -10,6 +10,7 @@ import math
 import multiprocessing as mp
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable
@@ -269,6 +270,33 @@ def _trial_done_callback(base: type) -> type:
     return TrialDone
 
 
+# How long a Ray head gets to accept a connection before the sweep gives up on it.
+RAY_CONNECT_SECONDS = 10.0
+
+
+def check_ray_address(address: str | None, timeout: float = RAY_CONNECT_SECONDS) -> None:
+    """ConnectionError naming the address and the fix when a cluster's ``host:port`` (or
+    ``ray://host:port``) does not accept a connection: ``ray.init`` would retry it for ever,
+    printing a warning every few seconds (#24 item 8). None and "auto" are left to Ray."""
+    if address in (None, "", "auto", "local"):
+        return
+    target = address.removeprefix("ray://")
+    host, sep, port_text = target.rpartition(":")
+    if not sep or not port_text.isdigit() or not host:
+        raise ValueError(f"Ray address {address!r} is not host:port (or ray://host:port); "
+                         "give the address `ray start --head` printed, or leave it out to "
+                         "start a Ray instance on this machine")
+    try:
+        with socket.create_connection((host.strip("[]"), int(port_text)), timeout=timeout):
+            pass
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConnectionError(
+            f"cannot reach the Ray cluster at {address} ({reason}, within {timeout:g} s): "
+            "check the address and that `ray start --head` runs there, or leave --address "
+            "out to start Ray on this machine (or use --backend local)") from None
+
+
 class RayExecutor:
     """One Ray Tune trial per run, each with ``cpus_per_trial`` CPUs."""
 
@@ -296,6 +324,7 @@ class RayExecutor:
 
         started = False
         if not ray.is_initialized():
+            check_ray_address(self.address)
             ray.init(address=self.address, include_dashboard=False, log_to_driver=False)
             started = True
         try:

@@ -645,3 +645,24 @@ def test_a_run_failed_by_the_machine_is_resumed(tmp_path, message, action):
     assert classify_run(plan)[0] == action
     status = results_table([plan], spec.targets)["status"].iloc[0]
     assert status == ("interrupted" if action == "resume" else "failed")
+
+
+def test_an_unreachable_ray_address_fails_at_once(tmp_path, capsys):
+    """#24 item 8: ``--backend ray --address host:port`` where nothing listens ends with one
+    line naming the address and the fix, exit 2, instead of Ray retrying it for ever."""
+    from rl.cli import main
+    from rl.sweeps.executors import check_ray_address
+
+    with pytest.raises(ConnectionError, match="cannot reach the Ray cluster at 127.0.0.1:1"):
+        check_ray_address("127.0.0.1:1")
+    with pytest.raises(ValueError, match="not host:port"):
+        check_ray_address("127.0.0.1")
+    check_ray_address(None)  # Ray starts a local instance: nothing to check
+    spec = tmp_path / "spec.toml"
+    spec.write_text(SPEC_TOML.format(out=tmp_path / "out", gns=""))
+    pytest.importorskip("ray")  # CI installs the ray extra (make install)
+    code = main(["sweep", str(spec), "--backend", "ray", "--address", "127.0.0.1:1", "--quiet"])
+    err = " ".join(capsys.readouterr().err.split())
+    assert code == 2, err
+    assert "cannot reach the Ray cluster at 127.0.0.1:1" in err and "--backend local" in err
+    assert "check the path and its disk" not in err
