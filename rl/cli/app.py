@@ -6,6 +6,7 @@ import argparse
 import errno
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import torch
@@ -206,10 +207,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     previous_hook, threading.excepthook = threading.excepthook, _quiet_thread_os_errors
+    previous_show, warnings.showwarning = warnings.showwarning, _show_warning
     try:
         return _run(args)
     finally:
         threading.excepthook = previous_hook
+        warnings.showwarning = previous_show
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings as one readable line on stderr, not Python's file:line form."""
+    err_console.print(f"[yellow]warning:[/] {escape(str(message))}", highlight=False)
 
 
 def _run(args) -> int:

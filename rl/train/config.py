@@ -96,7 +96,8 @@ class TrainConfig:
     gns_every: int = 10
     """Measure the gradient noise scale every this many PPO iterations (0: never; <= 5% time)."""
     gns_groups: int = 8
-    """Noise scale: K rollout groups, by environment if num_envs % K == 0, else by time."""
+    """Noise scale: rollout groups of whole environments (at most num_envs; where num_envs is
+    not a multiple, the count leaving the fewest out), of steps with one env; K >= 2."""
     gns_preconditioned: bool = False
     """Noise scale of Adam-preconditioned gradients (g / (sqrt(v_hat) + eps))."""
 

@@ -20,17 +20,20 @@ import signal
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as tmp
 
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer
+from rl.measure.ppo_noise import plan_split
 from rl.measure.returns import SmoothedReturn
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
@@ -216,6 +219,15 @@ def checked(cfg: TrainConfig, ppo: PPOConfig, parallel: ParallelConfig,
                          "rank would stop on its own KL); use --target-kl none")
     if adaptive.adaptive:
         BatchSchedule(adaptive, cfg.num_envs, cfg.num_steps, world)  # checks the bounds
+    check_rollout_memory(cfg, world)
+    if cfg.gns_every:
+        split = plan_split(cfg.num_envs, cfg.num_steps, cfg.gns_groups)
+        if split.num_groups != cfg.gns_groups and cfg.gns_groups != TrainConfig.gns_groups:
+            unit = (f"{split.envs_per_group} env(s)" if split.axis == "envs"
+                    else f"{split.steps_per_group} steps")
+            warnings.warn(f"--gns-groups {cfg.gns_groups}: a rollout of {cfg.num_envs} envs x "
+                          f"{cfg.num_steps} steps gives {split.num_groups} groups of {unit}; "
+                          "the noise scale uses those", stacklevel=2)
     device = resolve_device(cfg.device)
     if world > 1 and parallel.dist_backend == "nccl" and device.type != "cuda":
         raise ValueError("dist_backend nccl needs CUDA; use --dist-backend gloo on CPU")
@@ -228,6 +240,83 @@ def checked(cfg: TrainConfig, ppo: PPOConfig, parallel: ParallelConfig,
         suffix = (f"-dp{world}" if world > 1 else "") + ("-adaptive" if adaptive.adaptive else "")
         cfg = dataclasses.replace(cfg, run_dir=str(base.with_name(base.name + suffix)))
     return cfg
+
+
+# Runs this large (agent steps per rollout, or environments, per rank) are checked against
+# the memory this machine has before anything starts: smaller ones fit (an Atari rollout of
+# 65,536 steps holds 1.8 GB of frames), and the check builds a few environments (seconds).
+MEMORY_CHECK_AGENT_STEPS = 65_536
+MEMORY_CHECK_ENVS = 1_024
+PROBE_ENVS = 16
+# Bytes per agent step besides the observation: action, log-prob, value, reward, flags,
+# their host staging copies, advantages and returns (rl/train/rollout.py, gae.py).
+ROLLOUT_BYTES_PER_STEP = 48
+
+
+def rollout_bytes(cfg: TrainConfig, obs_bytes: int) -> int:
+    """A lower bound on the memory of one rank's rollout buffers."""
+    return cfg.rollout_batch_size * (obs_bytes + ROLLOUT_BYTES_PER_STEP)
+
+
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (Linux), else the free physical pages; None if unknown."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def _resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def probe_memory(cfg: TrainConfig) -> tuple[int, int]:
+    """(observation bytes, resident bytes per environment) of ``cfg.env``, from a vector env
+    of 1 and one of PROBE_ENVS environments (the second's growth of this process's memory)."""
+    one = make_env(cfg, 1, cfg.seed)
+    try:
+        space = one.single_observation_space
+        obs_bytes = math.prod(space.shape or (1,)) * np.dtype(space.dtype).itemsize
+        before = _resident_bytes()
+        more = make_env(cfg, PROBE_ENVS, cfg.seed)
+        per_env = max(0, _resident_bytes() - before) // PROBE_ENVS
+        more.close()
+    finally:
+        one.close()
+    return obs_bytes, per_env
+
+
+def check_rollout_memory(cfg: TrainConfig, world: int) -> None:
+    """ValueError, before anything large is allocated, when the ranks' environments and
+    rollouts would not fit in the memory this machine has available (#24 item 14:
+    ``--num-envs 10M`` tried to build ten million environments)."""
+    if cfg.rollout_batch_size < MEMORY_CHECK_AGENT_STEPS and cfg.num_envs < MEMORY_CHECK_ENVS:
+        return
+    available = available_memory_bytes()
+    if available is None:
+        return
+    obs_bytes, env_bytes = probe_memory(cfg)
+    on_host = world if resolve_device(cfg.device).type == "cpu" else 1
+    needed = (rollout_bytes(cfg, obs_bytes) * on_host + env_bytes * cfg.num_envs * world)
+    if needed > available:
+        raise ValueError(
+            f"{cfg.num_envs:,} envs x {cfg.num_steps:,} steps"
+            + (f" on each of {world} ranks" if world > 1 else "")
+            + f" need at least {needed / 2**30:,.1f} GiB (about {env_bytes:,} bytes per "
+            f"environment, {obs_bytes:,} bytes of observation and {ROLLOUT_BYTES_PER_STEP} "
+            f"more per agent step), and this machine has {available / 2**30:,.1f} GiB "
+            "available; lower --num-envs or --num-steps")
 
 
 def _backend(parallel: ParallelConfig, device: torch.device) -> str:

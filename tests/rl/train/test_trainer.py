@@ -384,3 +384,35 @@ def test_bf16_update_sees_its_own_steps(tmp_path):
     train(cfg, ppo)
     df = load_metrics(tmp_path / "run")
     assert len(df) == 3 and (df["approx_kl"] > 0).all(), df["approx_kl"].tolist()
+
+
+def test_a_rollout_too_large_for_memory_is_refused_up_front(tmp_path, capsys, monkeypatch):
+    """#24 item 14: ``--num-envs 10M`` is refused before any environment or buffer of that
+    size exists, naming the memory it needs and what this machine has (here, 1 GiB)."""
+    from rl.train import launch
+
+    monkeypatch.setattr(launch, "available_memory_bytes", lambda: 2**30)
+    run_dir = tmp_path / "big"
+    assert main(["train", "--env", "CartPole", "--num-envs", "10000000", "--num-steps", "32",
+                 "--total-agent-steps", "100G", "--run-dir", str(run_dir), "--quiet"]) == 2
+    err = " ".join(capsys.readouterr().err.split())
+    assert "error: 10,000,000 envs x 32 steps need at least " in err, err
+    # 10M x 32 agent steps x (16 bytes of CartPole observation + 48) = 19.07 GiB, plus the
+    # measured memory of the environments themselves
+    needed = float(err.split("need at least ")[1].split(" GiB")[0].replace(",", ""))
+    assert needed >= 19.07, err
+    assert "1.0 GiB available; lower --num-envs or --num-steps" in err
+    assert not run_dir.exists()
+    # A rollout that fits is not probed at all, and trains.
+    assert main([*TINY, "--run-dir", str(tmp_path / "small")]) == 0
+
+
+def test_more_noise_groups_than_the_rollout_has_are_named(tmp_path, capsys):
+    """#24 item 14: --gns-groups 1000 on 8 environments says it measures 8 groups of 1."""
+    assert main([*TINY[:-3], "--gns-every", "1", "--num-envs", "8", "--gns-groups", "1000",
+                 "--quiet", "--run-dir", str(tmp_path / "run")]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "warning: --gns-groups 1000: a rollout of 8 envs x 32 steps gives 8 groups of 1 " \
+           "env(s); the noise scale uses those" in err, err
+    rows = load_metrics(tmp_path / "run")
+    assert set(rows["gns/groups"].dropna()) == {8}
