@@ -40,6 +40,7 @@ from rl.runs.files import save_figure
 from rl.runs.layout import CONFIG_FILE
 from rl.runs.storage import RunDir
 from rl.sweeps.results import read_results
+from rl.sweeps.state import read_best_lrs
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
 
@@ -557,12 +558,14 @@ def trend(x: Any, y: Any) -> dict[str, Any]:
 
 def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *,
                     seeds: Sequence[int] | None = None, lr: float | None = None,
-                    runs: Collection[str] | None = None,
+                    best_lr: bool = False, runs: Collection[str] | None = None,
                     on_run: Callable[[pd.DataFrame], None] | None = None) -> pd.DataFrame:
     """``run_sharpness`` for every finished run of a sweep directory (``rl.sweeps`` layout),
-    optionally only some seeds, one learning rate, or the runs named in ``runs``. Adds the
-    run's name, seed and lr. ``on_run`` gets each run's rows as soon as they are measured
-    (to save them: a run takes minutes, and a kill should lose only the one in progress)."""
+    optionally only some seeds, one learning rate, each batch size's best learning rate
+    (``best_lr``: the sweep's best_lr.json, as its fit uses), or the runs named in ``runs``.
+    Adds the run's name, seed and lr. ``on_run`` gets each run's rows as soon as they are
+    measured (to save them: a run takes minutes, and a kill should lose only the one in
+    progress)."""
     out = Path(sweep_dir)
     table = read_results(out)
     table = table[table["status"] == "finished"]
@@ -570,6 +573,17 @@ def sweep_sharpness(sweep_dir: str | Path, cfg: SharpnessConfig | None = None, *
         table = table[table["seed"].isin(list(seeds))]
     if lr is not None:
         table = table[np.isclose(table["lr"].astype(float), lr)]
+    if best_lr:
+        choices = read_best_lrs(out)
+        if not choices:
+            raise ValueError(f"{out} records no best learning rates (best_lr.json: a sweep "
+                             "with an lr grid writes it); leave --best-lr out or use --lr")
+
+        def at_best_lr(r) -> bool:
+            c = choices.get((str(r["env"]), int(r["rollout_batch_size"])))
+            return c is not None and c.lr is not None and bool(np.isclose(float(r["lr"]), c.lr))
+
+        table = table[np.asarray([at_best_lr(r) for _, r in table.iterrows()], dtype=bool)]
     if runs is not None:
         table = table[table["run"].astype(str).isin(list(runs))]
     if table.empty:

@@ -47,7 +47,8 @@ def _measure_sweep(path: Path, cfg: SharpnessConfig, args, out: Path
         if own:  # the sweep table's sharpness columns follow the file
             write_results(path, read_results(path))
 
-    df = sweep_sharpness(path, cfg, seeds=args.seeds, lr=args.lr, on_run=save)
+    df = sweep_sharpness(path, cfg, seeds=args.seeds, lr=args.lr, best_lr=args.best_lr,
+                         on_run=save)
     return df, merged
 
 
@@ -109,6 +110,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seeds", type=seed_list, metavar="LIST",
                    help="sweep: only these seeds, comma-separated (default all)")
     p.add_argument("--lr", type=positive_float, help="sweep: only runs with this learning rate")
+    p.add_argument("--best-lr", action="store_true",
+                   help="sweep: only the runs at each batch size's best learning rate "
+                   "(best_lr.json, the runs its fit uses)")
     p.add_argument("--out", help="per-repeat table (default PATH/sharpness.csv; the sweep plot "
                    "goes beside it as .png)")
     p.set_defaults(func=cmd_sharpness)

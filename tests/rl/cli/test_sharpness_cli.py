@@ -86,3 +86,23 @@ def test_an_unreadable_sharpness_table_is_refused_before_measuring(tmp_path, mea
     err = capsys.readouterr().err
     assert str(sweep / SHARPNESS_FILE) in err and "another --out" in err
     assert measured == [] and (sweep / SHARPNESS_FILE).read_text() == "term,repeat\npolicy,0\n"
+
+
+def test_best_lr_measures_the_runs_each_batch_size_fits_with(tmp_path, measured, capsys,
+                                                             monkeypatch):
+    """``--best-lr``: only the runs at each batch size's chosen learning rate (best_lr.json)."""
+    from rl.sweeps.state import BestLr, add_best_lrs
+
+    sweep = _sweep(tmp_path)
+    table = pd.read_csv(sweep / "results.csv")
+    other = table.assign(run=table["run"] + "-lr2", lr=2e-3)  # a second lr at every B
+    pd.concat([table, other]).to_csv(sweep / "results.csv", index=False)
+    for run, b in list(BATCH.items()):
+        monkeypatch.setitem(BATCH, run + "-lr2", b)
+    assert main(["sharpness", str(sweep), "--best-lr"]) == 2  # no choices recorded yet
+    assert "records no best learning rates" in " ".join(capsys.readouterr().err.split())
+    add_best_lrs(sweep, [BestLr("CartPole", b, lr, 100.0, (1e-3, 2e-3), (0, 1))
+                         for b, lr in ((64, 1e-3), (128, 2e-3), (256, 2e-3))])
+    assert main(["sharpness", str(sweep), "--best-lr", "--repeats", "1"]) == 0
+    assert measured == ["r64-s0", "r64-s1", "r128-s0-lr2", "r128-s1-lr2", "r256-s0-lr2",
+                        "r256-s1-lr2"]
