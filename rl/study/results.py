@@ -519,8 +519,11 @@ def _power_law_rows(game: str, parts: Mapping[tuple[str, str], Part], fits: Mapp
 def _sharpness_quantities(df: pd.DataFrame) -> tuple[dict[str, str], str]:
     """({column: label} of the sharpness measures in ``df``, the eps-sharpness column)."""
     eps_col = f"eps_sharpness_{SHARPNESS_EPS:g}"
-    quantities = {"top_eigenvalue": "top Hessian eigenvalue (largest magnitude)",
-                  eps_col: f"eps-sharpness, eps = {SHARPNESS_EPS:g}"}
+    quantities = {"top_eigenvalue": "largest Hessian eigenvalue (Lanczos, converged values)"}
+    if "min_eigenvalue" in df:
+        quantities["min_eigenvalue"] = "most negative Hessian eigenvalue (Lanczos, converged " \
+                                       "values)"
+    quantities[eps_col] = f"eps-sharpness, eps = {SHARPNESS_EPS:g}"
     if "gap" in df:
         quantities["gap"] = "generalization gap, train - test accuracy"
     return quantities, eps_col
@@ -539,13 +542,14 @@ def _sharpness_rows(task: str, kind: str, path: Path, x: str, unit: str) -> list
         summary = summarize_repeats(d, [x], list(quantities))
         for col, label in quantities.items():
             name = "eps_sharpness" if col == eps_col else col
-            reps = int(summary["repeats"].max())
             for _, r in summary.iterrows():
-                se = r[f"{col}_se"]
+                se, used, reps = r[f"{col}_se"], int(r[f"{col}_n"]), int(r["repeats"])
+                left_out = (f" ({reps - used} of {reps} did not converge and are left out)"
+                            if used < reps else "")
                 rows.append(result_row(
                     "measured", kind, task, name, r[col], term=term, batch_size=r[x],
-                    lo=r[col] - se, hi=r[col] + se, unit=unit, n=r["repeats"],
-                    note=f"{label}: mean +- 1 standard error over {reps} {what}"))
+                    lo=r[col] - se, hi=r[col] + se, unit=unit, n=used,
+                    note=f"{label}: mean +- 1 standard error over {used} {what}{left_out}"))
             t = trend(d[x], d[col])
             rows.append(result_row(
                 "measured", kind, task, f"{name}_trend", t["slope"], term=term, lo=t["lo"],
