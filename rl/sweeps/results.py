@@ -157,8 +157,15 @@ def long_results(df: pd.DataFrame) -> pd.DataFrame:
     num_steps, status, run and the b_simple_* columns. Feeds ``rl.analysis.fit.fit_from_runs``."""
     prefix = "iterations_to_target_"
     keys = [c[len(prefix):] for c in df.columns if c.startswith(prefix)]
-    keep = ["env", "rollout_batch_size", "lr", "seed", "num_envs", "num_steps", "status", "run",
-            *[f"b_simple_{t}" for t in GNS_TERMS]]
+    required = ["env", "rollout_batch_size", "lr", "seed", "status", "run"]
+    missing = [c for c in [*required, *(f"agent_steps_to_target_{k}" for k in keys)]
+               if c not in df.columns]
+    if missing:
+        raise ValueError(f"the results table lacks column(s) {missing} (columns present: "
+                         f"{[str(c) for c in df.columns]}); is it a sweep's results table?")
+    optional = ["num_envs", "num_steps", *[f"b_simple_{t}" for t in GNS_TERMS]]
+    df = df.assign(**{c: math.nan for c in optional if c not in df.columns})  # older tables
+    keep = [*required[:4], "num_envs", "num_steps", "status", "run", *optional[2:]]
     parts = []
     for key in keys:
         part = df[keep].copy()
@@ -290,7 +297,15 @@ def read_results(out: str | os.PathLike[str]) -> pd.DataFrame:
     the file where results.csv is not a results table (``_read_results_csv``)."""
     out = Path(out)
     if (out / "results.parquet").exists():
-        return with_sharpness(pd.read_parquet(out / "results.parquet"), out)
+        try:
+            table = pd.read_parquet(out / "results.parquet")
+        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+            raise SweepStateError(
+                f"{out / 'results.parquet'} cannot be read ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else 'damaged'}); move it away: "
+                "results.csv beside it holds the same table, and where the run directories "
+                "are kept, `rlscale sweep` and `rlscale fit` write both again") from None
+        return with_sharpness(table, out)
     if (out / "results.csv").exists():
         return with_sharpness(_read_results_csv(out / "results.csv"), out)
     raise FileNotFoundError(

@@ -49,6 +49,20 @@ def test_an_unparseable_results_csv_names_the_file(tmp_path, capsys):
     assert str(tmp_path / "results.csv") in err and "restore" in err
 
 
+def test_a_damaged_results_parquet_names_the_file(tmp_path, capsys):
+    """Not pyarrow's "Parquet magic bytes not found" without a file name."""
+    rows = [f"r{i},Game,{32 * 2 ** i},1e-3,{s},finished,,{n},{32 * 2 ** i * n},{2 ** i},16"
+            for i in range(5) for s in (0, 1) for n in [round(20 + 400 / 2 ** i) + s]]
+    header = HEADER + ",agent_steps_to_target_10,num_envs,num_steps"
+    (tmp_path / "results.csv").write_text("\n".join([header, *rows]) + "\n")
+    (tmp_path / "results.parquet").write_bytes(b"PAR1 cut short")
+    assert main(["fit", str(tmp_path), "--no-plots", "--n-boot", "20"]) == 2
+    err = " ".join(_one_error(capsys).split())
+    assert f"{tmp_path / 'results.parquet'} cannot be read" in err and "move it away" in err
+    (tmp_path / "results.parquet").unlink()  # as the message says: the csv serves
+    assert main(["fit", str(tmp_path), "--no-plots", "--n-boot", "20"]) == 0
+
+
 @pytest.mark.parametrize("command", [["sweep", "--out"], ["fit"]])
 def test_a_truncated_sweep_json_is_named_not_a_missing_env(tmp_path, capsys, command):
     _stored_sweep(tmp_path)
