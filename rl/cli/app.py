@@ -19,6 +19,7 @@ from rl.cli.adaptive import add_parser as add_adaptive_parser
 from rl.cli.args import add_dataclass_args, dataclass_from_args
 from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
+from rl.cli.evaluate import add_parser as add_eval_parser
 from rl.cli.fit import add_parser as add_fit_parser
 from rl.cli.gns import add_parser as add_gns_parser
 from rl.cli.output import CLIError, console, err_console, print_error, print_table
@@ -29,7 +30,7 @@ from rl.study.plan import build_plan
 
 # Each command module adds its own subcommands through its add_parser(subparsers).
 COMMAND_PARSERS = [add_train_parser, add_adaptive_parser, add_gns_parser, add_sweep_parser,
-                   add_fit_parser, add_compare_parser, add_sharpness_parser]
+                   add_fit_parser, add_compare_parser, add_sharpness_parser, add_eval_parser]
 
 
 # --- rlscale envs ------------------------------------------------------------------------
