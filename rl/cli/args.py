@@ -117,6 +117,14 @@ def seed_list(text: str) -> list[int]:
     return _number_list(text, int, lambda v: v >= 0, "integers >= 0 (e.g. 0,1,2)")
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)  # ValueError: argparse says "invalid float value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     value = float(text)  # ValueError: argparse says "invalid float value"

@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 
 from agents import PPOConfig
-from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.args import add_dataclass_args, dataclass_from_args, non_negative_float
 from rl.cli.output import console
 from rl.train.config import PRESETS, ParallelConfig, TrainConfig, preset_for
 from rl.train.launch import train
@@ -30,7 +30,7 @@ def cmd_train(args) -> int:
     parallel = dataclass_from_args(args, ParallelConfig)
     adaptive = dataclass_from_args(args, AdaptiveConfig)
     result = train(cfg, ppo, parallel=parallel, adaptive=adaptive, quiet=args.quiet,
-                   restart=args.restart)
+                   restart=args.restart, progress_interval_s=args.progress_interval_s)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     ret = result.return_recent
@@ -55,6 +55,11 @@ def add_parser(sub) -> None:
     p.add_argument("--preset", choices=sorted(PRESETS),
                    help="settings family (default: atari for Atari games, else classic)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--progress-interval-s", type=non_negative_float, default=30.0,
+                   metavar="SECONDS",
+                   help="when stderr is not a terminal (nohup, CI, a pipe): seconds between "
+                   "plain progress lines (iteration, agent steps, recent return, SPS, ETA); "
+                   "0: every iteration (default: 30)")
     p.add_argument("--restart", action="store_true",
                    help="start the run in --run-dir over from iteration 0, with the config "
                    "--resume would accept: its checkpoints, metrics rows and TensorBoard "
