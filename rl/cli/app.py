@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import sys
 from pathlib import Path
 
@@ -105,12 +106,21 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def package_version() -> str:
+    """The installed rlscale's version ("unknown" when run from a source tree not installed)."""
+    try:
+        return importlib.metadata.version("rlscale")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="rlscale",
         description="RL scaling testbed: PPO on vectorized environments, gradient noise "
         "scale, critical batch size.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("envs", help="list the environments available and where they come from")
