@@ -17,7 +17,7 @@ import envs
 from envs.registry import load_entry_points
 from rl import bench
 from rl.cli.adaptive import add_parser as add_adaptive_parser
-from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
 from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
 from rl.cli.evaluate import add_parser as add_eval_parser
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("envs", help="list the environments available and where they come from")
     p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
+    add_env_module_arg(p)
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
@@ -184,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        for module in getattr(args, "env_modules", None) or []:
+            envs.import_env_module(module, export=True)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -133,6 +133,16 @@ def positive_float(text: str) -> float:
     return value
 
 
+def add_env_module_arg(parser: argparse.ArgumentParser) -> None:
+    """``--env-module MODULE`` (repeatable): user code that registers environments, imported
+    before any environment is made (``rl.cli.app.main`` imports them)."""
+    parser.add_argument(
+        "--env-module", dest="env_modules", action="append", metavar="MODULE", default=[],
+        help="import this module first: unpackaged code that registers environments with "
+        "envs.register_env or gymnasium.register (from the Python path or the working "
+        "directory; repeatable). Or name the environment as MODULE:ENV_ID")
+
+
 def add_dataclass_args(
     parser: argparse.ArgumentParser,
     cls: type,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from rl.analysis.evaluate import EvalConfig, evaluate_policy, record_videos
-from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
 from rl.cli.output import console
 from rl.runs.policy import load_policy
 
@@ -38,6 +38,7 @@ def add_parser(sub) -> None:
         "as mp4 files (gymnasium's RecordVideo; needs moviepy).",
     )
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `rlscale train`")
+    add_env_module_arg(p)
     add_dataclass_args(p, EvalConfig, title="evaluation")
     p.add_argument("--stochastic", dest="deterministic", action="store_false",
                    default=argparse.SUPPRESS,

@@ -19,7 +19,12 @@ from pathlib import Path
 from rich.markup import escape
 
 from agents import PPOConfig
-from rl.cli.args import add_dataclass_args, dataclass_from_args, non_negative_float
+from rl.cli.args import (
+    add_dataclass_args,
+    add_env_module_arg,
+    dataclass_from_args,
+    non_negative_float,
+)
 from rl.cli.output import CLIError, console, err_console
 from rl.runs.files import atomic_symlink
 from rl.train.config import PRESETS, ParallelConfig, TrainConfig, preset_for
@@ -191,6 +196,7 @@ def add_parser(sub) -> None:
                    "--resume would accept: its checkpoints, metrics rows and TensorBoard "
                    "events are deleted first (a --resume that finds no usable checkpoint "
                    "refuses rather than do this)")
+    add_env_module_arg(p)
     add_dataclass_args(p, TrainConfig, title="run")
     add_dataclass_args(p, PPOConfig, title="PPO")
     add_dataclass_args(p, ParallelConfig, title="data parallel (rl/train/launch.py)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,6 +153,12 @@ def load_policy(run_dir: str | os.PathLike[str], device: str | torch.device = "c
                                 "(rlscale train --run-dir ...)?")
     config = read_json(config_path)
     run_env = RunEnv.from_config(config, config_path)
+    module, colon, _ = run_env.env.partition(":")
+    if colon and module != "gym" and module not in sys.modules:
+        raise RunDirError(f"the run's environment {run_env.env!r} comes from the module "
+                          f"{module!r}, which is not imported; import it first (rlscale eval "
+                          f"--env-module {module}): a run directory's config never makes "
+                          "load_policy import code")
     device = torch.device(device)
     if checkpoint is not None:
         loaded = load_checkpoint_file(checkpoint, map_location=device)
