@@ -8,6 +8,7 @@ gymnasium's ``RecordVideo``. ``rlscale eval`` runs both (docs/run-directory.md).
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,6 +103,9 @@ def record_videos(policy: Policy, folder: str | Path, cfg: EvalConfig) -> list[P
 that name). Returns the files written."""
     cfg.validate()
     folder = Path(folder)
+    # Frames are drawn off-screen: pygame (classic control) needs no display, and without
+    # one it would print an error about XDG_RUNTIME_DIR.
+    os.environ.setdefault("SDL_VIDEODRIVER", "dummy")
     try:
         env = policy.make_env(render_mode="rgb_array")
     except TypeError as exc:

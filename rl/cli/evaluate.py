@@ -20,7 +20,8 @@ def cmd_eval(args) -> int:
         f"{policy.env.env}, checkpoint iteration {policy.iteration}, {mode} actions, seed "
         f"{cfg.seed}: mean return {result.mean:.2f}, std {result.std:.2f} over "
         f"{result.games} games (unclipped full-game returns; mean length "
-        f"{sum(result.lengths) / max(1, result.games):.0f} agent steps)", highlight=False)
+        f"{sum(result.lengths) / max(1, result.games):.0f} agent steps)", highlight=False,
+        soft_wrap=True)
     if args.video:
         files = record_videos(policy, args.video, cfg)
         for path in files:
