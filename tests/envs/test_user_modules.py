@@ -66,7 +66,7 @@ def user_module(tmp_path, monkeypatch):
     env_name = f"Corridor{name[-8:]}"
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE.format(name=env_name)))
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.delenv(ENV_MODULES_VAR, raising=False)
+    monkeypatch.setenv(ENV_MODULES_VAR, "")  # restored after (delenv of an unset one is not)
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     yield name, env_name
     envs.unregister_env(env_name)

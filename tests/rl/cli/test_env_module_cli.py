@@ -31,7 +31,7 @@ def user_module(tmp_path, monkeypatch):
     (tmp_path / f"{name}.py").write_text(textwrap.dedent(MODULE.format(name=env_name)))
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.delenv(ENV_MODULES_VAR, raising=False)
+    monkeypatch.setenv(ENV_MODULES_VAR, "")  # restored after (delenv of an unset one is not)
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     yield name, env_name
     envs.unregister_env(env_name)
@@ -69,7 +69,7 @@ def test_module_colon_id_trains_and_eval_needs_the_module_named(user_module, cap
 
 def test_an_env_module_that_is_not_there_is_one_clear_error(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv(ENV_MODULES_VAR, raising=False)
+    monkeypatch.setenv(ENV_MODULES_VAR, "")  # restored after (delenv of an unset one is not)
     assert main(["train", "--env-module", "no_such_envs_here", "--env", "X", "--quiet"]) == 2
     err = " ".join(capsys.readouterr().err.split())
     assert "cannot import the environment module 'no_such_envs_here'" in err

@@ -36,7 +36,7 @@ def test_the_example_environment_module_trains_and_evaluates(tmp_path, monkeypat
     (tmp_path / "my_envs.py").write_text(code)
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(sys, "path", list(sys.path))
-    monkeypatch.delenv(ENV_MODULES_VAR, raising=False)
+    monkeypatch.setenv(ENV_MODULES_VAR, "")  # restored after (delenv of an unset one is not)
     monkeypatch.setenv("PYTHONPATH", os.environ.get("PYTHONPATH", ""))
     try:
         assert main(["train", "--env-module", "my_envs", "--env", "ShortCartPole",
