@@ -36,9 +36,12 @@ class EvalConfig:
     share of the games, so short games are not over-represented."""
     video_episodes: int = 2
     """Games recorded with --video (played after the evaluation games, on one env)."""
+    max_agent_steps: int = 10_000_000
+    """Stop after this many agent steps over all environments even if fewer games ended
+    (an environment without a time limit would otherwise never end)."""
 
     def validate(self) -> None:
-        for name in ("episodes", "num_envs", "video_episodes"):
+        for name in ("episodes", "num_envs", "video_episodes", "max_agent_steps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
@@ -52,6 +55,8 @@ class EvalResult:
 
     returns: list[float] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    agent_steps: int = 0
+    """Agent steps played, over all environments."""
 
     @property
     def games(self) -> int:
@@ -72,7 +77,8 @@ def evaluate_policy(policy: Policy, cfg: EvalConfig) -> EvalResult:
 
     Environment i plays games i, i + n, ... (a fixed quota each, so that the environments
     finishing short games first do not bias the mean). Returns are per full game,
-    unclipped, as in the run's ``return_recent``.
+    unclipped, as in the run's ``return_recent``. Stops at ``cfg.max_agent_steps`` agent
+    steps in all: ``games`` may then be fewer than asked.
     """
     cfg.validate()
     n = min(cfg.episodes, cfg.num_envs)
@@ -83,8 +89,10 @@ def evaluate_policy(policy: Policy, cfg: EvalConfig) -> EvalResult:
     env = policy.make_vec(n, cfg.seed)
     try:
         obs, _ = env.reset()
-        while (done < quota).any():
+        steps = 0
+        while (done < quota).any() and steps < cfg.max_agent_steps:
             obs, _, _, _, info = env.step(policy.act(obs, cfg.deterministic, generator))
+            steps += n
             for i in np.flatnonzero(info["episode_done"]):
                 if done[i] < quota[i]:
                     games.append((int(i), int(done[i]), float(info["episode_return"][i]),
@@ -93,14 +101,14 @@ def evaluate_policy(policy: Policy, cfg: EvalConfig) -> EvalResult:
     finally:
         env.close()
     games.sort()
-    return EvalResult([g[2] for g in games], [g[3] for g in games])
+    return EvalResult([g[2] for g in games], [g[3] for g in games], steps)
 
 
 def record_videos(policy: Policy, folder: str | Path, cfg: EvalConfig) -> list[Path]:
     """Record ``cfg.video_episodes`` games as mp4 files in ``folder`` (gymnasium's
     ``RecordVideo``, which needs moviepy; classic control renders with pygame). Game k
-    starts from seed ``cfg.seed + k`` and goes to ``eval-episode-{k}.mp4`` (replacing a file of
-that name). Returns the files written."""
+    starts from seed ``cfg.seed + k``, is cut at ``cfg.max_agent_steps`` and goes to
+    ``eval-episode-{k}.mp4`` (replacing a file of that name). Returns the files written."""
     cfg.validate()
     folder = Path(folder)
     # Frames are drawn off-screen: pygame (classic control) needs no display, and without
@@ -123,8 +131,9 @@ that name). Returns the files written."""
     try:
         for k in range(cfg.video_episodes):
             obs, info = env.reset(seed=cfg.seed + k)
-            lives, press_fire, over = info.get("lives"), False, False
-            while not over:
+            lives, press_fire, over, steps = info.get("lives"), False, False, 0
+            while not over and steps < cfg.max_agent_steps:
+                steps += 1
                 action = fire if press_fire else policy(obs, cfg.deterministic, generator)
                 obs, _, terminated, truncated, info = env.step(action)
                 over = bool(terminated or truncated)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 
+from rich.markup import escape
+
 from rl.analysis.evaluate import EvalConfig, evaluate_policy, record_videos
 from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
-from rl.cli.output import console
+from rl.cli.output import CLIError, console, err_console
 from rl.runs.policy import load_policy
 
 
@@ -15,6 +17,14 @@ def cmd_eval(args) -> int:
     cfg.validate()
     policy = load_policy(args.run_dir, args.device, checkpoint=args.checkpoint)
     result = evaluate_policy(policy, cfg)
+    if result.games < cfg.episodes:
+        what = (f"{result.games} of {cfg.episodes} games ended within --max-agent-steps "
+                f"{cfg.max_agent_steps:,} ({result.agent_steps:,} agent steps played)")
+        if not result.games:
+            raise CLIError(f"no game ended: {what}; does the environment have a time limit? "
+                           "Wrap it in gymnasium.wrappers.TimeLimit, or raise --max-agent-steps")
+        err_console.print(f"[yellow]warning:[/] {escape(what)}; the statistics below cover "
+                          "those", soft_wrap=True)
     mode = "deterministic (argmax)" if cfg.deterministic else "stochastic (sampled)"
     console.print(
         f"{policy.env.env}, checkpoint iteration {policy.iteration}, {mode} actions, seed "

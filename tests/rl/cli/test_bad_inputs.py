@@ -88,6 +88,7 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("eval", "--seed"): NONNEG,
     ("eval", "--num-envs"): POS,
     ("eval", "--video-episodes"): POS,
+    ("eval", "--max-agent-steps"): POS,
     ("compare-adaptive", "--targets"): ANY,
     # SupervisedConfig
     ("gns supervised", "--test-fraction"): OPEN_UNIT,

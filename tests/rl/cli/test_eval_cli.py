@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import re
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 
+import envs
 from rl.cli.app import main
 
 
@@ -68,3 +71,44 @@ def test_eval_of_a_folder_that_is_not_a_run_exits_2(tmp_path, capsys):
     assert main(["eval", str(tmp_path)]) == 2
     assert "no config.json" in capsys.readouterr().err
     assert main(["eval", str(tmp_path), "--episodes", "0"]) == 2
+
+
+class Endless(gym.Env):
+    """A game that never ends: no termination, no time limit."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        return np.zeros(2, np.float32), 0.0, False, False, {}
+
+
+def test_a_game_that_never_ends_stops_at_the_step_cap(tmp_path, capsys, one_torch_thread):
+    envs.register_env("EndlessForEval")(Endless)
+    try:
+        assert main(["train", "--env", "EndlessForEval", "--num-envs", "2", "--num-steps", "8",
+                     "--total-agent-steps", "16", "--gns-every", "0", "--quiet", "--run-dir",
+                     str(tmp_path / "run")]) == 0
+        capsys.readouterr()
+        assert main(["eval", str(tmp_path / "run"), "--episodes", "2",
+                     "--max-agent-steps", "40"]) == 2
+        err = " ".join(capsys.readouterr().err.split())
+        assert "no game ended: 0 of 2 games ended within --max-agent-steps 40" in err
+        assert "TimeLimit" in err
+    finally:
+        envs.unregister_env("EndlessForEval")
+
+
+def test_fewer_games_than_asked_are_reported_with_a_warning(cartpole_run, capsys,
+                                                            one_torch_thread):
+    assert main(["eval", str(cartpole_run), "--episodes", "50", "--num-envs", "2",
+                 "--max-agent-steps", "400"]) == 0
+    captured = capsys.readouterr()
+    mean, std, games = _summary(captured.out)
+    assert 0 < games < 50
+    assert f"{games} of 50 games ended within --max-agent-steps 400" in " ".join(
+        captured.err.split())
