@@ -11,6 +11,10 @@ Three kinds of names resolve to an environment:
   directly (the decorator) or by an installed package that declares an entry point in
   the ``rlscale.envs`` group. An entry point names a callable that is called once, with
   no arguments, and registers its environments with :func:`register_env`.
+- Environments of user code that is not packaged: ``module:EnvId`` (gymnasium's form:
+  import ``module``, then resolve ``EnvId``, registered there with :func:`register_env`
+  or ``gymnasium.register``), or :func:`import_env_module` (``--env-module``), which also
+  lists the module in ``RLSCALE_ENV_MODULES`` so that processes started later import it.
 
 A factory takes keyword options and returns one ``gymnasium.Env``; ``envs.make_vec``
 vectorizes it. Nothing here imports the testbed (``rl``): plugins never need it.
@@ -20,7 +24,10 @@ from __future__ import annotations
 
 import difflib
 import functools
+import importlib
+import os
 import re
+import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -42,6 +49,10 @@ CLASSIC_CONTROL = {
     "MountainCar": "MountainCar-v0",
 }
 
+
+ENV_MODULES_VAR = "RLSCALE_ENV_MODULES"
+"""Environment variable: comma-separated modules of user code that register environments,
+imported before any name is resolved (``import_env_module`` adds to it)."""
 
 class UnknownEnvError(ValueError):
     """An environment name that resolves to nothing; the message lists close names."""
@@ -91,7 +102,8 @@ def register_env(
     def decorate(factory: Callable[..., gym.Env]) -> Callable[..., gym.Env]:
         if not callable(factory):
             raise TypeError(f"register_env({name!r}) needs a callable factory, got {factory!r}")
-        if name in _plugins and not overwrite and _plugins[name].factory is not factory:
+        if name in _plugins and not overwrite and not _same_factory(_plugins[name].factory,
+                                                                    factory):
             raise ValueError(
                 f"environment {name!r} is already registered by {_plugins[name].source}; "
                 "pass overwrite=True to replace it"
@@ -101,6 +113,12 @@ def register_env(
         return factory
 
     return decorate
+
+
+def _same_factory(a: Callable | None, b: Callable) -> bool:
+    """The same function, or one defined at the same place (its module imported again)."""
+    return a is b or (a is not None and getattr(a, "__module__", None) == b.__module__
+                      and getattr(a, "__qualname__", None) == getattr(b, "__qualname__", 0))
 
 
 def unregister_env(name: str) -> None:
@@ -115,6 +133,13 @@ def load_entry_points(*, reload: bool = False) -> list[str]:
         return list(_plugin_errors)
     _entry_points_loaded = True
     _plugin_errors.clear()
+    for module in filter(None, os.environ.get(ENV_MODULES_VAR, "").split(",")):
+        try:
+            import_env_module(module.strip())
+        except Exception as exc:  # reported like a broken plugin
+            msg = f"{ENV_MODULES_VAR} module {module!r} failed to import: {exc}"
+            _plugin_errors.append(msg)
+            warnings.warn(msg, RuntimeWarning, stacklevel=2)
     for ep in metadata.entry_points(group=ENTRY_POINT_GROUP):
         dist = ep.dist.name if ep.dist is not None else "unknown package"
         _loading_source = f"entry point {ep.name} (package {dist})"
@@ -129,6 +154,52 @@ def load_entry_points(*, reload: bool = False) -> list[str]:
         finally:
             _loading_source = None
     return list(_plugin_errors)
+
+
+def import_env_module(module: str, *, export: bool = False) -> None:
+    """Import ``module``, user code that registers environments (``register_env`` or
+    ``gymnasium.register``), from the Python path or else the working directory.
+
+    ``export``: also add it to ``RLSCALE_ENV_MODULES``, so that processes started from here
+    (data-parallel ranks, sweep workers) import it too. A module that is not found raises
+    :class:`UnknownEnvError`; errors inside the module propagate as they are.
+    """
+    if not isinstance(module, str) or not re.fullmatch(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*", module):
+        raise UnknownEnvError(f"{module!r} is not a module name (e.g. my_envs or pkg.envs)")
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name is None or not module.startswith(exc.name):
+            raise  # a package the module itself imports is missing: its own error says which
+        top = os.path.join(os.getcwd(), module.split(".")[0])
+        if os.getcwd() in sys.path or not (os.path.isdir(top) or os.path.isfile(top + ".py")):
+            raise UnknownEnvError(
+                f"cannot import the environment module {module!r}: it is not on the Python "
+                "path; run from the folder that holds it or add that folder to PYTHONPATH"
+            ) from None
+        sys.path.append(os.getcwd())  # an unpackaged module in the working directory
+        importlib.import_module(module)
+        if export:  # processes started from here find it there too
+            paths = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+            os.environ["PYTHONPATH"] = os.pathsep.join([*paths, os.getcwd()])
+    if export:
+        listed = [m for m in os.environ.get(ENV_MODULES_VAR, "").split(",") if m]
+        if module not in listed:
+            os.environ[ENV_MODULES_VAR] = ",".join([*listed, module])
+
+
+def _resolve_module_form(env_id: str) -> EnvEntry:
+    """``module:EnvId``: import the module, then the name it registered (ours or gymnasium's)."""
+    module, _, name = env_id.partition(":")
+    import_env_module(module)
+    if name in _plugins:
+        return _plugins[name]
+    if name in gym.registry:
+        return EnvEntry(name, GYM, f"gymnasium (registered by {module})", name)
+    raise UnknownEnvError(
+        f"module {module!r} registered no environment {name!r} (with envs.register_env or "
+        "gymnasium.register); check the name it registers"
+    )
 
 
 @functools.cache
@@ -177,6 +248,8 @@ def resolve(env_id: str) -> EnvEntry:
             )
         return EnvEntry(gym_id, GYM, "gymnasium", gym_id)
     load_entry_points()
+    if ":" in env_id:
+        return _resolve_module_form(env_id)
     if env_id in _plugins:
         return _plugins[env_id]
     lowered = {name.lower(): name for name in _plugins}

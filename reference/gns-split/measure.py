@@ -21,9 +21,9 @@ import torch
 import envs
 from agents import PPOConfig
 from rl.analysis.checkpoint_noise import measurement_rollout
-from rl.analysis.sharpness import load_policy
 from rl.measure.gns import ratio_interval
 from rl.measure.ppo_noise import TERMS, RolloutSplit, measure_rollout, ppo_gns_loss, rollout_groups
+from rl.runs.policy import load_policy
 from rl.train.rollout import RolloutBuffer, collect, to_device
 
 NUM_ENVS, NUM_STEPS, GROUPS, SEED = int(os.environ.get("NUM_ENVS", 8)), 128, 8, 2024
@@ -32,7 +32,8 @@ REPEATS = int(os.environ.get("REPEATS", 24))
 
 def main(run_dir: str, checkpoint: str | None, out: str) -> None:
     torch.set_num_threads(1)
-    model, config, iteration = load_policy(run_dir, "cpu", checkpoint=checkpoint)
+    policy = load_policy(run_dir, "cpu", checkpoint=checkpoint)
+    model, config, iteration = policy.model, policy.config, policy.iteration
     ppo = PPOConfig(**config["ppo"])
     env = envs.make_vec(config["train"]["env"], NUM_ENVS, SEED)
     device = torch.device("cpu")

@@ -26,11 +26,11 @@ from torch import nn
 
 import envs
 from agents import PPOConfig
-from rl.analysis.sharpness import load_policy
 from rl.measure.gns import ratio_interval
 from rl.measure.ppo_noise import TERMS, measure_rollout, plan_split, ppo_gns_loss, rollout_groups
 from rl.runs.files import atomic_write_json, atomic_write_text
 from rl.runs.metrics import load_metrics
+from rl.runs.policy import load_policy
 from rl.runs.storage import RunDir
 from rl.train.gae import compute_gae
 from rl.train.rollout import RolloutBuffer, collect, to_device
@@ -207,7 +207,7 @@ def run_checkpoint_noise(run_dir: str | Path, out: str | Path, cfg: CheckpointNo
         for k, (iteration, path) in enumerate(todo):
             if progress:
                 progress(k, len(todo))
-            model, _, _ = load_policy(run_dir, cfg.device, checkpoint=path)
+            model = load_policy(run_dir, cfg.device, checkpoint=path).model
             start = time.perf_counter()
             rows = measure_policy_noise(model, env, ppo, cfg)
             seconds = time.perf_counter() - start

@@ -15,7 +15,6 @@ docs/sharpness.md.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -31,14 +30,12 @@ from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, LinearOperator
 from torch import nn
 
 import envs
-from agents import PPOConfig, build_actor_critic
+from agents import PPOConfig
 from agents.ppo import normalize_advantages, ppo_loss
 from rl.analysis.checks import check_count, check_open_unit, check_positive, require_table
 from rl.measure.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
-from rl.runs.checkpoints import load_checkpoint_file
 from rl.runs.files import save_figure
-from rl.runs.layout import CONFIG_FILE
-from rl.runs.storage import RunDir
+from rl.runs.policy import load_policy
 from rl.sweeps.results import read_results
 from rl.sweeps.state import read_best_lrs
 from rl.train.gae import compute_gae
@@ -382,40 +379,6 @@ SHARPNESS_COLUMNS = ["term", "repeat", "samples", "loss", "top_eigenvalue", "top
                      "min_eigenvalue", "min_eigen_converged", "eigen_products"]
 
 
-def load_policy(run_dir: str | Path, device: str = "cpu", *,
-                checkpoint: str | Path | None = None) -> tuple[nn.Module, dict, int]:
-    """(model with the checkpoint's weights, config.json, checkpoint iteration).
-
-    ``checkpoint``: a ``ckpt_*.pt`` file of this run (default: its latest good checkpoint).
-    """
-    path = Path(run_dir)
-    if not (path / CONFIG_FILE).exists():
-        raise FileNotFoundError(f"{path} holds no {CONFIG_FILE}; is it a run directory "
-                                "(rlscale train --run-dir ...)?")
-    config = json.loads((path / CONFIG_FILE).read_text())
-    if "train" not in config or "ppo" not in config:
-        raise ValueError(f"{path / CONFIG_FILE} is not a PPO run's config (no train/ppo "
-                         "sections); sharpness needs a run of `rlscale train`")
-    if checkpoint is not None:
-        loaded = load_checkpoint_file(checkpoint, map_location=device)
-    else:
-        loaded = RunDir(path).load_latest_checkpoint(map_location=device)
-    if loaded is None:
-        raise FileNotFoundError(f"{path} has no loadable checkpoint; train it (or resume it) "
-                                "until a checkpoint is written")
-    state, iteration = loaded
-    train = config["train"]
-    env = envs.make_vec(train["env"], 1, 0, backend=train.get("backend"),
-                        preset=train.get("env_preset"))
-    try:
-        model = build_actor_critic(env.single_observation_space, env.single_action_space,
-                                   train.get("network", "auto"))
-    finally:
-        env.close()
-    model.load_state_dict(state["model"])
-    return model.to(device), config, iteration
-
-
 def fresh_batch(model: nn.Module, config: dict, ppo: PPOConfig, cfg: SharpnessConfig,
                 seed: int) -> dict[str, torch.Tensor]:
     """One rollout of the policy from freshly reset environments, as a PPO batch with
@@ -453,9 +416,8 @@ def run_sharpness(run_dir: str | Path, cfg: SharpnessConfig | None = None) -> pd
     iteration (of the checkpoint), rollout_batch_size (of the run), run_dir.
     """
     cfg = cfg or SharpnessConfig()
-    model, config, iteration = load_policy(run_dir, cfg.device)
-    ppo_fields = {f.name for f in dataclasses.fields(PPOConfig)}
-    ppo = PPOConfig(**{k: v for k, v in config["ppo"].items() if k in ppo_fields})
+    policy = load_policy(run_dir, cfg.device)
+    model, config, iteration, ppo = policy.model, policy.config, policy.iteration, policy.ppo
     train = config["train"]
     rows = []
     for r in range(cfg.repeats):

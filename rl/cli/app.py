@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import importlib.metadata
 import sys
 import threading
 import warnings
@@ -19,22 +20,24 @@ from envs.registry import load_entry_points
 from rl import bench
 from rl.cli.adaptive import add_parser as add_adaptive_parser
 from rl.cli.advise import add_parser as add_advise_parser
-from rl.cli.args import add_dataclass_args, dataclass_from_args
+from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
 from rl.cli.compare import add_parser as add_compare_parser
 from rl.cli.compare import run_and_report
+from rl.cli.evaluate import add_parser as add_eval_parser
 from rl.cli.fit import add_parser as add_fit_parser
 from rl.cli.gns import add_parser as add_gns_parser
 from rl.cli.output import CLIError, console, err_console, print_error, print_table
 from rl.cli.sharpness import add_parser as add_sharpness_parser
 from rl.cli.sweep import add_parser as add_sweep_parser
+from rl.cli.train import LATEST_LINK, RUNS_ROOT, cmd_train, configs_from_args
 from rl.cli.train import add_parser as add_train_parser
-from rl.cli.train import cmd_train, configs_from_args
 from rl.runs.layout import CHECKPOINT_DIR, CONFIG_FILE
 from rl.study.plan import build_plan
 
 # Each command module adds its own subcommands through its add_parser(subparsers).
 COMMAND_PARSERS = [add_train_parser, add_adaptive_parser, add_gns_parser, add_sweep_parser,
-                   add_fit_parser, add_compare_parser, add_sharpness_parser, add_advise_parser]
+                   add_fit_parser, add_compare_parser, add_sharpness_parser, add_eval_parser,
+                   add_advise_parser]
 
 
 # --- rlscale envs ------------------------------------------------------------------------
@@ -109,16 +112,26 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def package_version() -> str:
+    """The installed rlscale's version ("unknown" when run from a source tree not installed)."""
+    try:
+        return importlib.metadata.version("rlscale")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown (not installed: pip install -e .)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(
         prog="rlscale",
         description="RL scaling testbed: PPO on vectorized environments, gradient noise "
         "scale, critical batch size.",
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {package_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     p = sub.add_parser("envs", help="list the environments available and where they come from")
     p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
+    add_env_module_arg(p)
     p.set_defaults(func=cmd_envs)
 
     p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
@@ -182,12 +195,15 @@ def train_continuation(args) -> str:
     if getattr(args, "func", None) is not cmd_train:
         return ""
     try:
-        run_dir = configs_from_args(args)[0].resolved_run_dir()
+        named = configs_from_args(args)[0].run_dir
+        # Without --run-dir the run got a new folder, which runs/latest points at.
+        run_dir = Path(named) if named else (RUNS_ROOT / LATEST_LINK).resolve()
+        flag = "" if named else f"--run-dir {run_dir} "
         if not (run_dir / CONFIG_FILE).is_file():
             return ""
         if any((run_dir / CHECKPOINT_DIR).glob("ckpt_*.pt")):
-            return "; the run continues from its newest checkpoint with --resume"
-        return "; the run has no checkpoint yet: start it over with --restart"
+            return f"; the run continues from its newest checkpoint with {flag}--resume"
+        return f"; the run has no checkpoint yet: start it over with {flag}--restart"
     except (OSError, ValueError):
         return ""
 
@@ -222,6 +238,8 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 
 def _run(args) -> int:
     try:
+        for module in getattr(args, "env_modules", None) or []:
+            envs.import_env_module(module, export=True)
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         err_console.print("interrupted")

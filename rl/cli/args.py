@@ -117,12 +117,30 @@ def seed_list(text: str) -> list[int]:
     return _number_list(text, int, lambda v: v >= 0, "integers >= 0 (e.g. 0,1,2)")
 
 
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite number >= 0."""
+    value = float(text)  # ValueError: argparse says "invalid float value"
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
 def positive_float(text: str) -> float:
     """argparse type: a finite number > 0."""
     value = float(text)  # ValueError: argparse says "invalid float value"
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text!r}")
     return value
+
+
+def add_env_module_arg(parser: argparse.ArgumentParser) -> None:
+    """``--env-module MODULE`` (repeatable): user code that registers environments, imported
+    before any environment is made (``rl.cli.app.main`` imports them)."""
+    parser.add_argument(
+        "--env-module", dest="env_modules", action="append", metavar="MODULE", default=[],
+        help="import this module first: unpackaged code that registers environments with "
+        "envs.register_env or gymnasium.register (from the Python path or the working "
+        "directory; repeatable). Or name the environment as MODULE:ENV_ID")
 
 
 def add_dataclass_args(

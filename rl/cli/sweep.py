@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from rl.analysis.fit import best_per_batch
-from rl.cli.args import add_dataclass_args, explicit_fields
+from rl.cli.args import add_dataclass_args, add_env_module_arg, explicit_fields
 from rl.cli.output import console, err_console, print_table
 from rl.sweeps.executors import run_sweep
 from rl.sweeps.pbt import (
@@ -342,4 +342,5 @@ def add_parser(sub) -> None:
         "0,0.001,0.003,0.01,0.03, clip_coef uniform 0.1,0.3. Initial values are drawn from "
         "them; explore multiplies a range value by 0.8 or 1.2 (clipped to the range) or "
         "moves a list value to a neighbour, or with --resample-probability draws afresh")
+    add_env_module_arg(p)
     p.set_defaults(func=cmd_sweep)

@@ -9,6 +9,7 @@ episodes, all environments) as our trainer, stopping at the same target.
 from __future__ import annotations
 
 import time
+import warnings
 from dataclasses import dataclass
 
 import gymnasium as gym
@@ -131,7 +132,8 @@ class NoiseScaleCallback(BaseCallback):
     normalization shared by all groups). Entropy falls back to -mean(-logp) when the
     distribution has no closed form, as in SB3. ``preconditioned=True`` divides gradients by
     Adam's sqrt(v_hat) + eps (Adam/AdamW optimizers only); the first rollout, before any
-    optimizer step, is then skipped and logs ``gns/skipped`` = 1.
+    optimizer step, is then skipped and logs ``gns/skipped`` = 1. With one environment
+    (``n_envs=1``) only the time split is possible, and the callback warns: use n_envs >= 2.
 
     Logged keys (``logger.record``, written at SB3's next dump): for term in total, policy,
     value, ``gns/{term}/g2``, ``trace_sigma``, ``b_simple`` (this rollout), ``b_simple_ema``,
@@ -163,7 +165,15 @@ class NoiseScaleCallback(BaseCallback):
             raise ValueError(
                 f"preconditioned=True needs an Adam/AdamW optimizer, the policy uses "
                 f"{type(self.model.policy.optimizer).__name__} (A2C: use_rms_prop=False)")
-        plan_split(self.model.n_envs, self.model.n_steps, self.groups)  # fail early
+        split = plan_split(self.model.n_envs, self.model.n_steps, self.groups)  # fail early
+        if split.axis == "time":
+            warnings.warn(
+                f"NoiseScaleCallback: SB3 runs a single environment (n_envs=1), so each "
+                f"rollout can only be split by time, into {split.num_groups} blocks of "
+                f"{split.steps_per_group} consecutive steps of one trajectory; correlated "
+                "steps bias B_simple low. Fix: train on n_envs >= 2 environments (e.g. "
+                "make_vec_env(env_id, n_envs=8)) so that the noise scale splits the rollout "
+                "by environment.", UserWarning, stacklevel=2)
 
     def _on_step(self) -> bool:
         return True

@@ -14,6 +14,7 @@ from typing import Any
 
 __all__ = [
     "atomic_file",
+    "atomic_symlink",
     "atomic_write_bytes",
     "atomic_write_json",
     "atomic_write_text",
@@ -119,6 +120,26 @@ def atomic_write_json(path: str | os.PathLike[str], obj: Any) -> None:
     dataclasses and the like. NaN/inf are written as Python's ``NaN``/``Infinity``.
     """
     atomic_write_text(path, json.dumps(obj, sort_keys=True, indent=2) + "\n")
+
+
+def atomic_symlink(link: str | os.PathLike[str], target: str | os.PathLike[str]) -> None:
+    """Point the symlink ``link`` at ``target`` atomically (a new link, then os.replace): a
+    reader sees the old target or the new one. ``target`` is stored as given (relative
+    targets resolve from the link's folder). Refuses to replace anything but a symlink."""
+    link = Path(link)
+    if link.exists() and not link.is_symlink():
+        raise FileExistsError(f"{link} exists and is not a symlink; not replacing it")
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    os.symlink(target, tmp)
+    try:
+        os.replace(tmp, link)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fsync_dir(link.parent)
 
 
 def save_figure(fig: Any, path: str | os.PathLike[str], **savefig_kwargs: Any) -> Path:

@@ -18,7 +18,12 @@ from rl.runs.errors import RunDirError
 from rl.runs.files import naming_file, read_json
 from rl.runs.layout import METRICS_FILE, STATUS_FILE
 
-__all__ = ["encode_metrics_row", "load_metrics", "log_scalars", "parse_metrics_lines"]
+__all__ = ["LOSS_COLUMNS", "encode_metrics_row", "load_metrics", "log_scalars",
+           "parse_metrics_lines", "tensorboard_tag"]
+
+LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
+                "grad_norm")
+"""A PPO iteration's update statistics: metrics columns, TensorBoard group ``losses/``."""
 
 
 def _plain(value: Any) -> Any:
@@ -140,11 +145,19 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- tensorboard
 
 
-def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
-    """Write every finite numeric value of ``row`` to ``writer`` under its key at ``step``.
+def tensorboard_tag(key: str) -> str:
+    """A metrics column's TensorBoard tag: a column with a group keeps it (``gns/...``,
+    ``adaptive/...``), the update statistics go to ``losses/``, the rest to ``charts/``
+    (returns, steps, SPS, learning rate...)."""
+    if "/" in key:
+        return key
+    return f"{'losses' if key in LOSS_COLUMNS else 'charts'}/{key}"
 
-    Keys containing "/" group into sections in TensorBoard. Booleans, strings, None and
-    non-finite numbers are skipped. Returns the number of scalars written.
+
+def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
+    """Write every finite numeric value of ``row`` to ``writer`` at ``step``, each under its
+    column's ``tensorboard_tag`` (a section per group in TensorBoard). Booleans, strings,
+    None and non-finite numbers are skipped. Returns the number of scalars written.
     """
     written = 0
     # TensorBoard's failed writes (disk full) name no file; the error should.
@@ -163,6 +176,6 @@ def log_scalars(writer: Any, row: Mapping[str, Any], step: int) -> int:
             value = float(value)
             if not math.isfinite(value):
                 continue
-            writer.add_scalar(str(key), value, global_step=step)
+            writer.add_scalar(tensorboard_tag(str(key)), value, global_step=step)
             written += 1
     return written

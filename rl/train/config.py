@@ -83,7 +83,9 @@ class TrainConfig:
     """torch CPU threads during the run (0: torch's default); 1 is often fastest for small
     networks on a few shared cores."""
     run_dir: str | None = None
-    """Run directory (default runs/<env>-<num_envs>x<num_steps>-seed<seed>)."""
+    """Run directory. rlscale train's default: a new folder per run,
+    runs/<env>-<num_envs>x<num_steps>-seed<seed>-<date-time>-<settings hash>, with runs/latest
+    pointing at the newest (the library's train(): runs/<env>-<num_envs>x<num_steps>-seed<seed>)."""
     resume: bool = False
     """Continue the run in run_dir from its newest checkpoint (refused if it has no usable
     one: --restart starts it over instead)."""

@@ -10,11 +10,15 @@ points. See docs/training-loop.md.
 
 from __future__ import annotations
 
+import datetime
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
+from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rl.train.config import TrainResult
@@ -45,11 +49,22 @@ class Hook:
         pass
 
 
+def progress_hook(total_steps: int, interval_s: float = 30.0,
+                  stream: TextIO | None = None) -> Hook:
+    """The progress display for rank 0: a live bar on a terminal; elsewhere (nohup, CI,
+    a pipe) plain lines every ``interval_s`` seconds (``ProgressLines``). Both on stderr."""
+    stream = sys.stderr if stream is None else stream
+    if stream.isatty():
+        return ProgressBar(total_steps, console=Console(file=stream))
+    return ProgressLines(total_steps, interval_s, stream)
+
+
 class ProgressBar(Hook):
     """A rich progress bar with SPS and the recent return (rank 0)."""
 
-    def __init__(self, total_steps: int):
+    def __init__(self, total_steps: int, console: Console | None = None):
         self.total_steps = total_steps
+        self.console = console
         self.bar: Progress | None = None
 
     def on_start(self, loop):
@@ -57,7 +72,7 @@ class ProgressBar(Hook):
             TextColumn("[bold]train"), BarColumn(),
             TextColumn("{task.completed:,}/{task.total:,} agent steps"),
             TextColumn("{task.fields[sps]} SPS"), TextColumn("return {task.fields[ret]}"),
-            TimeRemainingColumn(),
+            TimeRemainingColumn(), console=self.console,
         )
         self.task = self.bar.add_task("train", total=self.total_steps,
                                       completed=loop.state.agent_steps, sps="-", ret="-")
@@ -72,6 +87,54 @@ class ProgressBar(Hook):
         if self.bar is not None:
             self.bar.stop()
             self.bar = None
+
+
+class ProgressLines(Hook):
+    """Plain progress lines for logs (rank 0): the first iteration, then one at most every
+    ``interval_s`` seconds, and the last: iteration, agent steps of the budget, the recent
+    return, agent steps per second since this (re)start, and the time left at that rate."""
+
+    def __init__(self, total_steps: int, interval_s: float = 30.0, stream: TextIO | None = None):
+        if not interval_s >= 0:
+            raise ValueError(f"the progress interval must be >= 0 seconds, got {interval_s!r}")
+        self.total_steps, self.interval_s = total_steps, interval_s
+        self.stream = sys.stderr if stream is None else stream
+        self.start: tuple[float, int] | None = None
+        self.last_line: float | None = None
+        self.last_row: dict[str, Any] | None = None
+        self.last_written: dict[str, Any] | None = None
+        self.label, self.window = "train", 0
+
+    def on_start(self, loop):
+        self.start = (time.perf_counter(), loop.state.agent_steps)
+        self.label = f"train {loop.cfg.env}"
+        self.window = loop.cfg.return_window
+
+    def after_iteration(self, loop, row):
+        now = time.perf_counter()
+        self.last_row = row
+        if self.last_line is None or now - self.last_line >= self.interval_s:
+            self.write(row, now)
+
+    def on_end(self, loop, result):
+        row = self.last_row
+        if row is not None and self.last_line is not None and self.last_written != row:
+            self.write(row, time.perf_counter())
+
+    def write(self, row: dict[str, Any], now: float) -> None:
+        self.last_line, self.last_written = now, row
+        t0, steps0 = self.start if self.start is not None else (now, 0)
+        steps = int(row["agent_steps"])
+        sps = (steps - steps0) / (now - t0) if now > t0 and steps > steps0 else float("nan")
+        left = max(0, self.total_steps - steps)
+        eta = str(datetime.timedelta(seconds=round(left / sps))) if sps == sps and sps > 0 \
+            else "-"
+        ret = row["return_recent"]
+        print(f"{self.label}: iteration {row['iteration']}, {steps:,}/{self.total_steps:,} agent "
+              f"steps ({100 * steps / max(1, self.total_steps):.0f}%), return "
+              f"{'-' if ret != ret else f'{ret:.1f}'} (mean of the last {self.window} games), "
+              f"{'-' if sps != sps else f'{sps:,.0f}'} SPS, ETA {eta}",
+              file=self.stream, flush=True)
 
 
 class Callback(Hook):

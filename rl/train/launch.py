@@ -50,9 +50,9 @@ from rl.train.hooks import (
     Callback,
     DebugDump,
     LayoutColumns,
-    ProgressBar,
     SchedulePlot,
     SyncCheck,
+    progress_hook,
 )
 from rl.train.loop import Loop
 from rl.train.parallel import DataParallel, OneProcess
@@ -93,6 +93,8 @@ class Launch:
     """Rows carry world_size, num_envs and num_steps."""
     restart: bool = False
     """Start the existing run in run_dir over from iteration 0 (``train``'s ``restart``)."""
+    progress_interval_s: float = 30.0
+    """Off a terminal, seconds between progress lines (``train``'s ``progress_interval_s``)."""
 
     @property
     def ppo_in_force(self) -> PPOConfig:
@@ -127,6 +129,7 @@ def train(
     quiet: bool = True,
     debug_dump_dir: str | os.PathLike[str] | None = None,
     restart: bool = False,
+    progress_interval_s: float = 30.0,
 ) -> TrainResult | None:
     """Train PPO; everything is validated before any process or environment starts.
 
@@ -137,11 +140,13 @@ def train(
     ``restart``: start the existing run in ``cfg.run_dir`` (same config rules as a resume)
     over from iteration 0, deleting its checkpoints, rows and TensorBoard events; a resume
     (``cfg.resume``) that finds no usable checkpoint refuses instead of doing this itself.
+    Unless ``quiet``, rank 0 shows progress on stderr: a live bar on a terminal, else a
+    plain line every ``progress_interval_s`` seconds (0: every iteration).
     """
     parallel, adaptive = parallel or ParallelConfig(), adaptive or AdaptiveConfig()
     layout = parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None
     return _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet,
-                   debug_dump_dir, layout, restart)
+                   debug_dump_dir, layout, restart, progress_interval_s)
 
 
 def train_parallel(
@@ -163,8 +168,12 @@ def train_parallel(
 
 
 def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_dir,
-            layout, restart) -> TrainResult | None:
+            layout, restart, progress_interval_s=30.0) -> TrainResult | None:
     parallel.validate()
+    if not (isinstance(progress_interval_s, (int, float)) and progress_interval_s >= 0
+            and math.isfinite(progress_interval_s)):
+        raise ValueError(f"the progress interval must be a finite number of seconds >= 0, "
+                         f"got {progress_interval_s!r}")
     if restart and cfg.resume:
         raise ValueError("--restart and --resume exclude each other: --resume continues the "
                          "run from its newest checkpoint, --restart starts it over from "
@@ -177,7 +186,8 @@ def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_di
     parallel = dataclasses.replace(parallel, nproc=world)
     cfg = checked(cfg, ppo, parallel, adaptive, override)
     launch = Launch(cfg, ppo, parallel, adaptive, override, quiet, on_iteration,
-                    None if dump_dir is None else str(dump_dir), layout, restart)
+                    None if dump_dir is None else str(dump_dir), layout, restart,
+                    float(progress_interval_s))
     if launched is not None:
         rank, _, local_rank = launched
         device = rank_device(cfg, local_rank)
@@ -610,7 +620,7 @@ def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, e
     if launch.dump_dir:
         hooks.append(DebugDump(launch.dump_dir))
     if rank == 0 and not launch.quiet:
-        hooks.append(ProgressBar(schedule.total_steps))
+        hooks.append(progress_hook(schedule.total_steps, launch.progress_interval_s))
     if rank == 0 and launch.on_iteration is not None:
         hooks.append(Callback(launch.on_iteration))
     if adaptive.adaptive:

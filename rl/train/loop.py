@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from agents import PPOConfig, ppo_update, set_learning_rate
-from rl.runs.metrics import log_scalars
+from rl.runs.metrics import LOSS_COLUMNS, log_scalars
 from rl.runs.storage import RunDir
 from rl.train.config import (
     NonFiniteLossError,
@@ -36,9 +36,6 @@ from rl.train.parallel import OneProcess, finite_params
 from rl.train.rollout import RolloutBuffer, collect, to_device
 from rl.train.schedule import FixedBatch
 from rl.train.state import TrainState
-
-LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
-                "grad_norm")
 
 
 @dataclass

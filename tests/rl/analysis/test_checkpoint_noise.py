@@ -20,10 +20,10 @@ from rl.analysis.checkpoint_noise import (
     run_checkpoint_noise,
     summarize,
 )
-from rl.analysis.sharpness import load_policy
 from rl.cli import gns as gns_cli
 from rl.cli.app import main
 from rl.runs.metrics import load_metrics
+from rl.runs.policy import load_policy
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,8 @@ SMALL = dict(num_envs=8, num_steps=16, groups=4, repeats=3, warmup_rollouts=1)
 
 def test_each_repeat_is_the_two_batch_estimate_and_leaves_the_model_alone(cartpole_run,
                                                                           one_torch_thread):
-    model, config, _ = load_policy(cartpole_run)
+    policy = load_policy(cartpole_run)
+    model, config = policy.model, policy.config
     before = {k: v.clone() for k, v in model.state_dict().items()}
     ppo = PPOConfig(**config["ppo"])
     cfg = CheckpointNoiseConfig(**SMALL)

@@ -82,6 +82,13 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("train", "--batch-scale"): POS,
     ("train", "--batch-beta"): ("-1", "1"),
     ("train", "--batch-warmup"): POS,
+    ("train", "--progress-interval-s"): NONNEG,
+    # EvalConfig
+    ("eval", "--episodes"): POS,
+    ("eval", "--seed"): NONNEG,
+    ("eval", "--num-envs"): POS,
+    ("eval", "--video-episodes"): POS,
+    ("eval", "--max-agent-steps"): POS,
     ("compare-adaptive", "--targets"): ANY,
     # SupervisedConfig
     ("gns supervised", "--test-fraction"): OPEN_UNIT,
@@ -207,10 +214,10 @@ WORK = ("rl.train.launch.run_rank", "rl.train.launch._spawn", "envs.make_vec",
         "rl.cli.sweep.run_sweep", "rl.cli.fit.refreshed_results",
         "rl.cli.fit.write_pbt_outputs", "rl.cli.compare.compare",
         "rl.cli.sharpness.run_sharpness", "rl.cli.sharpness.sweep_sharpness",
-        "rl.advise.probe.bench_scaling")
+        "rl.advise.probe.bench_scaling", "rl.cli.evaluate.load_policy")
 
 NUMERIC_TYPES = {"int", "float", "parse_count", "_ints", "finite_floats", "seed_list",
-                 "positive_float"}
+                 "positive_float", "non_negative_float"}
 
 
 class Accepted(Exception):  # not one of the errors main() turns into a message
@@ -264,6 +271,7 @@ def fixtures(tmp_path) -> dict[str, list[str]]:
         **{f"bench {s}": ["bench", s, "--env", "CartPole", "--out", out, "--quiet"]
            for s in ("envs", "learning")},
         "train": ["train", "--run-dir", out, "--quiet"],
+        "eval": ["eval", str(run)],
         "compare-adaptive": ["compare-adaptive", str(sweep), str(run), "--targets", "100"],
         "gns supervised": ["gns", "supervised", "--out", out, "--quiet"],
         "gns run": ["gns", "run", str(run), "--out", out],

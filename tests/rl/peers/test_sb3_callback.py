@@ -69,8 +69,10 @@ def test_callback_logs_finite_noise_scale(algo, kw):
 
 def test_callback_cadence_time_fallback_and_preconditioning():
     cb = NoiseScaleCallback(groups=8, every=2, preconditioned=True)
-    model, cb, rows = _learn(PPO, rollouts=5, n_envs=1, callback=cb, n_steps=128, batch_size=64,
-                             n_epochs=1)
+    with pytest.warns(UserWarning, match=r"single environment \(n_envs=1\).*split by time.*"
+                                         r"Fix: train on n_envs >= 2"):
+        model, cb, rows = _learn(PPO, rollouts=5, n_envs=1, callback=cb, n_steps=128,
+                                 batch_size=64, n_epochs=1)
     # Rollouts 1, 3, 5 are due; the first has no Adam state yet and is skipped.
     assert [r.get("gns/skipped") for r in rows] == [1, None, None]
     for row in rows[1:]:
@@ -80,6 +82,13 @@ def test_callback_cadence_time_fallback_and_preconditioning():
     assert cb.trackers["total"].count == 2
     with pytest.raises(ValueError, match="Adam"):
         _learn(A2C, rollouts=1, callback=NoiseScaleCallback(preconditioned=True), n_steps=5)
+
+
+def test_no_single_environment_warning_when_the_split_is_by_environment():
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _learn(PPO, rollouts=1, n_envs=2, n_steps=16, batch_size=32, n_epochs=1)
+    assert not [w for w in caught if "NoiseScaleCallback" in str(w.message)]
 
 
 def test_flattened_buffer_gives_the_same_measurement():

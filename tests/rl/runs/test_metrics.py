@@ -142,6 +142,18 @@ def test_tensorboard_scalars_and_purge_on_resume(tmp_path):
     assert policy == {1: 1.0, 2: 2.0, 3: 30.0}
 
 
+def test_tensorboard_tags_are_grouped_into_charts_losses_and_their_own_groups(tmp_path):
+    run = RunDir.create(tmp_path / "run", CONFIG)
+    row = {"iteration": 1, "return_recent": 12.5, "sps": 900.0, "policy_loss": 0.1,
+           "value_loss": 2.0, "gns/total/g2": 3.0, "adaptive/b_simple": 40.0}
+    assert metrics.log_scalars(run.tensorboard_writer(), row, 64) == len(row)
+    run.close()
+    acc, _ = _scalars(run.tb_dir, "charts/return_recent")
+    assert set(acc.Tags()["scalars"]) == {
+        "charts/iteration", "charts/return_recent", "charts/sps", "losses/policy_loss",
+        "losses/value_loss", "gns/total/g2", "adaptive/b_simple"}
+
+
 # --------------------------------------------------------------------------- finished runs
 
 
