@@ -41,7 +41,7 @@ BATCH_KEYS = ("obs", "actions", "logprobs", "values", "advantages", "returns", "
 
 @dataclass
 class PPOConfig:
-    """PPO hyperparameters; defaults are the common Atari reference settings (DESIGN.md)."""
+    """PPO hyperparameters; defaults are the common Atari reference settings (docs/design.md)."""
 
     learning_rate: float = 2.5e-4
     """Adam learning rate at the start of training (annealed linearly to 0 if anneal_lr)."""

@@ -58,7 +58,7 @@ class AtariPreset:
 
 
 PRESETS = {
-    # The common PPO/DQN preprocessing (DESIGN.md "PPO reference settings").
+    # The common PPO/DQN preprocessing (docs/design.md "PPO reference settings").
     "standard": AtariPreset("standard"),
     # Machado et al. 2018: sticky actions 0.25, no life-loss signal, no no-op starts
     # (sticky actions supply the stochasticity), the full action set, no fire reset.

@@ -1,4 +1,4 @@
-"""The gradient noise scale measured inside our PPO trainer (DESIGN.md, "Gradient noise scale").
+"""The gradient noise scale measured inside our PPO trainer (docs/design.md, "Gradient noise scale").
 
 See docs/noise-scale.md for the full description.
 """

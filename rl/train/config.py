@@ -159,7 +159,7 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              gae_lambda=0.8, clip_coef=0.2, clip_value_loss=False, ent_coef=0.0),
     ),
 }
-"""Reference settings per family (DESIGN.md for Atari; a fast CartPole setting):
+"""Reference settings per family (docs/design.md for Atari; a fast CartPole setting):
 (TrainConfig changes, PPOConfig changes)."""
 
 

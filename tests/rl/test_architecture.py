@@ -1,4 +1,4 @@
-"""The rules the package's structure keeps (DESIGN.md, STYLE.md), checked on its source.
+"""The rules the package's structure keeps (docs/design.md, STYLE.md), checked on its source.
 
 An AST walk of rl/, envs/ and agents/: no import cycles between rl modules, imports that
 point one way down the layers of rl/, no private name taken from another module, imports
