@@ -43,6 +43,8 @@ SPEC_KEYS: dict[str, str] = {
     "base_lr": "synonym of lrs = [base_lr]",
     "lr_rule": "constant (default), sqrt or linear scaling of lrs from base_batch_size",
     "base_batch_size": "the batch size (agent steps) at which lrs are given, with a rule",
+    "extra_lrs": "table {batch size = [lrs]}: further learning rates at that batch size only, "
+                 "as given (no lr_rule), e.g. to extend a grid whose best lr is at its edge",
     "seeds": "list of seeds, or a count n meaning 0..n-1 (default [0]); with best_lr_seeds, "
              "the seeds of the lr grid (stage 1)",
     "best_lr_seeds": "seeds in all at each batch size's best lr (stage 2, default none): once "
@@ -131,6 +133,8 @@ class SweepSpec:
     """[] = the preset's learning rate."""
     lr_rule: str = "constant"
     base_batch_size: int | None = None
+    extra_lrs: dict[int, list[float]] = field(default_factory=dict)
+    """{batch size: further lrs at that batch size only}, beside the grid of ``lrs``."""
     seeds: list[int] = field(default_factory=lambda: [0])
     budget: int | None = None
     """None = the preset's total_agent_steps."""
@@ -322,7 +326,11 @@ def stage_two_seeds(spec: SweepSpec) -> list[int]:
     return list(range(start, start + max(0, spec.best_lr_seeds - len(spec.seeds))))
 
 
+def round_lr(lr: float) -> float:
+    """A learning rate as runs carry it (and their names show it): 6 significant digits."""
+    return float(f"{lr:.6g}")
+
+
 def scaled_lr(spec: SweepSpec, lr0: float, batch_size: int) -> float:
     p = LR_RULES[spec.lr_rule]
-    lr = lr0 if p == 0 else lr0 * (batch_size / spec.base_batch_size) ** p
-    return float(f"{lr:.6g}")
+    return round_lr(lr0 if p == 0 else lr0 * (batch_size / spec.base_batch_size) ** p)

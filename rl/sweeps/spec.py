@@ -46,6 +46,7 @@ from rl.sweeps.settings import (
     list_of,
     preset_of,
     resolve_env,
+    round_lr,
     scaled_lr,
     stage_two_seeds,
     supervised_settings,
@@ -87,6 +88,7 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
                 problems.add(f"{key} is for supervised tasks ({', '.join(SUPERVISED_TASKS)}); "
                              "an environment's batch sizes are num_envs x num_steps")
     lrs, lr_rule, base_batch_size = _learning_rates(raw, problems)
+    extra_lrs = _extra_lrs(raw, pbt, problems)
     seeds = _seeds(raw, problems)
     targets = _targets(raw, pbt, env_kinds, problems)
     if supervised:
@@ -101,7 +103,8 @@ def parse_spec(raw: Mapping[str, Any], *, source: str = "sweep spec") -> SweepSp
     spec = SweepSpec(
         env=list(env_kinds), targets=targets, vary=vary, num_envs=factors["num_envs"],
         num_steps=factors["num_steps"], lrs=lrs, lr_rule=lr_rule,
-        base_batch_size=base_batch_size, seeds=seeds, budget=budget, preset=preset,
+        base_batch_size=base_batch_size, extra_lrs=extra_lrs, seeds=seeds, budget=budget,
+        preset=preset,
         ppo=overrides["ppo"], train=overrides["train"], scheduler=scheduler, pbt=pbt_settings,
         batch_sizes=batch_sizes, supervised=sup_table, **execution, **protocol,
     )
@@ -281,6 +284,35 @@ def _learning_rates(raw: Mapping[str, Any], problems: Problems
                      "it or set lr_rule")
         base_batch_size = None
     return lrs, lr_rule, base_batch_size
+
+
+def _extra_lrs(raw: Mapping[str, Any], pbt: bool, problems: Problems) -> dict[int, list[float]]:
+    """{batch size: further lrs there}: ``[extra_lrs]`` of the spec (TOML keys are strings,
+    and so are JSON's in sweep.json). The batch sizes are checked against the sweep's in
+    ``_check_runs``."""
+    table = raw.get("extra_lrs", {})
+    if not isinstance(table, Mapping):
+        problems.add(f"extra_lrs must be a table {{batch size = [lrs]}}, e.g. [extra_lrs] "
+                     f"with 1024 = [0.004], got {table!r}")
+        return {}
+    if table and pbt:
+        problems.add("extra_lrs is for grid sweeps; PBT explores the lr itself: remove it")
+        return {}
+    out: dict[int, list[float]] = {}
+    for key, values in table.items():
+        text = str(key).strip()
+        if not text.isdigit() or int(text) < 1:
+            problems.add(f"extra_lrs: {key!r} is not a batch size (a positive integer, agent "
+                         "steps)")
+            continue
+        values = values if isinstance(values, list) else [values]
+        good = [v for v in values if is_number(v) and math.isfinite(v) and v > 0]
+        if len(good) != len(values) or not values:
+            problems.add(f"extra_lrs.{text}: {values!r} must be a non-empty list of positive "
+                         "learning rates")
+            continue
+        out[int(text)] = sorted(float(v) for v in good)
+    return out
 
 
 def _seeds(raw: Mapping[str, Any], problems: Problems) -> list[int]:
@@ -465,7 +497,16 @@ def _check_runs(spec: SweepSpec, env_kinds: Mapping[str, str], problems: Problem
             if len(set(scaled)) < len(scaled):
                 problems.add(f"{where}: the lrs {lrs} give equal learning rates after the "
                              f"{spec.lr_rule} rule and rounding to 6 digits; use distinct lrs")
+            both = sorted(set(scaled) & {round_lr(v) for v in spec.extra_lrs.get(b, [])})
+            if both:
+                problems.add(f"{where}: extra_lrs {', '.join(f'{v:g}' for v in both)} already "
+                             "in the grid of lrs there; give only new ones")
         bs = [ne * ns for ne, ns in shapes]
+        unknown = sorted(set(spec.extra_lrs) - set(bs))
+        if unknown:
+            problems.add(f"extra_lrs names batch size(s) {', '.join(map(str, unknown))}, which "
+                         f"{env}'s sweep does not have (its batch sizes: "
+                         f"{', '.join(map(str, sorted(bs)))})")
         short = sorted(b for b in bs if b > budget)
         if short:
             problems.add(
@@ -490,6 +531,10 @@ def _supervised_run_config(spec: SweepSpec, env: str, batch_size: int, lr: float
 def _check_supervised_runs(spec: SweepSpec, env_kinds: Mapping[str, str],
                            problems: Problems) -> None:
     """Build every batch size's SupervisedConfig and validate it (budget, lrs)."""
+    unknown = sorted(set(spec.extra_lrs) - set(spec.batch_sizes))
+    if unknown:
+        problems.add(f"extra_lrs names batch size(s) {', '.join(map(str, unknown))}, which the "
+                     f"sweep does not have ({', '.join(map(str, sorted(spec.batch_sizes)))})")
     for env in env_kinds:
         lrs = spec.lrs or [SupervisedConfig().learning_rate]
         for b in spec.batch_sizes:
@@ -565,6 +610,10 @@ def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
             del raw[key]
     if not raw["lrs"]:
         del raw["lrs"]
+    if raw.get("extra_lrs"):
+        raw["extra_lrs"] = {str(b): v for b, v in raw["extra_lrs"].items()}
+    else:
+        raw.pop("extra_lrs", None)
     if spec.is_supervised:
         for key in ("vary", "ppo", "train", "pbt"):
             raw.pop(key, None)
@@ -575,6 +624,14 @@ def spec_to_raw(spec: SweepSpec) -> dict[str, Any]:
     else:
         raw.pop("pbt", None)
     return raw
+
+
+def grid_at(spec: SweepSpec, lrs: list[float], batch_size: int) -> list[float]:
+    """The learning rates of a batch size: ``lrs`` by the spec's rule, then its
+    ``extra_lrs`` (as given, rounded like the rule's), sorted."""
+    grid = {scaled_lr(spec, lr0, batch_size) for lr0 in lrs}
+    grid |= {round_lr(v) for v in spec.extra_lrs.get(batch_size, [])}
+    return sorted(grid)
 
 
 def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None = None
@@ -608,7 +665,7 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
             lrs = sorted(spec.lrs) or [PPOConfig(**ppo_base).learning_rate]
         shapes = sorted(batch_shapes(spec, train_base), key=lambda s: (s[0] * s[1], s))
         for ne, ns in shapes:
-            grid = [scaled_lr(spec, lr0, ne * ns) for lr0 in lrs]
+            grid = grid_at(spec, lrs, ne * ns)
             chosen = (best_lrs or {}).get((env, ne * ns)) if extra else None
             if chosen is not None and chosen.lr is not None and chosen.lr not in grid:
                 raise SweepStateError(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -519,3 +520,42 @@ def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_pat
     with pytest.raises(ValueError, match="never changed"):
         add_best_lrs(tmp_path, [BestLr("CartPole", 128, 2e-3, 50.0, (1e-3, 2e-3, 4e-3, 8e-3),
                                        (0, 1))])
+
+
+def test_extra_lrs_extend_the_grid_of_one_batch_size_only(tmp_path, fake_floor):
+    """``[extra_lrs]``: the grid grows where the choice sat at its edge (B = 128) and nowhere
+    else: no runs at 8e-3 for B = 64, unlike extending ``lrs``."""
+    speed = {**SPEED, (128, 8e-3): 9.0}
+    spec = parse_spec({**GRID, "out": str(tmp_path)})
+    run_sweep(spec, executor=FakeExecutor(), choose_lr=_best_per_batch)
+    assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
+
+    class Extended(FakeExecutor):
+        def run(self, plans, on_done):
+            self.calls.append([p.name for p in plans])
+            for p in plans:
+                fake_train(p, speed)
+                on_done(p, dict(status="finished", action="new", message="reached target"))
+
+    wider = parse_spec({**GRID, "extra_lrs": {"128": [8e-3]}, "out": str(tmp_path)})
+    assert parse_spec(spec_to_raw(wider)) == wider  # sweep.json keeps it
+    ex = Extended()
+    run_sweep(wider, executor=ex, choose_lr=_best_per_batch)
+    assert ex.calls[0] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (0, 1)]
+    assert ex.calls[1] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (2, 3, 4)]
+    choices = read_best_lrs(tmp_path)
+    assert choices[("CartPole", 128)].lr == 8e-3
+    assert choices[("CartPole", 128)].grid_lrs == (1e-3, 2e-3, 4e-3, 8e-3)
+    assert choices[("CartPole", 64)].lr == 2e-3
+    assert choices[("CartPole", 64)].grid_lrs == (1e-3, 2e-3, 4e-3)
+
+
+@pytest.mark.parametrize("extra, expected", [
+    ({"128": [2e-3]}, "extra_lrs 0.002 already in the grid"),
+    ({"96": [8e-3]}, "extra_lrs names batch size(s) 96, which CartPole's sweep does not have"),
+    ({"big": [8e-3]}, "extra_lrs: 'big' is not a batch size"),
+    ({"128": [0]}, "extra_lrs.128: [0] must be a non-empty list of positive learning rates"),
+])
+def test_extra_lrs_errors(tmp_path, extra, expected):
+    with pytest.raises(SweepSpecError, match=re.escape(expected)):
+        parse_spec({**GRID, "extra_lrs": extra, "out": str(tmp_path)})
