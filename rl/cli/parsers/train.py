@@ -5,8 +5,7 @@ from __future__ import annotations
 from agents import PPOConfig
 from rl.cli.args import add_dataclass_args, add_env_module_arg, non_negative_float
 from rl.cli.parsers import command
-from rl.train.config import PRESETS, ParallelConfig, TrainConfig
-from rl.train.schedule import AdaptiveConfig
+from rl.train.config import PRESETS, AdaptiveConfig, ParallelConfig, TrainConfig
 
 
 def add_parser(sub) -> None:
