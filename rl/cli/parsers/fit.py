@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from rl.analysis.fit import B_CRIT_CI
+from rl.analysis.levels import B_CRIT_CI
 from rl.cli.parsers import command
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from rl.analysis.configs import CheckpointNoiseConfig
 from rl.cli.args import add_dataclass_args
 from rl.cli.parsers import command
-from rl.measure.supervised import SupervisedConfig
+from rl.measure.supervised_config import SupervisedConfig
 
 
 def add_parser(sub) -> None:

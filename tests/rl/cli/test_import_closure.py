@@ -19,15 +19,16 @@ from rl.cli.parsers import Command
 
 ROOT = Path(__file__).resolve().parents[3]
 
-# Third-party packages that only some commands use, each slow to import.
-FORBIDDEN_PACKAGES = ("stable_baselines3", "ray", "matplotlib", "tensorboard")
+# Third-party packages that only some commands use, each slow to import (scipy: 1-2 s).
+FORBIDDEN_PACKAGES = ("stable_baselines3", "ray", "matplotlib", "tensorboard", "scipy")
 
 # Implementations that building the parser must leave alone (the commands import them).
 FORBIDDEN_RL = ("rl.cli.train", "rl.cli.sweep", "rl.cli.fit", "rl.cli.compare", "rl.cli.gns",
                 "rl.cli.commands", "rl.train.launch", "rl.train.loop", "rl.peers.sb3",
                 "rl.sweeps.executors", "rl.sweeps.pbt.tune", "rl.study.compare",
                 "rl.analysis.sharpness", "rl.analysis.learning", "rl.analysis.sweep_fits",
-                "rl.advise.probe", "rl.bench.ppo", "rl.bench.scaling")
+                "rl.advise.probe", "rl.bench.ppo", "rl.bench.scaling", "rl.analysis.fit",
+                "rl.measure.supervised", "rl.runs.storage")
 
 # The rl modules `rlscale --help` may import: the CLI's parsers and the option dataclasses
 # with what they import. A new one here is a choice (docs/architecture.md, "Lazy imports").
@@ -37,19 +38,18 @@ ALLOWED_RL = {
         "adaptive", "advise", "compare", "evaluate", "fit", "gns", "sharpness", "sweep",
         "train")),
     "rl.advise", "rl.advise.config", "rl.advise.predict",
-    "rl.analysis", "rl.analysis.configs", "rl.analysis.fit",
+    "rl.analysis", "rl.analysis.configs", "rl.analysis.levels",
     "rl.bench", "rl.bench.common", "rl.bench.configs", "rl.bench.envs",
     "rl.measure", "rl.measure.gns", "rl.measure.ppo_noise", "rl.measure.run_average",
-    "rl.measure.supervised", "rl.measure.warmup",
-    "rl.runs", "rl.runs.checkpoints", "rl.runs.errors", "rl.runs.files", "rl.runs.layout",
-    "rl.runs.lock", "rl.runs.metrics", "rl.runs.storage",
+    "rl.measure.supervised_config", "rl.measure.warmup",
+    "rl.runs", "rl.runs.files", "rl.runs.layout",
     "rl.study", "rl.study.suites",
     "rl.sweeps", "rl.sweeps.pbt", "rl.sweeps.pbt.config", "rl.sweeps.settings",
     "rl.train", "rl.train.config",
 }
 
 # Before the parsers were split from the commands, `rlscale --help` imported 89 rl modules.
-MAX_RL_MODULES = 50
+MAX_RL_MODULES = 45
 
 _PROBE = """
 import contextlib, io, json, sys
