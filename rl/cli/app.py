@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or gpu (the Atari study; needs CUDA)")
     p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    p.set_defaults(func=command("rl.cli.commands", "cmd_demo"))
+    p.set_defaults(func=command("rl.cli.compare", "cmd_demo"))
     return parser
 
 

@@ -1,11 +1,10 @@
-"""The commands the top-level parser defines itself: ``rlscale envs``, ``bench`` and ``demo``
-(their options: ``rl.cli.app.build_parser``)."""
+"""``rlscale envs`` and ``rlscale bench``, whose options ``rl.cli.app.build_parser`` defines
+(``rlscale demo`` is ``rl.cli.compare.cmd_demo``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import torch
 from rich.markup import escape
 from rich.progress import Progress
 from rich.table import Table
@@ -15,9 +14,7 @@ from envs.registry import load_entry_points
 from rl import bench
 from rl.bench.suites import SUITES
 from rl.cli.args import dataclass_from_args
-from rl.cli.compare import run_and_report
-from rl.cli.output import CLIError, console, err_console, print_table
-from rl.study.plan import build_plan
+from rl.cli.output import console, err_console, print_table
 
 # --- rlscale envs ------------------------------------------------------------------------
 
@@ -58,26 +55,3 @@ def cmd_bench(args) -> int:
     path = bench.write_results(df, Path(args.out), args.suite, cfg)
     console.print(f"results: {path}")
     return 0
-
-
-# --- rlscale demo ------------------------------------------------------------------------
-
-
-def cmd_demo(args) -> int:
-    """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
-    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference and a
-    digits-mlp critical-batch sweep), or
-    of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
-
-    if args.preset == "gpu":
-
-        if not torch.cuda.is_available():
-            raise CLIError("--preset gpu runs the Atari study (days of CPU time) and needs a "
-                           "CUDA device; force it with `rlscale compare --suite atari-paper "
-                           "--preset gpu --device cpu`")
-    suite = "demo" if args.preset == "cpu-quick" else "atari-paper"
-    out = args.out or ("results/demo" if args.preset == "cpu-quick" else "results/demo-gpu")
-    plan = build_plan(suite=suite, preset=args.preset, out=out)
-    return run_and_report(plan, quiet=args.quiet)
-
-

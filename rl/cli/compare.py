@@ -11,7 +11,9 @@ import argparse
 import time
 from pathlib import Path
 
-from rl.cli.output import console, err_console, print_table
+import torch
+
+from rl.cli.output import CLIError, console, err_console, print_table
 from rl.study.compare import compare
 from rl.study.plan import Overrides, build_plan, describe_plan
 
@@ -64,3 +66,21 @@ def run_and_report(plan, *, quiet: bool = False, dry_run: bool = False,
 def cmd_compare(args) -> int:
     return run_and_report(plan_from_args(args), quiet=args.quiet, dry_run=args.dry_run,
                           report_only=args.report_only)
+
+
+def cmd_demo(args) -> int:
+    """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
+    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference and a
+    digits-mlp critical-batch sweep), or
+    of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
+
+    if args.preset == "gpu":
+
+        if not torch.cuda.is_available():
+            raise CLIError("--preset gpu runs the Atari study (days of CPU time) and needs a "
+                           "CUDA device; force it with `rlscale compare --suite atari-paper "
+                           "--preset gpu --device cpu`")
+    suite = "demo" if args.preset == "cpu-quick" else "atari-paper"
+    out = args.out or ("results/demo" if args.preset == "cpu-quick" else "results/demo-gpu")
+    plan = build_plan(suite=suite, preset=args.preset, out=out)
+    return run_and_report(plan, quiet=args.quiet)
