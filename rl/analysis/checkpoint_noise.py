@@ -17,7 +17,6 @@ import math
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -26,6 +25,7 @@ from torch import nn
 
 import envs
 from agents import PPOConfig
+from rl.analysis.configs import CheckpointNoiseConfig
 from rl.measure.gns import ratio_interval
 from rl.measure.ppo_noise import TERMS, measure_rollout, plan_split, ppo_gns_loss, rollout_groups
 from rl.runs.files import atomic_write_json, atomic_write_text
@@ -39,53 +39,6 @@ __all__ = ["CheckpointNoiseConfig", "checkpoint_files", "measure_policy_noise",
            "measurement_rollout", "run_checkpoint_noise", "summarize"]
 
 _CKPT = re.compile(r"^ckpt_(\d+)\.pt$")
-
-
-@dataclass
-class CheckpointNoiseConfig:
-    """B_simple at a run's checkpoints, measured on fresh rollouts of each checkpoint's policy."""
-
-    num_envs: int = 64
-    """environments of each measurement rollout (a multiple of groups)"""
-    num_steps: int = 128
-    """agent steps per environment per rollout; big batch = num_envs x num_steps agent steps"""
-    groups: int = 8
-    """groups each rollout is split into, along the environment axis (small batch = big / groups)"""
-    repeats: int = 12
-    """rollouts per checkpoint, all at its parameters; B_simple is the ratio of their means"""
-    warmup_rollouts: int = 1
-    """rollouts played and discarded first, so that measured states come from inside games"""
-    checkpoint_dir: str = ""
-    """folder of ckpt_*.pt files to measure (default: the run's checkpoints/ folder)"""
-    every: int = 1
-    """measure every this many-th checkpoint file (by iteration order); the last is always kept"""
-    seed: int = 2024
-    """seed of the measurement environments and action sampling (the same for every checkpoint)"""
-    device: str = "cpu"
-    """device of the measurement"""
-    torch_threads: int = 0
-    """torch CPU threads while measuring (0: torch's default); 1 is often fastest for small
-    networks on a few shared cores"""
-
-    def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "groups", "repeats", "every"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        for name in ("warmup_rollouts", "seed", "torch_threads"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name} must be an integer >= 0, got {v!r}")
-        if self.groups < 2 or self.num_envs % self.groups:
-            raise ValueError(
-                f"groups must be >= 2 and divide num_envs (the split is along environments), got "
-                f"groups={self.groups}, num_envs={self.num_envs}; e.g. --num-envs 64 --groups 8")
-        if self.repeats < 3:
-            raise ValueError(f"repeats must be >= 3 for an interval, got {self.repeats}")
-
-    @property
-    def measuring_batch_size(self) -> int:
-        return self.num_envs * self.num_steps
 
 
 def checkpoint_files(folder: str | Path) -> list[tuple[int, Path]]:

@@ -16,37 +16,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from rl.analysis.configs import EvalConfig
 from rl.runs.policy import Policy
 
 __all__ = ["EvalConfig", "EvalResult", "evaluate_policy", "record_videos"]
-
-
-@dataclass
-class EvalConfig:
-    """Evaluation episodes of a trained run."""
-
-    episodes: int = 10
-    """Full games to play (all lives of an Atari game), spread over the environments."""
-    deterministic: bool = True
-    """Greedy actions (argmax of the policy); --stochastic samples from the policy."""
-    seed: int = 0
-    """Seed of the environments (env i: seed + i) and of the sampled actions."""
-    num_envs: int = 8
-    """Environments played at once (at most the number of episodes); each plays a fixed
-    share of the games, so short games are not over-represented."""
-    video_episodes: int = 2
-    """Games recorded with --video (played after the evaluation games, on one env)."""
-    max_agent_steps: int = 10_000_000
-    """Stop after this many agent steps over all environments even if fewer games ended
-    (an environment without a time limit would otherwise never end)."""
-
-    def validate(self) -> None:
-        for name in ("episodes", "num_envs", "video_episodes", "max_agent_steps"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
 
 
 @dataclass

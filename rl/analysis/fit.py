@@ -16,6 +16,8 @@ from scipy import stats
 from scipy.optimize import least_squares
 from scipy.special import expit
 
+from rl.analysis.levels import B_CRIT_CI
+
 __all__ = [
     "B_CRIT_CI",
     "FEW_SEEDS",
@@ -47,10 +49,6 @@ _GRID_STEP = 0.05
 # Below this spread of the model's sensitivity d log S / d log B_crit across the batch
 # sizes, S_min and B_crit cannot be told apart (the two Jacobian columns are parallel).
 _MIN_SENSITIVITY_SPREAD = 1e-3
-
-B_CRIT_CI = 0.95
-"""Default level of the seed-bootstrap intervals of B_crit, S_min and E_min (as the
-exponents and the noise scale's Fieller intervals)."""
 
 FEW_SEEDS = 3
 """Below this many seeds at a batch size, a seed-bootstrap interval is flagged as too narrow."""

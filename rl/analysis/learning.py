@@ -13,7 +13,6 @@ import dataclasses
 import math
 import time
 from collections import deque
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,101 +22,16 @@ from scipy import stats
 
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
+from rl.analysis.configs import IMPLS, LearningBenchConfig
 from rl.peers.sb3 import make_sb3_env
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics, log_scalars
 from rl.runs.storage import RunDir
-from rl.train.config import PRESETS, RESUMABLE_CHANGES, TrainConfig, preset_for, resolve_device
+from rl.train.config import RESUMABLE_CHANGES, TrainConfig, resolve_device
 from rl.train.launch import train
 
-IMPLS = ("ours", "sb3")
 SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episodes_total",
                        "recent_returns")
-
-
-@dataclass
-class LearningBenchConfig:
-    """Learning parity: ours vs stable-baselines3 PPO, identical settings, N seeds each."""
-
-    env: str = "Breakout"
-    """Game (or any environment name; see `rlscale envs`)."""
-    num_envs: int = 8
-    """Parallel environments per run."""
-    num_steps: int = 128
-    """Agent steps per environment per rollout."""
-    total_agent_steps: int = 1_000_000
-    """Budget per run in agent steps (Atari: frames = 4 x agent steps)."""
-    seeds: str = "0"
-    """Comma-separated seeds, run for every implementation."""
-    impls: str = "ours,sb3"
-    """Implementations to train (the report covers every run found under runs)."""
-    runs: str = "runs/learning/{env}"
-    """Folder of the run directories (<impl>-seed<k>); {env} is replaced by the game."""
-    train: bool = True
-    """Train missing or unfinished runs first (--no-train: only report what is there)."""
-    gns_every: int = 10
-    """Ours: measure the noise scale every this many iterations (measuring never changes
-    training; 0: off)."""
-    torch_threads: int = 0
-    """torch CPU threads per run (0: torch's default)."""
-    device: str = "auto"
-    """Device for both implementations: auto, cpu, cuda."""
-    align_value_loss: bool = True
-    """SB3 gets vf_coef / 2, so its value term (mean squared error, no 0.5) weighs what
-    ours (0.5 x mean squared error) does."""
-    return_window: int = 20
-    """Games in the smoothed return."""
-    ci: float = 0.95
-    """Confidence level of the intervals; the verdict's test runs at (1 - ci) / 2 per
-    measure."""
-    span: int = 0
-    """Compare over the first this many agent steps, with the runs that reached it (0: the
-    longest span that every run reached)."""
-
-    def validate(self) -> None:
-        for name in ("num_envs", "num_steps", "total_agent_steps", "return_window"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if isinstance(self.span, bool) or not isinstance(self.span, int) or self.span < 0:
-            raise ValueError(f"span must be an integer >= 0 (0: the span every run reached), "
-                             f"got {self.span!r}")
-        if not 0.0 < self.ci < 1.0:
-            raise ValueError(f"ci must be in (0, 1), e.g. 0.95; got {self.ci}")
-        self.seed_list()
-        unknown = set(self.impl_list()) - set(IMPLS)
-        if unknown or not self.impl_list():
-            raise ValueError(f"impls must name some of {', '.join(IMPLS)}; got {self.impls!r}")
-
-    def seed_list(self) -> list[int]:
-        try:
-            seeds = [int(s) for s in self.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise ValueError(f"seeds must be comma-separated integers, got {self.seeds!r}") \
-                from None
-        if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-            raise ValueError(f"seeds must be distinct integers >= 0, got {self.seeds!r}")
-        return seeds
-
-    def impl_list(self) -> list[str]:
-        return [s.strip() for s in self.impls.split(",") if s.strip()]
-
-    def runs_dir(self) -> Path:
-        return Path(self.runs.replace("{env}", self.env.replace("/", "_").replace(":", "_")))
-
-    def train_config(self, impl: str, seed: int) -> TrainConfig:
-        """The run's TrainConfig: the env's preset (as `rlscale train`) with these settings."""
-        preset, _ = PRESETS[preset_for(self.env)]
-        return dataclasses.replace(TrainConfig(), **{
-            **preset, "env": self.env, "num_envs": self.num_envs, "num_steps": self.num_steps,
-            "total_agent_steps": self.total_agent_steps, "seed": seed, "device": self.device,
-            "torch_threads": self.torch_threads, "return_window": self.return_window,
-            "gns_every": self.gns_every if impl == "ours" else 0,
-            "run_dir": str(self.runs_dir() / f"{impl}-seed{seed}")})
-
-    def ppo_config(self) -> PPOConfig:
-        """PPO settings: the env's preset, the same for both implementations."""
-        return dataclasses.replace(PPOConfig(), **PRESETS[preset_for(self.env)][1])
 
 
 # --------------------------------------------------------------------------- SB3 runs

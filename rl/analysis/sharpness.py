@@ -33,6 +33,7 @@ import envs
 from agents import PPOConfig
 from agents.ppo import normalize_advantages, ppo_loss
 from rl.analysis.checks import check_count, check_open_unit, check_positive, require_table
+from rl.analysis.configs import SharpnessConfig
 from rl.measure.supervised import SupervisedConfig, batch_loss, load_dataset, run_supervised
 from rl.runs.files import save_figure
 from rl.runs.policy import load_policy
@@ -323,56 +324,6 @@ def summarize_repeats(rows: pd.DataFrame, keys: Sequence[str], values: Sequence[
 # --------------------------------------------------------------------------------------
 # RL: the PPO loss at a run's final checkpoint
 # --------------------------------------------------------------------------------------
-
-
-@dataclass
-class SharpnessConfig:
-    """Sharpness of the PPO loss at a run's final checkpoint, on fresh rollouts."""
-
-    num_envs: int = 8
-    """environments of the measurement rollouts (the same for every run, so that runs of
-    different batch sizes are measured on the same number of samples)"""
-    num_steps: int = 128
-    """agent steps per environment per measurement rollout (samples = num_envs x num_steps)"""
-    repeats: int = 3
-    """independent rollouts (fresh environment seeds); the spread gives the standard error"""
-    eps: str = "1e-3,5e-4"
-    """box sizes of the eps-sharpness, comma-separated (Keskar et al. used 1e-3 and 5e-4)"""
-    ascent_steps: int = 10
-    """L-BFGS-B iterations per start for the max over the box (Keskar et al. used 10)"""
-    ascent_starts: int = 3
-    """start points of the max over the box: z = 0 and random points of the box"""
-    max_products: int = 200
-    """most Hessian-vector products per eigenvalue (Lanczos); an eigenvalue not converged
-    by then is kept as a row marked unconverged, its value NaN"""
-    eigen_tol: float = 1e-3
-    """relative accuracy of the eigenvalues (ARPACK's residual test, eigsh's tol)"""
-    seed: int = 12345
-    """base seed of the measurement rollouts (repeat r uses seed + r)"""
-    device: str = "cpu"
-    """device of the measurement"""
-
-    def __post_init__(self) -> None:
-        for name in ("num_envs", "num_steps", "repeats", "ascent_steps", "ascent_starts",
-                     "max_products"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v!r}")
-        if not 0.0 < self.eigen_tol < 1.0:
-            raise ValueError(f"eigen_tol must be in (0, 1), got {self.eigen_tol!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
-        try:
-            values = self.eps_values
-        except ValueError:
-            values = ()
-        if not values or any(not (e > 0 and math.isfinite(e)) for e in values):
-            raise ValueError(f"eps must be positive numbers, comma-separated (e.g. 1e-3,5e-4), "
-                             f"got {self.eps!r}")
-
-    @property
-    def eps_values(self) -> tuple[float, ...]:
-        return tuple(float(e) for e in str(self.eps).split(",") if e.strip())
 
 
 SHARPNESS_COLUMNS = ["term", "repeat", "samples", "loss", "top_eigenvalue", "top_eigen_converged",

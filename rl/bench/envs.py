@@ -6,44 +6,14 @@ from __future__ import annotations
 import importlib.util
 import statistics
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 import envs
 from envs.make import _BACKEND_PACKAGES, ATARI_BACKENDS, GYM_BACKENDS
-from rl.bench.common import check_ints, int_list, interleaved
-
-
-@dataclass
-class EnvBenchConfig:
-    """Environment-only throughput: agent steps/s with random actions."""
-
-    env: str = "Pong"
-    """Environment name."""
-    backends: str = ""
-    """Comma-separated backends; the first is the reference for ratios (empty: every backend
-    that can run the env, its default first: Atari envpool,ale,gym-sync,gym-async; CartPole
-    gym-vector,gym-sync,gym-async)."""
-    num_envs: str = "1,8,32"
-    """Comma-separated environment counts."""
-    steps: int = 300
-    """Vector steps timed per repeat (agent steps = steps x num_envs)."""
-    repeats: int = 3
-    """Interleaved repeats per configuration; the table shows medians."""
-    warmup_steps: int = 20
-    """Untimed vector steps after reset."""
-    seed: int = 0
-    """Base seed."""
-
-    def validate(self) -> None:
-        check_ints(self, positive=("steps", "repeats"), nonnegative=("warmup_steps", "seed"))
-        self.env_counts()
-
-    def env_counts(self) -> list[int]:
-        """The environment counts of ``num_envs`` (ValueError naming it unless positive)."""
-        return int_list(self, "num_envs", "1,8,32")
+from rl.bench.common import interleaved
+from rl.bench.configs import EnvBenchConfig
 
 
 def time_env(env_id: str, backend: str, num_envs: int, cfg: EnvBenchConfig) -> float:

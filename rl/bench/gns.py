@@ -7,59 +7,15 @@ from __future__ import annotations
 
 import statistics
 import tempfile
-from dataclasses import dataclass
 
 import pandas as pd
 
 from agents import PPOConfig
-from rl.bench.common import check_ints, int_list, interleaved
+from rl.bench.common import interleaved
+from rl.bench.configs import GNSBenchConfig
 from rl.runs.metrics import load_metrics
 from rl.train.config import TrainConfig
 from rl.train.launch import train
-
-
-@dataclass
-class GNSBenchConfig:
-    """Noise-scale overhead: PPO wall time with measurement off, at the default cadence, always."""
-
-    envs: str = "CartPole,Pong"
-    """Comma-separated environments (network: auto, i.e. MLP for CartPole, Nature CNN for Pong)."""
-    iterations: str = "40,3"
-    """Comma-separated PPO iterations per run, one per environment."""
-    cadences: str = "0,default,1"
-    """Comma-separated gns_every values; "default" is TrainConfig's; 0 (off) is the reference."""
-    num_envs: int = 8
-    """Environments per run."""
-    num_steps: int = 128
-    """Steps per environment per rollout (agent steps per iteration = num_envs x num_steps)."""
-    gns_groups: int = 8
-    """Groups K of the noise-scale measurement."""
-    repeats: int = 3
-    """Interleaved repeats per configuration; the table shows medians."""
-    device: str = "cpu"
-    """Device for the runs."""
-    seed: int = 0
-    """Seed of every run."""
-
-    def validate(self) -> None:
-        check_ints(self, positive=("num_envs", "num_steps", "repeats"), nonnegative=("seed",))
-        g = self.gns_groups
-        if isinstance(g, bool) or not isinstance(g, int) or g < 2:
-            raise ValueError(f"gns_groups must be an integer >= 2, got {g!r}")
-        self.iteration_counts()
-        self.gns_everies()
-
-    def iteration_counts(self) -> list[int]:
-        """The PPO iterations of ``iterations``, one per env (ValueError unless positive)."""
-        return int_list(self, "iterations", "40,3")
-
-    def gns_everies(self) -> list[int]:
-        """The gns_every values of ``cadences``, "default" read as TrainConfig's."""
-        items = [c.strip() for c in self.cadences.split(",") if c.strip()]
-        if not items or not all(c == "default" or c.isdigit() for c in items):
-            raise ValueError(f"cadences must be comma-separated gns_every values, integers "
-                             f">= 0 or default (e.g. 0,default,1), got {self.cadences!r}")
-        return [TrainConfig().gns_every if c == "default" else int(c) for c in items]
 
 
 def _cadences(cfg: GNSBenchConfig) -> list[int]:

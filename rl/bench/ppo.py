@@ -19,45 +19,18 @@ import contextlib
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass, fields
+from dataclasses import fields
 
 import pandas as pd
 import torch
 
 import envs
 from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
-from rl.bench.common import check_ints, interleaved
+from rl.bench.common import interleaved
+from rl.bench.configs import PPOBenchConfig
 from rl.peers.sb3 import make_sb3_env
 from rl.train.config import TrainConfig
 from rl.train.launch import train
-
-
-@dataclass
-class PPOBenchConfig:
-    """End-to-end PPO agent steps/s: ours vs stable-baselines3, identical settings."""
-
-    configs: str = "CartPole:8x128,CartPole:64x128,Pong:8x128"
-    """Comma-separated ENV:NUM_ENVSxNUM_STEPS entries."""
-    iterations: int = 3
-    """Timed PPO iterations per repeat (after one warm-up iteration)."""
-    repeats: int = 3
-    """Interleaved repeats per (config, implementation); the table shows medians."""
-    impls: str = "ours,sb3"
-    """Implementations to compare; the ratio is ours / sb3."""
-    device: str = "cpu"
-    """Torch device for both implementations."""
-    threads: int = 0
-    """torch CPU threads for both implementations (0: torch's default, one per core)."""
-    cpu_bf16: bool = False
-    """Ours only: bfloat16 autocast on CPU (TrainConfig.cpu_bf16); SB3 stays fp32."""
-    channels_last_memory: bool | None = None
-    """Ours only: CNN weights and input in channels-last memory format (TrainConfig option;
-    none: the trainer's default, on for the CPU)."""
-    seed: int = 0
-    """Seed."""
-
-    def validate(self) -> None:
-        check_ints(self, positive=("iterations", "repeats"), nonnegative=("threads", "seed"))
 
 
 @contextlib.contextmanager

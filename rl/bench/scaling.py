@@ -8,7 +8,6 @@ from __future__ import annotations
 import statistics
 import tempfile
 import time
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
@@ -17,51 +16,12 @@ import torch
 import envs
 from agents import PPOConfig, build_actor_critic
 from envs.atari import envpool_options, envpool_task, get_preset
-from rl.bench.common import check_ints, int_list, interleaved
+from rl.bench.common import interleaved
+from rl.bench.configs import ScalingBenchConfig
 from rl.bench.envs import EnvBenchConfig, time_env
 from rl.bench.ppo import torch_threads
 from rl.train.config import TrainConfig
 from rl.train.launch import train
-
-
-@dataclass
-class ScalingBenchConfig:
-    """End-to-end PPO agent steps/s as num_envs grows, beside the environment-only rate."""
-
-    envs: str = "CartPole"
-    """Comma-separated environments (network: auto; backend: --backend or each one's default)."""
-    num_envs: str = "8,32,128,512"
-    """Comma-separated environment counts."""
-    num_steps: int = 128
-    """Agent steps per environment per rollout (rollout batch = num_envs x num_steps)."""
-    iterations: int = 2
-    """Timed PPO iterations per repeat (after one warm-up iteration)."""
-    repeats: int = 3
-    """Interleaved repeats per configuration; the table shows medians."""
-    backend: str | None = None
-    """Environment backend for every env (default: each environment's default)."""
-    device: str = "cpu"
-    """Torch device of the learner."""
-    threads: int = 0
-    """torch CPU threads (0: torch's default, one per core)."""
-    cpu_bf16: bool = False
-    """bfloat16 autocast on CPU (TrainConfig.cpu_bf16)."""
-    channels_last_memory: bool | None = None
-    """CNN weights and input in channels-last memory format (TrainConfig option; none: the
-    trainer's default, on for the CPU)."""
-    overlap_probe: bool = False
-    """envpool Atari only: also time inference + stepping in sync vs async (batch N/2) mode."""
-    seed: int = 0
-    """Seed."""
-
-    def validate(self) -> None:
-        check_ints(self, positive=("num_steps", "iterations", "repeats"),
-                   nonnegative=("threads", "seed"))
-        self.env_counts()
-
-    def env_counts(self) -> list[int]:
-        """The environment counts of ``num_envs`` (ValueError naming it unless positive)."""
-        return int_list(self, "num_envs", "8,32,128")
 
 
 def _env_only(env: str, n: int, cfg: ScalingBenchConfig) -> float:

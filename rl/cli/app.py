@@ -10,96 +10,30 @@ import threading
 import warnings
 from pathlib import Path
 
-import torch
 from rich.markup import escape
-from rich.progress import Progress
-from rich.table import Table
 
 import envs
-from envs.registry import load_entry_points
-from rl import bench
-from rl.cli.adaptive import add_parser as add_adaptive_parser
-from rl.cli.advise import add_parser as add_advise_parser
-from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
-from rl.cli.compare import add_parser as add_compare_parser
-from rl.cli.compare import run_and_report
-from rl.cli.evaluate import add_parser as add_eval_parser
-from rl.cli.fit import add_parser as add_fit_parser
-from rl.cli.gns import add_parser as add_gns_parser
-from rl.cli.output import CLIError, console, err_console, print_error, print_table
-from rl.cli.sharpness import add_parser as add_sharpness_parser
-from rl.cli.sweep import add_parser as add_sweep_parser
-from rl.cli.train import LATEST_LINK, RUNS_ROOT, cmd_train, configs_from_args
-from rl.cli.train import add_parser as add_train_parser
+from rl.bench.configs import SUITE_CONFIGS
+from rl.cli.args import add_dataclass_args, add_env_module_arg
+from rl.cli.output import CLIError, err_console, print_error
+from rl.cli.parsers import command
+from rl.cli.parsers.adaptive import add_parser as add_adaptive_parser
+from rl.cli.parsers.advise import add_parser as add_advise_parser
+from rl.cli.parsers.compare import add_parser as add_compare_parser
+from rl.cli.parsers.evaluate import add_parser as add_eval_parser
+from rl.cli.parsers.fit import add_parser as add_fit_parser
+from rl.cli.parsers.gns import add_parser as add_gns_parser
+from rl.cli.parsers.sharpness import add_parser as add_sharpness_parser
+from rl.cli.parsers.sweep import add_parser as add_sweep_parser
+from rl.cli.parsers.train import add_parser as add_train_parser
 from rl.runs.layout import CHECKPOINT_DIR, CONFIG_FILE
-from rl.study.plan import build_plan
 
-# Each command module adds its own subcommands through its add_parser(subparsers).
+# Each command module adds its own subcommands through its add_parser(subparsers). They live
+# in rl.cli.parsers and name their implementations (rl.cli.<command>) without importing
+# them: building this parser, which every --help does, stays light (docs/architecture.md).
 COMMAND_PARSERS = [add_train_parser, add_adaptive_parser, add_gns_parser, add_sweep_parser,
                    add_fit_parser, add_compare_parser, add_sharpness_parser, add_eval_parser,
                    add_advise_parser]
-
-
-# --- rlscale envs ------------------------------------------------------------------------
-
-
-def cmd_envs(args) -> int:
-    errors = load_entry_points()
-    entries = envs.list_envs()
-    if args.kind:
-        entries = [e for e in entries if e.kind == args.kind]
-    table = Table(title=f"{len(entries)} environments")
-    for col in ("name", "kind", "source", "backend id"):
-        table.add_column(col)
-    for e in entries:
-        table.add_row(e.name, e.kind, e.source, e.target)
-    console.print(table)
-    console.print(
-        "Any gymnasium id also works with the prefix gym: (e.g. gym:LunarLander-v3). "
-        f"Atari backends: {', '.join(envs.ATARI_BACKENDS)} "
-        f"(default {envs.default_backend('atari')})."
-    )
-    for msg in errors:
-        err_console.print(f"[yellow]warning:[/] {escape(str(msg))}")
-    return 0
-
-
-# --- rlscale bench -----------------------------------------------------------------------
-
-
-def cmd_bench(args) -> int:
-    cfg_cls, run = bench.SUITES[args.suite]
-    cfg = dataclass_from_args(args, cfg_cls)
-    with Progress(console=err_console, transient=True, disable=args.quiet) as progress:
-        task = progress.add_task(f"bench {args.suite}", total=None)
-        df = run(cfg, progress=lambda: progress.advance(task))
-    print_table(df, title=f"rlscale bench {args.suite}")
-    if df.attrs.get("note"):
-        console.print(escape(df.attrs["note"]))
-    path = bench.write_results(df, Path(args.out), args.suite, cfg)
-    console.print(f"results: {path}")
-    return 0
-
-
-# --- rlscale demo ------------------------------------------------------------------------
-
-
-def cmd_demo(args) -> int:
-    """The study on its built-in default: ``rlscale compare`` of the demo suite (cpu-quick:
-    a CartPole critical-batch sweep, MinAtar noise-scale runs, the supervised reference and a
-    digits-mlp critical-batch sweep), or
-    of the atari-paper suite with ``--preset gpu``. A rerun reuses finished runs."""
-
-    if args.preset == "gpu":
-
-        if not torch.cuda.is_available():
-            raise CLIError("--preset gpu runs the Atari study (days of CPU time) and needs a "
-                           "CUDA device; force it with `rlscale compare --suite atari-paper "
-                           "--preset gpu --device cpu`")
-    suite = "demo" if args.preset == "cpu-quick" else "atari-paper"
-    out = args.out or ("results/demo" if args.preset == "cpu-quick" else "results/demo-gpu")
-    plan = build_plan(suite=suite, preset=args.preset, out=out)
-    return run_and_report(plan, quiet=args.quiet)
 
 
 # --- parser ------------------------------------------------------------------------------
@@ -132,16 +66,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("envs", help="list the environments available and where they come from")
     p.add_argument("--kind", choices=["atari", "classic", "plugin"], help="only this kind")
     add_env_module_arg(p)
-    p.set_defaults(func=cmd_envs)
+    p.set_defaults(func=command("rl.cli.commands", "cmd_envs"))
 
     p = sub.add_parser("bench", help="throughput benchmarks (ratios against peers, same run)")
     bsub = p.add_subparsers(dest="suite", metavar="SUITE", required=True)
-    for name, (cfg_cls, _) in bench.SUITES.items():
+    for name, cfg_cls in SUITE_CONFIGS.items():
         sp = bsub.add_parser(name, help=(cfg_cls.__doc__ or "").strip().splitlines()[0])
         add_dataclass_args(sp, cfg_cls)
         sp.add_argument("--out", default="results/bench", help="results folder")
         sp.add_argument("--quiet", action="store_true", help="no progress display")
-        sp.set_defaults(func=cmd_bench)
+        sp.set_defaults(func=command("rl.cli.commands", "cmd_bench"))
 
     for add_parser in COMMAND_PARSERS:
         add_parser(sub)
@@ -157,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "or gpu (the Atari study; needs CUDA)")
     p.add_argument("--out", help="output folder (default results/demo, or results/demo-gpu)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=command("rl.cli.compare", "cmd_demo"))
     return parser
 
 
@@ -192,8 +126,14 @@ def describe_os_error(exc: OSError) -> str:
 def train_continuation(args) -> str:
     """How ``rlscale train`` goes on after a filesystem failure, from what its run directory
     holds: nothing to add where no run was written (#24 item 3)."""
-    if getattr(args, "func", None) is not cmd_train:
+    if getattr(args, "command", None) != "train":
         return ""
+    from rl.cli.train import (  # lazy: the train implementation, on this error path only
+        LATEST_LINK,
+        RUNS_ROOT,
+        configs_from_args,
+    )
+
     try:
         named = configs_from_args(args)[0].run_dir
         # Without --run-dir the run got a new folder, which runs/latest points at.

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
-
 from rich.markup import escape
 
 from rl.analysis.evaluate import EvalConfig, evaluate_policy, record_videos
-from rl.cli.args import add_dataclass_args, add_env_module_arg, dataclass_from_args
+from rl.cli.args import dataclass_from_args
 from rl.cli.output import CLIError, console, err_console
 from rl.runs.policy import load_policy
 
@@ -37,25 +35,3 @@ def cmd_eval(args) -> int:
         for path in files:
             console.print(f"video: {path}", highlight=False)
     return 0
-
-
-def add_parser(sub) -> None:
-    p = sub.add_parser(
-        "eval",
-        help="play evaluation games with a trained run's policy (mean, std; --video records)",
-        description="Play whole games with the policy of a run's newest checkpoint, on the "
-        "environment and preprocessing the run trained with, and print the mean and standard "
-        "deviation of the unclipped full-game return. --video DIR records a few more games "
-        "as mp4 files (gymnasium's RecordVideo; needs moviepy).",
-    )
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a run directory of `rlscale train`")
-    add_env_module_arg(p)
-    add_dataclass_args(p, EvalConfig, title="evaluation")
-    p.add_argument("--stochastic", dest="deterministic", action="store_false",
-                   default=argparse.SUPPRESS,
-                   help="sample actions from the policy (same as --no-deterministic)")
-    p.add_argument("--video", metavar="DIR", help="record --video-episodes games into DIR")
-    p.add_argument("--checkpoint", metavar="FILE",
-                   help="a ckpt_*.pt file of the run (default: its newest good checkpoint)")
-    p.add_argument("--device", default="cpu", help="device of the policy (default: cpu)")
-    p.set_defaults(func=cmd_eval)

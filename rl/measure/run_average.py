@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
-from scipy.signal import lfilter
 
 from rl.measure.gns import ratio_interval
 
@@ -170,6 +169,8 @@ def ema_ratios(g2, trace_sigma, beta: float = 0.99) -> np.ndarray:
     g2, tr = _series(g2, "g2"), _series(trace_sigma, "trace_sigma")
     if len(g2) == 0:
         return np.array([], dtype=np.float64)
+    from scipy.signal import lfilter  # lazy: 1-2 s to import; rl.train.config imports this module
+
     correction = 1.0 - beta ** np.arange(1, len(g2) + 1)
     g = lfilter([1.0 - beta], [1.0, -beta], g2) / correction
     t = lfilter([1.0 - beta], [1.0, -beta], tr) / correction

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import envs
-from rl.measure.supervised import SUPERVISED_TASKS
+from rl.measure.supervised_config import SUPERVISED_TASKS
 from rl.train.config import PRESETS, TrainConfig, parse_count, preset_for
 
 # The largest return a game can have, by the rules of the environment (unclipped, per full

@@ -12,9 +12,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -25,63 +24,11 @@ from rl.measure.gns import GNSTracker
 from rl.measure.warmup import after_warmup
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
+from rl.train.config import AdaptiveConfig
 from rl.train.rollout import RolloutBuffer, to_device
 
 PLOT_FILE = "batch_schedule.png"
 _HYSTERESIS = math.log(1.1)
-
-
-@dataclass
-class AdaptiveConfig:
-    """The rollout batch-size schedule (rl/train/schedule.py)."""
-
-    batch_schedule: Literal["fixed", "adaptive"] = "fixed"
-    """fixed, or adaptive: B grows as sqrt(measured B_simple) (needs --gns-every > 0)."""
-    batch_axis: Literal["num_envs", "num_steps"] = "num_envs"
-    """Adaptive: the factor of B = num_envs x num_steps that changes (in multiples of its start)."""
-    batch_max: int | None = None
-    """Adaptive: largest rollout batch in agent steps, all ranks (default: 16 x the start; the
-    start, num_envs x num_steps, is the smallest)."""
-    batch_scale: float | None = None
-    """Adaptive: c in B = c sqrt(B_simple) (default: calibrated so B starts where it is)."""
-    batch_lr_rule: Literal["constant", "sqrt", "linear"] = "constant"
-    """Adaptive: learning rate x (B / B_start) ** p with p = 0, 1/2, 1."""
-    batch_term: Literal["total", "policy", "value"] = "total"
-    """Adaptive: the loss term whose noise scale the batch follows."""
-    batch_beta: float = 0.8
-    """Adaptive: EMA factor of the schedule's noise-scale smoother (per measurement)."""
-    batch_warmup: int = 3
-    """Adaptive: measurements before the first change (and the calibration of c), counted
-    after the noise-scale warm-up (rl.measure.warmup)."""
-
-    @property
-    def adaptive(self) -> bool:
-        return self.batch_schedule == "adaptive"
-
-    def validate(self, gns_every: int | None = None) -> None:
-        if self.batch_schedule not in ("fixed", "adaptive"):
-            raise ValueError(f"batch_schedule must be fixed or adaptive, got "
-                             f"{self.batch_schedule!r}")
-        # The numbers are checked with a fixed schedule too: a bad one is a typo either way.
-        v = self.batch_max
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"batch_max must be a positive integer or None, got {v!r}")
-        if self.batch_scale is not None and not (self.batch_scale > 0
-                                                 and math.isfinite(self.batch_scale)):
-            raise ValueError(f"batch_scale must be > 0, got {self.batch_scale}")
-        if not 0.0 <= self.batch_beta < 1.0:
-            raise ValueError(f"batch_beta must be in [0, 1), got {self.batch_beta}")
-        if isinstance(self.batch_warmup, bool) or not isinstance(self.batch_warmup, int) \
-                or self.batch_warmup < 1:
-            raise ValueError(f"batch_warmup must be an integer >= 1, got {self.batch_warmup!r}")
-        for name, choices in (("batch_axis", ("num_envs", "num_steps")),
-                              ("batch_lr_rule", ("constant", "sqrt", "linear")),
-                              ("batch_term", ("total", "policy", "value"))):
-            if getattr(self, name) not in choices:
-                raise ValueError(f"{name} must be one of {choices}, got {getattr(self, name)!r}")
-        if self.adaptive and gns_every is not None and gns_every < 1:
-            raise ValueError("--batch-schedule adaptive follows the measured noise scale: "
-                             "set --gns-every to a positive number of iterations (e.g. 2)")
 
 
 _LR_POWER = {"constant": 0.0, "sqrt": 0.5, "linear": 1.0}
