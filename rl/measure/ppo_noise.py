@@ -1,4 +1,5 @@
-"""The gradient noise scale measured inside our PPO trainer (docs/design.md, "Gradient noise scale").
+"""The gradient noise scale measured inside our PPO trainer (docs/design.md, "The gradient
+noise scale").
 
 See docs/noise-scale.md for the full description.
 """
