@@ -14,6 +14,7 @@ from typing import Any
 
 import pandas as pd
 
+from rl.analysis.fit import best_per_batch
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
@@ -27,6 +28,7 @@ from rl.study.report import Figure, Section, format_interval, format_value, writ
 from rl.study.results import ACROSS_TASKS, UNITS, part_table, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
 from rl.study.verdict import verdict_sentence
+from rl.sweeps.results import long_results
 
 __all__ = ["scaling_sections", "write_study_report"]
 
@@ -64,20 +66,30 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
 def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[Figure]:
     """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
     u = UNITS[kind]
-    _, f, per_batch = game_fits
+    table, f, per_batch = game_fits
+    per_seed = _per_seed(table)
     if len(f):
         atomic_write_texts({part.analysis_dir / "fit.csv": f.to_csv(index=False),
                             part.analysis_dir / "fit_per_batch.csv":
                                 per_batch.to_csv(index=False)})
     figures = []
     for i in range(len(f)):
-        for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch):
+        for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch, per_seed):
             figures.append(Figure(p, f"{game}, target {u['score']} "
                                      f"{format_value(f['target'].iloc[i])}: steps S ("
                                      f"{u['steps']}) against samples E ({u['batch']}), and "
                                      "S, E against the batch size B"))
     remove_stale_fit_plots(part.analysis_dir, f)
     return figures
+
+
+def _per_seed(table) -> pd.DataFrame | None:
+    """Every run at each batch size's best lr per target (``best_per_batch``), or None."""
+    try:
+        long = long_results(table[table["status"].isin(["finished", "failed"])])
+        return None if long.empty else best_per_batch(long)[1]
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _intro(plan: StudyPlan) -> list[str]:

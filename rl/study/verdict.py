@@ -105,6 +105,12 @@ def verdict_sentence(df: pd.DataFrame) -> str:
              f"{_count(n)} {'pair' if n == 1 else 'pairs'}, contains 1 for "
              f"{_count(between) if between else 'none'} and lies below 1 for "
              f"{_count(below) if below else 'none'}")
-    tail = f"; a bound where a B_crit is one, {bound_words}" if bounds else ""
+    tail = ""
+    if bounds:
+        names = list(by_task)
+        who = (f"{names[0]}'s B_crit is" if len(names) == 1 else
+               f"{', '.join(names[:-1])} and {names[-1]}'s B_crit are")
+        cells = ", ".join(by_task[names[0]]) if len(names) == 1 else bound_words
+        tail = f"; {who} only a bound ({cells})"
     return (f"{lead}: RL B_crit (agent steps) over supervised B_crit (examples) runs from "
             f"{spread}, intervals >= 90%; {tally}{tail}.")

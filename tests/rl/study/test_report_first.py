@@ -87,7 +87,7 @@ def test_verdict_sentence_from_the_table():
     assert "6 [3, 12] (MinAtar-Breakout over digits-cnn)" in s
     assert "above 1 for two of three pairs, contains 1 for one" in s
     # The bound is a bound, never a point.
-    assert "Breakout: >= 3.276 over digits-mlp" in s
+    assert "Breakout's B_crit is only a bound (>= 3.276 over digits-mlp)" in s
 
     # Every interval above 1: the plain answer.
     df = finalize_table([_ratio("CartPole", "digits-cnn", 3.636, 2.655, 4.993)])
