@@ -205,11 +205,29 @@ def remove_stale_fit_plots(out: str | os.PathLike[str], fits: pd.DataFrame) -> l
     return removed
 
 
+def binned_median(x, y, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """The median of ``y`` (geometric: on the log scale) in ``bins`` equal-width bins of
+    ``x``, at each bin's median x; empty bins dropped, sorted by x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    x, y = x[keep], y[keep]
+    if not len(x):
+        return np.array([]), np.array([])
+    edges = np.linspace(x.min(), x.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+    out = [(np.median(x[which == i]), np.exp(np.median(np.log(y[which == i]))))
+           for i in range(bins) if (which == i).any()]
+    xs, ys = (np.array(v) for v in zip(*out, strict=True))
+    order = np.argsort(xs, kind="stable")
+    return xs[order], ys[order]
+
+
 def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
                   plot_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """One png per env (into ``plot_dir``, default the sweep directory ``out`` whose runs
     are read): B_simple (policy, value, total; log scale) against return_recent, one line
-    per run (its points sorted by the return) coloured by batch size, named in a legend (up
+    per batch size (the median in bins of the return, sorted by it, over faint points of
+    every measurement) coloured by batch size, named in a legend (up
     to ``LEGEND_BATCH_SIZES`` batch sizes; one colour for one) or on a colour bar. Nothing
     is written for an env without noise-scale measurements. Returns the paths written."""
     from matplotlib import colormaps  # lazy: slow import, figures only
@@ -248,18 +266,22 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
         axes = fig.subplots(1, 3)
         for ax, term in zip(axes, GNS_TERMS, strict=True):
             named = set()
-            for b, c in curves:
-                d = c[term]
+            for b in distinct:
+                d = pd.concat([c[term] for bb, c in curves if bb == b and len(c[term])]
+                              or [pd.DataFrame(columns=["return_recent", "b_simple"])])
                 d = d[d["b_simple"] > 0]
-                if len(d):
-                    # Sorted by the return: one line from left to right, no zig-zag back.
-                    d = d.sort_values("return_recent", kind="stable")
-                    label = None
-                    if legend and b not in named:
-                        named.add(b)
-                        label = f"B = {b:,.0f}"
-                    ax.plot(d["return_recent"], d["b_simple"], color=colour[b], lw=0.8,
-                            alpha=0.8, label=label)
+                if not len(d):
+                    continue
+                label = None
+                if legend and b not in named:
+                    named.add(b)
+                    label = f"B = {b:,.0f}"
+                # Each measurement a faint point; the line: the median per return bin,
+                # sorted by the return (no zig-zag back and forth).
+                ax.scatter(d["return_recent"], d["b_simple"], color=colour[b], s=4,
+                           alpha=0.25, lw=0)
+                x, y = binned_median(d["return_recent"], d["b_simple"])
+                ax.plot(x, y, color=colour[b], lw=1.6, marker="o", markersize=3, label=label)
             ax.set_yscale("log")
             tidy_log_axis(ax)
             ax.set_xlabel("return_recent (mean of the last games)" if u["target"] == "return"

@@ -158,3 +158,16 @@ def test_sorted_xy_never_zig_zags():
     x, y = sorted_xy([3, 1, np.nan, 2, 5], [30, 10, 99, 20, np.inf])
     assert list(x) == [1, 2, 3] and list(y) == [10, 20, 30]
     assert np.all(np.diff(x) >= 0)
+
+
+def test_binned_median_line_is_sorted_and_robust():
+    from rl.analysis.sweep_fits import binned_median
+
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 500, 400)  # a trajectory's returns, in no order
+    y = np.exp(rng.normal(np.log(100), 0.5, 400))
+    y[:5] = 1e6  # a few wild estimates move no median
+    bx, by = binned_median(x, y, bins=10)
+    assert len(bx) == 10 and np.all(np.diff(bx) > 0)
+    assert np.all((by > 50) & (by < 200))
+    assert binned_median([], [])[0].size == 0
