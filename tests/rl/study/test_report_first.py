@@ -171,3 +171,43 @@ def test_binned_median_line_is_sorted_and_robust():
     assert len(bx) == 10 and np.all(np.diff(bx) > 0)
     assert np.all((by > 50) & (by < 200))
     assert binned_median([], [])[0].size == 0
+
+
+def _page_height(browser: str, page, tmp_path) -> int:
+    """The rendered page's height in CSS pixels at 1,280 px wide, measured in a copy of the
+    page with a script added (the report itself has none)."""
+    import re
+    import subprocess
+
+    probe = tmp_path / "probe.html"
+    probe.write_text(page.replace(
+        "</body></html>", '<script>window.addEventListener("load", () => document.body.'
+        'setAttribute("data-h", document.documentElement.scrollHeight))</script></body></html>'),
+        encoding="utf-8")
+    out = subprocess.run(
+        [browser, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,900",
+         "--virtual-time-budget=3000", "--dump-dom", probe.resolve().as_uri()],
+        capture_output=True, text=True, timeout=120).stdout
+    return int(re.search(r'data-h="(\d+)"', out).group(1))
+
+
+def test_collapsed_details_keep_the_page_short_in_chromium(tmp_path):
+    import shutil
+
+    browser = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")
+                    if shutil.which(n)), None)
+    if browser is None:
+        pytest.skip("no Chromium installed (`make chromium`)")
+    from PIL import Image
+
+    png = tmp_path / "summary.png"
+    Image.new("RGB", (1200, 500), "white").save(png)
+    big = pd.DataFrame({"task": [f"task {i}" for i in range(300)], "value": range(300)})
+    sections = [Section("Headline", tables=[(big.head(8), "headline")],
+                        figures=[Figure(png, "summary")], figures_first=True),
+                Section("Results table", tables=[(big, "results")], collapsed=True)]
+    short = _page_height(browser, render_html("T", [], sections, lead=["Verdict."]), tmp_path)
+    sections[1].collapsed = False
+    long = _page_height(browser, render_html("T", [], sections, lead=["Verdict."]), tmp_path)
+    assert short < 1500 < 5000 < long, (short, long)
