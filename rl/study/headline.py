@@ -86,7 +86,10 @@ def _b_simple_cell(r) -> str:
             else "-"
     else:
         text = format_interval(r["value"], r["lo"], r["hi"])
-    return text + (" (sweep runs)" if r["quantity"] == "b_simple_sweep" and text != "-" else "")
+    if r["quantity"] != "b_simple_sweep" or text == "-":
+        return text
+    bare = pd.isna(r["lo"]) and pd.isna(r["hi"])
+    return text + (" (sweep runs' mean, no interval)" if bare else " (sweep runs)")
 
 
 def _quarter_cell(r) -> str:

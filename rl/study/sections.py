@@ -118,7 +118,8 @@ HEADLINE_NOTE = (
     "highest target return with a measured B_crit (2+ batch sizes on each side of it), "
     "with its profile interval (seed scatter and lack of fit); where the knee is not "
     "covered, a bound ('>=' / '<='). "
-    "start -> end: B_simple over the first and the last quarter of the measurements.")
+    "first -> last quarter: B_simple over the first and the last quarter of the "
+    "measurements.")
 
 
 def crosstask_section(df: pd.DataFrame, png: Path) -> Section:

@@ -211,3 +211,14 @@ def test_collapsed_details_keep_the_page_short_in_chromium(tmp_path):
     sections[1].collapsed = False
     long = _page_height(browser, render_html("T", [], sections, lead=["Verdict."]), tmp_path)
     assert short < 1500 < 5000 < long, (short, long)
+
+
+def test_a_sweep_mean_without_interval_says_so():
+    df = finalize_table([
+        result_row("measured", "supervised", "digits-mlp", "b_crit", 455.5, target=-0.03,
+                   lo=372.9, hi=560.8, unit="training examples"),
+        result_row("measured", "supervised", "digits-mlp", "b_simple_sweep", 475.9,
+                   term="total", target=-0.03, unit="training examples", n=45)])
+    head = headline_table(df).set_index("task").loc["digits-mlp"]
+    assert head["B_simple total [95%]"] == "475.9 (sweep runs' mean, no interval)"
+    assert head["B_crit [interval]"] == "460 [370, 560]"
