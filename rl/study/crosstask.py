@@ -21,6 +21,7 @@ from scipy import stats
 from rl.measure.ppo_noise import TERMS
 from rl.runs.files import save_figure
 from rl.study.headline import b_crit_bound, headline_b_crit, headline_b_simple
+from rl.study.report import format_ends
 from rl.study.results import ACROSS_TASKS, result_row
 from rl.study.suites import CITED
 
@@ -168,7 +169,7 @@ def verdict(predictions: Sequence[RatioPrediction], *, min_tasks: int = 3) -> st
             f"B_simple predicts B_crit best: B_crit / B_simple has geometric mean "
             f"{best.ratio:.3g} and spreads by a factor {math.exp(best.spread):.2g} (1 sd of "
             f"the log). Prediction for a task outside the study: B_crit = r x B_simple "
-            f"({best.term} loss) with r in [{best.lo:.3g}, {best.hi:.3g}] "
+            f"({best.term} loss) with r in [{format_ends(best.lo, best.hi)}] "
             f"({best.ci:.0%} prediction interval, log-normal across tasks)." + bounds
             + (f" Other terms: {others}." if others else ""))
 

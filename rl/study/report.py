@@ -32,6 +32,7 @@ __all__ = [
     "SIGNIFICANT_DIGITS",
     "Figure",
     "Section",
+    "format_ends",
     "format_interval",
     "format_value",
     "interval_digits",
@@ -137,6 +138,15 @@ def interval_digits(value, lo, hi, *, most: int = SIGNIFICANT_DIGITS) -> int:
     except (TypeError, ValueError):
         return most
     return _digits_at(v, _place(a, b), most)
+
+
+def format_ends(lo, hi, *, most: int = SIGNIFICANT_DIGITS) -> str:
+    """"lo, hi" of an interval, each end with the digits the interval's width allows
+    (``interval_digits``): 0.3774 to 29.75 shows as "0.4, 30"."""
+    a, b = float(lo), float(hi)
+    place = _place(a, b)
+    return f"{format_value(a, _digits_at(a, place, most))}, " \
+        f"{format_value(b, _digits_at(b, place, most))}"
 
 
 def unresolved(lo, hi) -> str:

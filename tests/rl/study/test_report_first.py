@@ -58,6 +58,10 @@ def test_format_interval(value, lo, hi, text):
 
 
 def test_format_interval_bounds_and_digits():
+    from rl.study.report import format_ends
+
+    assert format_ends(0.3774, 29.75) == "0.4, 30"  # a factor 80: one digit
+    assert format_ends(472.4, 607.7) == "470, 610"
     assert format_interval(NAN, 1837.0, INF, bound=">=") == ">= 1,837"
     assert format_interval(NAN, 0.0, 250.0, bound="<=") == "<= 250"
     assert interval_digits(534.8, 472.4, 607.7) == 2
