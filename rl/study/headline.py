@@ -218,17 +218,26 @@ class _Labels:
 
 
 def _errbar(ax, xi, r, **kw) -> bool:
-    """A value with its interval (an arrow up where the interval is open); False if none."""
+    """A value with its interval; an interval open at the top drawn as what it is, a lower
+    bound (a hollow marker at its lower end, an arrow up, no point estimate); an interval
+    from 0 to inf not at all (unresolved, as in the table). False if nothing was drawn."""
     v, lo, hi = r["value"], r["lo"], r["hi"]
+    if hi == hi and math.isinf(hi):
+        if not (lo == lo and lo > 0):
+            return False
+        color = kw.get("color", "k")
+        ax.scatter([xi], [lo], marker=kw.get("marker", "o"), facecolors="none",
+                   edgecolors=color, s=kw.get("markersize", 7) ** 2, linewidths=1.4,
+                   label=kw.get("label"), zorder=3)
+        ax.annotate("", xy=(xi, lo * 6), xytext=(xi, lo),
+                    arrowprops=dict(arrowstyle="->", color=color))
+        return True
     if not (v > 0):
         return False
     lower = v - lo if lo == lo and lo > 0 else 0.0
     upper = hi - v if hi == hi and math.isfinite(hi) else 0.0
     yerr = [[max(lower, 0.0)], [max(upper, 0.0)]] if (lower or upper) else None
     ax.errorbar([xi], [v], yerr=yerr, capsize=3, linestyle="none", **kw)
-    if hi == hi and math.isinf(hi):
-        ax.annotate("", xy=(xi, v * 6), xytext=(xi, v),
-                    arrowprops=dict(arrowstyle="->", color=kw.get("color", "k")))
     return True
 
 
@@ -281,10 +290,10 @@ def _finish_axes(ax, order: list[str]) -> None:
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=30, ha="right", fontsize=9)
     ax.set_xlim(-0.5, len(order) - 0.5)
-    ax.set_ylabel("batch size: RL in agent steps, supervised in examples (Billion Word: tokens)",
+    ax.set_ylabel("batch size (RL: agent steps; supervised: examples;\nBillion Word: tokens)",
                   fontsize=8.5)
     ax.set_title("Critical batch size and gradient noise scale: measured (left, blue) and "
-                 "cited (right, hollow markers)", fontsize=10)
+                 "cited (right); hollow marker and arrow: a lower bound", fontsize=10)
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
 
@@ -300,7 +309,7 @@ def plot_summary(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     measured = [t for t in tasks if (df.loc[df["task"] == t, "source"] == "measured").all()]
     cited = [t for t in tasks if t not in measured]
     order = measured + cited
-    fig = MplFigure(figsize=(max(9.0, 1.05 * len(order) + 3), 5.6))
+    fig = MplFigure(figsize=(max(9.0, 0.7 * len(order) + 3), 5.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     if measured:
