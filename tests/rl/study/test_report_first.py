@@ -226,3 +226,23 @@ def test_a_sweep_mean_without_interval_says_so():
     head = headline_table(df).set_index("task").loc["digits-mlp"]
     assert head["B_simple total [95%]"] == "475.9 (sweep runs' mean, no interval)"
     assert head["B_crit [interval]"] == "460 [370, 560]"
+
+
+def test_summary_figure_draws_an_open_interval_as_a_bound():
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure as MplFigure
+
+    from rl.study.headline import _errbar
+
+    fig = MplFigure()
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    ax.set_yscale("log")
+    row = lambda v, lo, hi: pd.Series({"value": v, "lo": lo, "hi": hi})  # noqa: E731
+    assert _errbar(ax, 0, row(428300.0, 16260.0, INF), marker="o", color="C0")
+    assert not ax.containers  # no error bar around the point estimate
+    (pts,) = ax.collections
+    assert pts.get_offsets()[0][1] == 16260.0  # the marker sits at the lower end
+    assert not _errbar(ax, 1, row(5506.0, 0.0, INF), marker="o", color="C0")  # unresolved
+    assert _errbar(ax, 2, row(534.8, 472.4, 607.7), marker="s", color="C3")
+    assert len(ax.containers) == 1
