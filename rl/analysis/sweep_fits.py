@@ -114,6 +114,16 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def seed_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Every settled run at each batch size's best lr per target (``best_per_batch``'s
+    per-seed table) of a sweep's results table, for ``plot_fits``; None if there is none."""
+    try:
+        long = long_results(df[df["status"].isin(_SETTLED)])
+        return None if long.empty else best_per_batch(long)[1]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
 def _seed_points(axes, per_seed: pd.DataFrame | None, row) -> None:
     """Every seed at each batch size's best lr that reached the target, as small points: the
     spread behind each median."""

@@ -14,10 +14,14 @@ from typing import Any
 
 import pandas as pd
 
-from rl.analysis.fit import best_per_batch
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
-from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
+from rl.analysis.sweep_fits import (
+    plot_b_simple,
+    plot_fits,
+    remove_stale_fit_plots,
+    seed_table,
+)
 from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_texts
 from rl.study.crosstask import RL_OVER_SUPERVISED, cited_points, plot_crosstask, study_points
@@ -28,7 +32,6 @@ from rl.study.report import Figure, Section, format_interval, format_value, writ
 from rl.study.results import ACROSS_TASKS, UNITS, part_table, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
 from rl.study.verdict import verdict_sentence
-from rl.sweeps.results import long_results
 
 __all__ = ["scaling_sections", "write_study_report"]
 
@@ -67,7 +70,7 @@ def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[
     """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
     u = UNITS[kind]
     table, f, per_batch = game_fits
-    per_seed = _per_seed(table)
+    per_seed = seed_table(table)
     if len(f):
         atomic_write_texts({part.analysis_dir / "fit.csv": f.to_csv(index=False),
                             part.analysis_dir / "fit_per_batch.csv":
@@ -81,15 +84,6 @@ def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[
                                      "S, E against the batch size B"))
     remove_stale_fit_plots(part.analysis_dir, f)
     return figures
-
-
-def _per_seed(table) -> pd.DataFrame | None:
-    """Every run at each batch size's best lr per target (``best_per_batch``), or None."""
-    try:
-        long = long_results(table[table["status"].isin(["finished", "failed"])])
-        return None if long.empty else best_per_batch(long)[1]
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def _intro(plan: StudyPlan) -> list[str]:
