@@ -66,7 +66,8 @@ def verdict_sentence(df: pd.DataFrame) -> str:
     rows = df[(df["quantity"] == RL_OVER_SUPERVISED) & (df["source"] == "measured")]
     measured = rows[rows["value"].notna() & rows["lo"].notna() & rows["hi"].notna()
                     & rows["hi"].map(lambda x: math.isfinite(x))]
-    bounds = [(r, b) for _, r in rows.iterrows() if pd.isna(r["value"]) and (b := _bound(r))]
+    # Every other row with an open end (a bound on either B_crit) is a bound, value or not.
+    bounds = [(r, b) for i, r in rows.iterrows() if i not in measured.index and (b := _bound(r))]
     if measured.empty and not bounds:
         return "No verdict on RL against supervised B_crit: " + _why_none(df)
     above = int((measured["lo"] > 1).sum())

@@ -106,6 +106,10 @@ def test_verdict_sentence_when_rl_is_only_a_bound():
                         "as bounds tell")
     assert "only bounded" in s and ">= 3.276 over digits-mlp" in s and ">= 10.33" in s
     assert "[" not in s  # no interval invented for a bound
+    # A ratio with a point but an open end is a bound too, never a bare number.
+    df = finalize_table([_ratio("Breakout", "digits-mlp", 5.0, 3.276, INF)])
+    s = verdict_sentence(df)
+    assert ">= 3.276 over digits-mlp" in s and "5" not in s.replace("3.276", "")
 
 
 def test_verdict_sentence_without_a_ratio_says_why():
