@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rl.analysis.ticks import tidy_log_axis
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
 from rl.study.plan import Part
@@ -84,11 +85,12 @@ def plot_learning_curves(task: str, runs: dict[int, list[tuple[str, float, pd.Da
         color = cmap(0.9 * i / max(n - 1, 1))
         for j, (_, lr, m) in enumerate(rs):
             x, y = sorted_xy(m[X], m[Y])
-            label = f"B = {format_value(b)} (lr {lr:g}, {len(rs)} seeds)" if j == 0 else None
+            label = f"B = {format_value(b)} (lr {lr:.3g}, {len(rs)} seeds)" if j == 0 else None
             ax.plot(x, y, color=color, lw=1.0, alpha=0.85, label=label)
     if target is not None and target == target:
         ax.axhline(target, color="0.3", ls="--", lw=1, label=f"target {format_value(target)}")
     ax.set_xscale("log")
+    tidy_log_axis(ax, "x")
     ax.set_xlabel("agent steps")
     ax.set_ylabel("return (recent episodes)")
     ax.set_title(f"{task}: runs at each batch size's best lr", fontsize=10)
