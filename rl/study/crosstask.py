@@ -271,8 +271,10 @@ def _draw_cited(ax: Any, c: pd.Series, top: float) -> None:
     x0, x1 = xs.min(), xs.max()
     y0, y1 = ys.min(), min(ys.max(), top)
     ax.add_patch(_rectangle(x0, y0, x1, y1))
-    ax.annotate(str(c["task"]), (x0, y1), textcoords="offset points", xytext=(2, 2),
-                fontsize=7, color="0.35")
+    # The short name ("Atari", not "Atari (several games)"): the long one ran into the
+    # labels of the points to its right; the legend keeps the full name.
+    ax.annotate(str(c["task"]).split(" (")[0], (x0, y1), textcoords="offset points",
+                xytext=(2, 2), fontsize=7, color="0.35")
 
 
 def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:
