@@ -30,6 +30,7 @@ from rl.analysis.fit import (
     draw_seeds,
     fit_from_runs,
 )
+from rl.analysis.ticks import tidy_log_axis
 from rl.measure.run_average import ratio_summary
 from rl.measure.warmup import counted_measurements
 from rl.runs.files import save_figure
@@ -522,38 +523,54 @@ def plot_power_laws(path: str | os.PathLike[str], env: str, tradeoff: pd.DataFra
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure  # lazy: slow import, figures only
 
-    fig = Figure(figsize=(13, 4.8))
+    def has(points: pd.DataFrame | None, col: str) -> bool:
+        if points is None or not len(points):
+            return False
+        y, x = points[col].to_numpy(float), points["x"].to_numpy(float)
+        return bool((np.isfinite(y) & (y > 0) & (x > 0)).any())
+
+    # Only the panels with points: no half-empty "no data" panel.
+    panels = [k for k, ok in (("tradeoff", has(tradeoff_points, "value")),
+                              ("noise", has(noise_points, "b_simple"))) if ok] or ["tradeoff"]
+    fig = Figure(figsize=(6.5 * len(panels), 4.8))
     FigureCanvasAgg(fig)
-    axes = fig.subplots(1, 2)
-    if tradeoff_points is not None and len(tradeoff_points):
+    made = fig.subplots(1, len(panels), squeeze=False)[0]
+    axes = dict(zip(panels, made, strict=True))
+    if "tradeoff" in axes and tradeoff_points is not None and len(tradeoff_points):
+        ax = axes["tradeoff"]
         for q in TRADEOFF_QUANTITIES:
             p = tradeoff_points[tradeoff_points["quantity"] == q]
             f = tradeoff[tradeoff["quantity"] == q] if tradeoff is not None else None
             fit = f.iloc[0] if f is not None and len(f) else None
-            _draw(axes[0], p["x"].to_numpy(float), p["value"].to_numpy(float),
+            _draw(ax, p["x"].to_numpy(float), p["value"].to_numpy(float),
                   p["lo"].to_numpy(float), p["hi"].to_numpy(float), fit, q, q)
-        axes[0].set_xlabel("target return")
-        axes[0].set_ylabel("B_crit, E_min (agent steps); S_min (PPO iterations)")
-    if noise_points is not None and len(noise_points):
+        ax.set_xlabel("target return")
+        ax.set_ylabel("B_crit, E_min (agent steps); S_min (PPO iterations)")
+    if "noise" in axes:
+        ax = axes["noise"]
         for term in GNS_TERMS:
             p = noise_points[noise_points["term"] == term]
             f = noise[noise["term"] == term] if noise is not None else None
             fit = f.iloc[0] if f is not None and len(f) else None
-            _draw(axes[1], p["x"].to_numpy(float), p["b_simple"].to_numpy(float),
+            _draw(ax, p["x"].to_numpy(float), p["b_simple"].to_numpy(float),
                   p["lo"].to_numpy(float), p["hi"].to_numpy(float), fit, term,
                   f"B_simple, {term} loss")
-        axes[1].set_xlabel("smoothed return (bin mean of return_recent)")
-        axes[1].set_ylabel("B_simple (agent steps)")
-    for ax in axes:
+        ax.set_xlabel("smoothed return (bin mean of return_recent)")
+        ax.set_ylabel("B_simple (agent steps)")
+    for ax in axes.values():
         if ax.has_data():
             ax.set_xscale("log")
             ax.set_yscale("log")
+            tidy_log_axis(ax)
             ax.legend(fontsize=7)
         else:
             ax.text(0.5, 0.5, "no data", ha="center", transform=ax.transAxes)
-    axes[0].set_title(f"critical-batch sweep: per-target fits ({B_CRIT_CI:.0%} seed-bootstrap "
-                      "bars)", fontsize=9)
-    axes[1].set_title(f"{noise_source}: per return bin (Fieller 95% bars)", fontsize=9)
+    if "tradeoff" in axes:
+        axes["tradeoff"].set_title(f"critical-batch sweep: per-target fits ({B_CRIT_CI:.0%} "
+                                   "seed-bootstrap bars)", fontsize=9)
+    if "noise" in axes:
+        axes["noise"].set_title(f"{noise_source}: per return bin (Fieller 95% bars)",
+                                fontsize=9)
     fig.suptitle(f"{env}: power laws in performance (log-log)", fontsize=10)
     fig.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -14,6 +14,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from rl.analysis.fit import (
@@ -25,6 +26,7 @@ from rl.analysis.fit import (
     plot_pareto,
     plot_steps_and_samples,
 )
+from rl.analysis.ticks import tidy_log_axis
 from rl.measure.supervised import SUPERVISED_TASKS
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
@@ -33,6 +35,8 @@ from rl.sweeps.settings import tkey
 
 # Runs whose outcome is known: finished, or failed on their own (diverged: did not reach).
 _SETTLED = ("finished", "failed")
+LEGEND_BATCH_SIZES = 8
+"""up to this many batch sizes in a B_simple plot: a legend names each; more: a colour bar"""
 
 
 def fit_sweep(df: pd.DataFrame, *, n_boot: int = 1000, seed: int = 0, ci: float = B_CRIT_CI,
@@ -110,10 +114,54 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in text)
 
 
+def seed_table(df: pd.DataFrame) -> pd.DataFrame | None:
+    """Every settled run at each batch size's best lr per target (``best_per_batch``'s
+    per-seed table) of a sweep's results table, for ``plot_fits``; None if there is none."""
+    try:
+        long = long_results(df[df["status"].isin(_SETTLED)])
+        return None if long.empty else best_per_batch(long)[1]
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def _seed_points(axes, per_seed: pd.DataFrame | None, row) -> None:
+    """Every seed at each batch size's best lr that reached the target, as small points: the
+    spread behind each median."""
+    if per_seed is None or not len(per_seed):
+        return
+    mine = per_seed[(per_seed["env"] == row["env"]) & (per_seed["target"] == row["target"])]
+    mine = mine[mine["iterations_to_target"].notna()]
+    if not len(mine):
+        return
+    b = mine["rollout_batch_size"].to_numpy(float)
+    s = mine["iterations_to_target"].to_numpy(float)
+    kw = dict(s=12, color="0.45", alpha=0.7, zorder=2, marker=".")
+    axes[0].scatter(s, b * s, label="each seed (best lr)", **kw)
+    axes[1].scatter(b, s, label="each seed (best lr)", **kw)
+    axes[2].scatter(b, b * s, label="each seed (best lr)", **kw)
+
+
+def _fit_band(axes, row, b: np.ndarray) -> None:
+    """The band of S(B) and E(B) from the ends of the S_min, E_min and B_crit intervals
+    (where the fit has them): lowest and highest curve over those ends."""
+    try:
+        s_lo, s_hi, e_lo, e_hi, b_lo, b_hi = (float(row[k]) for k in (
+            "s_min_lo", "s_min_hi", "e_min_lo", "e_min_hi", "b_crit_lo", "b_crit_hi"))
+    except (KeyError, TypeError, ValueError):
+        return
+    if not all(math.isfinite(v) and v > 0 for v in (s_lo, s_hi, e_lo, e_hi, b_lo, b_hi)):
+        return
+    grid = np.geomspace(b.min() / 4, b.max() * 4, 100)
+    kw = dict(color="C0", alpha=0.15, lw=0, label=f"fit band ({B_CRIT_CI:.0%} interval ends)")
+    axes[1].fill_between(grid, s_lo * (1 + b_lo / grid), s_hi * (1 + b_hi / grid), **kw)
+    axes[2].fill_between(grid, e_lo * (1 + grid / b_hi), e_hi * (1 + grid / b_lo), **kw)
+
+
 def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
-              per_batch: pd.DataFrame) -> list[Path]:
+              per_batch: pd.DataFrame, per_seed: pd.DataFrame | None = None) -> list[Path]:
     """One png per (env, target): E vs S with the fitted hyperbola, S(B) and E(B) with the
-    fit. Returns the paths written."""
+    fit and, where it has intervals, its band; with ``per_seed`` (``best_per_batch``'s) each
+    seed's point beside the medians. Returns the paths written."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.figure import Figure  # lazy: slow import, figures only
 
@@ -130,6 +178,12 @@ def plot_fits(out: str | os.PathLike[str], fits: pd.DataFrame,
         b, s = pts["rollout_batch_size"].to_numpy(float), pts["s_median"].to_numpy(float)
         plot_pareto(axes[0], fit, b, s)
         plot_steps_and_samples(axes[1:], fit, b, s)
+        _seed_points(axes, per_seed, row)
+        if fit.ok:
+            _fit_band(axes, row, b)
+        for ax in axes:
+            tidy_log_axis(ax)
+            ax.legend(fontsize=7)
         if fit.ok:
             ci = f", B_crit interval [{row['b_crit_lo']:.3g}, {row['b_crit_hi']:.3g}]"
         elif str(row.get("bound", "")) and math.isfinite(float(row["b_crit_bound"])):
@@ -161,12 +215,31 @@ def remove_stale_fit_plots(out: str | os.PathLike[str], fits: pd.DataFrame) -> l
     return removed
 
 
+def binned_median(x, y, bins: int = 12) -> tuple[np.ndarray, np.ndarray]:
+    """The median of ``y`` (geometric: on the log scale) in ``bins`` equal-width bins of
+    ``x``, at each bin's median x; empty bins dropped, sorted by x."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    keep = np.isfinite(x) & np.isfinite(y) & (y > 0)
+    x, y = x[keep], y[keep]
+    if not len(x):
+        return np.array([]), np.array([])
+    edges = np.linspace(x.min(), x.max(), bins + 1)
+    which = np.clip(np.searchsorted(edges, x, side="right") - 1, 0, bins - 1)
+    out = [(np.median(x[which == i]), np.exp(np.median(np.log(y[which == i]))))
+           for i in range(bins) if (which == i).any()]
+    xs, ys = (np.array(v) for v in zip(*out, strict=True))
+    order = np.argsort(xs, kind="stable")
+    return xs[order], ys[order]
+
+
 def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
                   plot_dir: str | os.PathLike[str] | None = None) -> list[Path]:
     """One png per env (into ``plot_dir``, default the sweep directory ``out`` whose runs
     are read): B_simple (policy, value, total; log scale) against return_recent, one line
-    per run coloured by batch size. Nothing is written for an env without noise-scale
-    measurements. Returns the paths written."""
+    per batch size (the median in bins of the return, sorted by it, over faint points of
+    every measurement) coloured by batch size, named in a legend (up
+    to ``LEGEND_BATCH_SIZES`` batch sizes; one colour for one) or on a colour bar. Nothing
+    is written for an env without noise-scale measurements. Returns the paths written."""
     from matplotlib import colormaps  # lazy: slow import, figures only
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
     from matplotlib.cm import ScalarMappable  # lazy: slow import, figures only
@@ -192,23 +265,44 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
         u = units(str(env))
         norm = LogNorm(min(bs), max(bs) if max(bs) > min(bs) else min(bs) * 2)
         cmap = colormaps["viridis"]
+        distinct = sorted(set(bs))
+        # A few batch sizes: a legend naming each (one colour, no colour bar, for one).
+        legend = len(distinct) <= LEGEND_BATCH_SIZES
+        colour = ({b: "C0" for b in distinct} if len(distinct) == 1 else
+                  {b: cmap(0.9 * i / (len(distinct) - 1)) for i, b in enumerate(distinct)}
+                  if legend else {b: cmap(norm(b)) for b in distinct})
         fig = Figure(figsize=(15, 4.5), layout="constrained")
         FigureCanvasAgg(fig)
         axes = fig.subplots(1, 3)
         for ax, term in zip(axes, GNS_TERMS, strict=True):
-            for b, c in curves:
-                d = c[term]
+            named = set()
+            for b in distinct:
+                d = pd.concat([c[term] for bb, c in curves if bb == b and len(c[term])]
+                              or [pd.DataFrame(columns=["return_recent", "b_simple"])])
                 d = d[d["b_simple"] > 0]
-                if len(d):
-                    ax.plot(d["return_recent"], d["b_simple"], color=cmap(norm(b)), lw=0.8,
-                            alpha=0.8)
+                if not len(d):
+                    continue
+                label = None
+                if legend and b not in named:
+                    named.add(b)
+                    label = f"B = {b:,.0f}"
+                # Each measurement a faint point; the line: the median per return bin,
+                # sorted by the return (no zig-zag back and forth).
+                ax.scatter(d["return_recent"], d["b_simple"], color=colour[b], s=4,
+                           alpha=0.25, lw=0)
+                x, y = binned_median(d["return_recent"], d["b_simple"])
+                ax.plot(x, y, color=colour[b], lw=1.6, marker="o", markersize=3, label=label)
             ax.set_yscale("log")
+            tidy_log_axis(ax)
             ax.set_xlabel("return_recent (mean of the last games)" if u["target"] == "return"
                           else f"{u['target']} (return_recent)")
             ax.set_ylabel(f"B_simple, {term} loss ({u['batch']})")
             ax.set_title(f"{term}", fontsize=9)
-        sm = ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=list(axes), label=f"batch size B ({u['batch']})")
+            if legend and named:
+                ax.legend(fontsize=7, title=f"batch size ({u['batch']})", title_fontsize=7)
+        if not legend:
+            sm = ScalarMappable(norm=norm, cmap=cmap)
+            fig.colorbar(sm, ax=list(axes), label=f"batch size B ({u['batch']})")
         fig.suptitle(f"{env}: noise scale against return (EMA, or ratio of window means)",
                      fontsize=10)
         path = Path(plot_dir or out) / f"b_simple_{_slug(str(env))}.png"

@@ -17,6 +17,7 @@ from rl.analysis.sweep_fits import (
     plot_b_simple,
     plot_fits,
     remove_stale_fit_plots,
+    seed_table,
     units,
 )
 from rl.cli.output import console, print_table
@@ -199,7 +200,7 @@ def cmd_fit(args) -> int:
                       "running or interrupted) and were left out; continue the sweep first.")
     written = [sweep_dir / "fit.csv", sweep_dir / "fit_per_batch.csv"]
     if not args.no_plots:
-        written += plot_fits(sweep_dir, fits, per_batch)
+        written += plot_fits(sweep_dir, fits, per_batch, seed_table(df))
         remove_stale_fit_plots(sweep_dir, fits)
         b_plots = plot_b_simple(sweep_dir, df)
         if not b_plots:

@@ -21,6 +21,7 @@ from scipy import stats
 from rl.measure.ppo_noise import TERMS
 from rl.runs.files import save_figure
 from rl.study.headline import b_crit_bound, headline_b_crit, headline_b_simple
+from rl.study.report import format_ends
 from rl.study.results import ACROSS_TASKS, result_row
 from rl.study.suites import CITED
 
@@ -168,7 +169,7 @@ def verdict(predictions: Sequence[RatioPrediction], *, min_tasks: int = 3) -> st
             f"B_simple predicts B_crit best: B_crit / B_simple has geometric mean "
             f"{best.ratio:.3g} and spreads by a factor {math.exp(best.spread):.2g} (1 sd of "
             f"the log). Prediction for a task outside the study: B_crit = r x B_simple "
-            f"({best.term} loss) with r in [{best.lo:.3g}, {best.hi:.3g}] "
+            f"({best.term} loss) with r in [{format_ends(best.lo, best.hi)}] "
             f"({best.ci:.0%} prediction interval, log-normal across tasks)." + bounds
             + (f" Other terms: {others}." if others else ""))
 
@@ -270,8 +271,10 @@ def _draw_cited(ax: Any, c: pd.Series, top: float) -> None:
     x0, x1 = xs.min(), xs.max()
     y0, y1 = ys.min(), min(ys.max(), top)
     ax.add_patch(_rectangle(x0, y0, x1, y1))
-    ax.annotate(str(c["task"]), (x0, y1), textcoords="offset points", xytext=(2, 2),
-                fontsize=7, color="0.35")
+    # The short name ("Atari", not "Atari (several games)"): the long one ran into the
+    # labels of the points to its right; the legend keeps the full name.
+    ax.annotate(str(c["task"]).split(" (")[0], (x0, y1), textcoords="offset points",
+                xytext=(2, 2), fontsize=7, color="0.35")
 
 
 def _rectangle(x0: float, y0: float, x1: float, y1: float) -> Any:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from rl.analysis.fit import B_CRIT_CI
 from rl.runs.files import save_figure
-from rl.study.report import format_value
+from rl.study.report import format_interval, format_value, interval_digits
 from rl.study.results import ACROSS_TASKS, GNS_TERMS
 from rl.study.suites import CITED_LABEL
 
@@ -28,8 +28,9 @@ __all__ = [
     "plot_summary",
 ]
 
-HEADLINE_COLUMNS = ["source", "task", "unit", "B_simple total [95%]", "B_simple policy",
-                    "B_simple value", "B_simple total: start -> end", "B_crit [interval]",
+HEADLINE_COLUMNS = ["source", "task", "unit", "B_simple total [95%]", "B_simple policy [95%]",
+                    "B_simple value [95%]", "B_simple total: first -> last quarter",
+                    "B_crit [interval]",
                     "B_crit target return", "final score", "reference"]
 
 
@@ -37,12 +38,6 @@ def pick_row(df: pd.DataFrame, task: str, quantity: str, term: str = "") -> pd.S
     """The first row of the results table for (task, quantity, term), or None."""
     sel = df[(df["task"] == task) & (df["quantity"] == quantity) & (df["term"] == term)]
     return None if sel.empty else sel.iloc[0]
-
-
-def _interval(r) -> str:
-    if r is None or (pd.isna(r["lo"]) and pd.isna(r["hi"])):
-        return ""
-    return f" [{format_value(r['lo'])}, {format_value(r['hi'])}]"
 
 
 def _value_or_range(r) -> str:
@@ -81,20 +76,42 @@ def headline_b_simple(df: pd.DataFrame, task: str, term: str) -> pd.Series | Non
     return None if sel.empty else sel.iloc[-1]
 
 
-def _b_simple_cell(r, interval: bool) -> str:
+def _b_simple_cell(r) -> str:
+    """A B_simple row as shown: value [interval] with the digits the interval allows, a
+    bound, or unresolved (``format_interval``); never a bare number for an open interval."""
     if r is None:
         return "-"
-    text = _value_or_range(r) if not interval else (
-        "-" if pd.isna(r["value"]) else format_value(r["value"]) + _interval(r))
-    return text + (" (sweep runs)" if r["quantity"] == "b_simple_sweep" and text != "-" else "")
+    if pd.isna(r["value"]) and pd.isna(r["lo"]) and pd.isna(r["hi"]):
+        text = "unresolved (mean |G|^2 not positive)" if r["n"] == r["n"] and r["n"] > 0 \
+            else "-"
+    else:
+        text = format_interval(r["value"], r["lo"], r["hi"])
+    if r["quantity"] != "b_simple_sweep" or text == "-":
+        return text
+    bare = pd.isna(r["lo"]) and pd.isna(r["hi"])
+    return text + (" (sweep runs' mean, no interval)" if bare else " (sweep runs)")
+
+
+def _quarter_cell(r) -> str:
+    """B_simple over a quarter of the measurements: the value with its interval's digits,
+    ``unresolved`` where its interval does not pin it (0 to inf, or no ratio: mean |G|^2 of
+    the quarter not positive), a bound where it is one."""
+    if r is None:
+        return "-"
+    text = _b_simple_cell(r)
+    if text.startswith("unresolved") or text == "-":
+        return "unresolved"
+    if text.startswith((">=", "<=")):
+        return text
+    return format_value(r["value"], interval_digits(r["value"], r["lo"], r["hi"]))
 
 
 def _cited_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
     bs, bc = pick_row(df, task, "b_simple"), pick_row(df, task, "b_crit")
     return {"source": "cited", "task": task, "unit": mine["unit"].iloc[0],
             "B_simple total [95%]": _value_or_range(bs),
-            "B_simple policy": "", "B_simple value": "",
-            "B_simple total: start -> end": "",
+            "B_simple policy [95%]": "", "B_simple value [95%]": "",
+            "B_simple total: first -> last quarter": "",
             "B_crit [interval]": _value_or_range(bc),
             "B_crit target return": "", "final score": "",
             "reference": mine["reference"].iloc[0]}
@@ -113,7 +130,8 @@ def _b_crit_cells(df: pd.DataFrame, task: str) -> tuple[str, str]:
     if pd.isna(bc["value"]):
         bound = b_crit_bound(bc)
         return (bound or "no fit") + unsettled, format_value(bc["target"])
-    return format_value(bc["value"]) + _interval(bc) + unsettled, format_value(bc["target"])
+    return format_interval(bc["value"], bc["lo"], bc["hi"]) + unsettled, \
+        format_value(bc["target"])
 
 
 def _supervised_sweeps(df: pd.DataFrame, task: str) -> list[str]:
@@ -155,11 +173,11 @@ def _measured_row(df: pd.DataFrame, task: str, mine: pd.DataFrame) -> dict:
     unit = tot["unit"] if tot is not None else units.iloc[0] if len(units) else "agent steps"
     return {
         "source": mine["source"].iloc[0], "task": task, "unit": unit,
-        "B_simple total [95%]": _b_simple_cell(tot, interval=True),
-        "B_simple policy": _b_simple_cell(headline_b_simple(df, task, "policy"), False),
-        "B_simple value": _b_simple_cell(headline_b_simple(df, task, "value"), False),
-        "B_simple total: start -> end": "-" if start is None else
-        f"{format_value(start['value'])} -> {format_value(end['value'])}",
+        "B_simple total [95%]": _b_simple_cell(tot),
+        "B_simple policy [95%]": _b_simple_cell(headline_b_simple(df, task, "policy")),
+        "B_simple value [95%]": _b_simple_cell(headline_b_simple(df, task, "value")),
+        "B_simple total: first -> last quarter": "-" if start is None else
+        f"{_quarter_cell(start)} -> {_quarter_cell(end)}",
         "B_crit [interval]": b_crit, "B_crit target return": b_target,
         "final score": _score_cell(df, task), "reference": "",
     }
@@ -200,17 +218,26 @@ class _Labels:
 
 
 def _errbar(ax, xi, r, **kw) -> bool:
-    """A value with its interval (an arrow up where the interval is open); False if none."""
+    """A value with its interval; an interval open at the top drawn as what it is, a lower
+    bound (a hollow marker at its lower end, an arrow up, no point estimate); an interval
+    from 0 to inf not at all (unresolved, as in the table). False if nothing was drawn."""
     v, lo, hi = r["value"], r["lo"], r["hi"]
+    if hi == hi and math.isinf(hi):
+        if not (lo == lo and lo > 0):
+            return False
+        color = kw.get("color", "k")
+        ax.scatter([xi], [lo], marker=kw.get("marker", "o"), facecolors="none",
+                   edgecolors=color, s=kw.get("markersize", 7) ** 2, linewidths=1.4,
+                   label=kw.get("label"), zorder=3)
+        ax.annotate("", xy=(xi, lo * 6), xytext=(xi, lo),
+                    arrowprops=dict(arrowstyle="->", color=color))
+        return True
     if not (v > 0):
         return False
     lower = v - lo if lo == lo and lo > 0 else 0.0
     upper = hi - v if hi == hi and math.isfinite(hi) else 0.0
     yerr = [[max(lower, 0.0)], [max(upper, 0.0)]] if (lower or upper) else None
     ax.errorbar([xi], [v], yerr=yerr, capsize=3, linestyle="none", **kw)
-    if hi == hi and math.isinf(hi):
-        ax.annotate("", xy=(xi, v * 6), xytext=(xi, v),
-                    arrowprops=dict(arrowstyle="->", color=kw.get("color", "k")))
     return True
 
 
@@ -263,10 +290,10 @@ def _finish_axes(ax, order: list[str]) -> None:
     ax.set_xticks(range(len(order)))
     ax.set_xticklabels(order, rotation=30, ha="right", fontsize=9)
     ax.set_xlim(-0.5, len(order) - 0.5)
-    ax.set_ylabel("batch size: RL in agent steps, supervised in examples (Billion Word: tokens)",
+    ax.set_ylabel("batch size (RL: agent steps; supervised: examples;\nBillion Word: tokens)",
                   fontsize=8.5)
     ax.set_title("Critical batch size and gradient noise scale: measured (left, blue) and "
-                 "cited (right, hollow markers)", fontsize=10)
+                 "cited (right); hollow marker and arrow: a lower bound", fontsize=10)
     ax.grid(True, axis="y", which="major", alpha=0.3)
     ax.legend(fontsize=8, loc="upper left", framealpha=0.9)
 
@@ -282,7 +309,7 @@ def plot_summary(df: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
     measured = [t for t in tasks if (df.loc[df["task"] == t, "source"] == "measured").all()]
     cited = [t for t in tasks if t not in measured]
     order = measured + cited
-    fig = MplFigure(figsize=(max(9.0, 1.05 * len(order) + 3), 5.6))
+    fig = MplFigure(figsize=(max(9.0, 0.7 * len(order) + 3), 5.2))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
     if measured:

@@ -16,15 +16,22 @@ import pandas as pd
 
 from rl.analysis.scaling import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
-from rl.analysis.sweep_fits import plot_b_simple, plot_fits, remove_stale_fit_plots
+from rl.analysis.sweep_fits import (
+    plot_b_simple,
+    plot_fits,
+    remove_stale_fit_plots,
+    seed_table,
+)
 from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_texts
 from rl.study.crosstask import RL_OVER_SUPERVISED, cited_points, plot_crosstask, study_points
-from rl.study.headline import headline_table, pick_row, plot_summary
+from rl.study.curves import curve_runs, plot_learning_curves
+from rl.study.headline import headline_b_crit, headline_table, pick_row, plot_summary
 from rl.study.plan import SHARPNESS_FILE, SUPERVISED_PART, Part, StudyPlan, slug, study_parts
-from rl.study.report import Figure, Section, format_value, write_report
+from rl.study.report import Figure, Section, format_interval, format_value, write_report
 from rl.study.results import ACROSS_TASKS, UNITS, part_table, power_laws
 from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
+from rl.study.verdict import verdict_sentence
 
 __all__ = ["scaling_sections", "write_study_report"]
 
@@ -62,14 +69,15 @@ def _figure_sections(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
 def _pareto_figures(game: str, part: Part, game_fits, kind: str = "rl") -> list[Figure]:
     """fit.csv, fit_per_batch.csv and the fit plots of a game's sweep, one per target."""
     u = UNITS[kind]
-    _, f, per_batch = game_fits
+    table, f, per_batch = game_fits
+    per_seed = seed_table(table)
     if len(f):
         atomic_write_texts({part.analysis_dir / "fit.csv": f.to_csv(index=False),
                             part.analysis_dir / "fit_per_batch.csv":
                                 per_batch.to_csv(index=False)})
     figures = []
     for i in range(len(f)):
-        for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch):
+        for p in plot_fits(part.analysis_dir, f.iloc[[i]], per_batch, per_seed):
             figures.append(Figure(p, f"{game}, target {u['score']} "
                                      f"{format_value(f['target'].iloc[i])}: steps S ("
                                      f"{u['steps']}) against samples E ({u['batch']}), and "
@@ -104,7 +112,8 @@ HEADLINE_NOTE = (
     "highest target return with a measured B_crit (2+ batch sizes on each side of it), "
     "with its profile interval (seed scatter and lack of fit); where the knee is not "
     "covered, a bound ('>=' / '<='). "
-    "start -> end: B_simple over the first and the last quarter of the measurements.")
+    "first -> last quarter: B_simple over the first and the last quarter of the "
+    "measurements.")
 
 
 def crosstask_section(df: pd.DataFrame, png: Path) -> Section:
@@ -160,46 +169,98 @@ def _rl_over_supervised_words(rows: pd.DataFrame) -> str:
 
 
 def _ratio_cell(r) -> str:
+    """A ratio row as shown: value [interval] with the interval's digits, a bound, or
+    unresolved (``format_interval``)."""
     if pd.isna(r["value"]):
         if str(r["note"]).startswith("lower bound"):
-            return f">= {format_value(r['lo'])}"
+            return format_interval(math.nan, r["lo"], r["hi"], bound=">=")
         if str(r["note"]).startswith("upper bound"):
-            return f"<= {format_value(r['hi'])}"
+            return format_interval(math.nan, r["lo"], r["hi"], bound="<=")
         if r["quantity"] == RL_OVER_SUPERVISED and not pd.isna(r["lo"]):
             if math.isinf(r["hi"]) and r["lo"] > 0:
-                return f">= {format_value(r['lo'])}"
+                return format_interval(math.nan, r["lo"], r["hi"], bound=">=")
             if r["lo"] == 0 and math.isfinite(r["hi"]):
-                return f"<= {format_value(r['hi'])}"
+                return format_interval(math.nan, r["lo"], r["hi"], bound="<=")
         return "-"
-    if pd.isna(r["lo"]):
-        return format_value(r["value"])
-    return f"{format_value(r['value'])} [{format_value(r['lo'])}, {format_value(r['hi'])}]"
+    return format_interval(r["value"], r["lo"], r["hi"])
+
+
+def _curves_section(plan: StudyPlan, df: pd.DataFrame) -> Section | None:
+    """Learning curves of the runs behind each task's B_crit, or why there are none."""
+    out = Path(plan.out)
+    parts = {(p.kind, p.game): p for p in study_parts(plan)}
+    figures, words = [], []
+    for g in plan.games:
+        part = parts.get(("sweep", g.game))
+        if part is None:
+            continue
+        runs, why = curve_runs(part)
+        if not runs:
+            words.append(f"{g.game}: no learning curves: {why}.")
+            continue
+        bc = headline_b_crit(df, g.game)
+        target = None if bc is None else bc["target"]
+        path = plot_learning_curves(g.game, runs,
+                                    out / "plots" / f"curves_{slug(g.game)}.png", target)
+        figures.append(Figure(path, f"{g.game}: return against agent steps of the sweep's "
+                                    "runs at each batch size's best learning rate (every "
+                                    "seed), the runs behind its B_crit; dashed: the headline "
+                                    "target"))
+    if plan.supervised_sweeps:
+        words.append("Supervised sweeps: no learning curves here (their training loss is in "
+                     "each run's metrics.jsonl).")
+    if not figures and not words:
+        return None
+    return Section("Learning curves behind the B_crit rows", paragraphs=words,
+                   figures=figures, collapsed=True)
+
+
+UNRESOLVED_NOTE = (
+    "Numbers carry the significant digits their interval allows. 'unresolved (interval 0 to "
+    "inf)': the interval does not pin the value, so none is shown; 'unresolved (mean |G|^2 "
+    "not positive)' or a quarter shown as 'unresolved': the mean squared gradient estimate "
+    "was not positive, so there is no ratio; '>= x': only a lower bound (the interval is "
+    "open at the top, or the sweep does not cover the knee).")
 
 
 def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any]
                        ) -> tuple[Path, Path]:
-    """Plots, then report.html and report.md, from the results table ``df``."""
+    """Plots, then report.html and report.md, from the results table ``df``: the verdict
+    (``verdict_sentence``), the summary figure and the headline table first; every other
+    section after them, collapsed in the HTML page."""
     out = Path(plan.out)
     summary_png = plot_summary(df, out / "plots" / "summary.png")
     trajectories, pareto = _figure_sections(plan, df, fits)
     sections = [
-        crosstask_section(df, out / "plots" / "crosstask.png"),
-        Section("Headline", tables=[(headline_table(df), "headline")], notes=[HEADLINE_NOTE],
+        Section("Headline", tables=[(headline_table(df), "headline")],
+                notes=[UNRESOLVED_NOTE, HEADLINE_NOTE], figures_first=True,
                 figures=[Figure(summary_png, "B_crit and B_simple per game on a log axis, "
                                              "beside the supervised reference (measured) and "
                                              "the published values (" + CITED_LABEL + ")")]),
+        _collapse(crosstask_section(df, out / "plots" / "crosstask.png")),
     ]
+    if (curves := _curves_section(plan, df)) is not None:
+        sections.append(curves)
     if trajectories:
-        sections.append(Section("B_simple against return", figures=trajectories))
+        sections.append(Section("B_simple against return", figures=trajectories,
+                                collapsed=True))
     if pareto:
-        sections.append(Section("Pareto fronts of the critical-batch sweeps", figures=pareto))
-    sections += scaling_sections(plan, df, fits)
+        sections.append(Section("Pareto fronts of the critical-batch sweeps", figures=pareto,
+                                collapsed=True))
+    sections += [_collapse(s) for s in scaling_sections(plan, df, fits)]
+    sections.append(Section("About this study: suite, units, sources", paragraphs=_intro(plan),
+                            collapsed=True))
     sections.append(Section(
         "Results table", paragraphs=["Every number in this report comes from this table "
                                      "(results.csv beside this page)."],
-        tables=[(df, "results")]))
+        tables=[(df, "results")], collapsed=True))
     title = "rlscale compare: critical batch size and gradient noise scale"
-    return write_report(out, title, _intro(plan), sections)
+    return write_report(out, title, [], sections, lead=[verdict_sentence(df)])
+
+
+def _collapse(section: Section) -> Section:
+    section.collapsed = True
+    return section
 
 
 # --------------------------------------------------------------------------------------
@@ -210,7 +271,7 @@ def write_study_report(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any
 def _cell(r) -> str:
     if pd.isna(r["value"]):
         return "refused" if str(r["note"]).startswith("refused") else "-"
-    return f"{format_value(r['value'])} [{format_value(r['lo'])}, {format_value(r['hi'])}]"
+    return format_interval(r["value"], r["lo"], r["hi"])
 
 
 def _overlap(a, b) -> bool:
@@ -238,10 +299,9 @@ def _exponents_in_words(df: pd.DataFrame, game: str) -> str | None:
     else:
         verdict = "the intervals overlap: B_crit grows like B_simple within the noise."
     return (f"{game}: B_crit against the target return has exponent "
-            f"{format_value(bc['value'])} [{format_value(bc['lo'])}, "
-            f"{format_value(bc['hi'])}], B_simple (total loss) against the "
-            f"smoothed return {format_value(bs['value'])} "
-            f"[{format_value(bs['lo'])}, {format_value(bs['hi'])}]: " + verdict)
+            f"{format_interval(bc['value'], bc['lo'], bc['hi'])}, B_simple (total loss) "
+            "against the smoothed return "
+            f"{format_interval(bs['value'], bs['lo'], bs['hi'])}: " + verdict)
 
 
 def _power_law_section(plan: StudyPlan, df: pd.DataFrame, fits: Mapping[str, Any],

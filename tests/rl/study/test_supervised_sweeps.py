@@ -13,7 +13,7 @@ from rl.cli import main
 from rl.measure.supervised import SupervisedConfig
 from rl.study.headline import headline_table
 from rl.study.plan import SUPERVISED_PART, Overrides, build_plan, describe_plan, study_parts
-from rl.study.report import format_value
+from rl.study.report import format_interval
 from rl.study.results import read_results_table
 from rl.study.run import _supervised_state
 from rl.study.suites import SUITES, SUPERVISED_GRIDS
@@ -115,7 +115,8 @@ def test_a_study_reports_a_stored_supervised_sweep(stored_sweep, tmp_path):
     assert laws["unit"] == "exponent in the training loss"
     head = headline_table(df).set_index("task")
     assert head.loc["digits-mlp", "unit"] == "training examples"
-    assert head.loc["digits-mlp", "B_simple total [95%]"].startswith(format_value(bs["value"]))
+    assert head.loc["digits-mlp", "B_simple total [95%]"] == format_interval(
+        bs["value"], bs["lo"], bs["hi"])
     assert (out / "stored" / "supervised" / "digits-mlp" / "fit.csv").exists()
     assert not (stored_sweep / "fit.csv").exists()  # the analysis went to the study
     report = (out / "report.md").read_text()
