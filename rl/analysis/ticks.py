@@ -24,7 +24,7 @@ def tidy_log_axis(ax: Any, which: str = "both") -> None:
     """On the log-scaled axes of ``ax`` (``which``: "x", "y" or "both"): major ticks at
     1, 2, 5 x 10^k when the axis spans under two decades, else at the decades; plain number
     labels; no minor tick labels. Axes that are not log-scaled are left as they are."""
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # lazy: slow import
 
     for name in ("x", "y") if which == "both" else (which,):
         axis = ax.xaxis if name == "x" else ax.yaxis

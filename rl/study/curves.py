@@ -71,14 +71,13 @@ def plot_learning_curves(task: str, runs: dict[int, list[tuple[str, float, pd.Da
     """Return against agent steps (log axis) per batch size at its best lr: one colour per
     batch size named in the legend (no colour bar), one thin line per seed, the target as a
     dashed line."""
+    import matplotlib  # lazy: slow import, figures only
     from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import
-    from matplotlib.figure import Figure as MplFigure
+    from matplotlib.figure import Figure as MplFigure  # lazy: slow import
 
     fig = MplFigure(figsize=(6.4, 3.4))
     FigureCanvasAgg(fig)
     ax = fig.subplots()
-    import matplotlib
-
     cmap = matplotlib.colormaps["viridis"]
     n = len(runs)
     for i, (b, rs) in enumerate(runs.items()):
