@@ -1,10 +1,11 @@
 #!/bin/bash
 # After the Breakout sweep finished: its tables at targets 2.5, 5, 7.5, 10 (trains nothing),
-# then the cross-game study. Pinned at 60dfe32.
+# then the cross-game study. Run from a checkout pinned at 60dfe32, with its venv:
+#   bash finalize_breakout.sh CHECKOUT SWEEP_DIR
 set -e
-cd /work/atari
-export PYTHONPATH=/work/atari/src-60dfe32 OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
-nice -n 5 /work/main/.venv/bin/python -c "import sys; from rl.cli import main; sys.exit(main())" \
-  sweep /work/atari/src-60dfe32/examples/sweeps/breakout.toml --out /work/atari/sweep-breakout \
-  --parallel 2 --quiet
-bash study_games.sh --quiet
+checkout=${1:?a checkout pinned at 60dfe32}
+sweep_dir=${2:?the Breakout sweep directory}
+export PYTHONPATH=$checkout OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
+nice -n 5 "$checkout/.venv/bin/python" -c "import sys; from rl.cli import main; sys.exit(main())" \
+  sweep "$checkout/examples/sweeps/breakout.toml" --out "$sweep_dir" --parallel 2 --quiet
+bash "$(dirname "$0")/study_games.sh" --quiet
