@@ -155,10 +155,52 @@ class ScalingBenchConfig:
         """The environment counts of ``num_envs`` (ValueError naming it unless positive)."""
         return int_list(self, "num_envs", "8,32,128")
 
+@dataclass
+class FlopsBenchConfig:
+    """The PPO update's FLOP rate against the core's matrix-product rate, eager against
+    torch.compile and bf16 autocast (rl/bench/flops.py)."""
+
+    env: str = "Breakout"
+    """Environment whose observation and action spaces (and preset network) the update uses."""
+    num_envs: int = 8
+    """Environments of the rollout (rollout batch = num_envs x num_steps)."""
+    num_steps: int = 128
+    """Steps per environment of the rollout."""
+    arms: str = "eager,compile,bf16"
+    """Comma-separated ways to run the update: eager (fp32, the trainer's CPU default),
+    compile (torch.compile of the network, in place), bf16 (TrainConfig.cpu_bf16)."""
+    updates: int = 2
+    """Whole PPO updates timed per repeat (after one untimed warm-up update per arm)."""
+    repeats: int = 3
+    """Interleaved repeats per arm; the table shows medians."""
+    threads: int = 1
+    """torch CPU threads (0: torch's default, one per core)."""
+    matmul_size: int = 1024
+    """Side of the fp32 square matrix product that measures the peak."""
+    seed: int = 0
+    """Seed of the network and the synthetic rollout."""
+
+    def validate(self) -> None:
+        check_ints(self, positive=("num_envs", "num_steps", "updates", "repeats", "matmul_size"),
+                   nonnegative=("threads", "seed"))
+        self.arm_names()
+
+    def arm_names(self) -> list[str]:
+        """The arms of ``arms`` (ValueError naming an unknown one)."""
+        names = [a.strip() for a in self.arms.split(",") if a.strip()]
+        known = ("eager", "compile", "bf16")
+        bad = [a for a in names if a not in known]
+        if not names or bad:
+            raise ValueError(f"arms must be comma-separated names from {', '.join(known)}, "
+                             f"got {self.arms!r}")
+        return list(dict.fromkeys(names))
+
+
 SUITE_CONFIGS = {
     "envs": EnvBenchConfig,  # environment steps/s per backend
     "gns": GNSBenchConfig,  # noise-scale overhead
     "ppo": PPOBenchConfig,  # PPO iterations: ours against SB3
     "scaling": ScalingBenchConfig,  # throughput against num_envs
     "learning": LearningBenchConfig,  # learning parity against SB3
+    "flops": FlopsBenchConfig,  # the update's FLOP rate; torch.compile and bf16
 }

@@ -206,10 +206,11 @@ def _docs_links(text: str) -> list[str]:
 
 
 def test_there_is_one_ppo_iteration_loop():
-    """ppo_update is called from one place in the package: the loop."""
+    """ppo_update is called from the loop, and elsewhere only by the FLOP-rate benchmark,
+    which times one update alone (no rollout, no metrics row: not a second loop)."""
     callers = []
     for name, (_, tree, _) in RL.items():
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ppo_update":
                 callers.append(name)
-    assert callers == ["rl.train.loop"], callers
+    assert sorted(callers) == ["rl.bench.flops", "rl.train.loop"], callers

@@ -40,6 +40,13 @@ RULES: dict[tuple[str, str], tuple[str, ...]] = {
     ("bench ppo", "--repeats"): POS,
     ("bench ppo", "--threads"): NONNEG,
     ("bench ppo", "--seed"): NONNEG,
+    ("bench flops", "--num-envs"): POS,
+    ("bench flops", "--num-steps"): POS,
+    ("bench flops", "--updates"): POS,
+    ("bench flops", "--repeats"): POS,
+    ("bench flops", "--threads"): NONNEG,
+    ("bench flops", "--matmul-size"): POS,
+    ("bench flops", "--seed"): NONNEG,
     ("bench scaling", "--num-envs"): POS,
     ("bench scaling", "--num-steps"): POS,
     ("bench scaling", "--iterations"): POS,
@@ -269,7 +276,7 @@ def fixtures(tmp_path) -> dict[str, list[str]]:
         **{f"bench {s}": ["bench", s, "--out", out, "--quiet"] for s in ("gns", "ppo", "scaling")},
         # CartPole, not the Atari defaults: no Atari package is needed to get this far
         **{f"bench {s}": ["bench", s, "--env", "CartPole", "--out", out, "--quiet"]
-           for s in ("envs", "learning")},
+           for s in ("envs", "learning", "flops")},
         "train": ["train", "--run-dir", out, "--quiet"],
         "eval": ["eval", str(run)],
         "compare-adaptive": ["compare-adaptive", str(sweep), str(run), "--targets", "100"],
