@@ -231,22 +231,25 @@ def mean_interval(values, ci: float) -> tuple[float, float, float]:
         return math.nan, math.nan, math.nan
     if v.size < 2:
         return float(v.mean()), math.nan, math.nan
-    half = stats.t.ppf(0.5 + ci / 2, v.size - 1) * v.std(ddof=1) / math.sqrt(v.size)
-    return float(v.mean()), float(v.mean() - half), float(v.mean() + half)
+    mean = float(v.mean())
+    if not v.std() > 0:  # every seed the same: scipy's interval would be nan, not a point
+        return mean, mean, mean
+    lo, hi = stats.t.interval(ci, v.size - 1, loc=mean, scale=stats.sem(v))
+    return mean, float(lo), float(hi)
 
 
 def welch_difference(a, b, ci: float) -> dict[str, float]:
-    """Welch's two-sample t-test of mean(b) - mean(a): the difference, its interval, p."""
+    """Welch's two-sample t-test of mean(b) - mean(a): the difference, its interval, p
+    (``scipy.stats.ttest_ind`` with ``equal_var=False``)."""
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     diff = float(b.mean() - a.mean())
-    va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
-    se = math.sqrt(va + vb)
-    if se == 0.0:  # no spread at all: any difference is exact
+    if min(a.size, b.size) < 2:  # no spread to test against
+        return {"difference": diff, "lo": math.nan, "hi": math.nan, "p_value": math.nan}
+    if a.var() == 0.0 and b.var() == 0.0:  # no spread at all: any difference is exact
         return {"difference": diff, "lo": diff, "hi": diff, "p_value": float(diff == 0.0)}
-    dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
-    half = stats.t.ppf(0.5 + ci / 2, dof) * se
-    p = 2 * stats.t.sf(abs(diff) / se, dof)
-    return {"difference": diff, "lo": diff - half, "hi": diff + half, "p_value": float(p)}
+    test = stats.ttest_ind(b, a, equal_var=False)
+    lo, hi = test.confidence_interval(confidence_level=ci)
+    return {"difference": diff, "lo": float(lo), "hi": float(hi), "p_value": float(test.pvalue)}
 
 
 def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,

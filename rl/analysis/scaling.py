@@ -131,13 +131,10 @@ def fit_power_law(x: Any, y: Any, *, ci: float = 0.95, min_points: int = MIN_POI
         return PowerLawFit(False, problem, ci=ci, n_points=int(np.size(x)))
     lx, ly = np.log(np.asarray(x, dtype=float)), np.log(np.asarray(y, dtype=float))
     n = lx.size
-    mx, my = lx.mean(), ly.mean()
-    sxx = float(((lx - mx) ** 2).sum())
-    k = float(((lx - mx) * (ly - my)).sum() / sxx)
-    a = float(my - k * mx)
-    resid = ly - a - k * lx
-    rss = float((resid ** 2).sum())
-    se = math.sqrt(rss / (n - 2) / sxx) if n > 2 else math.nan
+    line = stats.linregress(lx, ly)
+    k, a = float(line.slope), float(line.intercept)
+    rss = float(((ly - a - k * lx) ** 2).sum())
+    se = float(line.stderr) if n > 2 else math.nan  # (linregress: 0 for two points)
     half = float(stats.t.ppf(0.5 + ci / 2.0, n - 2)) * se if n > 2 else math.nan
     return PowerLawFit(True, "", exponent=k, log_prefactor=a, exponent_se=se, t_lo=k - half,
                        t_hi=k + half, ci=ci, n_points=n, x_span=float(np.exp(lx.max() - lx.min())),

@@ -19,12 +19,13 @@ from pathlib import Path
 from rich.markup import escape
 
 from agents import PPOConfig
-from rl.cli.args import dataclass_from_args
+from rl.cli.args import dataclass_from_args, explicit_fields
 from rl.cli.output import CLIError, console, err_console
 from rl.runs.files import atomic_symlink
-from rl.train.config import PRESETS, ParallelConfig, TrainConfig, preset_for
+from rl.train.config import PRESETS, ParallelConfig, TrackConfig, TrainConfig, preset_for
 from rl.train.launch import checked, torchrun_env, train
 from rl.train.schedule import AdaptiveConfig, FixedBatch
+from rl.train.tracking import import_wandb
 
 RUNS_ROOT = Path("runs")
 """Where runs go without --run-dir (relative to the working directory)."""
@@ -119,10 +120,24 @@ def rounded_budget_warning(cfg: TrainConfig, parallel: ParallelConfig,
             f"gives {schedule.total_iterations + 1:,})")
 
 
+def tracking_from_args(args: argparse.Namespace) -> TrackConfig:
+    """--track and its --wandb-* options; a --wandb-* option without --track is refused
+    (it would silently do nothing)."""
+    track = dataclass_from_args(args, TrackConfig)
+    stray = [f"--{name.replace('_', '-')}" for name in explicit_fields(args, TrackConfig)
+             if name.startswith("wandb_")]
+    if stray and not track.track:
+        raise CLIError(f"{', '.join(stray)}: Weights & Biases options take effect only with "
+                       "--track; add --track, or leave them out")
+    track.validate()
+    return track
+
+
 def cmd_train(args) -> int:
     cfg, ppo = configs_from_args(args)
     parallel = dataclass_from_args(args, ParallelConfig)
     adaptive = dataclass_from_args(args, AdaptiveConfig)
+    track = tracking_from_args(args)
     preset = args.preset or preset_for(cfg.env)
     show = args.print_config or args.dry_run
     if cfg.run_dir is None and (cfg.resume or args.restart):
@@ -136,6 +151,8 @@ def cmd_train(args) -> int:
         cfg = dataclasses.replace(cfg, run_dir=str(new_run_dir(cfg, settings, create=not show)))
     if show:
         cfg = checked(cfg, ppo, parallel, adaptive) if args.dry_run else cfg
+        if args.dry_run and track.track:
+            import_wandb()
         print(json.dumps(resolved_config(cfg, ppo, parallel, adaptive, preset), indent=2))
     # Said when the user chose the budget or the batch (the presets' budgets are documented).
     typed = {"total_agent_steps", "num_envs", "num_steps", "nproc"} & {
@@ -150,7 +167,8 @@ def cmd_train(args) -> int:
         return 0
     with latest_link(Path(cfg.run_dir)) if fresh else contextlib.nullcontext():
         result = train(cfg, ppo, parallel=parallel, adaptive=adaptive, quiet=args.quiet,
-                       restart=args.restart, progress_interval_s=args.progress_interval_s)
+                       restart=args.restart, progress_interval_s=args.progress_interval_s,
+                       track=track)
     if result is None:  # a torchrun rank other than 0: rank 0 reports
         return 0
     ret = result.return_recent

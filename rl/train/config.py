@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -307,3 +308,44 @@ class AdaptiveConfig:
         if self.adaptive and gns_every is not None and gns_every < 1:
             raise ValueError("--batch-schedule adaptive follows the measured noise scale: "
                              "set --gns-every to a positive number of iterations (e.g. 2)")
+
+
+# --- experiment tracking (Weights & Biases), beside TensorBoard ----------------------------
+
+WANDB_MODES = ("offline", "online", "disabled")
+"""Modes of ``wandb.init``: offline writes the run to disk only (``wandb sync`` uploads it)."""
+
+
+@dataclass
+class TrackConfig:
+    """Optional Weights & Biases logging beside TensorBoard (rl/train/tracking.py). Not a
+    setting of the run: it is not written to config.json and may change on --resume."""
+
+    track: bool = False
+    """Also log every metrics row to Weights & Biases under TensorBoard's grouped names
+    (charts/, losses/, gns/); needs `pip install wandb`."""
+    wandb_project: str = "rlscale"
+    """W&B project of the run (with --track)."""
+    wandb_entity: str | None = None
+    """W&B user or team (with --track); none: your default entity."""
+    wandb_mode: Literal["offline", "online", "disabled"] | None = None
+    """W&B mode (with --track); none: $WANDB_MODE if set, else offline (files in the run
+    directory's wandb/ folder, no network; `wandb sync` uploads them later)."""
+    wandb_name: str | None = None
+    """W&B run name and group (with --track); none: the run directory's name. A resumed run
+    logs a new W&B run in the same group."""
+
+    def resolved_mode(self) -> str:
+        """--wandb-mode, else $WANDB_MODE, else offline (never the network unasked)."""
+        mode = self.wandb_mode or os.environ.get("WANDB_MODE") or "offline"
+        if mode not in WANDB_MODES:
+            where = "--wandb-mode" if self.wandb_mode else "WANDB_MODE"
+            raise ValueError(f"{where} must be one of {', '.join(WANDB_MODES)}, got {mode!r}")
+        return mode
+
+    def validate(self) -> None:
+        if not isinstance(self.wandb_project, str) or not self.wandb_project.strip():
+            raise ValueError(f"wandb_project must be a project name, got "
+                             f"{self.wandb_project!r}; pass --wandb-project NAME")
+        if self.track:
+            self.resolved_mode()

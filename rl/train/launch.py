@@ -42,6 +42,7 @@ from rl.train.config import (
     RESUMABLE_CHANGES,
     ParallelConfig,
     PPOOverride,
+    TrackConfig,
     TrainConfig,
     TrainResult,
     resolve_device,
@@ -64,6 +65,7 @@ from rl.train.state import (
     restore_env,
     saved_chunks,
 )
+from rl.train.tracking import WandbLog, import_wandb
 
 RANK_SEED_STRIDE = 1_000_003
 """Rank r samples actions and minibatch orders from seed + RANK_SEED_STRIDE r."""
@@ -95,6 +97,8 @@ class Launch:
     """Start the existing run in run_dir over from iteration 0 (``train``'s ``restart``)."""
     progress_interval_s: float = 30.0
     """Off a terminal, seconds between progress lines (``train``'s ``progress_interval_s``)."""
+    track: TrackConfig | None = None
+    """Weights & Biases logging beside TensorBoard (rank 0; ``train``'s ``track``)."""
 
     @property
     def ppo_in_force(self) -> PPOConfig:
@@ -130,6 +134,7 @@ def train(
     debug_dump_dir: str | os.PathLike[str] | None = None,
     restart: bool = False,
     progress_interval_s: float = 30.0,
+    track: TrackConfig | None = None,
 ) -> TrainResult | None:
     """Train PPO; everything is validated before any process or environment starts.
 
@@ -141,12 +146,13 @@ def train(
     over from iteration 0, deleting its checkpoints, rows and TensorBoard events; a resume
     (``cfg.resume``) that finds no usable checkpoint refuses instead of doing this itself.
     Unless ``quiet``, rank 0 shows progress on stderr: a live bar on a terminal, else a
-    plain line every ``progress_interval_s`` seconds (0: every iteration).
+    plain line every ``progress_interval_s`` seconds (0: every iteration). ``track``: also
+    log the rows to Weights & Biases (``TrackConfig``; wandb must be installed).
     """
     parallel, adaptive = parallel or ParallelConfig(), adaptive or AdaptiveConfig()
     layout = parallel.nproc > 1 or adaptive.adaptive or torchrun_env() is not None
     return _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet,
-                   debug_dump_dir, layout, restart, progress_interval_s)
+                   debug_dump_dir, layout, restart, progress_interval_s, track)
 
 
 def train_parallel(
@@ -168,8 +174,12 @@ def train_parallel(
 
 
 def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_dir,
-            layout, restart, progress_interval_s=30.0) -> TrainResult | None:
+            layout, restart, progress_interval_s=30.0, track=None) -> TrainResult | None:
     parallel.validate()
+    if track is not None:
+        track.validate()
+        if track.track:
+            import_wandb()  # a missing wandb says so before anything starts
     if not (isinstance(progress_interval_s, (int, float)) and progress_interval_s >= 0
             and math.isfinite(progress_interval_s)):
         raise ValueError(f"the progress interval must be a finite number of seconds >= 0, "
@@ -187,7 +197,7 @@ def _launch(cfg, ppo, parallel, adaptive, override, on_iteration, quiet, dump_di
     cfg = checked(cfg, ppo, parallel, adaptive, override)
     launch = Launch(cfg, ppo, parallel, adaptive, override, quiet, on_iteration,
                     None if dump_dir is None else str(dump_dir), layout, restart,
-                    float(progress_interval_s))
+                    float(progress_interval_s), track)
     if launched is not None:
         rank, _, local_rank = launched
         device = rank_device(cfg, local_rank)
@@ -625,6 +635,8 @@ def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, e
         hooks.append(Callback(launch.on_iteration))
     if adaptive.adaptive:
         hooks.append(SchedulePlot())
+    if run is not None and launch.track is not None and launch.track.track:
+        hooks.append(WandbLog(launch.track, run.path, launch.config(world)))
     columns = {} if launch.override is None else launch.override.row_columns(ppo)
     return Loop(cfg, ppo, state, device, schedule=schedule, ranks=ranks, run=run, hooks=hooks,
                 columns=columns, resumed=resume is not None)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agents import PPOConfig
 from rl.cli.args import add_dataclass_args, add_env_module_arg, non_negative_float
 from rl.cli.parsers import command
-from rl.train.config import PRESETS, AdaptiveConfig, ParallelConfig, TrainConfig
+from rl.train.config import PRESETS, AdaptiveConfig, ParallelConfig, TrackConfig, TrainConfig
 
 
 def add_parser(sub) -> None:
@@ -40,4 +40,5 @@ def add_parser(sub) -> None:
     add_dataclass_args(p, PPOConfig, title="PPO")
     add_dataclass_args(p, ParallelConfig, title="data parallel (rl/train/launch.py)")
     add_dataclass_args(p, AdaptiveConfig, title="batch schedule (rl/train/schedule.py)")
+    add_dataclass_args(p, TrackConfig, title="Weights & Biases (rl/train/tracking.py)")
     p.set_defaults(func=command("rl.cli.train", "cmd_train"))

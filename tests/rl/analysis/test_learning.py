@@ -16,6 +16,7 @@ from rl.analysis.learning import (
     parity_table,
     run_measures,
     train_sb3_run,
+    welch_difference,
 )
 from rl.runs.metrics import load_metrics
 
@@ -59,6 +60,31 @@ def test_seed_interval_needs_two_seeds():
     mean, lo, hi = mean_interval([3.0], 0.95)
     assert mean == 3.0 and math.isnan(lo) and math.isnan(hi)
     assert all(math.isnan(v) for v in mean_interval([], 0.95))
+
+
+def test_seed_interval_and_welch_test_edge_cases():
+    assert mean_interval([2.0, 2.0, 2.0], 0.95) == (2.0, 2.0, 2.0)  # no spread: a point
+    one = welch_difference([1.0], [2.0, 3.0], 0.95)  # one seed: nothing to test against
+    assert one["difference"] == 1.5 and all(math.isnan(one[k]) for k in ("lo", "hi", "p_value"))
+    same = welch_difference([1.0, 1.0], [3.0, 3.0], 0.95)  # no spread: the difference is exact
+    assert same == {"difference": 2.0, "lo": 2.0, "hi": 2.0, "p_value": 0.0}
+
+
+def test_welch_test_matches_its_formula():
+    # The hand-written version scipy.stats.ttest_ind(equal_var=False) replaced (#27 item 9).
+    from scipy import stats
+
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a, b = rng.normal(0, 1, rng.integers(2, 7)), rng.normal(1, 3, rng.integers(2, 7))
+        va, vb = a.var(ddof=1) / a.size, b.var(ddof=1) / b.size
+        se, diff = math.sqrt(va + vb), b.mean() - a.mean()
+        dof = (va + vb) ** 2 / (va**2 / (a.size - 1) + vb**2 / (b.size - 1))
+        half = stats.t.ppf(0.95, dof) * se
+        got = welch_difference(a, b, 0.9)
+        assert got["difference"] == pytest.approx(diff)
+        assert (got["lo"], got["hi"]) == pytest.approx((diff - half, diff + half))
+        assert got["p_value"] == pytest.approx(2 * stats.t.sf(abs(diff) / se, dof))
 
 
 def _levels(rng, n, shift=0.0):
