@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from rl.measure.warmup import after_warmup
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
 from rl.train.config import AdaptiveConfig
+from rl.train.protocols import Comm
 from rl.train.rollout import RolloutBuffer, to_device
 
 PLOT_FILE = "batch_schedule.png"
@@ -252,9 +253,13 @@ class FixedBatch:
         """Whether the next iteration fits in the budget."""
         return iteration < self.total_iterations
 
-    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+    def observe(self, noise: Mapping[str, Any], row: Mapping[str, Any],
+                comm: Comm) -> tuple[int, int] | None:
         """The new (num_envs, num_steps) after this iteration's row, or None: never."""
         return None
+
+    def columns(self) -> dict[str, Any]:
+        return {}
 
     def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
         raise NotImplementedError
@@ -302,20 +307,25 @@ class AdaptiveBatch:
     def fits(self, iteration: int, agent_steps: int) -> bool:
         return agent_steps + self.batch_size <= self.total
 
-    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+    def observe(self, noise: Mapping[str, Any], row: Mapping[str, Any],
+                comm: Comm) -> tuple[int, int] | None:
+        """Feed the iteration's noise-scale columns; the new shape, or None."""
         term = self.schedule.cfg.batch_term
         decision = None
         # The row's iteration is 1-based: its measurement came after iteration - 1 updates.
         # Warm-up measurements never reach the schedule's smoother (rl.measure.warmup).
-        if f"gns/{term}/g2" in gns_row and after_warmup(int(row["iteration"]) - 1):
-            decision = self.schedule.observe(gns_row[f"gns/{term}/g2"],
-                                             gns_row[f"gns/{term}/trace_sigma"])
+        if f"gns/{term}/g2" in noise and after_warmup(int(row["iteration"]) - 1):
+            decision = self.schedule.observe(noise[f"gns/{term}/g2"],
+                                             noise[f"gns/{term}/trace_sigma"])
         if comm.size > 1:  # rank 0 decides; every rank applies the same decision
             decision, state = comm.broadcast_object(
                 (decision, self.schedule.state_dict()) if comm.rank == 0 else None)
             self.schedule.load_state_dict(state)
-        row.update(self.schedule.columns())
         return decision
+
+    def columns(self) -> dict[str, float]:
+        """The smoothed B_simple, the target batch and the scale c after ``observe``."""
+        return self.schedule.columns()
 
     def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
         """Apply the new shape: activate env chunks (num_envs) and reallocate the buffer."""

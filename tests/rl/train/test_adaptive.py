@@ -74,13 +74,12 @@ def test_the_schedule_is_never_fed_warmup_measurements():
     loop = AdaptiveBatch(cfg, num_envs=8, num_steps=32, world=1, total_agent_steps=10**6)
     gns = {"gns/total/g2": 1e-3, "gns/total/trace_sigma": 100.0}  # a transient-like B
     for iteration in range(1, WARMUP_ITERATIONS + 1):  # rows measured after 0 .. W-1 updates
-        row = {"iteration": iteration}
-        assert loop.observe(gns, row, LocalComm()) is None
-        assert loop.schedule.tracker.count == 0 and math.isnan(row["adaptive/b_simple"])
+        assert loop.observe(gns, {"iteration": iteration}, LocalComm()) is None
+        assert loop.schedule.tracker.count == 0 and math.isnan(loop.columns()["adaptive/b_simple"])
     row = {"iteration": WARMUP_ITERATIONS + 1}  # W updates done: counts, calibrates c
     assert loop.observe({"gns/total/g2": 1.0, "gns/total/trace_sigma": 100.0}, row,
                         LocalComm()) is None
-    assert loop.schedule.tracker.count == 1 and row["adaptive/b_simple"] == 100.0
+    assert loop.schedule.tracker.count == 1 and loop.columns()["adaptive/b_simple"] == 100.0
     assert loop.schedule.scale == pytest.approx(256 / 10)
 
 
