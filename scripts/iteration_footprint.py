@@ -27,7 +27,9 @@ PACKAGES = tuple(str(ROOT / p) + "/" for p in ("rl", "agents", "envs"))
 
 
 class Recorder(Hook):
-    """Profiles between the ends of the first and second ``after_iteration``."""
+    """Profiles between the ends of the first and second ``after_iteration``. Every event
+    is defined here, so that the recorder itself runs no code of rl/train/hooks.py (a plain
+    ``train()`` call has no hooks)."""
 
     def __init__(self):
         self.files: set[str] = set()
@@ -46,9 +48,24 @@ class Recorder(Hook):
         if owner and not owner.endswith("<locals>"):
             self.classes.add(f"{path}:{owner}")
 
+    def on_start(self, loop):
+        pass
+
+    def before_update(self, loop, rollout):
+        pass
+
+    def on_row(self, loop, row):
+        return None
+
     def after_iteration(self, loop, row):
         self.seen += 1
         sys.setprofile(self.profile if self.seen == 1 else None)
+
+    def on_end(self, loop, result):
+        pass
+
+    def close(self):
+        pass
 
 
 def main() -> None:

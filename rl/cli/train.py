@@ -22,9 +22,9 @@ from agents import PPOConfig
 from rl.cli.args import dataclass_from_args
 from rl.cli.output import CLIError, console, err_console
 from rl.runs.files import atomic_symlink
-from rl.train.config import PRESETS, ParallelConfig, TrainConfig, preset_for
+from rl.train.batch_schedule import FixedBatch
+from rl.train.config import PRESETS, AdaptiveConfig, ParallelConfig, TrainConfig, preset_for
 from rl.train.launch import checked, torchrun_env, train
-from rl.train.schedule import AdaptiveConfig, FixedBatch
 
 RUNS_ROOT = Path("runs")
 """Where runs go without --run-dir (relative to the working directory)."""

@@ -23,7 +23,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
 from rl.train.comm import params_in_sync
 from rl.train.config import TrainResult
-from rl.train.schedule import plot_schedule
+from rl.train.schedule_plot import plot_schedule
 
 
 class Hook:

@@ -38,15 +38,18 @@ from rl.measure.ppo_noise import PPONoiseScale, plan_split
 from rl.measure.returns import SmoothedReturn
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
+from rl.train.batch_schedule import AdaptiveBatch, BatchSchedule, FixedBatch
 from rl.train.comm import DistComm, LocalComm
 from rl.train.config import (
     RESUMABLE_CHANGES,
+    AdaptiveConfig,
     ParallelConfig,
     PPOOverride,
     TrainConfig,
     TrainResult,
     resolve_device,
 )
+from rl.train.env_chunks import EnvChunks
 from rl.train.hooks import (
     Callback,
     DebugDump,
@@ -57,8 +60,7 @@ from rl.train.hooks import (
 )
 from rl.train.loop import Loop
 from rl.train.protocols import Comm
-from rl.train.schedule import AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks, FixedBatch
-from rl.train.state import (
+from rl.train.train_state import (
     CHECKPOINT_KEYS,
     TrainState,
     distribute_checkpoint,

@@ -36,7 +36,7 @@ from rl.train.gae import compute_gae
 from rl.train.hooks import Hook
 from rl.train.protocols import Comm, NoiseScale, Schedule
 from rl.train.rollout import RolloutBuffer, collect, to_device
-from rl.train.state import TrainState
+from rl.train.train_state import TrainState
 
 
 @dataclass

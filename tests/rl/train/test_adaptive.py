@@ -1,5 +1,6 @@
-"""The adaptive rollout batch size (rl/train/schedule.py): the rule, a CartPole run whose batch
-follows the measured noise scale, resume, and the comparison with a sweep's fixed batches."""
+"""The adaptive rollout batch size (rl/train/batch_schedule.py): the rule, a CartPole run
+whose batch follows the measured noise scale, resume, and the comparison with a sweep's fixed
+batches."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
 from rl.sweeps.results import result_columns, write_results
+from rl.train.batch_schedule import AdaptiveBatch, BatchSchedule
 from rl.train.comm import LocalComm
-from rl.train.config import TIMING_COLUMNS
-from rl.train.schedule import PLOT_FILE, AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks
+from rl.train.config import TIMING_COLUMNS, AdaptiveConfig
+from rl.train.env_chunks import EnvChunks
+from rl.train.schedule_plot import PLOT_FILE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
