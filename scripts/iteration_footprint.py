@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+import rl.train.launch as launch
 from agents import PPOConfig
 from rl.train.config import PRESETS, TrainConfig
 from rl.train.hooks import Hook
@@ -84,8 +85,6 @@ def main() -> None:
 
 def run_one(cfg: TrainConfig, ppo: PPOConfig, recorder: Recorder) -> None:
     """``train(cfg, ppo)`` with ``recorder`` among the loop's hooks."""
-    import rl.train.launch as launch  # lazy: a script; patching the launcher's loop builder
-
     def with_recorder(*args, **kw):
         loop = build_loop(*args, **kw)
         loop.hooks.append(recorder)

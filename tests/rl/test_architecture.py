@@ -3,7 +3,9 @@
 An AST walk of rl/, envs/ and agents/: no import cycles between rl modules, imports that
 point one way down the layers of rl/, no private name taken from another module, imports
 inside functions only where a ``# lazy: <reason>`` comment says why, envs/agents never
-importing rl, short module headers, one PPO iteration loop.
+importing rl, short module headers, one PPO iteration loop; and the loop's spine
+(docs/training-loop.md): its extension points typed with ``rl.train.protocols``, no private
+names taken across packages, only the loop writing the metrics row.
 """
 
 from __future__ import annotations
