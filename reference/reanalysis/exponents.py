@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from rl.analysis.scaling import tradeoff_power_laws
+from rl.analysis.power_laws import tradeoff_power_laws
 from rl.sweeps.results import read_results
 
 here = Path(__file__).parent

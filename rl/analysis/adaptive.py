@@ -1,7 +1,7 @@
 """Adaptive against fixed rollout batches: iterations and agent steps to a target.
 
 ``steps_to_target`` reads one run; ``compare_with_fixed`` puts adaptive runs
-(``rlscale train --batch-schedule adaptive``, ``rl.train.schedule``) next to the best fixed
+(``rlscale train --batch-schedule adaptive``, ``rl.train.batch_schedule``) next to the best fixed
 batch of a sweep. See docs/adaptive-batch.md.
 """
 
@@ -18,8 +18,8 @@ import pandas as pd
 from rl.analysis.fit import best_per_batch
 from rl.measure.returns import first_reach
 from rl.runs.metrics import load_metrics
+from rl.runs.storage import read_run_config
 from rl.sweeps.results import long_results, read_results
-from rl.train.schedule import read_run_config
 
 
 def steps_to_target(run_dir: str | Path, target: float) -> dict[str, Any]:

@@ -21,9 +21,9 @@ import torch
 from scipy import stats
 
 import envs
-from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
+from agents import PPOConfig
 from rl.analysis.configs import IMPLS, LearningBenchConfig
-from rl.peers.sb3 import make_sb3_env
+from rl.peers.sb3 import make_sb3_env, sb3_ppo_model
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics, log_scalars
 from rl.runs.storage import RunDir
@@ -37,18 +37,6 @@ SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episo
 # --------------------------------------------------------------------------- SB3 runs
 
 
-def sb3_network(env_id: str) -> str:
-    return "nature" if envs.resolve(env_id).kind == "atari" else "mlp"
-
-
-def sb3_run_kwargs(ppo: PPOConfig, cfg: TrainConfig, align_value_loss: bool) -> dict:
-    """``sb3_ppo_kwargs`` for this run, with the value-term weight aligned if asked."""
-    kwargs = sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=sb3_network(cfg.env))
-    if align_value_loss:
-        kwargs["vf_coef"] = ppo.vf_coef / 2
-    return kwargs
-
-
 def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = True) -> Path:
     """Train SB3's PPO into a run directory laid out like ours (config, metrics, checkpoints).
 
@@ -58,7 +46,6 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
     counters, recent returns) is taken every ``checkpoint_every`` iterations; ``cfg.resume``
     continues from it with environments reseeded from the seed and the iteration.
     """
-    from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
     from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
 
     cfg.validate()
@@ -82,8 +69,9 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
         run.truncate_metrics(after_iteration=iteration)
         env_seed = cfg.seed if iteration == 0 else (cfg.seed + 7919 * iteration) % 2**30
         venv = make_sb3_env(dataclasses.replace(cfg, seed=env_seed))
-        model = PPO(sb3_policy_name(sb3_network(cfg.env)), venv, seed=env_seed, device=device,
-                    verbose=0, **sb3_run_kwargs(ppo, cfg, align_value_loss))
+        # align_value_loss: SB3 weights its value term twice as much as ours (agents.sb3).
+        aligned = {"vf_coef": ppo.vf_coef / 2} if align_value_loss else {}
+        model = sb3_ppo_model(venv, cfg, ppo, seed=env_seed, device=device, **aligned)
         recent: deque[float] = deque(state.get("recent_returns", []), maxlen=cfg.return_window)
         counters = {"iteration": iteration, "episodes_total": state.get("episodes_total", 0),
                     "saved": iteration}

@@ -24,11 +24,10 @@ from dataclasses import fields
 import pandas as pd
 import torch
 
-import envs
-from agents import PPOConfig, sb3_policy_name, sb3_ppo_kwargs
+from agents import PPOConfig
 from rl.bench.common import interleaved
 from rl.bench.configs import PPOBenchConfig
-from rl.peers.sb3 import make_sb3_env
+from rl.peers.sb3 import make_sb3_env, sb3_ppo_model
 from rl.train.config import TrainConfig
 from rl.train.launch import train
 
@@ -80,13 +79,11 @@ def _gns_off() -> dict:
 
 
 def _sb3(env: str, n: int, t: int, cfg: PPOBenchConfig) -> float:
-    from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
     from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
 
-    network = "nature" if envs.resolve(env).kind == "atari" else "mlp"
-    venv = make_sb3_env(TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed))
-    model = PPO(sb3_policy_name(network), venv, seed=cfg.seed, device=cfg.device, verbose=0,
-                **sb3_ppo_kwargs(PPOConfig(), n, t, network=network))
+    train_cfg = TrainConfig(env=env, num_envs=n, num_steps=t, seed=cfg.seed)
+    venv = make_sb3_env(train_cfg)
+    model = sb3_ppo_model(venv, train_cfg, PPOConfig(), seed=cfg.seed, device=cfg.device)
     stamps: list[float] = []
 
     class Stamp(BaseCallback):

@@ -11,7 +11,7 @@ import pandas as pd
 from rich.progress import Progress
 
 from rl.analysis.checkpoint_noise import CheckpointNoiseConfig, run_checkpoint_noise
-from rl.analysis.scaling import noise_scale_by_return
+from rl.analysis.power_laws import noise_scale_by_return
 from rl.cli.args import dataclass_from_args
 from rl.cli.output import CLIError, console, err_console, print_table
 from rl.measure.ppo_noise import noise_scale_by_segment

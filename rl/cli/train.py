@@ -22,9 +22,10 @@ from agents import PPOConfig
 from rl.cli.args import dataclass_from_args, explicit_fields
 from rl.cli.output import CLIError, console, err_console
 from rl.runs.files import atomic_symlink
-from rl.train.config import PRESETS, ParallelConfig, TrackConfig, TrainConfig, preset_for
+from rl.train.batch_schedule import FixedBatch
+from rl.train.config import (
+    PRESETS, AdaptiveConfig, ParallelConfig, TrackConfig, TrainConfig, preset_for)
 from rl.train.launch import checked, torchrun_env, train
-from rl.train.schedule import AdaptiveConfig, FixedBatch
 from rl.train.tracking import import_wandb
 
 RUNS_ROOT = Path("runs")

@@ -96,11 +96,15 @@ class FreeNoiseScale:
     """The data-parallel noise-scale estimate: cadence, trackers (one per term), metrics.
 
     See the module docstring for the definition. ``terms`` are the loss terms measurable
-    for the model (``total``, and ``policy``/``value`` for separate actor and critic).
+    for the model (``total``, and ``policy``/``value`` for separate actor and critic). As
+    the loop's ``NoiseScale`` (``rl.train.protocols``, built by ``for_ranks``):
+    ``before_update`` gives the update's ``GradSync``, ``after_update`` its columns.
     """
 
     def __init__(self, every: int, terms: Sequence[str], preconditioned: bool = False, *,
-                 vf_coef: float = 0.5, beta: float = 0.99, window: int = 100):
+                 vf_coef: float = 0.5, beta: float = 0.99, window: int = 100,
+                 comm: Any = None, parts: Sequence[str] = ()):
+        self.comm, self.parts = comm, list(parts)
         self.every = every
         self.terms = tuple(terms)
         self.preconditioned = bool(preconditioned)
@@ -108,8 +112,31 @@ class FreeNoiseScale:
         self.trackers = {t: GNSTracker(beta=beta, window=window) for t in self.terms}
         self.track = True  # whether the measurement in flight is past the warm-up
 
+    @classmethod
+    def for_ranks(cls, comm: Any, model: torch.nn.Module, ppo: PPOConfig, every: int,
+                  preconditioned: bool = False) -> FreeNoiseScale:
+        """The estimate of ``comm``'s ranks training ``model`` (its parts and terms)."""
+        parts, terms = param_parts(model, ppo)
+        return cls(every, terms, preconditioned, vf_coef=ppo.vf_coef, comm=comm, parts=parts)
+
     def due(self, iteration: int) -> bool:
         return self.every > 0 and iteration % self.every == 0
+
+    def before_update(self, iteration: int, model: torch.nn.Module, optimizer,
+                      ppo: PPOConfig, buffer, advantages, returns, mask
+                      ) -> tuple[dict[str, float], GradSync]:
+        """(columns, the update's ``GradSync``): it averages the gradients over the ranks
+        and, on a measured iteration, keeps the norms ``after_update`` estimates from."""
+        sync, skipped = self.hook(self.comm, self.parts, iteration, optimizer)
+        return ({"gns/skipped": 1} if skipped else {}), sync
+
+    def after_update(self, grad_hook: GradSync, buffer, ppo: PPOConfig) -> dict[str, float]:
+        """The estimate's columns from the update's first minibatch (none if not measured)."""
+        if not grad_hook.measure:
+            return {}
+        mb = buffer.num_envs * buffer.num_steps // ppo.num_minibatches
+        return self.record(grad_hook, mb, self.comm.size, ppo.num_minibatches == 1,
+                           seconds=grad_hook.seconds)
 
     def hook(self, comm, parts: Sequence[str], iteration: int,
              optimizer) -> tuple[GradSync, bool]:

@@ -196,8 +196,11 @@ class PPONoiseScale:
     """Noise-scale measurement for the PPO trainer: cadence, one tracker per term, metrics.
 
     ``maybe_measure`` is called once per iteration, right before ``ppo_update``; it returns
-    the metrics entries for that iteration's row (empty on iterations not measured).
+    the metrics entries for that iteration's row (empty on iterations not measured). As the
+    loop's ``NoiseScale`` (``rl.train.protocols``): ``before_update``, ``after_update``.
     """
+
+    terms = TERMS
 
     def __init__(self, every: int, groups: int = 8, preconditioned: bool = False, *,
                  beta: float = EMA_BETA, window: int = 100):
@@ -231,6 +234,17 @@ class PPONoiseScale:
             return {}
         return self.measure(model, optimizer, ppo, buffer, advantages, returns, mask,
                             track=after_warmup(iteration))
+
+    def before_update(self, iteration: int, model: nn.Module, optimizer, ppo: PPOConfig,
+                      buffer, advantages: Tensor, returns: Tensor, mask: Tensor
+                      ) -> tuple[dict[str, float], None]:
+        """(``maybe_measure``'s columns, no gradient hook): the update runs plain."""
+        return self.maybe_measure(iteration, model, optimizer, ppo, buffer, advantages,
+                                  returns, mask), None
+
+    def after_update(self, grad_hook: None, buffer, ppo: PPOConfig) -> dict[str, float]:
+        """Nothing: the measurement was taken before the update."""
+        return {}
 
     def measure(self, model: nn.Module, optimizer, ppo: PPOConfig, buffer,
                 advantages: Tensor, returns: Tensor, mask: Tensor, *,

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 import warnings
 from dataclasses import dataclass
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from stable_baselines3 import PPO
 from stable_baselines3.common.callbacks import BaseCallback
 from torch.nn import functional as F
 
@@ -65,18 +67,28 @@ def make_sb3_env(cfg: TrainConfig):
     return make_vec_env(entry.target, n_envs=cfg.num_envs, seed=cfg.seed)
 
 
+def sb3_network(env_id: str) -> str:
+    """Our network that SB3's built-in policy stands in for: ``nature`` on Atari, else ``mlp``."""
+    return "nature" if envs.resolve(env_id).kind == "atari" else "mlp"
+
+
+def sb3_ppo_model(venv, cfg: TrainConfig, ppo: PPOConfig, *, seed: int, device,
+                  **overrides: Any) -> PPO:
+    """SB3's PPO on ``venv`` with ``ppo``'s settings (``agents.sb3_ppo_kwargs``) for rollouts
+    of ``cfg.num_envs x cfg.num_steps``; ``overrides`` replace single SB3 arguments. Every
+    SB3 run of the package (peer, learning parity, benchmark) is built here."""
+    network = sb3_network(cfg.env)
+    kwargs = {**sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=network), **overrides}
+    return PPO(sb3_policy_name(network), venv, seed=seed, device=device, verbose=0, **kwargs)
+
+
 def train_sb3(cfg: TrainConfig, ppo: PPOConfig, *, device: str = "cpu") -> SB3Result:
     """Train SB3's PPO with these settings; stop at ``cfg.target_return`` like ``train``."""
-    from stable_baselines3 import PPO  # lazy: slow import, SB3 runs only
-    from stable_baselines3.common.callbacks import BaseCallback  # lazy: slow import, SB3 runs only
-
     cfg.validate()
     ppo.validate(cfg.rollout_batch_size)
 
-    network = "nature" if envs.resolve(cfg.env).kind == "atari" else "mlp"
     venv = make_sb3_env(cfg)
-    model = PPO(sb3_policy_name(network), venv, seed=cfg.seed, device=device, verbose=0,
-                **sb3_ppo_kwargs(ppo, cfg.num_envs, cfg.num_steps, network=network))
+    model = sb3_ppo_model(venv, cfg, ppo, seed=cfg.seed, device=device)
     recent = SmoothedReturn(cfg.return_window)
     state = {"reached": False, "iterations": 0}
 

@@ -42,12 +42,20 @@ from rl.runs.layout import (
 from rl.runs.lock import RunLock, lock_run_dir, remove_temp_files
 from rl.runs.metrics import encode_metrics_row, load_metrics, parse_metrics_lines
 
-__all__ = ["RunDir", "flatten_config"]
+__all__ = ["RunDir", "flatten_config", "read_run_config"]
 
 _CREATING = re.compile(rf"\.{re.escape(CONFIG_FILE)}\..+\.tmp")  # create's temp file
 
 _CKPT_RE = re.compile(r"^ckpt_(\d{8,})\.pt$")
 _STATES = ("running", "finished", "failed")
+
+
+def read_run_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """A run directory's config.json ({} when missing or unreadable)."""
+    try:
+        return json.loads((Path(run_dir) / CONFIG_FILE).read_text())
+    except (FileNotFoundError, ValueError):
+        return {}
 
 
 def _to_json(config: Mapping[str, Any]) -> dict[str, Any]:

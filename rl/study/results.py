@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from rl.analysis.fit import B_CRIT_CI, best_per_batch, few_seeds_caveat
-from rl.analysis.scaling import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
+from rl.analysis.power_laws import POWER_LAW_COLUMNS, noise_scale_power_laws, tradeoff_power_laws
 from rl.analysis.sharpness import summarize_repeats, trend
 from rl.analysis.sweep_fits import fit_sweep
 from rl.measure.ppo_noise import TERMS
@@ -442,7 +442,7 @@ def _cited_rows() -> list[dict]:
 
 # --------------------------------------------------------------------------------------
 # Power laws in performance and sharpness against batch size
-# (rl.analysis.scaling, rl.analysis.sharpness)
+# (rl.analysis.power_laws, rl.analysis.sharpness)
 # --------------------------------------------------------------------------------------
 
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from rl.analysis.scaling import plot_power_laws
+from rl.analysis.power_laws import plot_power_laws
 from rl.analysis.sharpness import plot_sharpness
 from rl.analysis.sweep_fits import (
     plot_b_simple,

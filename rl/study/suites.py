@@ -140,7 +140,8 @@ SUPERVISED_GRIDS: dict[str, SupervisedGrid] = {
 }
 
 # Target returns of the critical-batch sweeps (a run stops at the highest). Lower targets
-# cost no training; at least 3 spanning a factor 2 (rl.analysis.scaling.MIN_SPAN) give power laws.
+# cost no training; at least 3 spanning a factor 2 (rl.analysis.power_laws.MIN_SPAN) give
+# power laws.
 SWEEP_TARGETS: dict[str, tuple[float, ...]] = {
     "CartPole": (50.0, 75.0, 100.0, 150.0, 200.0),
     "Acrobot": (-200.0, -120.0),

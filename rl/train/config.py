@@ -259,7 +259,7 @@ def non_finite_advice(iteration: int, losses: list[float], run_dir, last: list[i
 
 @dataclass
 class AdaptiveConfig:
-    """The rollout batch-size schedule (rl/train/schedule.py)."""
+    """The rollout batch-size schedule (rl/train/batch_schedule.py)."""
 
     batch_schedule: Literal["fixed", "adaptive"] = "fixed"
     """fixed, or adaptive: B grows as sqrt(measured B_simple) (needs --gns-every > 0)."""

@@ -1,11 +1,11 @@
 """The loop's named events, and the hooks that attach output to them.
 
 A ``Hook`` gets ``on_start`` (state loaded, before the first iteration), ``before_update``
-(the rollout and its advantages, before the first optimizer step), ``on_row`` (the row is
-complete and not yet written: add columns or check), ``after_iteration`` (row written,
-checkpoint taken), ``on_end`` (the run ended well) and ``close`` (always, last). The
-loop's strategies (``rl.train.parallel``, ``rl.train.schedule``) are the other extension
-points. See docs/training-loop.md.
+(the rollout and its advantages, before the first optimizer step), ``on_row`` (the row so
+far, read-only, not yet written: return columns to add, or check), ``after_iteration`` (row
+written, checkpoint taken), ``on_end`` (the run ended well) and ``close`` (always, last).
+The loop's typed strategies (``rl.train.protocols``) are the other extension points. See
+docs/training-loop.md.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from __future__ import annotations
 import datetime
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -21,8 +21,9 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+from rl.train.comm import params_in_sync
 from rl.train.config import TrainResult
-from rl.train.schedule import plot_schedule
+from rl.train.schedule_plot import plot_schedule
 
 
 class Hook:
@@ -36,8 +37,9 @@ class Hook:
     def before_update(self, loop: Any, rollout: dict[str, torch.Tensor]) -> None:
         pass
 
-    def on_row(self, loop: Any, row: dict[str, Any]) -> None:
-        pass
+    def on_row(self, loop: Any, row: Mapping[str, Any]) -> Mapping[str, Any] | None:
+        """Columns to add to the row (None: none)."""
+        return None
 
     def after_iteration(self, loop: Any, row: dict[str, Any]) -> None:
         pass
@@ -152,15 +154,15 @@ class LayoutColumns(Hook):
     ``world_size`` and the per-rank ``num_envs`` and ``num_steps`` of the iteration."""
 
     def on_row(self, loop, row):
-        row.update(world_size=loop.ranks.comm.size, num_envs=loop.schedule.shape[0],
-                   num_steps=loop.schedule.shape[1])
+        return {"world_size": loop.comm.size, "num_envs": loop.schedule.shape[0],
+                "num_steps": loop.schedule.shape[1]}
 
 
 class SyncCheck(Hook):
     """Data-parallel ranks compare their parameters every iteration (``dp/params_in_sync``)."""
 
     def on_row(self, loop, row):
-        row.update(loop.ranks.check_sync(loop.state.model, loop.state.iteration))
+        return params_in_sync(loop.comm, loop.state.model, loop.state.iteration)
 
 
 class SchedulePlot(Hook):
@@ -190,8 +192,8 @@ class DebugDump(Hook):
             return
         buffer = rollout["buffer"]
         self.dump = {
-            "iteration": loop.state.iteration, "rank": loop.ranks.comm.rank,
-            "world_size": loop.ranks.comm.size,
+            "iteration": loop.state.iteration, "rank": loop.comm.rank,
+            "world_size": loop.comm.size,
             "params_before": _params(loop.state.model),
             "obs": buffer.obs.cpu().clone(), "actions": buffer.actions.cpu().clone(),
             "logprobs": buffer.logprobs.cpu().clone(), "values": buffer.values.cpu().clone(),

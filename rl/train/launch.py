@@ -33,13 +33,16 @@ import torch.multiprocessing as tmp
 
 import envs
 from agents import PPOConfig, build_actor_critic, make_optimizer
-from rl.measure.ppo_noise import plan_split
+from rl.measure.free import FreeNoiseScale
+from rl.measure.ppo_noise import PPONoiseScale, plan_split
 from rl.measure.returns import SmoothedReturn
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
+from rl.train.batch_schedule import AdaptiveBatch, BatchSchedule, FixedBatch
 from rl.train.comm import DistComm, LocalComm
 from rl.train.config import (
     RESUMABLE_CHANGES,
+    AdaptiveConfig,
     ParallelConfig,
     PPOOverride,
     TrackConfig,
@@ -47,6 +50,7 @@ from rl.train.config import (
     TrainResult,
     resolve_device,
 )
+from rl.train.env_chunks import EnvChunks
 from rl.train.hooks import (
     Callback,
     DebugDump,
@@ -56,9 +60,8 @@ from rl.train.hooks import (
     progress_hook,
 )
 from rl.train.loop import Loop
-from rl.train.parallel import DataParallel, OneProcess
-from rl.train.schedule import AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks, FixedBatch
-from rl.train.state import (
+from rl.train.protocols import Comm
+from rl.train.train_state import (
     CHECKPOINT_KEYS,
     TrainState,
     distribute_checkpoint,
@@ -509,7 +512,7 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
 
 
 def _run_rank_threads_set(launch: Launch, cfg: TrainConfig, rank: int, world: int,
-                          device: torch.device, comm) -> TrainResult:
+                          device: torch.device, comm: Comm) -> TrainResult:
     env = make_env(cfg, cfg.num_envs, env_seed(cfg, 0, rank, cfg.num_envs))
     run = None
     try:
@@ -578,7 +581,7 @@ def open_checkpoint(run: RunDir, launch: Launch) -> tuple[dict, int] | None:
     return checkpoint
 
 
-def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, env, model,
+def build_loop(launch: Launch, comm: Comm, run: RunDir | None, device: torch.device, env, model,
                resume) -> Loop:
     """This rank's loop: strategies, hooks and the state, continued from ``resume``."""
     cfg, adaptive, world, rank = launch.cfg, launch.adaptive, comm.size, comm.rank
@@ -592,11 +595,13 @@ def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, e
                                 rank, world)
         else:
             schedule = FixedBatch(cfg.num_envs, cfg.num_steps, world, cfg.total_agent_steps)
-        ranks = DataParallel(cfg, model, ppo, comm) if world > 1 else OneProcess(cfg, model, ppo)
-        if adaptive.adaptive and adaptive.batch_term not in ranks.terms:
+        noise = (FreeNoiseScale.for_ranks(comm, model, ppo, cfg.gns_every,
+                                          cfg.gns_preconditioned)
+                 if world > 1 else PPONoiseScale.from_config(cfg))
+        if adaptive.adaptive and adaptive.batch_term not in noise.terms:
             raise ValueError(
                 f"batch_term {adaptive.batch_term!r} is not measured by the data-parallel "
-                f"estimate for this model/config (measured: {', '.join(ranks.terms)}); use "
+                f"estimate for this model/config (measured: {', '.join(noise.terms)}); use "
                 "--batch-term total")
         stride = RANK_SEED_STRIDE * rank
         state = TrainState(
@@ -607,7 +612,7 @@ def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, e
         if resume is not None:
             common, mine, iteration = resume
             state.load(common, mine, iteration, cfg.resolved_run_dir())
-            ranks.load_state_dict(common.get("gns"))
+            noise.load_state_dict(common.get("gns"))
             schedule.load_state_dict(common.get("schedule"))
             if run is not None:
                 run.truncate_metrics(after_iteration=iteration)
@@ -638,8 +643,8 @@ def build_loop(launch: Launch, comm, run: RunDir | None, device: torch.device, e
     if run is not None and launch.track is not None and launch.track.track:
         hooks.append(WandbLog(launch.track, run.path, launch.config(world)))
     columns = {} if launch.override is None else launch.override.row_columns(ppo)
-    return Loop(cfg, ppo, state, device, schedule=schedule, ranks=ranks, run=run, hooks=hooks,
-                columns=columns, resumed=resume is not None)
+    return Loop(cfg, ppo, state, device, schedule=schedule, noise=noise, comm=comm, run=run,
+                hooks=hooks, columns=columns, resumed=resume is not None)
 
 
 def _fresh_env(launch: Launch, schedule, rank: int, iteration: int):

@@ -3,11 +3,11 @@
 One iteration collects a rollout of B = ranks x num_envs x num_steps agent steps, computes
 advantages, measures the gradient noise scale at the parameters that collected it, runs
 the update epochs, writes one metrics row and, every ``checkpoint_every`` iterations, a
-checkpoint. Two strategies and a list of hooks are its extension points: ``schedule``
-(``rl.train.schedule``: fixed or adaptive batch, the learning rate), ``ranks``
-(``rl.train.parallel``: one process, or data-parallel with gradient sync and the free
-noise-scale estimate) and ``hooks`` (``rl.train.hooks``: columns, progress, callbacks).
-``rl.train.launch`` builds a ``Loop``; see docs/training-loop.md.
+checkpoint. Its typed extension points (``rl.train.protocols``): ``schedule`` (fixed or
+adaptive batch, the learning rate), ``noise`` (the grouped or the data-parallel noise-scale
+estimator), ``comm`` (the ranks' collectives), and ``hooks`` (``rl.train.hooks``). They
+return columns; the loop alone writes the row. ``rl.train.launch`` builds a ``Loop``; see
+docs/training-loop.md.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -23,6 +24,7 @@ import torch
 from agents import PPOConfig, ppo_update, set_learning_rate
 from rl.runs.metrics import LOSS_COLUMNS, log_scalars
 from rl.runs.storage import RunDir
+from rl.train.comm import games_of_all_ranks, mean_over_ranks, rollout_stats, train_advantages
 from rl.train.config import (
     NonFiniteLossError,
     TrainConfig,
@@ -32,10 +34,9 @@ from rl.train.config import (
 )
 from rl.train.gae import compute_gae
 from rl.train.hooks import Hook
-from rl.train.parallel import OneProcess, finite_params
+from rl.train.protocols import Comm, NoiseScale, Schedule
 from rl.train.rollout import RolloutBuffer, collect, to_device
-from rl.train.schedule import FixedBatch
-from rl.train.state import TrainState
+from rl.train.train_state import TrainState
 
 
 @dataclass
@@ -47,10 +48,12 @@ class Loop:
     """The PPO settings in force (a PBT override already applied)."""
     state: TrainState
     device: torch.device
-    schedule: Any = None
-    """``FixedBatch`` or ``AdaptiveBatch``."""
-    ranks: Any = None
-    """``OneProcess`` or ``DataParallel``."""
+    schedule: Schedule
+    """The rollout shape and learning rate along the run (``rl.train.batch_schedule``)."""
+    noise: NoiseScale
+    """The noise-scale estimator: grouped (one process) or data-parallel (free)."""
+    comm: Comm
+    """The ranks' collectives (``rl.train.comm``; one process: the identity)."""
     run: RunDir | None = None
     """The run directory (rank 0 only)."""
     hooks: list[Hook] = field(default_factory=list)
@@ -58,19 +61,14 @@ class Loop:
     """Values written into every row (a PBT override's)."""
     resumed: bool = False
 
-    def __post_init__(self):
-        self.schedule = self.schedule or FixedBatch(self.cfg.num_envs, self.cfg.num_steps, 1,
-                                                    self.cfg.total_agent_steps)
-        self.ranks = self.ranks or OneProcess(self.cfg, self.state.model, self.ppo)
-
     def run_loop(self) -> TrainResult:
         cfg, ppo, state, run, device = self.cfg, self.ppo, self.state, self.run, self.device
+        comm = self.comm
         if state.next_obs is None:
             state.next_obs = to_device(state.env.reset()[0], device)
         if run is not None:
-            world = self.ranks.comm.size
             run.mark_running(state.iteration, state.agent_steps, f"device={device}"
-                             + (f", {world} data-parallel ranks" if world > 1 else ""))
+                             + (f", {comm.size} data-parallel ranks" if comm.size > 1 else ""))
         writer = None if run is None else run.tensorboard_writer(
             purge_step=state.agent_steps + 1 if self.resumed else None)
         net, autocast = prepare_network(cfg, state.model, device)
@@ -96,9 +94,9 @@ class Loop:
                 adv, returns, mask = compute_gae(
                     buffer.rewards, buffer.values, next_value, buffer.terminated,
                     buffer.truncated, buffer.autoreset, ppo.gamma, ppo.gae_lambda)
-                train_adv, ppo_run = self.ranks.advantages(adv, mask, ppo)
+                train_adv, ppo_run = train_advantages(comm, adv, mask, ppo)
                 # 3. The noise scale, at the parameters that collected the rollout.
-                gns_row, grad_hook = self.ranks.before_update(
+                noise_columns, grad_hook = self.noise.before_update(
                     state.iteration, state.model, state.optimizer, ppo, buffer, adv, returns,
                     mask)
                 for hook in self.hooks:
@@ -117,11 +115,11 @@ class Loop:
                         "mask": mask.flatten(),
                     }, ppo_run, state.perm_gen, grad_hook=grad_hook)
                 t2 = time.perf_counter()
-                gns_row.update(self.ranks.after_update(grad_hook, buffer, ppo))
-                stats = self.ranks.mean_stats(stats)
+                noise_columns.update(self.noise.after_update(grad_hook, buffer, ppo))
+                stats = mean_over_ranks(comm, stats)
                 self.check_finite(stats)
-                # 5. Counters and the metrics row.
-                ep_returns, ep_lengths = self.ranks.episodes(episodes)
+                # 5. Counters and the metrics row, assembled here from every part's columns.
+                ep_returns, ep_lengths = games_of_all_ranks(comm, episodes)
                 state.iteration += 1
                 state.agent_steps += batch_size
                 state.episodes_total += len(ep_returns)
@@ -137,20 +135,21 @@ class Loop:
                     "return_mean": _mean(ep_returns),
                     "return_recent": state.returns.mean,
                     "length_mean": _mean(ep_lengths),
-                    **self.ranks.rollout_stats(buffer, returns, mask),
+                    **rollout_stats(comm, buffer, returns, mask),
                     **{k: stats[k] for k in LOSS_COLUMNS},
                     "wall_time_s": time.perf_counter() - start_time,
                     "sps": batch_size / (t2 - t0),
                     "rollout_s": t1 - t0,
                     "update_s": t2 - t1,
-                    **gns_row,
+                    **noise_columns,
                     **self.columns,
                 }
                 reached = state.returns.reached(cfg.target_return)
                 row["reached_target"] = reached
-                for hook in self.hooks:
-                    hook.on_row(self, row)
-                new_shape = self.schedule.observe(gns_row, row, self.ranks.comm)
+                for hook in self.hooks:  # each sees the row so far, read-only
+                    row.update(hook.on_row(self, MappingProxyType(row)) or {})
+                new_shape = self.schedule.observe(noise_columns, row, comm)
+                row.update(self.schedule.columns())
                 if run is not None:
                     run.append_metrics(row)
                     log_scalars(writer, row, state.agent_steps)
@@ -160,8 +159,8 @@ class Loop:
                 # 6. Checkpoint (after the row: a checkpoint is never ahead of the metrics).
                 last = not self.schedule.fits(state.iteration, state.agent_steps)
                 if state.iteration % cfg.checkpoint_every == 0 or last or reached:
-                    state.save(run, self.ranks.comm, {"gns": self.ranks.state_dict(),
-                                                      "schedule": self.schedule.state_dict()})
+                    state.save(run, comm, {"gns": self.noise.state_dict(),
+                                           "schedule": self.schedule.state_dict()})
                     if run is not None:
                         run.mark_running(state.iteration, state.agent_steps)
                 for hook in self.hooks:
@@ -207,6 +206,10 @@ def prepare_network(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
 def outputs_to_fp32(module, inputs, outputs):
     """Forward hook: network outputs in fp32, so log-softmax and the losses run in fp32."""
     return tuple(out.float() for out in outputs)
+
+
+def finite_params(model: torch.nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
 def _mean(values: list) -> float:

@@ -3,7 +3,9 @@
 An AST walk of rl/, envs/ and agents/: no import cycles between rl modules, imports that
 point one way down the layers of rl/, no private name taken from another module, imports
 inside functions only where a ``# lazy: <reason>`` comment says why, envs/agents never
-importing rl, short module headers, one PPO iteration loop.
+importing rl, short module headers, one PPO iteration loop; and the loop's spine
+(docs/training-loop.md): its extension points typed with ``rl.train.protocols``, no private
+names taken across packages, only the loop writing the metrics row.
 """
 
 from __future__ import annotations
@@ -214,3 +216,138 @@ def test_there_is_one_ppo_iteration_loop():
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "ppo_update":
                 callers.append(name)
     assert sorted(callers) == ["rl.bench.flops", "rl.train.loop"], callers
+
+
+# --- the loop's spine (#26) ---------------------------------------------------------------------
+
+PROTOCOLS = {"schedule": "Schedule", "noise": "NoiseScale", "comm": "Comm"}
+"""Loop's extension-point fields and the ``rl.train.protocols`` protocol each is typed with."""
+
+IMPLEMENTATIONS = {
+    "Schedule": ["rl.train.batch_schedule.FixedBatch", "rl.train.batch_schedule.AdaptiveBatch"],
+    "NoiseScale": ["rl.measure.ppo_noise.PPONoiseScale", "rl.measure.free.FreeNoiseScale"],
+    "Comm": ["rl.train.comm.LocalComm", "rl.train.comm.DistComm"],
+}
+
+
+def _class(module: str, name: str) -> ast.ClassDef:
+    _, tree, _ = RL[module]
+    found = [n for n in tree.body if isinstance(n, ast.ClassDef) and n.name == name]
+    assert found, f"{module} defines no class {name}"
+    return found[0]
+
+
+def _members(cls: ast.ClassDef) -> set[str]:
+    """Methods, class attributes and the ``self.x`` its methods assign."""
+    out = {n.name for n in cls.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))}
+    for node in ast.walk(cls):
+        for target in getattr(node, "targets", [getattr(node, "target", None)]):
+            if isinstance(target, ast.Name):
+                out.add(target.id)
+            elif isinstance(target, ast.Attribute) and isinstance(target.value, ast.Name) \
+                    and target.value.id == "self":
+                out.add(target.attr)
+            elif isinstance(target, ast.Tuple):
+                out |= {t.id for t in target.elts if isinstance(t, ast.Name)}
+    return out
+
+
+def test_loop_extension_points_are_typed_with_protocols():
+    fields = {n.target.id: ast.unparse(n.annotation) for n in _class("rl.train.loop", "Loop").body
+              if isinstance(n, ast.AnnAssign) and isinstance(n.target, ast.Name)}
+    for name, protocol in PROTOCOLS.items():
+        assert fields.get(name) == protocol, f"Loop.{name} is typed {fields.get(name)!r}"
+        bases = [ast.unparse(b) for b in _class("rl.train.protocols", protocol).bases]
+        assert bases == ["Protocol"], f"{protocol} is not a typing.Protocol: {bases}"
+    untyped = [n for n, annotation in fields.items() if "Any" in annotation and n != "columns"]
+    assert not untyped, f"Loop fields typed Any: {untyped}"
+
+
+@pytest.mark.parametrize("protocol", sorted(IMPLEMENTATIONS))
+def test_each_implementation_has_its_protocols_methods(protocol):
+    wanted = {n.name for n in _class("rl.train.protocols", protocol).body
+              if isinstance(n, ast.FunctionDef)}
+    for path in IMPLEMENTATIONS[protocol]:
+        module, _, name = path.rpartition(".")
+        cls, have = _class(module, name), set()
+        while cls is not None:  # its own methods and those of bases defined in the module
+            have |= _members(cls)
+            base = [ast.unparse(b) for b in cls.bases]
+            cls = _class(module, base[0]) if base and base[0][0].isupper() and \
+                base[0] != "Protocol" else None
+        missing = sorted(wanted - have)
+        assert not missing, f"{path} lacks {protocol}'s {missing}"
+
+
+def test_the_loop_alone_writes_the_metrics_row():
+    """Strategies and hooks return columns: no function outside rl.train.loop changes a
+    ``row`` it was given (``row.update``, ``row[k] = ...``, ``row.pop``, ...)."""
+    writes = []
+    for name, (_, tree, _) in RL.items():
+        if name == "rl.train.loop":
+            continue
+        for fn in ast.walk(tree):
+            if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if "row" not in {a.arg for a in fn.args.args + fn.args.kwonlyargs}:
+                continue
+            for node in ast.walk(fn):
+                target = None
+                if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                        node.func.attr in ("update", "setdefault", "pop", "clear", "popitem"):
+                    target = node.func.value
+                elif isinstance(node, (ast.Assign, ast.AugAssign, ast.Delete)):
+                    targets = node.targets if isinstance(node, (ast.Assign, ast.Delete)) \
+                        else [node.target]
+                    target = next((t.value for t in targets if isinstance(t, ast.Subscript)),
+                                  None)
+                if isinstance(target, ast.Name) and target.id == "row":
+                    writes.append(f"{name}.{fn.name}:{node.lineno}")
+    assert not writes, "functions that write into the row they were given (return the " \
+        "columns instead):\n" + "\n".join(writes)
+
+
+def _imported_modules(tree: ast.Module) -> dict[str, str]:
+    """Local name -> module of ours, for ``import a.b [as c]`` and ``from a import b``."""
+    out = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                out[alias.asname or alias.name.split(".")[0]] = \
+                    alias.name if alias.asname else alias.name.split(".")[0]
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            for alias in node.names:
+                path = ROOT / node.module.replace(".", "/") / alias.name
+                if path.with_suffix(".py").exists() or path.is_dir():
+                    out[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return {k: v for k, v in out.items() if v.split(".")[0] in ("rl", "envs", "agents")}
+
+
+def _package(module: str, path: Path) -> str:
+    return module if path.name == "__init__.py" else module.rpartition(".")[0]
+
+
+def test_no_private_name_is_taken_from_another_package():
+    """Neither imported (``from rl.x import _y``, checked for rl above) nor read off an
+    imported module (``x._y``), in rl/, envs/ and agents/."""
+    found = []
+    for package in ("rl", "envs", "agents"):
+        for name, (path, tree, _) in sources(package).items():
+            mine = _package(name, path)
+            modules = _imported_modules(tree)
+            for node in ast.walk(tree):
+                taken = None
+                if isinstance(node, ast.ImportFrom) and node.module and \
+                        node.module.split(".")[0] in ("rl", "envs", "agents"):
+                    taken = [(node.module, a.name) for a in node.names]
+                elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) \
+                        and node.value.id in modules:
+                    taken = [(modules[node.value.id], node.attr)]
+                for module, attr in taken or []:
+                    if not attr.startswith("_") or attr.startswith("__"):
+                        continue
+                    owner = module if (ROOT / module.replace(".", "/")).is_dir() \
+                        else module.rpartition(".")[0]
+                    if owner != mine and (name, f"{module}.{attr}") not in PRIVATE_ALLOWED:
+                        found.append(f"{name}: {module}.{attr}")
+    assert not found, "private names taken from another package:\n" + "\n".join(found)

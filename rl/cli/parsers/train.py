@@ -39,6 +39,6 @@ def add_parser(sub) -> None:
     add_dataclass_args(p, TrainConfig, title="run")
     add_dataclass_args(p, PPOConfig, title="PPO")
     add_dataclass_args(p, ParallelConfig, title="data parallel (rl/train/launch.py)")
-    add_dataclass_args(p, AdaptiveConfig, title="batch schedule (rl/train/schedule.py)")
+    add_dataclass_args(p, AdaptiveConfig, title="batch schedule (rl/train/batch_schedule.py)")
     add_dataclass_args(p, TrackConfig, title="Weights & Biases (rl/train/tracking.py)")
     p.set_defaults(func=command("rl.cli.train", "cmd_train"))

@@ -1,5 +1,5 @@
 """The noise scale measured inside our PPO trainer (rl/measure/ppo_noise.py, used by the loop
-in rl/train/parallel.py)."""
+in rl/train/loop.py)."""
 
 from __future__ import annotations
 

@@ -285,7 +285,7 @@ def test_results_match_the_runs_they_came_from(study):
             assert row[ours] == expected or (math.isnan(row[ours]) and math.isnan(expected))
     # B_simple against the return: MinAtar-Breakout from its noise-scale run; CartPole,
     # which has none here, from its sweep's runs, every batch size pooled.
-    from rl.analysis.scaling import noise_scale_power_laws
+    from rl.analysis.power_laws import noise_scale_power_laws
     from rl.runs.metrics import load_metrics
 
     laws = df.xs("b_simple_exponent", level="quantity")

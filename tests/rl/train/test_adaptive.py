@@ -1,5 +1,6 @@
-"""The adaptive rollout batch size (rl/train/schedule.py): the rule, a CartPole run whose batch
-follows the measured noise scale, resume, and the comparison with a sweep's fixed batches."""
+"""The adaptive rollout batch size (rl/train/batch_schedule.py): the rule, a CartPole run
+whose batch follows the measured noise scale, resume, and the comparison with a sweep's fixed
+batches."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.metrics import load_metrics
 from rl.runs.storage import RunDir
 from rl.sweeps.results import result_columns, write_results
+from rl.train.batch_schedule import AdaptiveBatch, BatchSchedule
 from rl.train.comm import LocalComm
-from rl.train.config import TIMING_COLUMNS
-from rl.train.schedule import PLOT_FILE, AdaptiveBatch, AdaptiveConfig, BatchSchedule, EnvChunks
+from rl.train.config import TIMING_COLUMNS, AdaptiveConfig
+from rl.train.env_chunks import EnvChunks
+from rl.train.schedule_plot import PLOT_FILE
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -74,13 +77,12 @@ def test_the_schedule_is_never_fed_warmup_measurements():
     loop = AdaptiveBatch(cfg, num_envs=8, num_steps=32, world=1, total_agent_steps=10**6)
     gns = {"gns/total/g2": 1e-3, "gns/total/trace_sigma": 100.0}  # a transient-like B
     for iteration in range(1, WARMUP_ITERATIONS + 1):  # rows measured after 0 .. W-1 updates
-        row = {"iteration": iteration}
-        assert loop.observe(gns, row, LocalComm()) is None
-        assert loop.schedule.tracker.count == 0 and math.isnan(row["adaptive/b_simple"])
+        assert loop.observe(gns, {"iteration": iteration}, LocalComm()) is None
+        assert loop.schedule.tracker.count == 0 and math.isnan(loop.columns()["adaptive/b_simple"])
     row = {"iteration": WARMUP_ITERATIONS + 1}  # W updates done: counts, calibrates c
     assert loop.observe({"gns/total/g2": 1.0, "gns/total/trace_sigma": 100.0}, row,
                         LocalComm()) is None
-    assert loop.schedule.tracker.count == 1 and row["adaptive/b_simple"] == 100.0
+    assert loop.schedule.tracker.count == 1 and loop.columns()["adaptive/b_simple"] == 100.0
     assert loop.schedule.scale == pytest.approx(256 / 10)
 
 

@@ -23,9 +23,8 @@ from agents import PPOConfig, build_actor_critic, make_optimizer
 from rl.cli import main
 from rl.measure.ppo_noise import TERMS, PPONoiseScale
 from rl.runs.metrics import load_metrics
-from rl.train.config import PRESETS, TIMING_COLUMNS, ParallelConfig, TrainConfig
+from rl.train.config import PRESETS, TIMING_COLUMNS, AdaptiveConfig, ParallelConfig, TrainConfig
 from rl.train.launch import train, train_parallel
-from rl.train.schedule import AdaptiveConfig
 
 ROOT = Path(__file__).resolve().parents[3]
 CLASSIC_TRAIN, CLASSIC_PPO = PRESETS["classic"]

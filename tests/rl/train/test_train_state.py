@@ -1,9 +1,9 @@
-"""TrainState's checkpoint pieces (rl/train/state.py)."""
+"""TrainState's checkpoint pieces (rl/train/train_state.py)."""
 
 import pytest
 import torch
 
-from rl.train.state import restore_generator
+from rl.train.train_state import restore_generator
 
 
 def test_generator_state_round_trips_on_one_device():

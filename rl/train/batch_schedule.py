@@ -1,33 +1,28 @@
 """The rollout batch size along a run: fixed, or adaptive (B grows as sqrt(B_simple)).
 
-``FixedBatch`` and ``AdaptiveBatch`` are the loop's batch-schedule strategies: the
-learning rate in force, when the budget is spent, and (adaptive) the new rollout shape
+``FixedBatch`` and ``AdaptiveBatch`` are the loop's ``Schedule`` (``rl.train.protocols``):
+the learning rate in force, when the budget is spent, and (adaptive) the new rollout shape
 after a measured iteration. ``BatchSchedule`` is the adaptive rule itself (McCandlish et
-al. 2018, Appendix D), ``EnvChunks`` the environments it grows and pauses in chunks, and
-``plot_schedule`` its figure. See docs/adaptive-batch.md.
+al. 2018, Appendix D) on the batch ladder (``ladder``). The environments an adaptive
+num_envs grows in: ``rl.train.env_chunks``; its figure: ``rl.train.schedule_plot``. See
+docs/adaptive-batch.md.
 """
 
 from __future__ import annotations
 
-import json
 import math
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-import pandas as pd
 import torch
 
 from agents import PPOConfig, learning_rate_at
 from rl.measure.gns import GNSTracker
 from rl.measure.warmup import after_warmup
-from rl.runs.files import save_figure
-from rl.runs.metrics import load_metrics
 from rl.train.config import AdaptiveConfig
+from rl.train.protocols import Comm
 from rl.train.rollout import RolloutBuffer, to_device
 
-PLOT_FILE = "batch_schedule.png"
 _HYSTERESIS = math.log(1.1)
 
 
@@ -147,81 +142,6 @@ class BatchSchedule:
 
 
 # --------------------------------------------------------------------------------------------
-# Environments in chunks (the num_envs axis)
-# --------------------------------------------------------------------------------------------
-
-
-class EnvChunks:
-    """A vector env made of chunks of ``chunk_envs`` environments, of which the first
-    ``active`` are stepped (the ``envs`` vector-env interface: reset, step, close, spaces,
-    ``frames_per_step``).
-
-    Chunk j of rank r is ``make(chunk_envs, seed + (j x world + r) x chunk_envs)``: chunk 0 is
-    the rank's starting env; with one rank and a backend that seeds env i with seed + i (all
-    but ``gym-vector``, whose envs share one generator), k chunks hold the environments one
-    vector env of k x chunk_envs seeded ``seed`` would hold. ``set_active(k)`` changes the
-    prefix and returns its observations: new chunks are reset, paused ones continue their games.
-    """
-
-    def __init__(self, first, make: Callable[[int, int], Any], chunk_envs: int, seed: int,
-                 rank: int = 0, world: int = 1):
-        self.make, self.chunk_envs, self.seed = make, int(chunk_envs), int(seed)
-        self.rank, self.world = int(rank), int(world)
-        self.chunks = [first]
-        self.last_obs: list[np.ndarray | None] = [None]
-        self.active = 1
-        self.single_observation_space = first.single_observation_space
-        self.single_action_space = first.single_action_space
-        self.frames_per_step = first.frames_per_step
-
-    @property
-    def checkpointable(self) -> bool:
-        """Whether every chunk's state can be saved (``rl.runs.envstate``)."""
-        return all(getattr(chunk, "checkpointable", False) for chunk in self.chunks)
-
-    @property
-    def num_envs(self) -> int:
-        return self.active * self.chunk_envs
-
-    def chunk_seed(self, j: int) -> int:
-        return self.seed + (j * self.world + self.rank) * self.chunk_envs
-
-    def reset(self, **kwargs):
-        outs = [self.chunks[j].reset(**kwargs) for j in range(self.active)]
-        for j, (obs, _) in enumerate(outs):
-            self.last_obs[j] = obs
-        return np.concatenate([o for o, _ in outs]), _concat_info([i for _, i in outs])
-
-    def step(self, actions):
-        actions = np.asarray(actions)
-        outs = [self.chunks[j].step(actions[j * self.chunk_envs:(j + 1) * self.chunk_envs])
-                for j in range(self.active)]
-        for j, out in enumerate(outs):
-            self.last_obs[j] = out[0]
-        obs, reward, terminated, truncated, info = zip(*outs, strict=True)
-        return (np.concatenate(obs), np.concatenate(reward), np.concatenate(terminated),
-                np.concatenate(truncated), _concat_info(info))
-
-    def set_active(self, k: int) -> np.ndarray:
-        """Step the first ``k`` chunks from now on; their current observations."""
-        while len(self.chunks) < k:
-            chunk = self.make(self.chunk_envs, self.chunk_seed(len(self.chunks)))
-            obs, _ = chunk.reset()
-            self.chunks.append(chunk)
-            self.last_obs.append(obs)
-        self.active = k
-        return np.concatenate(self.last_obs[:k])
-
-    def close(self) -> None:
-        for chunk in self.chunks:
-            chunk.close()
-
-
-def _concat_info(infos: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    return {key: np.concatenate([i[key] for i in infos]) for key in infos[0]}
-
-
-# --------------------------------------------------------------------------------------------
 # The loop's batch-schedule strategies
 # --------------------------------------------------------------------------------------------
 
@@ -252,9 +172,13 @@ class FixedBatch:
         """Whether the next iteration fits in the budget."""
         return iteration < self.total_iterations
 
-    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+    def observe(self, noise: Mapping[str, Any], row: Mapping[str, Any],
+                comm: Comm) -> tuple[int, int] | None:
         """The new (num_envs, num_steps) after this iteration's row, or None: never."""
         return None
+
+    def columns(self) -> dict[str, Any]:
+        return {}
 
     def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
         raise NotImplementedError
@@ -302,20 +226,25 @@ class AdaptiveBatch:
     def fits(self, iteration: int, agent_steps: int) -> bool:
         return agent_steps + self.batch_size <= self.total
 
-    def observe(self, gns_row: dict, row: dict, comm: Any) -> tuple[int, int] | None:
+    def observe(self, noise: Mapping[str, Any], row: Mapping[str, Any],
+                comm: Comm) -> tuple[int, int] | None:
+        """Feed the iteration's noise-scale columns; the new shape, or None."""
         term = self.schedule.cfg.batch_term
         decision = None
         # The row's iteration is 1-based: its measurement came after iteration - 1 updates.
         # Warm-up measurements never reach the schedule's smoother (rl.measure.warmup).
-        if f"gns/{term}/g2" in gns_row and after_warmup(int(row["iteration"]) - 1):
-            decision = self.schedule.observe(gns_row[f"gns/{term}/g2"],
-                                             gns_row[f"gns/{term}/trace_sigma"])
+        if f"gns/{term}/g2" in noise and after_warmup(int(row["iteration"]) - 1):
+            decision = self.schedule.observe(noise[f"gns/{term}/g2"],
+                                             noise[f"gns/{term}/trace_sigma"])
         if comm.size > 1:  # rank 0 decides; every rank applies the same decision
             decision, state = comm.broadcast_object(
                 (decision, self.schedule.state_dict()) if comm.rank == 0 else None)
             self.schedule.load_state_dict(state)
-        row.update(self.schedule.columns())
         return decision
+
+    def columns(self) -> dict[str, float]:
+        """The smoothed B_simple, the target batch and the scale c after ``observe``."""
+        return self.schedule.columns()
 
     def resize(self, env, next_obs: torch.Tensor, device) -> tuple[torch.Tensor, RolloutBuffer]:
         """Apply the new shape: activate env chunks (num_envs) and reallocate the buffer."""
@@ -329,62 +258,3 @@ class AdaptiveBatch:
     def load_state_dict(self, state: dict[str, Any] | None) -> None:
         if state is not None:
             self.schedule.load_state_dict(state)
-
-
-# --------------------------------------------------------------------------------------------
-# Plot
-# --------------------------------------------------------------------------------------------
-
-
-def read_run_config(run_dir: str | Path) -> dict[str, Any]:
-    """A run directory's config.json ({} when missing or unreadable)."""
-    try:
-        return json.loads((Path(run_dir) / "config.json").read_text())
-    except (FileNotFoundError, ValueError):
-        return {}
-
-
-def plot_schedule(run_dir: str | Path, out: str | Path | None = None) -> Path:
-    """Rollout batch size and B_simple against PPO iteration, as a png (returns its path).
-
-    Top: the rollout batch (agent steps) and the schedule's target B*. Bottom (log scale): the
-    smoothed B_simple the schedule follows and the single-iteration estimates of that term
-    (positive ones; negative single estimates are normal and are not drawn).
-    """
-    from matplotlib.backends.backend_agg import FigureCanvasAgg  # lazy: slow import, figures only
-    from matplotlib.figure import Figure  # lazy: slow import, figures only
-
-    run_dir = Path(run_dir)
-    m = load_metrics(run_dir)
-    term = read_run_config(run_dir).get("adaptive", {}).get("batch_term", "total")
-    fig = Figure(figsize=(8, 6), layout="constrained")
-    FigureCanvasAgg(fig)
-    top, bottom = fig.subplots(2, 1, sharex=True)
-    it = m["iteration"].to_numpy(float)
-    top.step(it, m["rollout_batch_size"].to_numpy(float), where="pre", color="C0",
-             label="rollout batch size B")
-    if "adaptive/target_batch_size" in m:
-        top.plot(it, pd.to_numeric(m["adaptive/target_batch_size"], errors="coerce"), "--",
-                 color="C1", lw=1, label="target c sqrt(B_simple) (before bounds, rounding)")
-    top.set_yscale("log")
-    top.set_ylabel("agent steps per rollout")
-    top.legend(fontsize=8)
-    single = f"gns/{term}/b_simple"
-    if single in m:
-        y = pd.to_numeric(m[single], errors="coerce")
-        keep = y > 0
-        bottom.plot(it[keep.to_numpy()], y[keep], ".", color="0.6", ms=3,
-                    label=f"single estimates ({term} loss)")
-    if "adaptive/b_simple" in m:
-        y = pd.to_numeric(m["adaptive/b_simple"], errors="coerce")
-        keep = (y > 0).to_numpy()
-        bottom.plot(it[keep], y[keep], color="C2", label="smoothed B_simple (schedule input)")
-    bottom.set_yscale("log")
-    bottom.set_xlabel("PPO iteration")
-    bottom.set_ylabel("B_simple (agent steps)")
-    bottom.legend(fontsize=8)
-    fig.suptitle(f"{run_dir.name}: adaptive rollout batch, B ~ sqrt(B_simple)", fontsize=10)
-    path = Path(out) if out is not None else run_dir / PLOT_FILE
-    save_figure(fig, path, dpi=90)
-    return path
-

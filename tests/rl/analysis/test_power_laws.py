@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from rl.analysis.scaling import (
+from rl.analysis.power_laws import (
     bin_edges,
     exponent_replicates,
     fit_power_law,

@@ -23,6 +23,7 @@ from rl.measure.returns import SmoothedReturn
 from rl.runs.envstate import EnvStateError, restore_env_state, saved_env_state
 from rl.runs.errors import RunDirError
 from rl.runs.storage import RunDir
+from rl.train.protocols import Comm
 
 CHECKPOINT_KEYS = ("model", "optimizer", "sample_gen", "perm_gen", "torch_rng", "agent_steps",
                    "episodes_total", "recent_returns")
@@ -63,7 +64,7 @@ class TrainState:
             "next_obs": self.next_obs.cpu() if env_state is not None else None,
         }
 
-    def save(self, run: RunDir | None, comm: Any, extra: Mapping[str, Any]) -> None:
+    def save(self, run: RunDir | None, comm: Comm, extra: Mapping[str, Any]) -> None:
         """Write the checkpoint of this iteration (collective: every rank calls it).
 
         ``extra``: the strategies' own state by key (``gns``, ``schedule``)."""
@@ -172,7 +173,7 @@ def rank_state(state: Mapping[str, Any], rank: int, world: int) -> dict[str, Any
     return ranks[rank]
 
 
-def distribute_checkpoint(comm: Any, checkpoint) -> tuple[dict, dict, int] | None:
+def distribute_checkpoint(comm: Comm, checkpoint) -> tuple[dict, dict, int] | None:
     """(common state, this rank's state, iteration) from rank 0's checkpoint, or None."""
     if comm.size == 1:
         if checkpoint is None:
