@@ -24,7 +24,13 @@ from rl.cli.output import CLIError, console, err_console
 from rl.runs.files import atomic_symlink
 from rl.train.batch_schedule import FixedBatch
 from rl.train.config import (
-    PRESETS, AdaptiveConfig, ParallelConfig, TrackConfig, TrainConfig, preset_for)
+    PRESETS,
+    AdaptiveConfig,
+    ParallelConfig,
+    TrackConfig,
+    TrainConfig,
+    preset_for,
+)
 from rl.train.launch import checked, torchrun_env, train
 from rl.train.tracking import import_wandb
 

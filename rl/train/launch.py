@@ -61,6 +61,7 @@ from rl.train.hooks import (
 )
 from rl.train.loop import Loop
 from rl.train.protocols import Comm
+from rl.train.tracking import WandbLog, import_wandb
 from rl.train.train_state import (
     CHECKPOINT_KEYS,
     TrainState,
@@ -68,7 +69,6 @@ from rl.train.train_state import (
     restore_env,
     saved_chunks,
 )
-from rl.train.tracking import WandbLog, import_wandb
 
 RANK_SEED_STRIDE = 1_000_003
 """Rank r samples actions and minibatch orders from seed + RANK_SEED_STRIDE r."""
