@@ -86,12 +86,8 @@ class _Arm:
                  cfg: FlopsBenchConfig):
         self.ppo, self.batch = ppo, batch
         self.model = copy.deepcopy(model)
-        train_cfg = TrainConfig(env=cfg.env, cpu_bf16=arm == "bf16")
+        train_cfg = TrainConfig(env=cfg.env, cpu_bf16=arm == "bf16", compile=arm == "compile")
         self.net, self.autocast = prepare_network(train_cfg, self.model, torch.device("cpu"))
-        if arm == "compile":
-            # In place: ``evaluate`` calls the module, so the compiled forward serves the
-            # update (a ``torch.compile(model)`` wrapper would only compile direct calls).
-            self.net.compile()
         self.optimizer = make_optimizer(self.model, ppo)
         self.generator = torch.Generator().manual_seed(cfg.seed)
 

@@ -73,7 +73,8 @@ class TrainConfig:
     bf16: bool = False
     """CUDA only: bfloat16 autocast for forward passes (statistics stay fp32)."""
     compile: bool = False
-    """CUDA only: torch.compile the network."""
+    """torch.compile the network in place (inductor; on the CPU it needs a C++ compiler).
+    Whether it pays: rlscale bench flops (BENCHMARKS.md)."""
     cpu_bf16: bool = False
     """CPU only: bfloat16 autocast for forward passes, network outputs cast back to fp32
     (losses and noise-scale statistics stay fp32); pays off on CPUs with AMX/AVX512-BF16."""

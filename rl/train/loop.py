@@ -191,7 +191,11 @@ def prepare_network(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
     """(network to run, autocast context) for the run's memory format, compile and bf16."""
     if uses_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)  # 4-D weights only; same parameters
-    net = torch.compile(model) if cfg.compile and device.type == "cuda" else model
+    if cfg.compile:
+        # In place: rollouts and updates call the network through act/evaluate, which go
+        # through Module.__call__; a torch.compile(model) wrapper compiles only direct calls.
+        model.compile()
+    net = model
     # No weight-cast cache: the update's optimizer steps run inside the context, and a cached
     # bf16 copy of a weight would keep serving the pre-step value (every minibatch of the
     # update would then see the rollout's weights: PPO ratio 1, approx_kl 0).
