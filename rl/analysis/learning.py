@@ -27,7 +27,7 @@ from rl.peers.sb3 import make_sb3_env
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics, log_scalars
 from rl.runs.storage import RunDir
-from rl.train.config import RESUMABLE_CHANGES, TrainConfig, resolve_device
+from rl.train.config import RESUMABLE_CHANGES, TrainConfig, config_dict, resolve_device
 from rl.train.launch import train
 
 SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episodes_total",
@@ -67,7 +67,7 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
         raise ValueError("train_sb3_run runs the whole budget; leave target_return unset")
     device = resolve_device(cfg.device)
     config = {"impl": "sb3", "align_value_loss": align_value_loss,
-              "train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+              "train": config_dict(cfg), "ppo": dataclasses.asdict(ppo)}
     run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
                       may_differ=RESUMABLE_CHANGES)
     threads = torch.get_num_threads()
