@@ -53,8 +53,8 @@ class RunningMeanStd:
         delta = b_mean - self.mean
         total = self.count + n
         m2 = self.var * self.count + b_var * n + delta**2 * self.count * n / total
-        self.mean = self.mean + delta * n / total
-        self.var = m2 / total
+        self.mean = np.asarray(self.mean + delta * n / total, dtype=np.float64)
+        self.var = np.asarray(m2 / total, dtype=np.float64)
         self.count = total
 
     def state_dict(self) -> dict[str, Any]:

@@ -166,8 +166,8 @@ def restore_normalization(env, saved: Mapping[str, Any] | None) -> None:
 def _tensors(tree: Any) -> Any:
     if isinstance(tree, dict):
         return {k: _tensors(v) for k, v in tree.items()}
-    if isinstance(tree, np.ndarray):
-        return torch.from_numpy(tree.copy())
+    if isinstance(tree, (np.ndarray, np.generic)):
+        return torch.from_numpy(np.array(tree))
     return tree
 
 
