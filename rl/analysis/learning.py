@@ -307,6 +307,23 @@ def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
                    "left_out": [f"{impl}-seed{k}" for impl, k in left_out]}
 
 
+CURVE_COLUMNS = ("impl", "seed", "iteration", "agent_steps", "episodes", "return_mean",
+                 "return_recent")
+"""Columns of ``learning_curves`` (one row per run and PPO iteration)."""
+
+
+def learning_curves(runs: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Every run's per-iteration curve in one table (``CURVE_COLUMNS``), for curves.csv."""
+    parts = []
+    for (impl, seed), df in sorted(runs.items()):
+        part = df[[c for c in CURVE_COLUMNS[2:] if c in df.columns]].copy()
+        part.insert(0, "seed", seed)
+        part.insert(0, "impl", impl)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=list(CURVE_COLUMNS))
+
+
 def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: str) -> Path:
     """Smoothed full-game return against agent steps (frames on the top axis), per run."""
     import matplotlib  # lazy: slow import, figures only
@@ -338,7 +355,8 @@ def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: 
 
 
 def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
-    """Train what is missing (if ``cfg.train``), then compare; writes learning.png too."""
+    """Train what is missing (if ``cfg.train``), then compare; writes learning.png and
+    curves.csv (every run's per-iteration curve) into the runs folder too."""
     cfg.validate()
     if cfg.train:
         for seed in cfg.seed_list():
@@ -355,6 +373,7 @@ def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
                            f"over the first {verdict['span']:,} agent steps{short}; returns "
                            "are full games, unclipped, smoothed over the last "
                            f"{cfg.return_window} games; plot: {cfg.runs_dir() / 'learning.png'}")
+    learning_curves(runs).to_csv(cfg.runs_dir() / "curves.csv", index=False)
     plot_learning(runs, cfg.runs_dir() / "learning.png",
                   f"{cfg.env}: ours vs SB3 PPO, {cfg.num_envs}x{cfg.num_steps}, "
                   f"compared over {verdict['span']:,} agent steps")
