@@ -4,8 +4,8 @@ This package never imports the testbed (``rl``); plugins register here.
 """
 
 from envs.atari import PRESETS, AtariPreset
-from envs.normalize import NormalizeVec, RunningMeanStd
 from envs.make import ATARI_BACKENDS, BACKENDS, default_backend, make_env, make_vec
+from envs.normalize import NormalizeVec, RunningMeanStd
 from envs.registry import (
     ENTRY_POINT_GROUP,
     EnvEntry,

@@ -161,9 +161,11 @@ class NormalizeVec(gym.vector.VectorEnv):
         for name, rms in (("obs", self.obs_rms), ("reward", self.ret_rms)):
             saved = state.get(name)
             if (saved is None) != (rms is None):
-                raise ValueError(f"the saved normalization {'has' if saved is not None else 'lacks'}"
-                                 f" {name} statistics and this env {'does not' if rms is None else 'does'}"
-                                 " normalize them: resume with the same norm_obs/norm_reward")
+                saved_has = "has" if saved is not None else "lacks"
+                env_does = "does not" if rms is None else "does"
+                raise ValueError(f"the saved normalization {saved_has} {name} statistics and "
+                                 f"this env {env_does} normalize them: resume with the same "
+                                 "norm_obs/norm_reward")
             if rms is not None:
                 rms.load_state_dict(saved)
 

@@ -215,7 +215,10 @@ def preset_for(env_id: str) -> str:
     entry = envs.resolve(env_id)
     if entry.kind == "atari":
         return "atari"
-    env = envs.make_env(env_id)
+    try:
+        env = envs.make_env(env_id)
+    except Exception:  # e.g. a plugin factory that needs options: the run itself reports
+        return "classic"  # the env's error; the preset is only a default
     try:
         box = isinstance(env.action_space, gym.spaces.Box)
     finally:
