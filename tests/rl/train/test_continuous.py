@@ -12,6 +12,7 @@ import torch
 import envs
 from agents import PPOConfig, build_actor_critic, gaussian_log_prob
 from rl.runs.metrics import load_metrics
+from rl.runs.policy import load_policy
 from rl.runs.storage import RunDir
 from rl.train.config import PRESETS, TrainConfig, preset_for
 from rl.train.launch import train
@@ -160,6 +161,16 @@ def test_mountain_car_continuous_smoke(tmp_path):
     assert all(math.isfinite(r["policy_loss"]) and math.isfinite(r["value_loss"])
                for r in rows)
     assert math.isfinite(rows[0]["gns/total/g2"])
+    # The trained policy: raw observations in, normalized with the checkpoint's statistics,
+    # actions clipped to [-1, 1] out.
+    policy = load_policy(tmp_path / "mcc")
+    assert policy.obs_norm is not None and policy.obs_norm[0].shape == (2,)
+    env = policy.make_vec(3, 0)
+    obs, _ = env.reset()
+    actions = policy.act(obs, deterministic=False, generator=torch.Generator().manual_seed(0))
+    assert actions.shape == (3, 1) and np.all(np.abs(actions) <= 1.0)
+    env.close()
+    assert policy(obs[0]).shape == (1,)
 
 
 def test_bad_normalization_settings_are_refused(tmp_path):
