@@ -1,4 +1,5 @@
-"""Actor-critic networks for discrete-action PPO.
+"""Actor-critic networks for PPO: categorical policies (Discrete actions) and diagonal
+Gaussian policies (Box actions).
 
 Trunks
     ``NatureCNN``  Mnih et al. 2015: conv 32 8x8/4, conv 64 4x4/2, conv 64 3x3/1, linear 512.
@@ -30,6 +31,14 @@ Network choice in ``build_actor_critic(..., network="auto")``
 
 Initialization: orthogonal weights with gain sqrt(2) for hidden layers, 0.01 for the policy
 head, 1.0 for the value head; all biases zero.
+
+Continuous actions (a 1-D ``gym.spaces.Box`` action space) get a ``GaussianActorCritic``:
+the policy head outputs the mean of a diagonal Gaussian, and the log standard deviation is
+a learned vector independent of the state (``log_std_init``, 0 by default: std 1, as in
+stable-baselines3 and CleanRL), or, with ``state_dependent_std=True``, a second linear head
+on the actor's features (clamped to [LOG_STD_MIN, LOG_STD_MAX]). Actions are the unbounded
+samples; clipping them to the space's bounds is the caller's job when stepping the env (the
+rollout does it), so the stored action and its log-probability stay the sample's.
 """
 
 from __future__ import annotations
@@ -45,12 +54,16 @@ from torch.nn import functional as F
 __all__ = [
     "NETWORKS",
     "ActorCritic",
+    "GaussianActorCritic",
     "ImpalaCNN",
     "MLP",
     "NatureCNN",
     "ObsPreprocessor",
     "SmallCNN",
     "build_actor_critic",
+    "check_box_actions",
+    "gaussian_entropy",
+    "gaussian_log_prob",
     "infer_channels_last",
     "orthogonal_init_",
 ]
@@ -63,6 +76,9 @@ POLICY_GAIN = 0.01
 VALUE_GAIN = 1.0
 NATURE_MIN_SIZE = 36  # smallest H, W that survives the 8/4, 4/2, 3/1 convolutions
 SMALL_MIN_SIZE = 3
+LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0
+"""Bounds of a state-dependent log standard deviation (as stable-baselines3's)."""
+_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
 
 
 def orthogonal_init_(module: nn.Module, gain: float) -> nn.Module:
@@ -382,6 +398,106 @@ class ActorCritic(nn.Module):
         return logprob, entropy, value
 
 
+def gaussian_log_prob(actions: torch.Tensor, mean: torch.Tensor,
+                      log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density (N,) of ``actions`` (N, A) under independent normals, summed over A."""
+    z = (actions - mean) * torch.exp(-log_std)
+    return (-0.5 * z.square() - log_std - _HALF_LOG_2PI).sum(dim=-1)
+
+
+def gaussian_entropy(log_std: torch.Tensor) -> torch.Tensor:
+    """Entropy (N,) of independent normals with these log standard deviations (N, A)."""
+    return (0.5 + _HALF_LOG_2PI + log_std).sum(dim=-1)
+
+
+class GaussianActorCritic(ActorCritic):
+    """Diagonal Gaussian policy over a 1-D Box action space and a state-value function.
+
+    Same trunks, heads and methods as :class:`ActorCritic`; ``policy_head`` outputs the mean
+    (N, A), ``forward`` returns ``(mean, value)``. The log standard deviation is the
+    parameter ``log_std`` (A,) (state-independent, the default), or ``log_std_head``'s
+    output clamped to [LOG_STD_MIN, LOG_STD_MAX] with ``state_dependent_std``. Actions are
+    float32 (N, A) samples, unclipped.
+    """
+
+    def __init__(
+        self,
+        preprocess: nn.Module,
+        actor_trunk: nn.Module,
+        action_dim: int,
+        critic_trunk: nn.Module | None = None,
+        *,
+        log_std_init: float = 0.0,
+        state_dependent_std: bool = False,
+    ):
+        super().__init__(preprocess, actor_trunk, action_dim, critic_trunk)
+        self.action_dim = int(action_dim)
+        self.state_dependent_std = bool(state_dependent_std)
+        if self.state_dependent_std:
+            self.log_std_head = orthogonal_init_(
+                nn.Linear(actor_trunk.out_features, action_dim), POLICY_GAIN)
+            nn.init.constant_(self.log_std_head.bias, float(log_std_init))
+        else:
+            self.log_std = nn.Parameter(torch.full((action_dim,), float(log_std_init)))
+
+    def _log_std(self, hidden: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+        if self.state_dependent_std:
+            return self.log_std_head(hidden).clamp(LOG_STD_MIN, LOG_STD_MAX)
+        return self.log_std.to(mean.dtype).expand_as(mean)
+
+    def _policy(self, obs: torch.Tensor, with_value: bool):
+        """(mean, log_std, value or None) from one pass over the trunks."""
+        x = self.preprocess(obs)
+        hidden = self.actor_trunk(x)
+        mean = self.policy_head(hidden).float()  # fp32 under autocast too: the densities
+        value = None
+        if with_value:
+            critic_hidden = hidden if self.critic_trunk is None else self.critic_trunk(x)
+            value = self.value_head(critic_hidden).squeeze(-1).float()
+        return mean, self._log_std(hidden, mean).float(), value
+
+    def sampling_noise(
+        self, shape: tuple[int, ...], generator: torch.Generator | None = None, device=None
+    ) -> torch.Tensor:
+        """Standard normal noise, ``shape + (action_dim,)``, for :meth:`act` ``(noise=...)``."""
+        return torch.randn(*shape, self.action_dim, generator=generator, device=device)
+
+    def act(
+        self,
+        obs: torch.Tensor,
+        deterministic: bool = False,
+        generator: torch.Generator | None = None,
+        with_value: bool = True,
+        noise: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Sample actions: ``(action float32 (N, A), logprob (N,), value (N,))``.
+
+        ``deterministic`` returns the mean; ``noise`` (N, A), standard normal
+        (:meth:`sampling_noise`), gives ``mean + std * noise``; otherwise the noise is drawn
+        from ``generator``. The action is not clipped to the action space's bounds.
+        """
+        need_value = with_value or self.critic_trunk is None
+        mean, log_std, value = self._policy(obs, need_value)
+        if not with_value:
+            value = None
+        if deterministic:
+            action = mean
+        else:
+            if noise is None:
+                noise = torch.randn(mean.shape, generator=generator, device=mean.device,
+                                    dtype=mean.dtype)
+            action = mean + log_std.exp() * noise.to(mean.dtype)
+        return action, gaussian_log_prob(action, mean, log_std), value
+
+    def evaluate(
+        self, obs: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Return ``(logprob of actions (N,), entropy (N,), value (N,))`` with gradients."""
+        mean, log_std, value = self._policy(obs, True)
+        actions = actions.to(mean.dtype).reshape(mean.shape)
+        return gaussian_log_prob(actions, mean, log_std), gaussian_entropy(log_std), value
+
+
 def _input_scale(space: gym.spaces.Box) -> float:
     dtype = np.dtype(space.dtype)
     if dtype == np.bool_ or not np.issubdtype(dtype, np.integer):
@@ -390,26 +506,54 @@ def _input_scale(space: gym.spaces.Box) -> float:
     return 1.0 / high if np.isfinite(high) and high > 0 else 1.0
 
 
+def check_box_actions(space: gym.spaces.Box) -> None:
+    """ValueError naming the problem and the fix unless ``space`` is a Box a
+    ``GaussianActorCritic`` can drive: 1-D, floating point, with low <= high."""
+    shape = tuple(space.shape)
+    if len(shape) != 1 or shape[0] < 1:
+        raise ValueError(
+            f"continuous actions need a 1-D Box action space (one vector per step), got shape "
+            f"{shape}; wrap the environment with a gymnasium.ActionWrapper that takes flat "
+            "(n,) actions and reshapes them")
+    if not np.issubdtype(np.dtype(space.dtype), np.floating):
+        raise ValueError(
+            f"a Box action space of dtype {space.dtype} is not continuous; use a floating-point "
+            "Box, or a Discrete/MultiDiscrete wrapper for integer actions")
+    if np.any(np.asarray(space.low) > np.asarray(space.high)):
+        raise ValueError(f"the Box action space has low > high somewhere ({space}); fix the "
+                         "environment's action bounds")
+
+
 def build_actor_critic(
     observation_space: gym.Space,
     action_space: gym.Space,
     network: str = "auto",
     *,
     channels_last: bool | None = None,
+    log_std_init: float = 0.0,
+    state_dependent_std: bool = False,
 ) -> ActorCritic:
-    """Build an ``ActorCritic`` for a Box observation space and a Discrete action space.
+    """Build an actor-critic for a Box observation space: an ``ActorCritic`` for a Discrete
+    action space, a ``GaussianActorCritic`` for a 1-D Box action space.
 
     ``network`` is one of ``NETWORKS``; see the module docstring for what "auto" picks.
     ``channels_last`` overrides the inferred layout of 3-D image spaces.
+    ``log_std_init`` and ``state_dependent_std`` shape the Gaussian policy (Box actions only).
     """
     if network not in NETWORKS:
         raise ValueError(f"unknown network {network!r}; choose one of {', '.join(NETWORKS)}")
-    if not isinstance(action_space, gym.spaces.Discrete):
+    continuous = isinstance(action_space, gym.spaces.Box)
+    if continuous:
+        check_box_actions(action_space)
+        if not math.isfinite(float(log_std_init)):
+            raise ValueError(f"log_std_init must be a finite number, got {log_std_init!r}")
+    elif not isinstance(action_space, gym.spaces.Discrete):
         raise ValueError(
-            f"ActorCritic supports Discrete action spaces only, got {action_space}; "
-            "use an environment with discrete actions (or a discretizing action wrapper)"
+            f"PPO here supports Discrete and 1-D Box action spaces, got {action_space}; "
+            "wrap the environment with a gymnasium.ActionWrapper that maps a Discrete or a 1-D "
+            "Box action onto its actions"
         )
-    if int(action_space.start) != 0:
+    if not continuous and int(action_space.start) != 0:
         raise ValueError(
             f"Discrete action space starts at {int(action_space.start)}; the policy emits actions "
             "0..n-1, so wrap the environment to shift its actions to start at 0"
@@ -420,8 +564,15 @@ def build_actor_critic(
             "with gymnasium.wrappers.FlattenObservation and use network='mlp'"
         )
     shape = tuple(int(s) for s in observation_space.shape)
-    num_actions = int(action_space.n)
+    num_actions = int(action_space.shape[0]) if continuous else int(action_space.n)
     scale = _input_scale(observation_space)
+
+    def head(pre: nn.Module, trunk: nn.Module, critic: nn.Module | None = None) -> ActorCritic:
+        if continuous:
+            return GaussianActorCritic(pre, trunk, num_actions, critic,
+                                       log_std_init=log_std_init,
+                                       state_dependent_std=state_dependent_std)
+        return ActorCritic(pre, trunk, num_actions, critic_trunk=critic)
 
     if network == "auto":
         if len(shape) == 1:
@@ -439,7 +590,7 @@ def build_actor_critic(
     if network == "mlp":
         pre = ObsPreprocessor(shape, scale, channels_last=False, flatten=True)
         in_features = int(np.prod(shape))
-        return ActorCritic(pre, MLP(in_features), num_actions, critic_trunk=MLP(in_features))
+        return head(pre, MLP(in_features), MLP(in_features))
 
     if len(shape) != 3:
         raise ValueError(
@@ -467,4 +618,4 @@ def build_actor_critic(
                 f"{h}x{w} from shape {shape}; use network='mlp' or 'impala'"
             )
         trunk = SmallCNN(chw)
-    return ActorCritic(pre, trunk, num_actions)
+    return head(pre, trunk)

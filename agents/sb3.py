@@ -44,7 +44,8 @@ def sb3_policy_name(network: str = "mlp") -> str:
 _SB3_PREFIXES = {
     "mlp": (("actor_trunk.net.", "mlp_extractor.policy_net."),
             ("critic_trunk.net.", "mlp_extractor.value_net."),
-            ("policy_head.", "action_net."), ("value_head.", "value_net.")),
+            ("policy_head.", "action_net."), ("value_head.", "value_net."),
+            ("log_std", "log_std")),  # a Gaussian policy's (Box actions)
     "nature": (("actor_trunk.convs.", "features_extractor.cnn."),
                ("actor_trunk.fc.", "features_extractor.linear.0."),
                ("policy_head.", "action_net."), ("value_head.", "value_net.")),

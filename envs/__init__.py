@@ -5,6 +5,7 @@ This package never imports the testbed (``rl``); plugins register here.
 
 from envs.atari import PRESETS, AtariPreset
 from envs.make import ATARI_BACKENDS, BACKENDS, default_backend, make_env, make_vec
+from envs.normalize import NormalizeVec, RunningMeanStd
 from envs.registry import (
     ENTRY_POINT_GROUP,
     EnvEntry,
@@ -24,6 +25,8 @@ __all__ = [
     "PRESETS",
     "AtariPreset",
     "EnvEntry",
+    "NormalizeVec",
+    "RunningMeanStd",
     "UnknownEnvError",
     "VecEnv",
     "default_backend",

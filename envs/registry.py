@@ -5,7 +5,8 @@ Three kinds of names resolve to an environment:
 - Atari games, by short name (``Pong``, ``SpaceInvaders``) or any of the usual ids
   (``ALE/Pong-v5``, ``Pong-v5``, ``PongNoFrameskip-v4``, ``pong``). The catalogue is
   every ROM that ale-py ships.
-- Classic control (``CartPole``, ``Acrobot``, ``MountainCar`` or their gymnasium ids),
+- Classic control (``CartPole``, ``Acrobot``, ``MountainCar``; with Box actions
+  ``Pendulum``, ``MountainCarContinuous``; or their gymnasium ids),
   and any other gymnasium id with the ``gym:`` prefix (``gym:LunarLander-v3``).
 - Plugins: single-environment factories registered with :func:`register_env`, either
   directly (the decorator) or by an installed package that declares an entry point in
@@ -42,11 +43,13 @@ CLASSIC = "classic"
 GYM = "gym"
 PLUGIN = "plugin"
 
-# Short names for the classic-control tasks PPO can drive (discrete actions).
+# Short names for gymnasium's classic-control tasks (Discrete actions, then Box actions).
 CLASSIC_CONTROL = {
     "CartPole": "CartPole-v1",
     "Acrobot": "Acrobot-v1",
     "MountainCar": "MountainCar-v0",
+    "Pendulum": "Pendulum-v1",
+    "MountainCarContinuous": "MountainCarContinuous-v0",
 }
 
 

@@ -27,7 +27,7 @@ from rl.peers.sb3 import make_sb3_env, sb3_ppo_model
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics, log_scalars
 from rl.runs.storage import RunDir
-from rl.train.config import RESUMABLE_CHANGES, TrainConfig, resolve_device
+from rl.train.config import RESUMABLE_CHANGES, TrainConfig, config_dict, resolve_device
 from rl.train.launch import train
 
 SB3_CHECKPOINT_KEYS = ("policy", "optimizer", "agent_steps", "n_updates", "episodes_total",
@@ -54,7 +54,7 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
         raise ValueError("train_sb3_run runs the whole budget; leave target_return unset")
     device = resolve_device(cfg.device)
     config = {"impl": "sb3", "align_value_loss": align_value_loss,
-              "train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+              "train": config_dict(cfg), "ppo": dataclasses.asdict(ppo)}
     run = RunDir.open(cfg.resolved_run_dir(), config, resume=cfg.resume,
                       may_differ=RESUMABLE_CHANGES)
     threads = torch.get_num_threads()
@@ -298,6 +298,23 @@ def parity_table(runs: dict[tuple[str, int], pd.DataFrame], ci: float = 0.95,
                    "left_out": [f"{impl}-seed{k}" for impl, k in left_out]}
 
 
+CURVE_COLUMNS = ("impl", "seed", "iteration", "agent_steps", "episodes", "return_mean",
+                 "return_recent")
+"""Columns of ``learning_curves`` (one row per run and PPO iteration)."""
+
+
+def learning_curves(runs: dict[tuple[str, int], pd.DataFrame]) -> pd.DataFrame:
+    """Every run's per-iteration curve in one table (``CURVE_COLUMNS``), for curves.csv."""
+    parts = []
+    for (impl, seed), df in sorted(runs.items()):
+        part = df[[c for c in CURVE_COLUMNS[2:] if c in df.columns]].copy()
+        part.insert(0, "seed", seed)
+        part.insert(0, "impl", impl)
+        parts.append(part)
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(
+        columns=list(CURVE_COLUMNS))
+
+
 def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: str) -> Path:
     """Smoothed full-game return against agent steps (frames on the top axis), per run."""
     import matplotlib  # lazy: slow import, figures only
@@ -329,7 +346,8 @@ def plot_learning(runs: dict[tuple[str, int], pd.DataFrame], path: Path, title: 
 
 
 def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
-    """Train what is missing (if ``cfg.train``), then compare; writes learning.png too."""
+    """Train what is missing (if ``cfg.train``), then compare; writes learning.png and
+    curves.csv (every run's per-iteration curve) into the runs folder too."""
     cfg.validate()
     if cfg.train:
         for seed in cfg.seed_list():
@@ -346,6 +364,7 @@ def bench_learning(cfg: LearningBenchConfig, progress=None) -> pd.DataFrame:
                            f"over the first {verdict['span']:,} agent steps{short}; returns "
                            "are full games, unclipped, smoothed over the last "
                            f"{cfg.return_window} games; plot: {cfg.runs_dir() / 'learning.png'}")
+    learning_curves(runs).to_csv(cfg.runs_dir() / "curves.csv", index=False)
     plot_learning(runs, cfg.runs_dir() / "learning.png",
                   f"{cfg.env}: ours vs SB3 PPO, {cfg.num_envs}x{cfg.num_steps}, "
                   f"compared over {verdict['span']:,} agent steps")

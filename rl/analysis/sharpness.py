@@ -352,7 +352,7 @@ def fresh_batch(model: nn.Module, config: dict, ppo: PPOConfig, cfg: SharpnessCo
     adv, mask = adv.flatten(), mask.flatten()
     if ppo.norm_adv:
         adv = normalize_advantages(adv, mask)
-    return {"obs": buffer.obs.flatten(0, 1), "actions": buffer.actions.flatten(),
+    return {"obs": buffer.obs.flatten(0, 1), "actions": buffer.actions.flatten(0, 1),
             "logprobs": buffer.logprobs.flatten(), "values": buffer.values.flatten(),
             "advantages": adv, "returns": returns.flatten(), "mask": mask}
 

@@ -43,6 +43,12 @@ class RunEnv:
     """Atari preprocessing preset (None: standard)."""
     network: str = "auto"
     """Network the run trained (auto, nature, impala, small, mlp)."""
+    state_dependent_std: bool = False
+    """Box actions: the Gaussian's log-std is a head on the actor's features."""
+    norm_obs: bool = False
+    """The run normalized observations (the policy applies the checkpoint's statistics)."""
+    norm_obs_clip: float = 10.0
+    """Bound of the normalized observations."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any], where: str | os.PathLike[str] = CONFIG_FILE
@@ -52,7 +58,10 @@ class RunEnv:
             raise RunDirError(f"{where} is not a PPO run's config (no train.env); give a run "
                               "directory written by `rlscale train`")
         return cls(env=train["env"], backend=train.get("backend"),
-                   env_preset=train.get("env_preset"), network=train.get("network", "auto"))
+                   env_preset=train.get("env_preset"), network=train.get("network", "auto"),
+                   state_dependent_std=bool(train.get("state_dependent_std", False)),
+                   norm_obs=bool(train.get("norm_obs", False)),
+                   norm_obs_clip=float(train.get("norm_obs_clip", 10.0)))
 
     def make_vec(self, num_envs: int, seed: int) -> envs.VecEnv:
         """``num_envs`` environments with the run's preprocessing (training reward clipping
@@ -74,7 +83,10 @@ class Policy:
     """A trained run's policy, ready to act on observations of ``make_env``/``make_vec``.
 
     ``policy(obs)`` takes one observation and returns one action; ``policy.act(batch)`` takes
-    a batch. Deterministic (argmax) unless ``deterministic=False``.
+    a batch. Deterministic (argmax; the Gaussian's mean for Box actions) unless
+    ``deterministic=False``. Observations are raw, as the env emits them: a run trained with
+    ``norm_obs`` normalizes them with the checkpoint's statistics (frozen). Box actions come
+    clipped to the action space's bounds.
     """
 
     model: ActorCritic
@@ -86,6 +98,10 @@ class Policy:
     run_dir: Path
     env: RunEnv
     device: torch.device
+    obs_norm: tuple[np.ndarray, np.ndarray] | None = None
+    """(mean, var) of the run's observation normalization, or None."""
+    action_bounds: tuple[np.ndarray, np.ndarray] | None = None
+    """(low, high) of a Box action space, or None."""
 
     @property
     def ppo(self) -> PPOConfig:
@@ -118,17 +134,26 @@ class Policy:
             generator: torch.Generator | None = None) -> np.ndarray:
         """Actions (N,) for a batch of observations (N, ...); sampled from the policy with
         ``generator`` (on ``device``) unless ``deterministic``."""
-        batch = torch.as_tensor(np.asarray(obs), device=self.device)
+        obs = np.asarray(obs)
+        if self.obs_norm is not None:
+            mean, var = self.obs_norm
+            clip = self.env.norm_obs_clip
+            obs = np.clip((obs - mean) / np.sqrt(var + 1e-8), -clip, clip).astype(np.float32)
+        batch = torch.as_tensor(obs, device=self.device)
         if batch.is_floating_point():
             batch = batch.float()
         action, _, _ = self.model.act(batch, deterministic=deterministic, generator=generator,
                                       with_value=False)
-        return action.cpu().numpy()
+        out = action.cpu().numpy()
+        if self.action_bounds is not None:
+            out = np.clip(out, *self.action_bounds)
+        return out
 
     def __call__(self, obs: Any, deterministic: bool = True,
-                 generator: torch.Generator | None = None) -> int:
-        """The action for one observation."""
-        return int(self.act(np.asarray(obs)[None], deterministic, generator)[0])
+                 generator: torch.Generator | None = None) -> int | np.ndarray:
+        """The action for one observation (an int; an array for Box actions)."""
+        action = self.act(np.asarray(obs)[None], deterministic, generator)[0]
+        return action if self.action_bounds is not None else int(action)
 
 
 def load_policy(run_dir: str | os.PathLike[str], device: str | torch.device = "cpu", *,
@@ -173,11 +198,27 @@ def load_policy(run_dir: str | os.PathLike[str], device: str | torch.device = "c
                           "weights; it was not written by `rlscale train`")
     env = run_env.make_vec(1, 0)
     try:
-        model = build_actor_critic(env.single_observation_space, env.single_action_space,
-                                   run_env.network)
+        obs_space, act_space = env.single_observation_space, env.single_action_space
+        if run_env.norm_obs:  # the network saw normalized float observations
+            obs_space = gym.spaces.Box(-run_env.norm_obs_clip, run_env.norm_obs_clip,
+                                       obs_space.shape, np.float32)
+        model = build_actor_critic(obs_space, act_space, run_env.network,
+                                   state_dependent_std=run_env.state_dependent_std)
     finally:
         env.close()
     model.load_state_dict(state["model"])
     model.to(device).eval()
+    obs_norm = None
+    if run_env.norm_obs:
+        saved = (state.get("env_norm") or {}).get("obs")
+        if saved is None:
+            raise RunDirError(f"the run in {path} trained on normalized observations but its "
+                              "checkpoint holds no normalization statistics; it was not "
+                              "written by this version of `rlscale train`")
+        obs_norm = tuple(torch.as_tensor(saved[k]).cpu().double().numpy()
+                         for k in ("mean", "var"))
+    bounds = None
+    if isinstance(act_space, gym.spaces.Box):
+        bounds = (np.asarray(act_space.low, np.float32), np.asarray(act_space.high, np.float32))
     return Policy(model=model, config=config, iteration=int(iteration), run_dir=path,
-                  env=run_env, device=device)
+                  env=run_env, device=device, obs_norm=obs_norm, action_bounds=bounds)

@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from agents import build_actor_critic
+from agents import PPOConfig, build_actor_critic
 from rl.measure.floor import (
     FLOOR_ENVS,
     FLOOR_GAMES,
@@ -51,7 +51,7 @@ from rl.sweeps.state import (
 )
 from rl.train.config import TrainConfig, preset_for
 from rl.train.launch import make_env
-from rl.train.rollout import to_device
+from rl.train.rollout import action_bounds, env_actions, to_device
 
 Log = Callable[[str], None]
 
@@ -110,21 +110,26 @@ def measure_untrained_floor(spec: SweepSpec, env: str) -> UntrainedFloor:
         scores = untrained_scores(_untrained_supervised(spec, env),
                                   range(FLOOR_SEED, FLOOR_SEED + FLOOR_GAMES))
         return floor_rule(scores, 1, z=FLOOR_Z, seed=FLOOR_SEED, num_envs=1)
-    cfg = TrainConfig(**{**env_settings(spec, env)[0], "env": env})
-    vec = make_env(cfg, FLOOR_ENVS, FLOOR_SEED)
+    train_kw, ppo_kw = env_settings(spec, env)
+    cfg = TrainConfig(**{**train_kw, "env": env})
+    # The run's environment, normalization included (gamma: the runs' reward discount).
+    vec = make_env(cfg, FLOOR_ENVS, FLOOR_SEED,
+                   gamma=float(ppo_kw.get("gamma", PPOConfig.gamma)))
     try:
         with _INIT_LOCK, torch.random.fork_rng(devices=[]):
             torch.manual_seed(FLOOR_SEED)
             model = build_actor_critic(vec.single_observation_space, vec.single_action_space,
-                                       cfg.network)
+                                       cfg.network, log_std_init=cfg.log_std_init,
+                                       state_dependent_std=cfg.state_dependent_std)
         generator = torch.Generator().manual_seed(FLOOR_SEED)
+        bounds = action_bounds(vec)  # Box actions: clipped as the rollout clips them
         cpu = torch.device("cpu")
 
         def policy(obs):
             with torch.no_grad():
                 action, _, _ = model.act(to_device(obs, cpu), generator=generator,
                                          with_value=False)
-            return action.numpy()
+            return env_actions(action, bounds)
 
         returns = untrained_returns(vec, policy, FLOOR_GAMES)
     finally:

@@ -26,7 +26,7 @@ from rl.runs.files import atomic_write_json
 from rl.runs.lock import refuse_dangling_link
 from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec, SweepStateError
-from rl.train.config import TrainConfig
+from rl.train.config import TrainConfig, config_dict
 
 # Config keys a finished or interrupted run may have stored differently and still count as
 # the same run (where it lives, how often it checkpointed, which device trained it; a
@@ -104,7 +104,7 @@ class RunPlan:
                       **dataclasses.asdict(self.supervised_config())}
         else:
             cfg, ppo = self.configs()
-            config = {"train": dataclasses.asdict(cfg), "ppo": dataclasses.asdict(ppo)}
+            config = {"train": config_dict(cfg), "ppo": dataclasses.asdict(ppo)}
         return json.loads(json.dumps(config, sort_keys=True))
 
     def to_dict(self) -> dict[str, Any]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
 import torch
 
 import envs
@@ -104,6 +105,23 @@ class TrainConfig:
     not a multiple, the count leaving the fewest out), of steps with one env; K >= 2."""
     gns_preconditioned: bool = False
     """Noise scale of Adam-preconditioned gradients (g / (sqrt(v_hat) + eps))."""
+    log_std_init: float = 0.0
+    """Continuous (Box) actions: initial log standard deviation of the Gaussian policy
+    (0: std 1, as SB3 and CleanRL)."""
+    state_dependent_std: bool = False
+    """Continuous (Box) actions: the log standard deviation is a linear head on the actor's
+    features instead of one learned vector for all states."""
+    norm_obs: bool = False
+    """Normalize observations by their running mean and standard deviation (envs.NormalizeVec,
+    as gymnasium's NormalizeObservation / SB3's VecNormalize); the statistics are saved in
+    checkpoints."""
+    norm_reward: bool = False
+    """Scale training rewards by the running standard deviation of the discounted return
+    (gamma: the PPO gamma); reported returns stay unnormalized."""
+    norm_obs_clip: float = 10.0
+    """With norm_obs: clip normalized observations to [-this, this]."""
+    norm_reward_clip: float = 10.0
+    """With norm_reward: clip scaled rewards to [-this, this]."""
 
     @property
     def rollout_batch_size(self) -> int:
@@ -135,12 +153,33 @@ class TrainConfig:
                 or not math.isfinite(self.target_return)):
             raise ValueError(f"target_return must be a finite number or none, "
                              f"got {self.target_return!r}")
+        for name in ("log_std_init", "norm_obs_clip", "norm_reward_clip"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                    or not math.isfinite(value) or (name != "log_std_init" and value <= 0):
+                rule = "a finite number" if name == "log_std_init" else "a finite number > 0"
+                raise ValueError(f"{name} must be {rule}, got {value!r}")
         resolve_device(self.device)
         if isinstance(self.torch_threads, bool) or not isinstance(self.torch_threads, int) \
                 or self.torch_threads < 0:
             raise ValueError(f"torch_threads must be >= 0 (0: torch's default), "
                              f"got {self.torch_threads!r}")
         check_settings(self.gns_every, self.gns_groups, self.num_envs, self.num_steps)
+
+
+OPTIONAL_KEYS = ("log_std_init", "state_dependent_std", "norm_obs", "norm_reward",
+                 "norm_obs_clip", "norm_reward_clip")
+"""TrainConfig fields added with continuous actions: left out of a run's config.json at
+their defaults, so that runs started before them still resume (``config_dict``)."""
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    """``dataclasses.asdict(cfg)`` without the ``OPTIONAL_KEYS`` at their default values."""
+    out = dataclasses.asdict(cfg)
+    for name in OPTIONAL_KEYS:
+        if out[name] == getattr(TrainConfig, name):
+            del out[name]
+    return out
 
 
 RESUMABLE_CHANGES = ("train.total_agent_steps", "train.resume", "train.device",
@@ -154,6 +193,12 @@ PRESETS: dict[str, tuple[dict, dict]] = {
         dict(num_envs=8, num_steps=128, total_agent_steps=10_000_000, network="nature"),
         {},  # PPOConfig defaults are the Atari reference settings
     ),
+    "continuous": (
+        dict(num_envs=4, num_steps=1024, total_agent_steps=200_000, network="mlp",
+             checkpoint_every=10),
+        dict(learning_rate=1e-3, anneal_lr=False, num_epochs=10, num_minibatches=64,
+             gamma=0.9, gae_lambda=0.95, clip_coef=0.2, clip_value_loss=False, ent_coef=0.0),
+    ),
     "classic": (
         dict(num_envs=8, num_steps=32, total_agent_steps=100_000, network="mlp",
              checkpoint_every=25),
@@ -161,12 +206,26 @@ PRESETS: dict[str, tuple[dict, dict]] = {
              gae_lambda=0.8, clip_coef=0.2, clip_value_loss=False, ent_coef=0.0),
     ),
 }
-"""Reference settings per family (docs/design.md for Atari; a fast CartPole setting):
-(TrainConfig changes, PPOConfig changes)."""
+"""Reference settings per family (docs/design.md for Atari; a fast CartPole setting; for
+continuous (Box) actions rl-zoo's PPO settings for Pendulum-v1, without gSDE: 64 samples
+per minibatch): (TrainConfig changes, PPOConfig changes)."""
 
 
 def preset_for(env_id: str) -> str:
-    return "atari" if envs.resolve(env_id).kind == "atari" else "classic"
+    """atari for Atari games; continuous where the env's actions are a Box (one env is
+    built to find out); classic otherwise."""
+    entry = envs.resolve(env_id)
+    if entry.kind == "atari":
+        return "atari"
+    try:
+        env = envs.make_env(env_id)
+    except Exception:  # e.g. a plugin factory that needs options: the run itself reports
+        return "classic"  # the env's error; the preset is only a default
+    try:
+        box = isinstance(env.action_space, gym.spaces.Box)
+    finally:
+        env.close()
+    return "continuous" if box else "classic"
 
 
 def resolve_device(device: str) -> torch.device:

@@ -48,6 +48,7 @@ from rl.train.config import (
     TrackConfig,
     TrainConfig,
     TrainResult,
+    config_dict,
     resolve_device,
 )
 from rl.train.env_chunks import EnvChunks
@@ -67,6 +68,7 @@ from rl.train.train_state import (
     TrainState,
     distribute_checkpoint,
     restore_env,
+    restore_normalization,
     saved_chunks,
 )
 
@@ -109,7 +111,7 @@ class Launch:
 
     def config(self, world: int) -> dict[str, Any]:
         """The run's config.json."""
-        config = {"train": dataclasses.asdict(self.cfg), "ppo": dataclasses.asdict(self.ppo)}
+        config = {"train": config_dict(self.cfg), "ppo": dataclasses.asdict(self.ppo)}
         if world > 1:
             config["parallel"] = dataclasses.asdict(self.parallel)
         if self.adaptive.adaptive:
@@ -242,6 +244,10 @@ def checked(cfg: TrainConfig, ppo: PPOConfig, parallel: ParallelConfig,
                          "rank would stop on its own KL); use --target-kl none")
     if adaptive.adaptive:
         BatchSchedule(adaptive, cfg.num_envs, cfg.num_steps, world)  # checks the bounds
+        if cfg.norm_obs or cfg.norm_reward:
+            raise ValueError("--norm-obs/--norm-reward with --batch-schedule adaptive is not "
+                             "supported (environments added mid-run would start their own "
+                             "statistics); use a fixed batch, or turn normalization off")
     check_rollout_memory(cfg, world)
     if cfg.gns_every:
         split = plan_split(cfg.num_envs, cfg.num_steps, cfg.gns_groups)
@@ -462,8 +468,18 @@ def env_seed(cfg: TrainConfig, iteration: int, rank: int, num_envs: int) -> int:
     return base + rank * num_envs
 
 
-def make_env(cfg: TrainConfig, num_envs: int, seed: int):
-    return envs.make_vec(cfg.env, num_envs, seed, backend=cfg.backend, preset=cfg.env_preset)
+def make_env(cfg: TrainConfig, num_envs: int, seed: int, *, gamma: float | None = None):
+    """The run's vector env; with ``gamma`` (the PPO discount) wrapped in the normalization
+    the config asks for (``norm_obs``, ``norm_reward``: ``envs.NormalizeVec``)."""
+    env = envs.make_vec(cfg.env, num_envs, seed, backend=cfg.backend, preset=cfg.env_preset)
+    if gamma is None or not (cfg.norm_obs or cfg.norm_reward):
+        return env
+    try:
+        return envs.NormalizeVec(env, obs=cfg.norm_obs, reward=cfg.norm_reward, gamma=gamma,
+                                 clip_obs=cfg.norm_obs_clip, clip_reward=cfg.norm_reward_clip)
+    except BaseException:
+        env.close()
+        raise
 
 
 @contextlib.contextmanager
@@ -513,12 +529,14 @@ def _run_rank(launch: Launch, rank: int, world: int, local_rank: int) -> TrainRe
 
 def _run_rank_threads_set(launch: Launch, cfg: TrainConfig, rank: int, world: int,
                           device: torch.device, comm: Comm) -> TrainResult:
-    env = make_env(cfg, cfg.num_envs, env_seed(cfg, 0, rank, cfg.num_envs))
+    env = make_env(cfg, cfg.num_envs, env_seed(cfg, 0, rank, cfg.num_envs),
+                   gamma=launch.ppo_in_force.gamma)
     run = None
     try:
         torch.manual_seed(cfg.seed)
         model = build_actor_critic(env.single_observation_space, env.single_action_space,
-                                   cfg.network).to(device)
+                                   cfg.network, log_std_init=cfg.log_std_init,
+                                   state_dependent_std=cfg.state_dependent_std).to(device)
         comm.broadcast_params(model)
         checkpoint, failure = None, None
         if rank == 0:
@@ -624,6 +642,7 @@ def build_loop(launch: Launch, comm: Comm, run: RunDir | None, device: torch.dev
                                                                   iteration))
             if state.env is env:
                 state.next_obs = mine["next_obs"].to(device)
+            restore_normalization(state.env, mine.get("env_norm"))
     except BaseException:
         env.close()
         raise
@@ -652,7 +671,8 @@ def _fresh_env(launch: Launch, schedule, rank: int, iteration: int):
     cfg = launch.cfg
     if not (schedule.adaptive and schedule.chunked):
         n = schedule.shape[0]
-        return make_env(cfg, n, env_seed(cfg, iteration, rank, n))
+        return make_env(cfg, n, env_seed(cfg, iteration, rank, n),
+                        gamma=launch.ppo_in_force.gamma)
     e0 = cfg.num_envs
     seed = env_seed(cfg, iteration, 0, e0)
     env = EnvChunks(make_env(cfg, e0, seed + rank * e0), functools.partial(make_env, cfg), e0,

@@ -107,7 +107,7 @@ class Loop:
                 with autocast:
                     stats = ppo_update(net, state.optimizer, {
                         "obs": buffer.obs.flatten(0, 1),
-                        "actions": buffer.actions.flatten(),
+                        "actions": buffer.actions.flatten(0, 1),
                         "logprobs": buffer.logprobs.flatten(),
                         "values": buffer.values.flatten(),
                         "advantages": train_adv,

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import gymnasium as gym
 import numpy as np
 import torch
 
@@ -40,6 +41,10 @@ class RolloutBuffer:
     are numpy views of host staging memory that ``collect`` fills step by step;
     ``upload()`` copies them into ``rewards``, ``terminated``, ``truncated`` and
     ``autoreset`` on the device.
+
+    ``actions`` starts as int64 (T, N) (discrete actions); ``collect`` reallocates it to
+    the shape and dtype of the policy's actions (float32 (T, N, A) for a Gaussian policy)
+    at the first rollout that needs it.
     """
 
     def __init__(self, num_steps: int, num_envs: int, obs_example: torch.Tensor, device):
@@ -59,6 +64,13 @@ class RolloutBuffer:
         self.host_rewards = self._host_rewards.numpy()
         self.host_flags = self._host_flags.numpy()
 
+    def fit_actions(self, action: torch.Tensor) -> None:
+        """Make ``actions`` hold actions like ``action`` (one step's, (N, ...))."""
+        a = self.actions
+        if a.shape[2:] != action.shape[1:] or a.dtype != action.dtype:
+            self.actions = torch.zeros(a.shape[:2] + tuple(action.shape[1:]),
+                                       dtype=action.dtype, device=a.device)
+
     def upload(self) -> None:
         """Copy the host staging arrays to the device tensors (two copies in all)."""
         self.rewards.copy_(self._host_rewards)
@@ -76,12 +88,34 @@ class EpisodeLog:
     lengths: list[int] = field(default_factory=list)
 
 
+def action_bounds(env) -> tuple[np.ndarray, np.ndarray] | None:
+    """(low, high) of the env's Box action space where any bound is finite, else None."""
+    space = getattr(env, "single_action_space", None)
+    if not isinstance(space, gym.spaces.Box):
+        return None
+    low = np.asarray(space.low, dtype=np.float32)
+    high = np.asarray(space.high, dtype=np.float32)
+    if not (np.isfinite(low).any() or np.isfinite(high).any()):
+        return None
+    return low, high
+
+
+def env_actions(action: torch.Tensor, bounds: tuple[np.ndarray, np.ndarray] | None
+                ) -> np.ndarray:
+    """The actions to step the env with: clipped to a Box space's bounds (a new array; the
+    sampled ``action`` is left as it is)."""
+    out = action.cpu().numpy()
+    return out if bounds is None else np.clip(out, bounds[0], bounds[1])
+
+
 @torch.no_grad()
 def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator, device):
     """Fill ``buffer`` with one rollout starting from ``next_obs``.
 
     Returns ``(next_obs, next_value, episodes)``: the observation after the last step,
-    its value (for bootstrapping), and the games that finished.
+    its value (for bootstrapping), and the games that finished. Continuous actions are
+    clipped to the action space's bounds when stepping the env; the buffer keeps the
+    unclipped sample and its log-probability.
     """
     episodes = EpisodeLog()
     rewards, flags = buffer.host_rewards, buffer.host_flags
@@ -93,6 +127,7 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
     noise_fn = getattr(model, "sampling_noise", None)
     noise = None if noise_fn is None else noise_fn(
         (buffer.num_steps, buffer.num_envs), generator=generator, device=buffer.actions.device)
+    bounds = action_bounds(env)
     for t in range(buffer.num_steps):
         extra = {} if noise is None else {"noise": noise[t]}
         if defer_values:
@@ -101,10 +136,12 @@ def collect(env, model, buffer: RolloutBuffer, next_obs: torch.Tensor, generator
         else:
             action, logprob, value = model.act(next_obs, generator=generator, **extra)
             buffer.values[t] = value
+        if t == 0:
+            buffer.fit_actions(action)
         buffer.obs[t] = next_obs
         buffer.actions[t] = action
         buffer.logprobs[t] = logprob
-        obs, reward, terminated, truncated, info = env.step(action.cpu().numpy())
+        obs, reward, terminated, truncated, info = env.step(env_actions(action, bounds))
         rewards[t] = reward
         flags[0, t] = terminated
         flags[1, t] = truncated

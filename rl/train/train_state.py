@@ -17,8 +17,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
+import envs
 from rl.measure.returns import SmoothedReturn
 from rl.runs.envstate import EnvStateError, restore_env_state, saved_env_state
 from rl.runs.errors import RunDirError
@@ -29,8 +31,10 @@ CHECKPOINT_KEYS = ("model", "optimizer", "sample_gen", "perm_gen", "torch_rng", 
                    "episodes_total", "recent_returns")
 """Keys every training checkpoint's state holds (a resume refuses one without them)."""
 
-RANK_KEYS = ("sample_gen", "perm_gen", "torch_rng", "env_state", "env", "next_obs")
-"""The per-rank part of a checkpoint ("env": the old pickled form, never loaded)."""
+RANK_KEYS = ("sample_gen", "perm_gen", "torch_rng", "env_state", "env", "next_obs",
+             "env_norm")
+"""The per-rank part of a checkpoint ("env": the old pickled form, never loaded;
+"env_norm": the observation/reward normalization statistics, or None)."""
 
 
 @dataclass
@@ -62,6 +66,7 @@ class TrainState:
             "torch_rng": torch.get_rng_state(),
             "env_state": env_state,
             "next_obs": self.next_obs.cpu() if env_state is not None else None,
+            "env_norm": normalization_state(self.env),
         }
 
     def save(self, run: RunDir | None, comm: Comm, extra: Mapping[str, Any]) -> None:
@@ -130,6 +135,49 @@ def load_run_state(model, optimizer, state: Mapping[str, Any], path) -> None:
             f"({str(err).splitlines()[0]}); move it out of checkpoints/ to resume from an "
             "older one, or start a new run"
         ) from None
+
+
+def normalization_state(env) -> dict[str, Any] | None:
+    """The statistics of the env's normalization wrapper (``envs.NormalizeVec``), as
+    tensors, or None for an env without one."""
+    if not isinstance(env, envs.NormalizeVec):
+        return None
+    return _tensors(env.state_dict())
+
+
+def restore_normalization(env, saved: Mapping[str, Any] | None) -> None:
+    """Continue the env's normalization with the checkpoint's statistics (whether the env
+    was restored exactly or rebuilt); RunDirError when they do not fit this run's."""
+    normalized = isinstance(env, envs.NormalizeVec)
+    if saved is None and not normalized:
+        return
+    if saved is None or not normalized:
+        raise RunDirError(
+            "the checkpoint was written " + ("without" if saved is None else "with")
+            + " observation/reward normalization and this run has it "
+            + ("on" if saved is None else "off") + "; resume with the run's own norm_obs and "
+            "norm_reward settings")
+    try:
+        env.load_state_dict(_arrays(saved))
+    except (ValueError, KeyError, TypeError) as err:
+        raise RunDirError(f"the checkpoint's normalization statistics do not fit this run "
+                          f"({err}); resume with the run's own settings") from None
+
+
+def _tensors(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _tensors(v) for k, v in tree.items()}
+    if isinstance(tree, (np.ndarray, np.generic)):
+        return torch.from_numpy(np.array(tree))
+    return tree
+
+
+def _arrays(tree: Any) -> Any:
+    if isinstance(tree, dict):
+        return {k: _arrays(v) for k, v in tree.items()}
+    if isinstance(tree, torch.Tensor):
+        return tree.numpy()
+    return tree
 
 
 def restore_env(env, state: Mapping[str, Any], rebuild: Callable[[], Any]):

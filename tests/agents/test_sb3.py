@@ -77,18 +77,22 @@ class _ImageEnv(gym.Env):
         return self.observation_space.sample(), 0.0, False, False, {}
 
 
-def _random_batch(obs_space, num_actions: int, n: int, seed: int) -> dict[str, torch.Tensor]:
+def _random_batch(obs_space, action_space, n: int, seed: int) -> dict[str, torch.Tensor]:
     g = torch.Generator().manual_seed(seed)
     if obs_space.dtype == np.uint8:
         obs = torch.randint(0, 256, (n, *obs_space.shape), generator=g, dtype=torch.uint8)
     else:
         obs = torch.randn(n, *obs_space.shape, generator=g)
-    return {"obs": obs, "actions": torch.randint(0, num_actions, (n,), generator=g),
+    if isinstance(action_space, gym.spaces.Box):  # samples beyond the bounds too
+        actions = 1.5 * torch.randn(n, *action_space.shape, generator=g)
+    else:
+        actions = torch.randint(0, action_space.n, (n,), generator=g)
+    return {"obs": obs, "actions": actions,
             "advantages": torch.randn(n, generator=g) * 3 + 0.5,
             "returns": torch.randn(n, generator=g), "values": torch.randn(n, generator=g)}
 
 
-@pytest.mark.parametrize("network", ["mlp", "nature"])
+@pytest.mark.parametrize("network", ["mlp", "nature", "gaussian"])
 def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread):
     """Same weights, same batch: our PPO loss and its gradient equal SB3's own train() step.
 
@@ -96,12 +100,17 @@ def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread
     0.5 mean((R - v)^2), so SB3 gets vf_coef / 2; value clipping is off in both (their
     clipping rules differ, agents/sb3.py). Old log-probabilities are perturbed so that
     about half of the ratios fall outside [1 - clip, 1 + clip]: the clipped branch is used.
+    "gaussian": the MLP with a Gaussian head on Pendulum's Box actions (log-std, entropy
+    bonus and all), against SB3's DiagGaussianDistribution.
     """
     from stable_baselines3.common.logger import Logger
 
     from agents import build_actor_critic, normalize_advantages, ppo_loss, sb3_parameter_name
 
-    env_fn = (lambda: gym.make("CartPole-v1")) if network == "mlp" else _ImageEnv
+    gaussian = network == "gaussian"
+    network = "mlp" if gaussian else network
+    env_fn = {"mlp": lambda: gym.make("Pendulum-v1" if gaussian else "CartPole-v1"),
+              "nature": _ImageEnv}[network]
     num_steps, num_envs = 16, 2
     n = num_steps * num_envs
     cfg = PPOConfig(clip_value_loss=False, num_minibatches=1, num_epochs=1, max_grad_norm=1e9)
@@ -117,7 +126,7 @@ def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread
         for name, p in ours.named_parameters():
             theirs[sb3_parameter_name(name, network)].copy_(p)
 
-    b = _random_batch(probe.observation_space, probe.action_space.n, n, seed=1)
+    b = _random_batch(probe.observation_space, probe.action_space, n, seed=1)
     with torch.no_grad():
         logp, _, _ = ours.evaluate(b["obs"], b["actions"])
     b["logprobs"] = logp + 0.2 * torch.randn(n, generator=torch.Generator().manual_seed(2))
@@ -128,7 +137,7 @@ def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread
     buf.reset()
     shape = (num_steps, num_envs)
     buf.observations[:] = b["obs"].numpy().reshape(*shape, *probe.observation_space.shape)
-    buf.actions[:] = b["actions"].numpy().reshape(*shape, 1)
+    buf.actions[:] = b["actions"].numpy().reshape(*shape, -1)
     for field, key in (("log_probs", "logprobs"), ("values", "values"),
                        ("advantages", "advantages"), ("returns", "returns")):
         getattr(buf, field)[:] = b[key].numpy().reshape(shape)

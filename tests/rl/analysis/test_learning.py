@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from rl.analysis.learning import (
+    CURVE_COLUMNS,
     LearningBenchConfig,
     bench_learning,
     load_runs,
@@ -171,6 +172,8 @@ def test_bench_learning_on_cartpole_end_to_end(tmp_path, one_torch_thread):
     assert list(table["impl"]) == ["ours", "sb3"] and (table["seeds"] == 2).all()
     assert set(table["verdict"]) <= {"no difference detected", "differ"}
     assert (tmp_path / "runs" / "learning.png").stat().st_size > 0
+    curves = pd.read_csv(tmp_path / "runs" / "curves.csv")
+    assert list(curves.columns) == list(CURVE_COLUMNS) and len(curves) == 4 * 12
     runs = load_runs(tmp_path / "runs")
     assert sorted(runs) == [("ours", 0), ("ours", 1), ("sb3", 0), ("sb3", 1)]
     for df in runs.values():  # every run's rows: one per iteration, same x axis
