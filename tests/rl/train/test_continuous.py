@@ -17,7 +17,7 @@ from rl.runs.storage import RunDir
 from rl.train.config import PRESETS, TrainConfig, preset_for
 from rl.train.launch import train
 from rl.train.rollout import RolloutBuffer, collect, to_device
-from rl.train.state import normalization_state, restore_normalization
+from rl.train.train_state import normalization_state, restore_normalization
 
 CONT_TRAIN, CONT_PPO = PRESETS["continuous"]
 PENDULUM = "gym:Pendulum-v1"
