@@ -32,8 +32,12 @@ chromium:
 	  timeout 600 sh -c 'apt-get update -qq && apt-get install -y -qq chromium >/dev/null' ; } || \
 	  echo "note: chromium not installed; the report rendering test will skip"
 
+# Tests run in TEST_WORKERS processes (pytest-xdist), each test module in one of them (its
+# module-scoped fixtures are built once); TEST_WORKERS=0 runs them in this process.
+TEST_WORKERS ?= 2
+
 test: install chromium
-	$(PY) -m pytest -q -m "not gpu" tests
+	$(PY) -m pytest -q -m "not gpu" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope) --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check .
