@@ -257,7 +257,8 @@ def choose_stage_two(spec: SweepSpec, table: pd.DataFrame, choose: ChooseLr, *,
     is kept: where the grid now chooses otherwise (other results, another highest target),
     that is logged and nothing changes, unless the grid itself was extended (new lrs in the
     spec, as a choice at the grid's edge asks): then the extended grid chooses again once
-    its new runs have ended, and stage 2 adds its seeds at the new choice. A batch size with
+    its new runs have ended (stage 2 adds no seeds there meanwhile), and stage 2 adds its
+    seeds at the new choice (the same lr or another). A batch size with
     no eligible lr is recorded with lr None and gets no stage-2 runs.
     """
     if not stage_two_seeds(spec):
@@ -285,12 +286,13 @@ def choose_stage_two(spec: SweepSpec, table: pd.DataFrame, choose: ChooseLr, *,
                         grid_lrs=tuple(sorted({p.lr for p in ps})), grid_seeds=tuple(spec.seeds),
                         reason=reason)
         old = recorded.get((env, b))
-        if old is not None and extends_grid(choice, old) and old.lr != choice.lr:
+        if old is not None and extends_grid(choice, old):
             was = ", ".join(f"{v:g}" for v in old.grid_lrs)
             now = ", ".join(f"{v:g}" for v in choice.grid_lrs)
+            verdict = (f"still {_lr(choice.lr)}" if old.lr == choice.lr else
+                       f"now {_lr(choice.lr)} (was {_lr(old.lr)})")
             log(f"stage 2, {env} B={b}: the grid was extended ({was} -> {now}): the best lr is "
-                f"now {_lr(choice.lr)} (was {_lr(old.lr)}); the earlier choice stays in "
-                "best_lr.json under superseded")
+                f"{verdict}; the earlier choice stays in best_lr.json under superseded")
             new.append(choice)
             continue
         if old is not None:

@@ -642,8 +642,9 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
 
     With ``best_lr_seeds`` (stage 2) a batch size whose lr has been chosen (``best_lrs``,
     default: those recorded in ``<out>/best_lr.json``) also gets the seeds of
-    ``stage_two_seeds`` at that lr. ``SweepStateError`` if a recorded lr is not in the
-    batch size's grid (the spec's lrs changed after the choice).
+    ``stage_two_seeds`` at that lr, unless its grid has grown since the choice (then not
+    until the extended grid chooses again). ``SweepStateError`` if a recorded lr is not in
+    the batch size's grid (the spec's lrs changed after the choice).
     """
 
     if spec.scheduler == "pbt":
@@ -674,6 +675,10 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
                     f"({', '.join(f'{v:g}' for v in grid)}): the lrs changed after the choice. "
                     "Restore the spec's lrs (see sweep.json), or use a new sweep directory (out)"
                 )
+            if chosen is not None and set(grid) > set(chosen.grid_lrs):
+                # The grid grew after the choice (it sat at the edge): stage 2 waits until the
+                # extended grid has chosen again, instead of adding seeds at a stale choice.
+                chosen = None
             for lr in grid:
                 stage_two = extra if chosen is not None and chosen.lr == lr else []
                 for seed in [*spec.seeds, *stage_two]:

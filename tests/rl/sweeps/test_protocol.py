@@ -490,7 +490,8 @@ def test_the_protocol_example_spec(tmp_path):
 def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_path, fake_floor):
     # B = 128 chose 4e-3, the top of the grid; the grid is then extended by 8e-3, which is
     # faster there. Once the new runs end, B = 128 is chosen again (8e-3, stage-2 seeds
-    # there), the first choice kept under "superseded"; B = 64 (2e-3, inside) is untouched.
+    # there), the first choice kept under "superseded"; B = 64 (2e-3, inside) chooses again
+    # on its extended grid too, and stays at 2e-3.
     speed = {**SPEED, (64, 8e-3): 1.0, (128, 8e-3): 9.0}
     spec = parse_spec({**GRID, "out": str(tmp_path)})
     ex = FakeExecutor()
@@ -511,7 +512,8 @@ def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_pat
     assert choices[("CartPole", 128)].lr == 8e-3 and choices[("CartPole", 64)].lr == 2e-3
     assert any("B=128: the grid was extended" in m and "now 0.008" in m for m in logged)
     doc = json.loads((tmp_path / BEST_LR_FILE).read_text())
-    assert [(c["batch_size"], c["lr"]) for c in doc["superseded"]] == [(128, 4e-3)]
+    assert [(c["batch_size"], c["lr"]) for c in doc["superseded"]] == [(64, 2e-3), (128, 4e-3)]
+    assert any("B=64: the grid was extended" in m and "still 0.002" in m for m in logged)
     assert ex.calls[0] == [f"CartPole-b{b}-n{b // 32}x32-lr0.008-s{s}" for b in (64, 128)
                            for s in (0, 1)]
     assert ex.calls[1] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (2, 3, 4)]
@@ -520,6 +522,36 @@ def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_pat
     with pytest.raises(ValueError, match="never changed"):
         add_best_lrs(tmp_path, [BestLr("CartPole", 128, 2e-3, 50.0, (1e-3, 2e-3, 4e-3, 8e-3),
                                        (0, 1))])
+
+
+def test_a_grid_extended_before_its_stage_two_ran_chooses_again_first(tmp_path, fake_floor):
+    """The extension arrives after B = 128's choice (4e-3, the grid's top) but before its
+    stage-2 seeds ran (the sweep was stopped): no seeds at the stale choice; the extended
+    grid runs first and chooses again (4e-3 still: 8e-3 is slower), then stage 2 adds its
+    seeds there. B = 64, not extended, runs its stage 2 meanwhile."""
+    spec = parse_spec({**GRID, "out": str(tmp_path)})
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(spec, executor=FakeExecutor(stop_after=12), choose_lr=_best_per_batch)
+    assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
+    speed = {**SPEED, (128, 8e-3): 1.0}
+
+    class Extended(FakeExecutor):
+        def run(self, plans, on_done):
+            self.calls.append([p.name for p in plans])
+            for p in plans:
+                fake_train(p, speed)
+                on_done(p, dict(status="finished", action="new", message="reached target"))
+
+    wider = parse_spec({**GRID, "extra_lrs": {"128": [8e-3]}, "out": str(tmp_path)})
+    assert [p.name for p in plan_runs(wider) if p.rollout_batch_size == 128 and p.seed > 1] == []
+    logged, ex = [], Extended()
+    run_sweep(wider, executor=ex, log=logged.append, choose_lr=_best_per_batch)
+    assert ex.calls[0] == [f"CartPole-b64-n2x32-lr0.002-s{s}" for s in (2, 3, 4)] + \
+        [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (0, 1)]
+    assert ex.calls[1] == [f"CartPole-b128-n4x32-lr0.004-s{s}" for s in (2, 3, 4)]
+    choice = read_best_lrs(tmp_path)[("CartPole", 128)]
+    assert choice.lr == 4e-3 and choice.grid_lrs == (1e-3, 2e-3, 4e-3, 8e-3)
+    assert any("B=128: the grid was extended" in m and "still 0.004" in m for m in logged)
 
 
 def test_extra_lrs_extend_the_grid_of_one_batch_size_only(tmp_path, fake_floor):
