@@ -3,8 +3,10 @@
 settings and compare their learning curves (`rlscale bench learning`, same flags; see --help
 and docs/learning-parity.md). Needs the sb3 extra installed.
 
-    python scripts/learning_parity.py --env Breakout --seeds 0,1 --total-agent-steps 1M --torch-threads 1
-    python scripts/learning_parity.py --env Pendulum --runs <runs-folder> --no-train --out results/parity
+    python scripts/learning_parity.py --env Breakout --seeds 0,1 --total-agent-steps 1M \\
+        --torch-threads 1
+    python scripts/learning_parity.py --env Pendulum --runs <runs-folder> --no-train \\
+        --out results/parity
 """
 
 import sys

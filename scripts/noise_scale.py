@@ -3,8 +3,10 @@
 iterations, then report it per segment and per return bin (`rlscale train --gns-every`,
 then `rlscale gns run`).
 
-    python scripts/noise_scale.py --env CartPole --run-dir runs/gns-cartpole --total-agent-steps 200k
-    python scripts/noise_scale.py --env Breakout --run-dir runs/gns-breakout --gns-every 2 -- --num-envs 8
+    python scripts/noise_scale.py --env CartPole --run-dir runs/gns-cartpole \\
+        --total-agent-steps 200k
+    python scripts/noise_scale.py --env Breakout --run-dir runs/gns-breakout --gns-every 2 \\
+        -- --num-envs 8
 
 Arguments after `--` go to `rlscale train` unchanged (any of its flags).
 """
@@ -17,7 +19,7 @@ from rl.cli import main as rlscale
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Arguments after -- are passed to `rlscale train` (see rlscale train --help).")
     parser.add_argument("--env", required=True, help="environment (see `rlscale envs`)")
     parser.add_argument("--run-dir", required=True, help="run directory to train into")

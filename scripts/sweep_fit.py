@@ -2,8 +2,10 @@
 """Sweep batch sizes and learning rates, then fit the critical batch size (`rlscale sweep`,
 then `rlscale fit` on its folder). Resumable: run the same command again to continue.
 
-    python scripts/sweep_fit.py --out runs/sweep-cartpole -- --env CartPole --targets 475 --budget 500k
-    python scripts/sweep_fit.py --spec examples/sweeps/breakout.toml --out runs/sweep-breakout -- --parallel 2
+    python scripts/sweep_fit.py --out runs/sweep-cartpole \\
+        -- --env CartPole --targets 475 --budget 500k
+    python scripts/sweep_fit.py --spec examples/sweeps/breakout.toml --out runs/sweep-breakout \\
+        -- --parallel 2
 
 Arguments after `--` go to `rlscale sweep` unchanged (any of its flags).
 """
@@ -16,7 +18,7 @@ from rl.cli import main as rlscale
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="Arguments after -- are passed to `rlscale sweep` (see rlscale sweep --help).")
     parser.add_argument("--spec", default=None, help="a sweep spec (TOML); flags override it")
     parser.add_argument("--out", required=True, help="the sweep's folder")

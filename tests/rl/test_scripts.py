@@ -1,5 +1,6 @@
 """The scripts a user copies (scripts/*.py): each answers --help with its purpose (its
-docstring's first line) and shows a command in its docstring; no script, reference study script or doc names a machine path."""
+docstring's first line) and shows a command in its docstring; no script, reference study
+script or doc names a machine path."""
 
 from __future__ import annotations
 
