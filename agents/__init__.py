@@ -1,6 +1,7 @@
-"""Agents: actor-critic networks, the PPO loss and update, and an SB3 adapter.
+"""Agents: actor-critic networks, the PPO loss and update.
 
-Imports nothing from ``rl``; stable-baselines3 is imported only when the adapter is called.
+Imports nothing from ``rl``. The mapping onto stable-baselines3's PPO (its arguments and
+parameter names) is the SB3 harness's, in ``rl.peers.sb3``.
 """
 
 from agents.networks import (
@@ -32,13 +33,11 @@ from agents.ppo import (
     ppo_update,
     set_learning_rate,
 )
-from agents.sb3 import SB3_POLICIES, sb3_parameter_name, sb3_policy_name, sb3_ppo_kwargs
 
 __all__ = [
     "BATCH_KEYS",
     "MLP",
     "NETWORKS",
-    "SB3_POLICIES",
     "ActorCritic",
     "GaussianActorCritic",
     "ImpalaCNN",
@@ -60,8 +59,5 @@ __all__ = [
     "orthogonal_init_",
     "ppo_loss",
     "ppo_update",
-    "sb3_parameter_name",
-    "sb3_policy_name",
-    "sb3_ppo_kwargs",
     "set_learning_rate",
 ]

@@ -4,7 +4,7 @@
 # scripts/fetch_gpu_wheels.sh carried in .whl:
 #     bash scripts/gpu_check.sh                 # writes at most 8 files under $OUT
 # Dry run on the CPU at toy size (5 minutes on the 2-core development machine under load):
-#     DEVICE=cpu QUICK=1 OUT=/tmp/gpu_check bash scripts/gpu_check.sh
+#     DEVICE=cpu QUICK=1 OUT=<results-folder> bash scripts/gpu_check.sh
 # Steps, in order:
 #   1. the GPU tests (pytest -m gpu: PPO on CUDA for CartPole and Breakout, bf16 autocast,
 #      torch.compile, host-to-device copies, the noise scale on CUDA against the CPU's);
@@ -24,11 +24,11 @@ OUT=${OUT:?set OUT to a results folder}
 SWEEP_S=${SWEEP_S:-0}
 GAMES_S=${GAMES_S:-0}
 mkdir -p "$OUT"
-WORK=$(mktemp -d /tmp/gpu_check.XXXX)
+WORK=$(mktemp -d -t gpu_check.XXXX)
 if [ -d .whl ] && ls .whl/*.whl >/dev/null 2>&1; then
   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
-    --target /tmp/site .whl/*.whl || exit 1
-  export PYTHONPATH=/tmp/site:$PWD
+    --target "$WORK/site" .whl/*.whl || exit 1
+  export PYTHONPATH=$WORK/site:$PWD
 else
   export PYTHONPATH=${PYTHONPATH:+$PYTHONPATH:}$PWD
 fi

@@ -11,6 +11,7 @@ whose code lives under rl/, agents/ or envs/ counts its file, and, for a method,
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 from pathlib import Path
@@ -70,6 +71,7 @@ class Recorder(Hook):
 
 
 def main() -> None:
+    argparse.ArgumentParser(description=__doc__.splitlines()[0]).parse_args()
     torch.set_num_threads(1)
     train, ppo = PRESETS["classic"]
     with tempfile.TemporaryDirectory() as tmp:

@@ -10,4 +10,6 @@ import sys
 from rl.cli import main
 
 if __name__ == "__main__":
+    if {"-h", "--help"} & set(sys.argv[1:]):
+        print(__doc__.splitlines()[0], end="\n\n")
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -2,7 +2,7 @@
 # Copy a finished protocol sweep into reference/protocol-sweeps/<name>/: its tables and state
 # files, and every run's config, status and per-iteration metrics in runs.tar.xz (no
 # checkpoints or TensorBoard files). Unpack with: tar xJf runs.tar.xz -C <name>
-#   bash reference/protocol-sweeps/collect.sh /work/protocol-runs/cartpole cartpole
+#   bash reference/protocol-sweeps/collect.sh <runs-folder>/cartpole cartpole
 set -euo pipefail
 src=$1; name=$2
 dst=$(cd "$(dirname "$0")" && pwd)/$name

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The protocol sweeps of issue #22 item 5, one after another on one core, from a checkout
 # pinned at one commit:
-#   CHECKOUT=/work/protocol RUNS=/work/protocol-runs nice -n 10 bash run_protocol.sh
+#   CHECKOUT=<pinned-checkout> RUNS=<runs-folder> nice -n 10 bash run_protocol.sh
 # Reads the spec names ($SPECS/<name>.toml, copies of specs/) from $RUNS/queue.txt, one per line, again after
 # each sweep, so games can be appended while it runs. A sweep whose $RUNS/<name>.done exists
 # is skipped; an interrupted one continues (rlscale sweep resumes its runs).

@@ -2,7 +2,7 @@
 # The protocol study (#22 items 5-7, #23 item 4, #29): every task with its protocol sweep or
 # stored sweep and its noise-scale runs, the supervised sweeps, the cross-task verdict.
 # Trains nothing (--report-only): every run comes from the directories below.
-#   RUNS=/work/protocol-runs bash reference/study-protocol/run_study.sh   (repository root)
+#   RUNS=<runs-folder> bash reference/study-protocol/run_study.sh   (repository root)
 set -euo pipefail
 RUNS=${RUNS:?folder of the protocol sweeps and noise runs}
 python reference/study-protocol/make_inputs.py "$RUNS"

@@ -3,7 +3,7 @@
 # found the best lr at a grid's edge (docs/sweeps.md: an extended grid chooses stage 2's lr
 # again once its new runs have ended). Same pinned checkout and python as run.sh:
 #
-#   cd /work/supervised && bash reference/supervised-sweeps/extend.sh /work/main/.venv/bin/python
+#   cd <checkout> && bash reference/supervised-sweeps/extend.sh <python>
 #
 # digits-mlp: lr0 0.8 and 1.6 added (best lr at the top at B = 1,024 for training loss 0.03,
 # at 1,024-2,048 for 0.1, 64-2,048 for 0.3); digits-cnn: lr0 0.0125 and 0.4 added (top at

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The supervised critical-batch sweeps of issue #29, from a checkout pinned at one commit.
 #
-#   git worktree add --detach /work/supervised <commit>
-#   cd /work/supervised && bash reference/supervised-sweeps/run.sh /work/main/.venv/bin/python
+#   git worktree add --detach <checkout> <commit>
+#   cd <checkout> && bash reference/supervised-sweeps/run.sh <python>
 #
 # Runs `rlscale sweep` (both stages) and `rlscale fit` for digits-mlp and digits-cnn with the
 # given python and the pinned checkout's code (PYTHONPATH, checked below), niced, one run at a

@@ -69,7 +69,7 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
         run.truncate_metrics(after_iteration=iteration)
         env_seed = cfg.seed if iteration == 0 else (cfg.seed + 7919 * iteration) % 2**30
         venv = make_sb3_env(dataclasses.replace(cfg, seed=env_seed))
-        # align_value_loss: SB3 weights its value term twice as much as ours (agents.sb3).
+        # align_value_loss: SB3 weights its value term twice as much as ours (rl.peers.sb3).
         aligned = {"vf_coef": ppo.vf_coef / 2} if align_value_loss else {}
         model = sb3_ppo_model(venv, cfg, ppo, seed=env_seed, device=device, **aligned)
         recent: deque[float] = deque(state.get("recent_returns", []), maxlen=cfg.return_window)

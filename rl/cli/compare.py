@@ -1,6 +1,6 @@
 """``rlscale compare``: noise scale and critical batch size of games, beside supervised learning.
 
-Suites: ``rl.study.suites``; the plan and study directory: ``rl.study.plan``; the results
+Suites: ``rl.study.settings``; the plan and study directory: ``rl.study.plan``; the results
 table: ``rl.study.results``. A second invocation with the same settings reuses every
 finished run and only redoes the report.
 """

@@ -32,7 +32,7 @@ from rl.study.results import (
 )
 from rl.study.run import check_study, measure_study_sharpness, run_study
 from rl.study.sections import write_study_report
-from rl.study.suites import (
+from rl.study.settings import (
     CITED,
     CITED_LABEL,
     PRESET_NAMES,

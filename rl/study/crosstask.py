@@ -23,7 +23,7 @@ from rl.runs.files import save_figure
 from rl.study.headline import b_crit_bound, headline_b_crit, headline_b_simple
 from rl.study.report import format_ends
 from rl.study.results import ACROSS_TASKS, result_row
-from rl.study.suites import CITED
+from rl.study.settings import CITED
 
 __all__ = [
     "POINT_COLUMNS",

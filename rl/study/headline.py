@@ -16,7 +16,7 @@ from rl.analysis.fit import B_CRIT_CI
 from rl.runs.files import save_figure
 from rl.study.report import format_interval, format_value, interval_digits
 from rl.study.results import ACROSS_TASKS, GNS_TERMS
-from rl.study.suites import CITED_LABEL
+from rl.study.settings import CITED_LABEL
 
 __all__ = [
     "HEADLINE_COLUMNS",

@@ -18,7 +18,7 @@ import pandas as pd
 
 import envs
 from rl.measure.supervised import SUPERVISED_TASKS, SupervisedConfig
-from rl.study.suites import (
+from rl.study.settings import (
     NO_TARGET,
     PRESET_NAMES,
     STUDY_PRESETS,

@@ -37,7 +37,7 @@ from rl.study.plan import (
     supervised_dir,
 )
 from rl.study.report import round_sig
-from rl.study.suites import CITED, CITED_REFERENCE, SHARPNESS_EPS
+from rl.study.settings import CITED, CITED_REFERENCE, SHARPNESS_EPS
 from rl.sweeps.results import long_results, results_table, sweep_table
 from rl.sweeps.spec import plan_runs
 from rl.sweeps.state import read_untrained_floors

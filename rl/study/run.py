@@ -46,7 +46,7 @@ from rl.study.plan import (
     supervised_dir,
 )
 from rl.study.progress import StudyMonitor
-from rl.study.suites import DIGITS_SHARPNESS, STUDY_SHARPNESS
+from rl.study.settings import DIGITS_SHARPNESS, STUDY_SHARPNESS
 from rl.sweeps.executors import available_cores, init_worker, run_one, run_sweep, stop_workers
 from rl.sweeps.settings import SweepStateError
 from rl.sweeps.spec import plan_runs

@@ -30,7 +30,7 @@ from rl.study.headline import headline_b_crit, headline_table, pick_row, plot_su
 from rl.study.plan import SHARPNESS_FILE, SUPERVISED_PART, Part, StudyPlan, slug, study_parts
 from rl.study.report import Figure, Section, format_interval, format_value, write_report
 from rl.study.results import ACROSS_TASKS, UNITS, part_table, power_laws
-from rl.study.suites import CITED_LABEL, SHARPNESS_EPS
+from rl.study.settings import CITED_LABEL, SHARPNESS_EPS
 from rl.study.verdict import verdict_sentence
 
 __all__ = ["scaling_sections", "write_study_report"]

@@ -6,7 +6,7 @@ import argparse
 
 from rl.cli.args import at_least, finite_floats
 from rl.cli.parsers import command
-from rl.study.suites import PRESET_NAMES, SUITES
+from rl.study.settings import PRESET_NAMES, SUITES
 from rl.train.config import parse_count
 
 

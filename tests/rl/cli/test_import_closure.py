@@ -43,7 +43,7 @@ ALLOWED_RL = {
     "rl.measure", "rl.measure.gns", "rl.measure.ppo_noise", "rl.measure.run_average",
     "rl.measure.supervised_config", "rl.measure.warmup",
     "rl.runs", "rl.runs.files", "rl.runs.layout",
-    "rl.study", "rl.study.suites",
+    "rl.study", "rl.study.settings",
     "rl.sweeps", "rl.sweeps.pbt", "rl.sweeps.pbt.config", "rl.sweeps.settings",
     "rl.train", "rl.train.config",
 }

@@ -21,7 +21,7 @@ from rl.study.headline import headline_table
 from rl.study.plan import Overrides, build_plan, study_parts
 from rl.study.report import format_value, round_sig
 from rl.study.results import RESULT_COLUMNS, read_results_table
-from rl.study.suites import CITED, CITED_LABEL, SUITES
+from rl.study.settings import CITED, CITED_LABEL, SUITES
 
 # --------------------------------------------------------------------------------------
 # Fast: number formatting and plans

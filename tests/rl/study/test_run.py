@@ -7,7 +7,7 @@ import pandas as pd
 import rl.study.run as study_run
 from rl.analysis.sharpness import SharpnessConfig, eps_columns
 from rl.study.plan import SHARPNESS_FILE, Overrides, build_plan, study_parts
-from rl.study.suites import STUDY_SHARPNESS
+from rl.study.settings import STUDY_SHARPNESS
 from rl.sweeps.spec import parse_spec, plan_runs
 from rl.sweeps.state import write_sweep_state
 

@@ -16,7 +16,7 @@ from rl.study.plan import SUPERVISED_PART, Overrides, build_plan, describe_plan,
 from rl.study.report import format_interval
 from rl.study.results import read_results_table
 from rl.study.run import _supervised_state
-from rl.study.suites import SUITES, SUPERVISED_GRIDS
+from rl.study.settings import SUITES, SUPERVISED_GRIDS
 from rl.sweeps import protocol
 from rl.sweeps.executors import run_one, run_sweep
 from rl.sweeps.spec import parse_spec

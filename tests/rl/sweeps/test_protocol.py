@@ -213,7 +213,7 @@ def test_other_run_settings_measure_the_floor_again(tmp_path, fake_floor):
 
 
 def test_cartpole_floor_measured_and_the_study_targets_pass(tmp_path):
-    from rl.study.suites import SWEEP_TARGETS
+    from rl.study.settings import SWEEP_TARGETS
 
     spec = parse_spec({**BASE, "targets": [20], "out": str(tmp_path)})
     with pytest.raises(TargetBelowFloorError, match="target.s. 20 on CartPole"):

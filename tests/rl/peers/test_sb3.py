@@ -4,11 +4,13 @@ import pytest
 import torch
 from torch import nn
 
+from agents import build_actor_critic
 from agents.ppo import PPOConfig
-from agents.sb3 import sb3_policy_name, sb3_ppo_kwargs
 
 sb3 = pytest.importorskip("stable_baselines3")
 from stable_baselines3.common.vec_env import DummyVecEnv  # noqa: E402
+
+from rl.peers.sb3 import sb3_parameter_name, sb3_policy_name, sb3_ppo_kwargs  # noqa: E402
 
 
 def _build(cfg: PPOConfig, num_envs: int = 2, num_steps: int = 16):
@@ -98,14 +100,14 @@ def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread
 
     Aligned documented differences: SB3's value term is mean((R - v)^2) where ours is
     0.5 mean((R - v)^2), so SB3 gets vf_coef / 2; value clipping is off in both (their
-    clipping rules differ, agents/sb3.py). Old log-probabilities are perturbed so that
+    clipping rules differ, rl/peers/sb3.py). Old log-probabilities are perturbed so that
     about half of the ratios fall outside [1 - clip, 1 + clip]: the clipped branch is used.
     "gaussian": the MLP with a Gaussian head on Pendulum's Box actions (log-std, entropy
     bonus and all), against SB3's DiagGaussianDistribution.
     """
     from stable_baselines3.common.logger import Logger
 
-    from agents import build_actor_critic, normalize_advantages, ppo_loss, sb3_parameter_name
+    from agents import normalize_advantages, ppo_loss
 
     gaussian = network == "gaussian"
     network = "mlp" if gaussian else network
@@ -161,3 +163,14 @@ def test_our_loss_and_gradient_equal_sb3s_on_one_batch(network, one_torch_thread
         g_sb3 = caught[sb3_parameter_name(name, network)]
         scale = float(p.grad.abs().max())
         torch.testing.assert_close(p.grad, g_sb3, rtol=1e-4, atol=1e-5 * scale, msg=name)
+
+
+def test_every_gaussian_parameter_has_an_sb3_name():
+    """The Gaussian policy (Box actions): every parameter has an SB3 counterpart, log_std
+    included."""
+    obs = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+    act = gym.spaces.Box(np.array([-2.0, -1.0], np.float32), np.array([2.0, 1.0], np.float32))
+    model = build_actor_critic(obs, act)
+    assert sb3_parameter_name("log_std") == "log_std"
+    for name, _ in model.named_parameters():
+        sb3_parameter_name(name)
