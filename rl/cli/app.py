@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import importlib.metadata
+import os
 import sys
 import threading
 import warnings
@@ -187,6 +188,11 @@ def _run(args) -> int:
     except (CLIError, ValueError, ModuleNotFoundError, FileNotFoundError) as exc:
         print_error("error", str(exc))
         return 2
+    except BrokenPipeError:
+        # The reader of our output stopped early (`rlscale envs | head -1`): nothing to report.
+        # Later writes (the flush at exit) go nowhere instead of raising again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1  # as rich's console does when it meets the closed pipe itself
     except OSError as exc:  # disk full, read-only or missing directory, a file in the way
         print_error("error", describe_os_error(exc) + train_continuation(args))
         return 2
