@@ -18,12 +18,26 @@ from rl.runs.errors import RunDirError
 from rl.runs.files import naming_file, read_json
 from rl.runs.layout import METRICS_FILE, STATUS_FILE
 
-__all__ = ["LOSS_COLUMNS", "encode_metrics_row", "load_metrics", "log_scalars",
+__all__ = ["AGENT_STEPS", "EPISODES_TOTAL", "ITERATION", "LOSS_COLUMNS", "OBJECTIVE_TERMS",
+           "RETURN_RECENT", "encode_metrics_row", "load_metrics", "log_scalars",
            "parse_metrics_lines", "tensorboard_tag"]
 
 LOSS_COLUMNS = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction",
                 "grad_norm")
-"""A PPO iteration's update statistics: metrics columns, TensorBoard group ``losses/``."""
+"""A PPO iteration's update statistics: metrics columns, TensorBoard group ``losses/``.
+The one list of loss terms: every other list of them is taken from it."""
+
+OBJECTIVE_TERMS = LOSS_COLUMNS[:3]
+"""The terms of the PPO objective (policy_loss, value_loss, entropy): checked finite."""
+
+ITERATION = "iteration"
+"""The key of every metrics row (an integer; the last row of an iteration wins)."""
+AGENT_STEPS = "agent_steps"
+"""Environment steps taken so far, over all envs."""
+EPISODES_TOTAL = "episodes_total"
+"""Games finished so far."""
+RETURN_RECENT = "return_recent"
+"""The mean return of the last ``train.return_window`` finished games."""
 
 
 def _plain(value: Any) -> Any:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 from agents import PPOConfig, ppo_update, set_learning_rate
-from rl.runs.metrics import LOSS_COLUMNS, log_scalars
+from rl.runs.metrics import LOSS_COLUMNS, OBJECTIVE_TERMS, log_scalars
 from rl.runs.storage import RunDir
 from rl.train.comm import games_of_all_ranks, mean_over_ranks, rollout_stats, train_advantages
 from rl.train.config import (
@@ -180,7 +180,7 @@ class Loop:
 
     def check_finite(self, stats: dict[str, float]) -> None:
         """Stop with ``NonFiniteLossError`` on a non-finite loss or parameter."""
-        losses = [stats[k] for k in ("policy_loss", "value_loss", "entropy")]
+        losses = [stats[k] for k in OBJECTIVE_TERMS]
         if not all(math.isfinite(x) for x in losses) or not finite_params(self.state.model):
             last = self.run.list_checkpoints() if self.run is not None else []
             raise NonFiniteLossError(non_finite_advice(
