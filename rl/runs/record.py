@@ -16,7 +16,7 @@ from rl.runs.errors import RunDirError
 from rl.runs.layout import CONFIG_FILE, METRICS_FILE, STATUS_FILE
 from rl.runs.metrics import load_metrics
 
-__all__ = ["RunRecord", "RunStatus", "has_metrics", "load_run_metrics", "peek_config",
+__all__ = ["RunRecord", "RunStatus", "has_config", "has_metrics", "load_run_metrics", "peek_config",
            "peek_status"]
 
 _STATES = ("running", "finished", "failed")
@@ -140,6 +140,11 @@ class RunRecord:
     def metrics(self) -> pd.DataFrame:
         """The metrics rows (``rl.runs.metrics.load_metrics``: one per iteration)."""
         return load_metrics(self.metrics_path)
+
+
+def has_config(run_dir: str | os.PathLike[str]) -> bool:
+    """Whether a directory holds a run (its config.json, written when the run starts)."""
+    return (Path(run_dir) / CONFIG_FILE).exists()
 
 
 def has_metrics(run_dir: str | os.PathLike[str]) -> bool:

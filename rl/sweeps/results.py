@@ -20,10 +20,10 @@ from rl.measure.returns import first_reach
 from rl.measure.run_average import ema_ratios
 from rl.measure.warmup import counted_measurements
 from rl.runs.files import atomic_write_bytes, atomic_write_text
-from rl.runs.metrics import load_metrics
+from rl.runs.record import load_run_metrics, peek_status
 from rl.sweeps.settings import SweepSpec, SweepStateError, tkey
 from rl.sweeps.spec import plan_runs
-from rl.sweeps.state import RunPlan, check_plans, is_interrupted, read_json
+from rl.sweeps.state import RunPlan, check_plans, is_interrupted
 
 GNS_TERMS = TERMS
 """Loss terms of the noise-scale columns (the measured terms, ``rl.measure.ppo_noise``)."""
@@ -87,15 +87,15 @@ def run_row(plan: RunPlan, targets: Iterable[float]) -> dict[str, Any]:
     failed.
     """
     path = Path(plan.run_dir)
-    status = read_json(path / "status.json")
+    status = peek_status(path)
     row: dict[str, Any] = dict(
         run=plan.name, env=plan.env, rollout_batch_size=plan.rollout_batch_size,
         num_envs=plan.num_envs, num_steps=plan.num_steps, lr=plan.lr, seed=plan.seed,
         status="pending" if status is None else ("interrupted" if is_interrupted(status)
-                                                 else status.get("state", "pending")),
-        message="" if status is None else str(status.get("message", "")),
+                                                 else status.state or "pending"),
+        message="" if status is None else status.message,
     )
-    metrics = load_metrics(path) if (path / "metrics.jsonl").exists() else pd.DataFrame()
+    metrics = load_run_metrics(path)
     window = plan.return_window
     if len(metrics) and "return_recent" in metrics:
         last = metrics.iloc[-1]

@@ -24,6 +24,7 @@ from rl.measure.floor import UntrainedFloor
 from rl.measure.supervised import SupervisedConfig
 from rl.runs.files import atomic_write_json
 from rl.runs.lock import refuse_dangling_link
+from rl.runs.record import RunStatus, peek_config, peek_status
 from rl.runs.storage import flatten_config
 from rl.sweeps.settings import SweepSpec, SweepStateError
 from rl.train.config import TrainConfig, config_dict
@@ -169,13 +170,13 @@ _OUT_OF_MEMORY = ("MemoryError", "OutOfMemoryError", "RuntimeError: DefaultCPUAl
                   "can't allocate memory", "torch.OutOfMemoryError")
 
 
-def is_interrupted(status: Mapping[str, Any] | None) -> bool:
+def is_interrupted(status: RunStatus | None) -> bool:
     """Whether a failed run was stopped from outside rather than by its settings: a signal
     (Ctrl-C, SIGTERM), or the machine (disk full, file size limit, out of memory, an I/O
     error). A sweep resumes such runs; ``retry_failed`` is needed only for the others."""
-    if not status or status.get("state") != "failed":
+    if status is None or status.state != "failed":
         return False
-    message = str(status.get("message", ""))
+    message = status.message
     if message.startswith(_INTERRUPTED + _OUT_OF_MEMORY):
         return True
     match = _ERRNO_MESSAGE.match(message)
@@ -192,26 +193,26 @@ def classify_run(plan: RunPlan, *, retry_failed: bool = False) -> tuple[str, str
     """
     path = Path(plan.run_dir)
     refuse_dangling_link(path)  # else it would read as "new" and fail to be created
-    stored = read_json(path / "config.json")
+    stored = peek_config(path)
     if stored is None:
         return "new", ""
     diffs = config_differences(stored, plan)
-    status = read_json(path / "status.json")
-    state = (status or {}).get("state")
+    status = peek_status(path)
+    state = None if status is None else status.state
     key = SUPERVISED_TARGET_KEY if plan.supervised else TARGET_KEY
     if diffs and state == "finished" and all(d.startswith(key + ":") for d in diffs) \
             and serves_lower_target(stored, plan):
         old = stored["target"] if plan.supervised else stored["train"]["target_return"]
-        return "finished", (f"{status.get('message', '')} (trained with {key.split('.')[-1]} "
+        return "finished", (f"{status.message} (trained with {key.split('.')[-1]} "
                             f"{'none' if old is None else f'{old:g}'}, above the planned "
                             f"{plan.target:g}: reused)").lstrip()
     if diffs:
         return "conflict", "; ".join(diffs)
     if state == "finished":
-        return "finished", str(status.get("message", ""))
+        return "finished", status.message
     if state == "failed" and not is_interrupted(status):
-        return ("resume" if retry_failed else "failed"), str(status.get("message", ""))
-    return "resume", str((status or {}).get("message", ""))
+        return ("resume" if retry_failed else "failed"), status.message
+    return "resume", "" if status is None else status.message
 
 
 def check_plans(spec: SweepSpec, plans: list[RunPlan]) -> dict[str, tuple[str, str]]:

@@ -24,6 +24,7 @@ from agents import PPOConfig
 from rl.runs.files import atomic_write_json
 from rl.runs.layout import CHECKPOINT_DIR, LATEST_FILE
 from rl.runs.lock import clear_run_dir, lock_run_dir
+from rl.runs.record import has_config, peek_status
 from rl.runs.storage import RunDir
 from rl.sweeps.pbt.config import MEMBER_FILE, PBTConfig, member_name, round6
 from rl.sweeps.settings import batch_shapes, env_settings
@@ -143,7 +144,8 @@ def run_member(plan, hyperparams: Mapping[str, float], *, interval: int,
                 raise RuntimeError(f"the Tune checkpoint {restore} holds no loadable checkpoint")
             state, iteration = loaded
             if meta["member"] != plan.name:  # exploit: continue from the donor's state
-                left = (RunDir(run_path).read_status() or {}).get("iteration")
+                status = peek_status(run_path)
+                left = None if status is None else status.iteration
                 donor, donor_iteration = meta["member"], iteration
                 state = _reseeded(state, plan.seed * 1_000_003 + iteration * 7919)
                 append_event(out, "exploit", run=plan.name, donor=donor,
@@ -156,7 +158,7 @@ def run_member(plan, hyperparams: Mapping[str, float], *, interval: int,
             RunDir(run_path).save_checkpoint(state, iteration)
             resume = True
         else:
-            if (run_path / "config.json").exists():
+            if has_config(run_path):
                 # This population's own start of the member, cut short before its first
                 # checkpoint (run_pbt refuses to start over other runs): start over.
                 clear_run_dir(run_path)

@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 
 from rl.runs.files import atomic_write_bytes, atomic_write_text
-from rl.runs.metrics import load_metrics
+from rl.runs.record import load_run_metrics
 from rl.sweeps.state import read_sweep_state
 
 __all__ = ["PBT_COLUMNS", "member_summary", "pbt_table", "plot_pbt", "write_pbt_outputs"]
@@ -50,7 +50,7 @@ def pbt_table(out: str | os.PathLike[str]) -> pd.DataFrame:
     frames = []
     for name in _member_names(out):
         path = out / "runs" / name
-        m = load_metrics(path) if (path / "metrics.jsonl").exists() else pd.DataFrame()
+        m = load_run_metrics(path)
         if m.empty or "agent_steps" not in m:
             continue
 

@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import torch
 
-from rl.runs.storage import RunDir
+from rl.runs.record import peek_status
 from rl.sweeps.pbt.config import PERTURBATION_FACTORS, PBTConfig, round6
 from rl.sweeps.pbt.members import plan_members, run_member
 from rl.sweeps.pbt.table import write_pbt_outputs
@@ -185,8 +185,12 @@ def run_pbt(spec, *, log: Callable[[str], None] | None = None) -> pd.DataFrame:
 
 
 def member_statuses(members: Iterable) -> dict[str, str]:
-    return {m.name: (RunDir(m.run_dir).read_status() or {}).get("state", "pending")
-            for m in members}
+    return {m.name: _state(m.run_dir) for m in members}
+
+
+def _state(run_dir: str | os.PathLike[str]) -> str:
+    status = peek_status(run_dir)
+    return "pending" if status is None or status.state is None else status.state
 
 
 def _tune_population(spec, cfg: PBTConfig, members: list, log: Callable[[str], None]) -> None:

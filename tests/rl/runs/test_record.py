@@ -11,6 +11,7 @@ from rl.runs.metrics import LOSS_COLUMNS, OBJECTIVE_TERMS
 from rl.runs.record import (
     RunRecord,
     RunStatus,
+    has_config,
     has_metrics,
     load_run_metrics,
     peek_config,
@@ -39,6 +40,7 @@ def test_a_run_without_status_is_pending(tmp_path):
     record = RunRecord.open(tmp_path / "run")
     assert record.status is None and record.state == "pending"
     assert not record.has_metrics() and record.metrics().empty
+    assert has_config(tmp_path / "run") and not has_config(tmp_path)
     assert record.section("nope") == {}
 
 
