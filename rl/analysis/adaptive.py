@@ -18,7 +18,7 @@ import pandas as pd
 from rl.analysis.fit import best_per_batch
 from rl.measure.returns import first_reach
 from rl.runs.metrics import load_metrics
-from rl.runs.storage import read_run_config
+from rl.runs.record import peek_config
 from rl.sweeps.results import long_results, read_results
 
 
@@ -32,7 +32,7 @@ def steps_to_target(run_dir: str | Path, target: float) -> dict[str, Any]:
     """
     run_dir = Path(run_dir)
     m = load_metrics(run_dir)
-    window = int(read_run_config(run_dir).get("train", {}).get("return_window", 20))
+    window = int((peek_config(run_dir) or {}).get("train", {}).get("return_window", 20))
     out: dict[str, Any] = dict(run=run_dir.name, iterations=math.nan, agent_steps=math.nan,
                                best_return=math.nan, batch_start=math.nan,
                                batch_at_target=math.nan, batch_max=math.nan)
@@ -101,7 +101,7 @@ def compare_with_fixed(fixed: pd.DataFrame | str | Path, adaptive_runs: Sequence
                              agent_steps=math.nan, best_return=math.nan))
         got = [steps_to_target(r, target) for r in adaptive_runs]
         if got:
-            lrs = {read_run_config(Path(r)).get("ppo", {}).get("learning_rate")
+            lrs = {(peek_config(r) or {}).get("ppo", {}).get("learning_rate")
                    for r in adaptive_runs}
             def med(key: str, got: list[dict[str, Any]] = got) -> float:
                 return float(np.nanmedian([g[key] for g in got]))

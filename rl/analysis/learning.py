@@ -26,6 +26,7 @@ from rl.analysis.configs import IMPLS, LearningBenchConfig
 from rl.peers.sb3 import make_sb3_env, sb3_ppo_model
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics, log_scalars
+from rl.runs.record import has_config, has_metrics, peek_status
 from rl.runs.storage import RunDir
 from rl.train.config import RESUMABLE_CHANGES, TrainConfig, config_dict, resolve_device
 from rl.train.launch import train
@@ -159,11 +160,11 @@ def train_sb3_run(cfg: TrainConfig, ppo: PPOConfig, *, align_value_loss: bool = 
 def run_one(cfg: LearningBenchConfig, impl: str, seed: int) -> str:
     """Train one (impl, seed) run unless it is finished; returns what was done."""
     tc = cfg.train_config(impl, seed)
-    run = RunDir(tc.resolved_run_dir())
-    status = run.read_status() if run.config_path.exists() else None
-    if status is not None and status.get("state") == "finished":
+    run_dir = tc.resolved_run_dir()
+    status = peek_status(run_dir) if has_config(run_dir) else None
+    if status is not None and status.finished:
         return "finished before"
-    tc.resume = run.config_path.exists()
+    tc.resume = has_config(run_dir)
     ppo = cfg.ppo_config()
     if impl == "ours":
         train(tc, ppo)
@@ -177,7 +178,7 @@ def load_runs(runs_dir: Path) -> dict[tuple[str, int], pd.DataFrame]:
     out = {}
     for path in sorted(runs_dir.glob("*-seed*")):
         impl, _, seed = path.name.rpartition("-seed")
-        if impl in IMPLS and seed.isdigit() and (path / "metrics.jsonl").exists():
+        if impl in IMPLS and seed.isdigit() and has_metrics(path):
             df = load_metrics(path)
             if len(df):
                 out[(impl, int(seed))] = df

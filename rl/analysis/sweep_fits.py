@@ -30,6 +30,7 @@ from rl.analysis.ticks import tidy_log_axis
 from rl.measure.supervised import SUPERVISED_TASKS
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
+from rl.runs.record import has_metrics
 from rl.sweeps.results import GNS_TERMS, INDEPENDENT_SPLITS, b_simple_curve, long_results
 from rl.sweeps.settings import tkey
 
@@ -252,7 +253,7 @@ def plot_b_simple(out: str | os.PathLike[str], df: pd.DataFrame, *,
         curves = []
         for _, r in runs.iterrows():
             path = out / "runs" / str(r["run"])
-            if not (path / "metrics.jsonl").exists():
+            if not has_metrics(path):
                 continue
             metrics = load_metrics(path)
             if "return_recent" not in metrics:

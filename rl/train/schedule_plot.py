@@ -11,7 +11,7 @@ import pandas as pd
 
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
-from rl.runs.storage import read_run_config
+from rl.runs.record import peek_config
 
 PLOT_FILE = "batch_schedule.png"
 
@@ -28,7 +28,7 @@ def plot_schedule(run_dir: str | Path, out: str | Path | None = None) -> Path:
 
     run_dir = Path(run_dir)
     m = load_metrics(run_dir)
-    term = read_run_config(run_dir).get("adaptive", {}).get("batch_term", "total")
+    term = (peek_config(run_dir) or {}).get("adaptive", {}).get("batch_term", "total")
     fig = Figure(figsize=(8, 6), layout="constrained")
     FigureCanvasAgg(fig)
     top, bottom = fig.subplots(2, 1, sharex=True)
