@@ -16,8 +16,8 @@ from rl.runs.errors import RunDirError
 from rl.runs.layout import CONFIG_FILE, METRICS_FILE, STATUS_FILE
 from rl.runs.metrics import load_metrics
 
-__all__ = ["RunRecord", "RunStatus", "has_config", "has_metrics", "load_run_metrics", "peek_config",
-           "peek_status"]
+__all__ = ["RunRecord", "RunStatus", "has_config", "has_metrics", "load_run_metrics",
+           "metrics_file", "peek_config", "peek_status", "read_config"]
 
 _STATES = ("running", "finished", "failed")
 
@@ -85,6 +85,16 @@ def _read_strict(path: Path, what: str, fix: str) -> dict[str, Any]:
     return data
 
 
+_CONFIG_FIX = ("Point it at the --run-dir of a training run, or restore the file from a copy of "
+               "the run (it is written once, when the run starts)")
+
+
+def read_config(run_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """config.json as a dict; ``RunDirError`` naming the file and the fix when it is missing
+    or damaged."""
+    return _read_strict(Path(run_dir) / CONFIG_FILE, "a run's settings", _CONFIG_FIX)
+
+
 @dataclass(frozen=True)
 class RunRecord:
     """A run directory as data: ``config`` (config.json's sections), ``status`` (None for a
@@ -103,10 +113,7 @@ class RunRecord:
         if not path.is_dir():
             raise RunDirError(f"{path} is not a run directory (no such folder): point it at "
                               "the --run-dir of a training run")
-        config = _read_strict(
-            path / CONFIG_FILE, "a run's settings",
-            "Point it at the --run-dir of a training run, or restore the file from a copy of "
-            "the run (it is written once, when the run starts)")
+        config = read_config(path)
         status = None
         if (path / STATUS_FILE).exists():
             data = _read_strict(path / STATUS_FILE, "the run's state and progress",
@@ -132,7 +139,7 @@ class RunRecord:
 
     @property
     def metrics_path(self) -> Path:
-        return self.path / METRICS_FILE
+        return metrics_file(self.path)
 
     def has_metrics(self) -> bool:
         return has_metrics(self.path)
@@ -145,6 +152,11 @@ class RunRecord:
 def has_config(run_dir: str | os.PathLike[str]) -> bool:
     """Whether a directory holds a run (its config.json, written when the run starts)."""
     return (Path(run_dir) / CONFIG_FILE).exists()
+
+
+def metrics_file(run_dir: str | os.PathLike[str]) -> Path:
+    """The path of a run directory's metrics.jsonl (for its modification time, its tail)."""
+    return Path(run_dir) / METRICS_FILE
 
 
 def has_metrics(run_dir: str | os.PathLike[str]) -> bool:

@@ -15,6 +15,7 @@ import pandas as pd
 from rl.analysis.ticks import tidy_log_axis
 from rl.runs.files import save_figure
 from rl.runs.metrics import load_metrics
+from rl.runs.record import has_metrics
 from rl.study.plan import Part
 from rl.study.report import format_value
 from rl.study.results import best_lr_runs, part_table
@@ -49,11 +50,10 @@ def curve_runs(part: Part) -> tuple[dict[int, list[tuple[str, float, pd.DataFram
     for p in plan_runs(part.spec):
         if p.name not in chosen:
             continue
-        path = Path(p.run_dir) / "metrics.jsonl"
-        if not path.exists():
+        if not has_metrics(p.run_dir):
             missing += 1
             continue
-        m = load_metrics(path)
+        m = load_metrics(p.run_dir)
         if X not in m or Y not in m:
             missing += 1
             continue

@@ -16,6 +16,8 @@ from typing import Any
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from rl.runs.record import metrics_file, peek_status
+
 __all__ = ["StudyMonitor", "last_metrics_row"]
 
 
@@ -92,13 +94,14 @@ class StudyMonitor:
         for p in self.plans:
             path = Path(p.run_dir)
             try:
-                state = json.loads((path / "status.json").read_text()).get("state")
-            except (OSError, ValueError):
-                state = None
+                status = peek_status(path)
+            except OSError:
+                status = None
+            state = None if status is None else status.state
             if state in ("finished", "failed"):
                 done += 1
                 continue
-            metrics = path / "metrics.jsonl"
+            metrics = metrics_file(path)
             try:
                 fresh = now - metrics.stat().st_mtime < 120
             except OSError:

@@ -27,6 +27,7 @@ from rl.measure.run_average import TOP_FRACTION, ratio_summary
 from rl.measure.supervised import SEGMENT_FRACTION
 from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
 from rl.runs.metrics import load_metrics
+from rl.runs.record import has_metrics
 from rl.study.plan import (
     SHARPNESS_FILE,
     SUPERVISED_PART,
@@ -100,7 +101,7 @@ def noise_metrics(part: Part) -> list[pd.DataFrame]:
     out = []
     for p in plan_runs(part.spec):
         path = Path(p.run_dir)
-        if (path / "metrics.jsonl").exists():
+        if has_metrics(path):
             m = load_metrics(path)
             if "return_recent" in m:
                 out.append(m)
@@ -388,7 +389,7 @@ def supervised_sweep_rows(part: Part, n_boot: int, ci: float = B_CRIT_CI
     table, fits, _ = fitted
     chosen = set(best_lr_runs(part, table))
     metrics = [load_metrics(Path(p.run_dir)) for p in plan_runs(part.spec)
-               if p.name in chosen and (Path(p.run_dir) / "metrics.jsonl").exists()]
+               if p.name in chosen and has_metrics(p.run_dir)]
     rows += noise_b_simple_rows(task, metrics, kind="supervised",
                                 runs=f"{len(metrics)} sweep runs at each batch size's best lr")
     laws, _ = tradeoff_power_laws(table, fits=fits, n_boot=n_boot, axis="distance",

@@ -37,6 +37,7 @@ from rl.analysis.sharpness import (
 )
 from rl.measure.supervised import SupervisedConfig, run_supervised
 from rl.runs.files import atomic_write_json, atomic_write_text
+from rl.runs.record import has_config, read_config
 from rl.study.plan import (
     SHARPNESS_FILE,
     SUPERVISED_PART,
@@ -67,10 +68,10 @@ def _cost(part: Part, plan: StudyPlan) -> float:
 
 def _supervised_state(path: Path, cfg) -> str:
     """new, finished or conflict (a finished run with other settings)."""
-    config_file, summary = path / "config.json", path / "summary.json"
-    if not config_file.exists():
+    summary = path / "summary.json"
+    if not has_config(path):
         return "new"
-    stored = json.loads(config_file.read_text(encoding="utf-8"))
+    stored = read_config(path)
     planned = json.loads(json.dumps({"kind": "gns-supervised", **dataclasses.asdict(cfg)}))
     # Fields added to SupervisedConfig since the run was made count as their defaults.
     defaults = json.loads(json.dumps(dataclasses.asdict(type(cfg)())))
