@@ -32,6 +32,7 @@ from rl.advise.predict import Advice, Candidate, NoiseScaleEstimate, advise_from
 from rl.bench.scaling import ScalingBenchConfig, bench_scaling
 from rl.measure.run_average import ratio_summary
 from rl.measure.warmup import WARMUP_ITERATIONS, counted_measurements
+from rl.runs.record import has_config, metrics_file
 from rl.runs.storage import RunDir
 from rl.train.config import TrainConfig
 from rl.train.launch import train
@@ -62,7 +63,7 @@ def load_run_metrics(run_dir: str | os.PathLike[str]) -> pd.DataFrame:
         FileNotFoundError: if the folder has neither.
     """
     path = Path(run_dir)
-    if (path / "metrics.jsonl").is_file():
+    if metrics_file(path).is_file():
         return RunDir(path).load_metrics()
     if (path / "progress.csv").is_file():
         df = pd.read_csv(path / "progress.csv").rename(columns=SB3_COLUMNS)
@@ -228,8 +229,7 @@ def advise_run(run_dir: str | os.PathLike[str], cfg: AdviseConfig,
     metrics = load_run_metrics(run_dir)
     noise = noise_from_metrics(metrics, term=term, measurements=cfg.measurements,
                                from_iteration=cfg.from_iteration, source=str(run_dir))
-    config = RunDir(run_dir).load_config() if (Path(run_dir) / "config.json").is_file() \
-        else {}
+    config = RunDir(run_dir).load_config() if has_config(run_dir) else {}
     run_cfg = config.get("train", {})
     cfg = dataclasses.replace(cfg, env=run_cfg.get("env", cfg.env),
                               num_steps=cfg.num_steps or run_cfg.get("num_steps"))

@@ -7,11 +7,12 @@ from pathlib import Path
 from rl.analysis.adaptive import compare_with_fixed
 from rl.cli.output import console, print_table
 from rl.runs.files import atomic_write_text
+from rl.runs.record import has_metrics
 
 
 def cmd_compare(args) -> int:
     for r in args.runs:
-        if not (Path(r) / "metrics.jsonl").exists():
+        if not has_metrics(r):
             raise FileNotFoundError(f"{r} is not a run directory (no metrics.jsonl)")
     df = compare_with_fixed(Path(args.sweep_dir), args.runs, args.targets)
     print_table(df, title="adaptive vs fixed rollout batch (iterations = PPO iterations; "

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rl.advise import Advice, AdviseConfig, NoProbeData, advise, advise_run
 from rl.cli.args import dataclass_from_args
 from rl.cli.output import CLIError, console, err_console, print_table
+from rl.runs.record import metrics_file
 
 
 def _n(v: float) -> str:
@@ -79,7 +80,7 @@ def cmd_advise(args) -> int:
                        "trains nothing (the probe's --run-dir is for a new run)")
     if args.run_dir_in is not None and args.env is None and \
             (Path(args.run_dir_in) / "progress.csv").is_file() and \
-            not (Path(args.run_dir_in) / "metrics.jsonl").is_file():
+            not metrics_file(args.run_dir_in).is_file():
         raise CLIError(f"{args.run_dir_in} has no config.json naming its environment (a "
                        "stable-baselines3 run?): pass --env NAME for the throughput probe")
     done = [0]

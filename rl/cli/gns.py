@@ -19,6 +19,7 @@ from rl.measure.run_average import HEAVY_TAIL_SHARE, TOP_FRACTION
 from rl.measure.supervised import SupervisedConfig, run_supervised
 from rl.measure.warmup import WARMUP_ITERATIONS
 from rl.runs.files import atomic_write_text, save_figure
+from rl.runs.record import has_config, has_metrics, peek_status
 from rl.runs.storage import RunDir
 
 
@@ -115,7 +116,7 @@ def plot_b_simple(table, path: Path, title: str, *, x: str, xlabel: str,
 
 def cmd_run(args) -> int:
     run = RunDir(args.run_dir)
-    if not run.metrics_path.exists():
+    if not has_metrics(run.path):
         raise CLIError(f"{args.run_dir} has no metrics.jsonl: point RUN_DIR at a training run "
                        "directory (rlscale train --run-dir ...)")
     for flag, value in (("--segments", args.segments), ("--return-bins", args.return_bins)):
@@ -127,7 +128,8 @@ def cmd_run(args) -> int:
         bins = noise_scale_by_return(metrics, args.return_bins)
     except ValueError as err:
         raise CLIError(str(err)) from None
-    status = (run.read_status() or {}).get("state", "unknown")
+    last = peek_status(run.path)
+    status = "unknown" if last is None or last.state is None else last.state
     title = f"({status}, {int(metrics['agent_steps'].max()):,} agent steps)"
     print_table(table[["segment", "term", "agent_steps_last", "measurements", "b_simple",
                        "b_simple_lo", "b_simple_hi", "g2_top_share", "return_recent"]],
@@ -164,7 +166,7 @@ def cmd_checkpoints(args) -> int:
     except ValueError as err:
         raise CLIError(str(err)) from None
     run = RunDir(args.run_dir)
-    if not run.config_path.exists():
+    if not has_config(run.path):
         raise CLIError(f"{args.run_dir} has no config.json: point RUN_DIR at a training run "
                        "directory (rlscale train --run-dir ...)")
     out = Path(args.out) if args.out else Path("results/gns/checkpoints") / run.path.name

@@ -22,6 +22,7 @@ from rl.cli.args import dataclass_from_args
 from rl.cli.output import CLIError, console, print_table
 from rl.runs.files import atomic_write_text
 from rl.runs.layout import CONFIG_FILE
+from rl.runs.record import has_config
 from rl.sweeps.results import (
     SHARPNESS_FILE,
     merge_by_run,
@@ -56,7 +57,7 @@ def cmd_sharpness(args) -> int:
     cfg = dataclass_from_args(args, SharpnessConfig)
     path = Path(args.path)
     values = ["loss", "top_eigenvalue", "min_eigenvalue", *eps_columns(cfg.eps_values)]
-    if (path / CONFIG_FILE).exists():
+    if has_config(path):
         df = run_sharpness(path, cfg)
         keys = ["term"]
         out = Path(args.out) if args.out else path / "sharpness.csv"

@@ -14,8 +14,10 @@ from rl.runs.record import (
     has_config,
     has_metrics,
     load_run_metrics,
+    metrics_file,
     peek_config,
     peek_status,
+    read_config,
 )
 from rl.runs.storage import RunDir
 from tests.rl.runs.test_storage import CONFIG
@@ -91,3 +93,11 @@ def test_load_run_metrics_without_a_file_is_empty(tmp_path):
 def test_one_list_of_loss_terms():
     assert OBJECTIVE_TERMS == ("policy_loss", "value_loss", "entropy")
     assert set(OBJECTIVE_TERMS) <= set(LOSS_COLUMNS)
+
+
+def test_read_config_is_strict_and_metrics_file_names_the_path(tmp_path):
+    with pytest.raises(RunDirError, match="config.json is missing"):
+        read_config(tmp_path)
+    (tmp_path / "config.json").write_text('{"train": {"env": "CartPole"}}')
+    assert read_config(tmp_path) == {"train": {"env": "CartPole"}}
+    assert metrics_file(tmp_path) == tmp_path / "metrics.jsonl"
