@@ -351,3 +351,48 @@ def test_no_private_name_is_taken_from_another_package():
                     if owner != mine and (name, f"{module}.{attr}") not in PRIVATE_ALLOWED:
                         found.append(f"{name}: {module}.{attr}")
     assert not found, "private names taken from another package:\n" + "\n".join(found)
+
+
+# The files of a run directory that readers share (docs/run-directory.md): only rl/runs
+# names them; a reader takes rl.runs.record (RunRecord, peek_config, peek_status,
+# has_metrics, load_run_metrics...). Readers not moved yet: (module, name) -> why.
+RUN_FILES = {"config.json", "status.json", "metrics.jsonl"}
+RUN_FILE_CONSTANTS = {"CONFIG_FILE", "STATUS_FILE", "METRICS_FILE"}
+RUN_FILES_ALLOWED = {
+    ("rl.cli.app", "CONFIG_FILE"):
+        "the train command's failure hint asks whether the run exists (is_file, beside the "
+        "checkpoint folder): not moved yet (#26 item 2)",
+    ("rl.cli.sharpness", "CONFIG_FILE"): "names config.json in its error message",
+}
+
+
+def test_only_rl_runs_names_the_run_files():
+    """No module outside rl/runs opens config.json, status.json or metrics.jsonl by name
+    (a string that is just the file's name, or the rl.runs.layout constant)."""
+    found = []
+    for name, (_, tree, _) in RL.items():
+        if name == "rl.runs" or name.startswith("rl.runs."):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILES:
+                taken = node.value
+            elif isinstance(node, ast.ImportFrom) and node.module == "rl.runs.layout":
+                taken = next((a.name for a in node.names if a.name in RUN_FILE_CONSTANTS), None)
+            else:
+                continue
+            if taken is not None and (name, taken) not in RUN_FILES_ALLOWED:
+                found.append(f"{name}:{node.lineno}: {taken}")
+    assert not found, "run files opened by name outside rl/runs (read them through " \
+        "rl.runs.record):\n" + "\n".join(found)
+
+
+def test_the_run_files_allow_list_is_current():
+    """Every allowed reader still names its file: a moved one leaves the list."""
+    used = set()
+    for name, (_, tree, _) in RL.items():
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in RUN_FILES:
+                used.add((name, node.value))
+            elif isinstance(node, ast.ImportFrom) and node.module == "rl.runs.layout":
+                used.update((name, a.name) for a in node.names if a.name in RUN_FILE_CONSTANTS)
+    assert set(RUN_FILES_ALLOWED) <= used, set(RUN_FILES_ALLOWED) - used
