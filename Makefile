@@ -33,11 +33,13 @@ chromium:
 	  echo "note: chromium not installed; the report rendering test will skip"
 
 # Tests run in TEST_WORKERS processes (pytest-xdist), each test module in one of them (its
-# module-scoped fixtures are built once); TEST_WORKERS=0 runs them in this process.
+# module-scoped fixtures are built once); TEST_WORKERS=0 runs them in this process. torch
+# gets one thread per process unless OMP_NUM_THREADS says otherwise: two workers at two
+# threads each on two cores spin against each other (BENCHMARKS.md, "Load, threads").
 TEST_WORKERS ?= 2
 
 test: install chromium
-	$(PY) -m pytest -q -m "not gpu" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope) --durations=15 tests
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m "not gpu" $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadscope) --durations=15 tests
 
 lint: install
 	$(VENV)/bin/ruff check .
