@@ -20,6 +20,7 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 from agents import PPOConfig
 from rl.measure.supervised import SUPERVISED_TASKS, SupervisedConfig
+from rl.runs.record import peek_status
 from rl.sweeps.pbt.config import check_pbt_spec, parse_pbt_table
 from rl.sweeps.pbt.members import plan_members
 from rl.sweeps.settings import (
@@ -634,6 +635,22 @@ def grid_at(spec: SweepSpec, lrs: list[float], batch_size: int) -> list[float]:
     return sorted(grid)
 
 
+def _extension_pending(spec: SweepSpec, out: Path, env: str, ne: int, ns: int,
+                       grid: list[float], chosen: BestLr) -> bool:
+    """Whether the grid at this batch size has lrs the choice was not made on, and a grid
+    run at one of them has not ended (finished or failed) yet. Once they have, the recorded
+    choice plans stage 2 until the sweep chooses again on the extended grid (a sweep
+    recorded before that rule keeps its plan)."""
+    new_lrs = set(grid) - set(chosen.grid_lrs)
+    for lr in new_lrs:
+        for seed in spec.seeds:
+            status = peek_status(out / "runs" / run_name(env, ne, ns, lr, seed,
+                                                         supervised=spec.is_supervised))
+            if status is None or status.state not in ("finished", "failed"):
+                return True
+    return False
+
+
 def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None = None
               ) -> list[RunPlan]:
     """Every run of the sweep, ordered by env, then batch size (small first: those take the
@@ -642,9 +659,10 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
 
     With ``best_lr_seeds`` (stage 2) a batch size whose lr has been chosen (``best_lrs``,
     default: those recorded in ``<out>/best_lr.json``) also gets the seeds of
-    ``stage_two_seeds`` at that lr, unless its grid has grown since the choice (then not
-    until the extended grid chooses again). ``SweepStateError`` if a recorded lr is not in
-    the batch size's grid (the spec's lrs changed after the choice).
+    ``stage_two_seeds`` at that lr, unless its grid has grown since the choice and the new
+    grid runs have not all ended (then not until the extended grid chooses again).
+    ``SweepStateError`` if a recorded lr is not in the batch size's grid (the spec's lrs
+    changed after the choice).
     """
 
     if spec.scheduler == "pbt":
@@ -675,9 +693,10 @@ def plan_runs(spec: SweepSpec, best_lrs: Mapping[tuple[str, int], BestLr] | None
                     f"({', '.join(f'{v:g}' for v in grid)}): the lrs changed after the choice. "
                     "Restore the spec's lrs (see sweep.json), or use a new sweep directory (out)"
                 )
-            if chosen is not None and set(grid) > set(chosen.grid_lrs):
-                # The grid grew after the choice (it sat at the edge): stage 2 waits until the
-                # extended grid has chosen again, instead of adding seeds at a stale choice.
+            if chosen is not None and _extension_pending(spec, out, env, ne, ns, grid, chosen):
+                # The grid grew after the choice (it sat at the edge) and its new runs have
+                # not all ended: stage 2 waits for the extended grid to choose again instead
+                # of adding seeds at a choice that may be stale.
                 chosen = None
             for lr in grid:
                 stage_two = extra if chosen is not None and chosen.lr == lr else []

@@ -554,6 +554,24 @@ def test_a_grid_extended_before_its_stage_two_ran_chooses_again_first(tmp_path, 
     assert any("B=128: the grid was extended" in m and "still 0.004" in m for m in logged)
 
 
+def test_a_recorded_choice_plans_its_seeds_once_the_extended_grid_has_ended(tmp_path,
+                                                                            fake_floor):
+    """A sweep whose grid grew and whose new runs all ended, with best_lr.json still holding
+    the choice made on the smaller grid (as sweeps recorded before the rule above do, or
+    until the sweep chooses again): the stage-2 seeds of that choice stay in the plan, so
+    fit and a study read the same runs as before."""
+    spec = parse_spec({**GRID, "out": str(tmp_path)})
+    run_sweep(spec, executor=FakeExecutor(), choose_lr=_best_per_batch)
+    wider = parse_spec({**GRID, "extra_lrs": {"128": [8e-3]}, "out": str(tmp_path)})
+    stage_two = [f"CartPole-b128-n4x32-lr0.004-s{s}" for s in (2, 3, 4)]
+    names = [p.name for p in plan_runs(wider)]
+    assert not set(stage_two) & set(names)  # the new grid runs have not run: waiting
+    for p in plan_runs(wider):
+        if p.lr == 8e-3:
+            fake_train(p, {**SPEED, (128, 8e-3): 1.0})
+    assert set(stage_two) <= {p.name for p in plan_runs(wider)}
+
+
 def test_extra_lrs_extend_the_grid_of_one_batch_size_only(tmp_path, fake_floor):
     """``[extra_lrs]``: the grid grows where the choice sat at its edge (B = 128) and nowhere
     else: no runs at 8e-3 for B = 64, unlike extending ``lrs``."""
