@@ -188,14 +188,18 @@ class Loop:
 
 
 def prepare_network(cfg: TrainConfig, model: torch.nn.Module, device: torch.device):
-    """(network to run, autocast context) for the run's memory format, compile and bf16."""
+    """(network to run, autocast context) for the run's memory format, compile and bf16; the
+    network to run is ``model`` itself, changed in place."""
     if uses_channels_last(cfg, device):
         model.to(memory_format=torch.channels_last)  # 4-D weights only; same parameters
     if cfg.compile:
         # In place: rollouts and updates call the network through act/evaluate, which go
         # through Module.__call__; a torch.compile(model) wrapper compiles only direct calls.
+        # The noise scale differentiates the policy and value terms of one forward pass
+        # separately (retain_graph), which compiled backward graphs refuse while they donate
+        # their buffers.
+        torch._functorch.config.donated_buffer = False
         model.compile()
-    net = model
     # No weight-cast cache: the update's optimizer steps run inside the context, and a cached
     # bf16 copy of a weight would keep serving the pre-step value (every minibatch of the
     # update would then see the rollout's weights: PPO ratio 1, approx_kl 0).
@@ -204,7 +208,7 @@ def prepare_network(cfg: TrainConfig, model: torch.nn.Module, device: torch.devi
     if cfg.cpu_bf16 and device.type == "cpu":
         model.register_forward_hook(outputs_to_fp32)
         autocast = torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False)
-    return net, autocast
+    return model, autocast
 
 
 def outputs_to_fp32(module, inputs, outputs):

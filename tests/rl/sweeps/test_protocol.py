@@ -340,18 +340,20 @@ def fake_train(plan, speed=None):
 
 
 class FakeExecutor:
-    """Trains by ``fake_train``; stops (KeyboardInterrupt) after ``stop_after`` runs."""
+    """Trains by ``fake_train`` (at ``speed``, default SPEED); stops (KeyboardInterrupt)
+    after ``stop_after`` runs."""
 
-    def __init__(self, stop_after=None):
+    def __init__(self, stop_after=None, speed=None):
         self.calls: list[list[str]] = []
         self.stop_after = stop_after
+        self.speed = speed
 
     def run(self, plans, on_done):
         self.calls.append([p.name for p in plans])
         for p in plans:
             if self.stop_after is not None and self.stop_after <= 0:
                 raise KeyboardInterrupt
-            fake_train(p)
+            fake_train(p, self.speed)
             on_done(p, dict(status="finished", action="new", message="reached target"))
             if self.stop_after is not None:
                 self.stop_after -= 1
@@ -498,15 +500,8 @@ def test_an_extended_grid_chooses_again_where_the_choice_sat_at_its_edge(tmp_pat
     run_sweep(spec, executor=ex, choose_lr=_best_per_batch)
     assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
 
-    class Extended(FakeExecutor):
-        def run(self, plans, on_done):
-            self.calls.append([p.name for p in plans])
-            for p in plans:
-                fake_train(p, speed)
-                on_done(p, dict(status="finished", action="new", message="reached target"))
-
     wider = parse_spec({**GRID, "lrs": [1e-3, 2e-3, 4e-3, 8e-3], "out": str(tmp_path)})
-    logged, ex = [], Extended()
+    logged, ex = [], FakeExecutor(speed=speed)
     table = run_sweep(wider, executor=ex, log=logged.append, choose_lr=_best_per_batch)
     choices = read_best_lrs(tmp_path)
     assert choices[("CartPole", 128)].lr == 8e-3 and choices[("CartPole", 64)].lr == 2e-3
@@ -535,16 +530,9 @@ def test_a_grid_extended_before_its_stage_two_ran_chooses_again_first(tmp_path, 
     assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
     speed = {**SPEED, (128, 8e-3): 1.0}
 
-    class Extended(FakeExecutor):
-        def run(self, plans, on_done):
-            self.calls.append([p.name for p in plans])
-            for p in plans:
-                fake_train(p, speed)
-                on_done(p, dict(status="finished", action="new", message="reached target"))
-
     wider = parse_spec({**GRID, "extra_lrs": {"128": [8e-3]}, "out": str(tmp_path)})
     assert [p.name for p in plan_runs(wider) if p.rollout_batch_size == 128 and p.seed > 1] == []
-    logged, ex = [], Extended()
+    logged, ex = [], FakeExecutor(speed=speed)
     run_sweep(wider, executor=ex, log=logged.append, choose_lr=_best_per_batch)
     assert ex.calls[0] == [f"CartPole-b64-n2x32-lr0.002-s{s}" for s in (2, 3, 4)] + \
         [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (0, 1)]
@@ -580,16 +568,9 @@ def test_extra_lrs_extend_the_grid_of_one_batch_size_only(tmp_path, fake_floor):
     run_sweep(spec, executor=FakeExecutor(), choose_lr=_best_per_batch)
     assert read_best_lrs(tmp_path)[("CartPole", 128)].lr == 4e-3
 
-    class Extended(FakeExecutor):
-        def run(self, plans, on_done):
-            self.calls.append([p.name for p in plans])
-            for p in plans:
-                fake_train(p, speed)
-                on_done(p, dict(status="finished", action="new", message="reached target"))
-
     wider = parse_spec({**GRID, "extra_lrs": {"128": [8e-3]}, "out": str(tmp_path)})
     assert parse_spec(spec_to_raw(wider)) == wider  # sweep.json keeps it
-    ex = Extended()
+    ex = FakeExecutor(speed=speed)
     run_sweep(wider, executor=ex, choose_lr=_best_per_batch)
     assert ex.calls[0] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (0, 1)]
     assert ex.calls[1] == [f"CartPole-b128-n4x32-lr0.008-s{s}" for s in (2, 3, 4)]

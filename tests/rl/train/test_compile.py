@@ -41,3 +41,20 @@ def test_compile_reaches_act_and_evaluate_and_keeps_their_values(one_torch_threa
         net.act(obs, deterministic=True)
     # no_grad is part of the compiled graph's guards: a new capture, not the eager path
     assert counters["stats"]["calls_captured"] > captured, "act ran eager"
+
+
+@pytest.mark.slow  # compiles the small CNN's forward and backward graphs, trains 3 iterations
+def test_a_compiled_run_trains_and_measures_the_noise_scale(tmp_path, one_torch_thread):
+    # The noise scale differentiates the policy and value terms of one forward pass through
+    # the shared CNN trunk apart (retain_graph): compiled backward graphs must not have
+    # donated their buffers (they did, and such a run failed at its first iteration).
+    from agents import PPOConfig
+    from rl.runs.metrics import load_metrics
+    from rl.train.launch import train
+
+    cfg = TrainConfig(env="MinAtar-Breakout", num_envs=4, num_steps=32, total_agent_steps=3 * 128,
+                      gns_every=1, compile=True, run_dir=str(tmp_path / "run"), seed=0)
+    assert train(cfg, PPOConfig(num_minibatches=2, num_epochs=2)).iterations == 3
+    rows = load_metrics(tmp_path / "run")
+    assert np.isfinite(rows["gns/total/b_simple"]).all()
+    assert np.isfinite(rows["policy_loss"]).all()
